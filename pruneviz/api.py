@@ -1,0 +1,175 @@
+"""The programmatic entry points that the CLI and the app call: influence, evaluation, rankings.
+
+Each call is cached on disk under a key that covers the model fingerprint, the data fingerprint,
+the plan and every parameter, so repeating it is instant.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+
+from .cache import cached, make_key
+from .data.mmlu import load_mmlu, mmlu_fingerprint, select_subjects, split_exemplars
+from .data.text import document_batch, load_corpus
+from .errors import PlanError, SettingError
+from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
+from .evaluation.perplexity import evaluate_perplexity
+from .evaluation.results import EvaluationResult
+from .plan import PruningPlan, Unit
+from .static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
+
+Progress = Callable[[int, int], None]
+GRANULARITY_KINDS = {"block": ["block"], "sublayer": ["attn", "mlp"], "all": ["block", "attn", "mlp"]}
+SCHEMES = ("block", "attn", "mlp", "both")
+
+
+def calibration_batch(loaded, data: str, samples: int, seq_len: int):
+    """Calibration tokens for static metrics.
+
+    Args:
+        data: ``"wiki"`` (calibration half), a text file (its calibration half), ``"mmlu"`` or
+            ``"mmlu:<subject|category>"`` (0-shot letter-format prompts, first ``samples`` questions
+            spread round-robin over the chosen subjects).
+        samples: number of sequences N.
+        seq_len: truncation length T (tokens).
+
+    Returns:
+        ``(batch, label, fingerprint)``: ``{"input_ids": [N, T'], "attention_mask": [N, T']}``, the
+        dataset label for reports, and a digest for cache keys.
+
+    Raises:
+        SettingError: ``seq_len`` or ``samples`` out of range.
+        DataError: unknown dataset, too few documents.
+    """
+    if not 2 <= seq_len <= loaded.max_length:
+        raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
+    if samples < 1:
+        raise SettingError(f"--samples must be at least 1 (got {samples}).")
+    if data == "mmlu" or data.startswith("mmlu:"):
+        subset = data.partition(":")[2] or None
+        table = load_mmlu("mmlu")
+        _, scored = split_exemplars(table, select_subjects(table, subset), 0, None)
+        # round-robin over subjects so a small sample covers all of them
+        scored = scored.sort_values(["index", "subject"]).head(samples)
+        texts = tuple(build_prompt(row, scored.iloc[:0], "letter") for row in scored.itertuples())
+        label, fingerprint = data, mmlu_fingerprint("mmlu")
+    else:
+        corpus = load_corpus(data, "calibration")
+        texts, label, fingerprint = corpus.texts, corpus.label, corpus.fingerprint
+    return document_batch(loaded.tokenizer, texts, samples, seq_len), label, fingerprint
+
+
+def influence(
+    loaded,
+    data: str = "wiki",
+    metrics: list[str] | tuple[str, ...] = ("cosine",),
+    granularity: str = "sublayer",
+    samples: int = 32,
+    seq_len: int = 128,
+    plan: PruningPlan = PruningPlan(),
+    progress: Progress | None = None,
+    use_cache: bool = True,
+) -> pd.DataFrame:
+    """Static influence of every unit (see :mod:`pruneviz.static_metrics`).
+
+    Args:
+        granularity: ``"block"``, ``"sublayer"`` (attn and mlp) or ``"all"`` (blocks and sublayers).
+        metrics: names from :data:`pruneviz.static_metrics.STATIC_METRICS`.
+
+    Returns:
+        DataFrame ``unit, layer, sublayer, metric, value, stderr, dataset``; ascending value = pruning order.
+
+    Raises:
+        SettingError: unknown metric or granularity; plus :func:`calibration_batch`'s errors.
+    """
+    unknown = [m for m in metrics if m not in STATIC_METRICS]
+    if unknown:
+        raise SettingError(
+            f"Metric '{unknown[0]}' is not available; choose from {', '.join(STATIC_METRICS)}."
+        )
+    if granularity not in GRANULARITY_KINDS:
+        raise SettingError(f"Granularity '{granularity}' is unknown; use block, sublayer or all.")
+    plan.validate(loaded.n_blocks)
+    batch, label, fingerprint = calibration_batch(loaded, data, samples, seq_len)
+    key = make_key("influence", loaded.fingerprint, fingerprint, str(plan), sorted(metrics), granularity, samples, seq_len)
+    table, _ = cached(
+        key,
+        lambda: static_influence(loaded, batch, list(metrics), GRANULARITY_KINDS[granularity], label, plan, progress=progress),
+        use_cache,
+    )
+    return table
+
+
+def evaluate(
+    loaded,
+    plan: PruningPlan,
+    task: str = "wiki",
+    fmt: str = "auto",
+    shots: int = 0,
+    per_subject: int | None = None,
+    windows: int = 16,
+    seq_len: int = 256,
+    mmlu_source: str = "mmlu",
+    progress: Progress | None = None,
+    use_cache: bool = True,
+) -> EvaluationResult:
+    """Evaluate ``loaded`` under ``plan`` on a task (cached).
+
+    Args:
+        task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``.
+        fmt: MMLU format, ``"letter"``, ``"cloze"`` or ``"auto"`` (cloze under 1B parameters).
+        shots, per_subject, mmlu_source: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
+        windows, seq_len: see :func:`pruneviz.evaluation.perplexity.evaluate_perplexity`.
+
+    Raises:
+        PlanError, DataError, SettingError, TokenizationError: as the evaluators.
+    """
+    plan.validate(loaded.n_blocks)
+    if task == "mmlu" or task.startswith("mmlu:"):
+        subset = task.partition(":")[2] or None
+        fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
+        key = make_key("mmlu", loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), subset, fmt, shots, per_subject)
+        compute = lambda: evaluate_mmlu(loaded, plan, subset, fmt, shots, per_subject, mmlu_source, progress=progress)  # noqa: E731
+    else:
+        key = make_key("perplexity", loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), windows, seq_len)
+        compute = lambda: evaluate_perplexity(loaded, plan, task, windows, seq_len, progress=progress)  # noqa: E731
+    result, hit = cached(key, compute, use_cache)
+    result.from_cache = hit
+    return result
+
+
+def ranked_units(table: pd.DataFrame, metric: str, scheme: str) -> list[Unit]:
+    """Units in pruning order (ascending influence) for a scheme.
+
+    Args:
+        table: an :func:`influence` table containing ``metric``.
+        scheme: ``"block"`` (whole blocks), ``"attn"``, ``"mlp"``, or ``"both"`` (attn and mlp sublayers together).
+
+    Raises:
+        SettingError: unknown scheme, or the table lacks that metric at that granularity.
+    """
+    if scheme not in SCHEMES:
+        raise SettingError(f"Scheme '{scheme}' is unknown; use one of {', '.join(SCHEMES)}.")
+    kinds = ["attn", "mlp"] if scheme == "both" else [scheme]
+    rows = table[(table["metric"] == metric) & table["sublayer"].isin(kinds)]
+    if rows.empty:
+        raise SettingError(f"No '{metric}' values for scheme '{scheme}'; compute influences at that granularity first.")
+    rows = rows.sort_values(["value", "layer"], kind="stable")
+    return [Unit(int(r.layer), None if r.sublayer == "block" else r.sublayer) for r in rows.itertuples()]
+
+
+def lowest_plan(table: pd.DataFrame, metric: str, scheme: str, count: int, n_blocks: int) -> PruningPlan:
+    """The plan that prunes the ``count`` least important units by ``metric`` under ``scheme``.
+
+    Raises:
+        PlanError: ``count`` exceeds the number of units.
+    """
+    units = ranked_units(table, metric, scheme)
+    if not 0 <= count <= len(units):
+        raise PlanError(f"Cannot prune {count} units: the {scheme} scheme has {len(units)}.")
+    return PruningPlan.of(units[:count]).validate(n_blocks)
+
+
+__all__ = ["CSV_COLUMNS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan"]

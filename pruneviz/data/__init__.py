@@ -1,0 +1,1 @@
+"""Datasets: MMLU questions and plain-text corpora (Wikipedia by default)."""

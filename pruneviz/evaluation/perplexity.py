@@ -1,0 +1,65 @@
+"""Perplexity on fixed-length windows of a text corpus's evaluation half."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+import torch
+
+from ..data.text import load_corpus, token_windows
+from ..errors import SettingError
+from ..gating import apply_plan
+from ..plan import PruningPlan
+from .results import EvaluationResult, mean_stderr
+from .scoring import Progress, run_batched, token_nll
+
+
+def evaluate_perplexity(
+    loaded,
+    plan: PruningPlan,
+    corpus: str = "wiki",
+    windows: int = 16,
+    seq_len: int = 256,
+    batch_size: int = 4,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """Perplexity = exp(mean next-token NLL) over ``windows`` non-overlapping windows of ``seq_len`` tokens.
+
+    The windows are cut from the corpus's *evaluation* half (documents joined by blank lines), never
+    from the calibration half that static metrics are computed on.
+
+    Returns:
+        :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` (predicted
+        tokens), and per-window ``items``.
+
+    Raises:
+        SettingError: ``seq_len`` above the model's context or below 2.
+        DataError: the corpus is too short or malformed.
+        PlanError: the plan names a block the model lacks.
+    """
+    plan.validate(loaded.n_blocks)
+    if not 2 <= seq_len <= loaded.max_length:
+        raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
+    started = time.perf_counter()
+    data = load_corpus(corpus, "evaluation")
+    ids = token_windows(loaded.tokenizer, data.texts, seq_len, windows)
+    with apply_plan(plan):
+        sums = run_batched(list(ids), batch_size, lambda chunk: list(token_nll(loaded, torch.stack(list(chunk)))), progress)
+    per_window = pd.DataFrame({"nll_sum": [float(s) for s in sums]})
+    per_window["nll"] = per_window["nll_sum"] / (seq_len - 1)
+    nll = float(per_window["nll_sum"].sum() / (windows * (seq_len - 1)))
+    nll_err = mean_stderr(per_window["nll"])
+    return EvaluationResult(
+        task=corpus,
+        n=windows,
+        metrics={"perplexity": math.exp(nll), "nll": nll, "tokens": windows * (seq_len - 1)},
+        # delta method: se(exp(m)) ~ exp(m) * se(m), over windows
+        stderr={"perplexity": math.exp(nll) * nll_err, "nll": nll_err},
+        prune=str(plan),
+        seconds=time.perf_counter() - started,
+        settings={"windows": windows, "seq_len": seq_len, "split": data.label, "data_fingerprint": data.fingerprint},
+        items=per_window,
+    )
+

@@ -1,0 +1,74 @@
+"""The value every evaluation returns, and the statistics shared by its aggregations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class EvaluationResult:
+    """One evaluation of a model under a plan.
+
+    Attributes:
+        task: ``"wiki"``, a text file, or ``"mmlu[:subset]"``.
+        n: questions scored (MMLU) or windows (perplexity).
+        metrics: MMLU letter: ``acc`` (fraction), ``loss`` (4-way cross-entropy of the gold letter, nats);
+            MMLU cloze: ``acc``, ``acc_norm``; perplexity: ``perplexity``, ``nll`` (nats/token), ``tokens``.
+        stderr: standard error of each metric where defined (same keys).
+        per_subject / per_category: MMLU tables (``subject``/``category``, ``n``, metric columns); empty otherwise.
+        prune: canonical plan string (``""`` = unpruned).
+        recover: recovery applied (``None`` = none).
+        seconds: wall time of the computation (not of a cache hit).
+        settings: every parameter that defined the evaluation, plus notes (e.g. exemplar hold-out).
+        items: per-question or per-window results.
+        from_cache: whether this value was read from the result cache.
+    """
+
+    task: str
+    n: int
+    metrics: dict[str, float]
+    stderr: dict[str, float]
+    prune: str
+    seconds: float
+    settings: dict
+    items: pd.DataFrame
+    per_subject: pd.DataFrame = field(default_factory=pd.DataFrame)
+    per_category: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recover: str | None = None
+    from_cache: bool = False
+
+    def to_json(self) -> dict:
+        """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``."""
+        return {
+            "task": self.task,
+            "n": self.n,
+            "metrics": self.metrics,
+            "stderr": self.stderr,
+            "per_subject": _records(self.per_subject, "subject"),
+            "per_category": _records(self.per_category, "category"),
+            "prune": self.prune,
+            "recover": self.recover,
+            "seconds": round(self.seconds, 3),
+            "settings": self.settings,
+            "from_cache": self.from_cache,
+        }
+
+
+def _records(table: pd.DataFrame, key: str) -> dict:
+    return {
+        row[key]: {k: int(v) if k == "n" else float(v) for k, v in row.items() if k not in (key, "category")}
+        for row in table.to_dict("records")
+    }
+
+
+def proportion_stderr(p: float, n: int) -> float:
+    """Sample standard error of a proportion, ``sqrt(p (1 - p) / (n - 1))`` (as lm-eval-harness reports); NaN for n < 2."""
+    return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else float("nan")
+
+
+def mean_stderr(values: pd.Series) -> float:
+    """Standard error of a mean, ``std / sqrt(n)`` (sample std); NaN for fewer than 2 values."""
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")

@@ -1,0 +1,146 @@
+"""Applying a pruning plan to one computation without editing the shared model.
+
+One loaded model serves every browser session from several threads, so a plan cannot be applied
+by registering hooks for the length of a call (a hook acts on every thread's forward pass while
+it is registered). Instead each block, sublayer and MLP pre-norm is given, once at load time, a
+gated ``forward`` that reads the calling context's state from a :class:`contextvars.ContextVar`:
+
+* ``with apply_plan(plan):`` - sublayers in ``plan`` return a zero update (they add nothing to the
+  residual stream), only for forward passes run inside the block, only in this thread/context;
+* ``with record_residuals(callback):`` - ``callback(layer, name, tensor)`` receives ``resid_pre``,
+  ``resid_mid`` and ``resid_post`` (``[batch, seq, d]``) of every block, e.g. for static metrics.
+
+Outside these blocks the gates pass straight through; parameters and state-dict keys are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .architecture import ArchitectureAdapter, resolve
+from .plan import PruningPlan
+
+ResidualCallback = Callable[[int, str, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class _Context:
+    plan: PruningPlan = PruningPlan()
+    record: ResidualCallback | None = None
+
+
+_ACTIVE: contextvars.ContextVar[_Context] = contextvars.ContextVar("pruneviz_active", default=_Context())
+_INSTALLED = "_pruneviz_gated"
+
+
+def _first_tensor(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _hidden_states_arg(args, kwargs) -> torch.Tensor:
+    return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+
+def _gate_sublayer(module: nn.Module, layer: int, sublayer: str) -> None:
+    inner = module.forward
+
+    @functools.wraps(inner)
+    def forward(*args, **kwargs):
+        if (layer, sublayer) in _ACTIVE.get().plan:
+            zero = torch.zeros_like(_hidden_states_arg(args, kwargs))
+            # attention returns (attn_output, attn_weights); the MLP returns a tensor
+            return (zero, None) if sublayer == "attn" else zero
+        return inner(*args, **kwargs)
+
+    module.forward = forward
+
+
+def _gate_block(module: nn.Module, layer: int) -> None:
+    inner = module.forward
+
+    @functools.wraps(inner)
+    def forward(*args, **kwargs):
+        record = _ACTIVE.get().record
+        if record is not None:
+            record(layer, "resid_pre", _hidden_states_arg(args, kwargs))
+        output = inner(*args, **kwargs)
+        if record is not None:
+            # decoder layers return a bare tensor or a tuple depending on the transformers version
+            record(layer, "resid_post", _first_tensor(output))
+        return output
+
+    module.forward = forward
+
+
+def _gate_mlp_norm(module: nn.Module, layer: int) -> None:
+    inner = module.forward
+
+    @functools.wraps(inner)
+    def forward(hidden_states, *args, **kwargs):
+        record = _ACTIVE.get().record
+        if record is not None:
+            record(layer, "resid_mid", hidden_states)
+        return inner(hidden_states, *args, **kwargs)
+
+    module.forward = forward
+
+
+def install_gates(model: nn.Module, adapter: ArchitectureAdapter) -> None:
+    """Give every block, sublayer and MLP pre-norm of ``model`` its context-reading gate (idempotent).
+
+    The gates replace the instances' ``forward`` attributes (the way accelerate's device hooks do),
+    so parameters, buffers and state-dict keys are unchanged.
+    """
+    if getattr(model, _INSTALLED, False):
+        return
+    for layer, block in enumerate(adapter.blocks(model)):
+        _gate_block(block, layer)
+        _gate_sublayer(adapter.sublayer(block, "attn"), layer, "attn")
+        _gate_sublayer(adapter.sublayer(block, "mlp"), layer, "mlp")
+        _gate_mlp_norm(resolve(block, adapter.mlp_norm), layer)
+    setattr(model, _INSTALLED, True)
+
+
+def gates_installed(model: nn.Module) -> bool:
+    """Whether :func:`install_gates` has run on ``model``."""
+    return getattr(model, _INSTALLED, False)
+
+
+@contextlib.contextmanager
+def _scoped(**changes) -> Iterator[None]:
+    current = _ACTIVE.get()
+    token = _ACTIVE.set(_Context(**{**current.__dict__, **changes}))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def apply_plan(plan: PruningPlan) -> contextlib.AbstractContextManager[None]:
+    """Prune ``plan``'s sublayers for forward passes run inside the ``with`` block, in this context only.
+
+    Nested blocks replace the outer plan (they do not merge); the outer plan is restored on exit.
+    The model must have had :func:`install_gates` run on it (``load_model`` does).
+    """
+    return _scoped(plan=plan)
+
+
+def record_residuals(callback: ResidualCallback) -> contextlib.AbstractContextManager[None]:
+    """Send every block's ``resid_pre``, ``resid_mid`` and ``resid_post`` to ``callback`` inside the block.
+
+    ``callback(layer, name, tensor)`` gets ``[batch, seq, d]`` tensors in the model's dtype; it must not
+    modify them.
+    """
+    return _scoped(record=callback)
+
+
+def active_plan() -> PruningPlan:
+    """The plan in force in the calling context (empty outside :func:`apply_plan`)."""
+    return _ACTIVE.get().plan

@@ -1,0 +1,296 @@
+"""Loading a causal LM for pruning: the embedded default, HF directories, GGUF files, hub ids.
+
+GGUF files are dequantised once (about 40 s for the embedded 135M model on 2 CPU cores) and stored
+as a safetensors model directory under the cache, which later loads take in about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import cache
+from .architecture import ADAPTERS, SUPPORTED, ArchitectureAdapter, ModelInfo, adapter_for, model_info, resolve
+from .assets import EMBEDDED_MODELS
+from .errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
+from .gating import install_gates
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"
+
+# A fixed English paragraph for the load-time sanity check (perplexity in nats is exp(mean NLL)).
+SELF_CHECK_TEXT = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+    "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+    "from 1887 to 1889. It was initially criticised by some of France's leading artists and "
+    "intellectuals for its design, but it has become a global cultural icon of France."
+)
+# A working small LM scores well under 100 on this text; an untied random head scores ~vocab size.
+SELF_CHECK_MAX_PERPLEXITY = 150.0
+
+
+@dataclass
+class LoadedModel:
+    """A loaded causal LM ready for plan-scoped computation (shared, read-only).
+
+    Attributes:
+        name: what the user asked for (alias, path or hub id).
+        model: the ``*ForCausalLM`` module, in eval mode, with gates installed (see ``gating``).
+        tokenizer: its tokenizer, with a pad token set.
+        adapter: where its blocks and sublayers live.
+        info: architecture summary.
+        fingerprint: digest of the weights' source, dtype and device type (part of every cache key).
+        device: ``torch.device`` the model runs on.
+        dtype: parameter dtype (fp32 on CPU; bf16/fp16 on CUDA).
+    """
+
+    name: str
+    model: nn.Module
+    tokenizer: object
+    adapter: ArchitectureAdapter
+    info: ModelInfo
+    fingerprint: str
+    device: torch.device
+    dtype: torch.dtype
+    source: str = field(default="")
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of decoder blocks L."""
+        return self.info.n_blocks
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence (tokens) the model accepts."""
+        return self.info.max_position_embeddings
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the decoder stack (no output head).
+
+        Args:
+            input_ids: ``[batch, seq]`` token ids.
+            attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding.
+
+        Returns:
+            ``[batch, seq, d]`` final-normed hidden states.
+        """
+        base = resolve(self.model, self.adapter.base)
+        out = base(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), use_cache=False)
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Apply the output head (and Gemma-2's logit soft-capping) to ``[..., d]`` hidden states.
+
+        Returns:
+            ``[..., vocab]`` logits in fp32.
+        """
+        logits = resolve(self.model, self.adapter.lm_head)(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU; else ``float32`` etc."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise ModelLoadError(f"Unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16.") from None
+
+
+def _gguf_to_safetensors(gguf_path: Path) -> Path:
+    """Dequantise a GGUF file once into a cached safetensors directory; return that directory."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = cache.cache_dir() / "models" / f"{gguf_path.stem}-{cache.file_fingerprint(gguf_path)}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("Dequantising %s once into %s (takes about a minute) ...", gguf_path.name, target)
+    directory, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        quantized = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    except Exception as error:
+        raise ModelLoadError(f"Could not read the GGUF file {gguf_path}: {error}") from error
+    # a model loaded from GGUF refuses save_pretrained; a plain model from the same config does not
+    config = AutoConfig.for_model(**{k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"})
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _directory_fingerprint(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".bin", ".model", ".txt"):
+            digest.update(path.name.encode())
+            digest.update(cache.file_fingerprint(path).encode())
+    return digest.hexdigest()[:16]
+
+
+def _locate(spec: str) -> tuple[str, Path | None]:
+    """Classify ``spec`` as ``("gguf", path)``, ``("dir", path)`` or ``("hub", None)``."""
+    if spec in EMBEDDED_MODELS:
+        return "gguf", EMBEDDED_MODELS[spec].path()
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return "gguf", path
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory but has no config.json; point --model at a Hugging Face model directory.")
+        return "dir", path
+    if path.exists():
+        raise ModelLoadError(f"{path} is neither a model directory nor a .gguf file; pass one of those, or a hub id.")
+    if spec.endswith(".gguf") or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"No model at '{spec}'; check the path (or use the embedded default 'smollm2').")
+    return "hub", None
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    self_check: bool = True,
+) -> LoadedModel:
+    """Load a causal LM, install the plan gates and (by default) sanity-check it.
+
+    Args:
+        spec: ``"smollm2"`` (embedded default), a local HF model directory, a ``.gguf`` file, or a hub id.
+        device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        dtype: ``"auto"`` (bf16/fp16 on CUDA, fp32 on CPU) or a torch dtype name.
+        trust_remote_code: run the model repository's own Python code; only when the user asks.
+        self_check: run :func:`self_check` after loading.
+
+    Returns:
+        A :class:`LoadedModel`.
+
+    Raises:
+        ModelLoadError: nothing loadable at ``spec``.
+        UnsupportedArchitectureError: not a decoder-only architecture pruneviz knows.
+        ModelSelfCheckError: the loaded model's head is untied from its embeddings where the config
+            says tied, or its perplexity on a fixed English paragraph exceeds ``SELF_CHECK_MAX_PERPLEXITY``.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kind, path = _locate(spec)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if kind == "gguf":
+        path = _gguf_to_safetensors(path)
+    source = str(path) if path is not None else spec
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as error:
+        raise ModelLoadError(
+            f"Could not load a model config from '{spec}' ({type(error).__name__}); give a model directory, "
+            "a .gguf file, or a hub id on a machine that reaches the hub."
+        ) from error
+    if getattr(config, "is_encoder_decoder", False) or config.model_type not in ADAPTERS:
+        raise UnsupportedArchitectureError(
+            f"'{spec}' is a {config.model_type} model, which is not a supported decoder-only causal LM; "
+            f"pruneviz supports {', '.join(SUPPORTED)} models."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    except torch.OutOfMemoryError as error:
+        raise ModelLoadError(f"Out of memory loading '{spec}' on {torch_device}; use a smaller model or dtype.") from error
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"Could not load '{spec}': {error}") from error
+    model.to(torch_device).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    adapter = adapter_for(model)
+    install_gates(model, adapter)
+    fingerprint_source = _directory_fingerprint(path) if path is not None else f"{spec}@{getattr(config, '_commit_hash', '')}"
+    loaded = LoadedModel(
+        name=spec,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter,
+        info=model_info(model),
+        fingerprint=cache.make_key(fingerprint_source, str(torch_dtype), torch_device.type)[:16],
+        device=torch_device,
+        dtype=torch_dtype,
+        source=source,
+    )
+    if self_check:
+        run_self_check(loaded)
+    return loaded
+
+
+def from_modules(name: str, model: nn.Module, tokenizer) -> LoadedModel:
+    """Wrap an already-built model (e.g. a tiny random Llama in tests) as a :class:`LoadedModel`.
+
+    The fingerprint hashes the weights themselves, so it is only cheap for small models.
+
+    Raises:
+        UnsupportedArchitectureError: as :func:`load_model`.
+    """
+    model.eval().requires_grad_(False)
+    adapter = adapter_for(model)
+    install_gates(model, adapter)
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    param = next(model.parameters())
+    if tokenizer is not None and tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(name, model, tokenizer, adapter, model_info(model), digest.hexdigest()[:16], param.device, param.dtype)
+
+
+def run_self_check(loaded: LoadedModel) -> float:
+    """Check the head is tied where the config says so and the model reads English sensibly.
+
+    Returns:
+        perplexity (exp of mean NLL in nats per token) on ``SELF_CHECK_TEXT``.
+
+    Raises:
+        ModelSelfCheckError: untied head for a tied config, or perplexity above the threshold.
+    """
+    if getattr(loaded.model.config, "tie_word_embeddings", False) and not loaded.info.tied_embeddings:
+        raise ModelSelfCheckError(
+            f"'{loaded.name}' declares tied embeddings but its output head is a separate matrix "
+            "(a loader untied them, leaving a random head); reload it from its original files."
+        )
+    ids = loaded.tokenizer(SELF_CHECK_TEXT, return_tensors="pt")
+    with torch.no_grad():
+        hidden = loaded.hidden_states(ids.input_ids, ids.attention_mask)
+        logits = loaded.logits(hidden[0, :-1])
+        nll = torch.nn.functional.cross_entropy(logits, ids.input_ids[0, 1:].to(loaded.device))
+    perplexity = math.exp(nll.item())
+    if not perplexity < SELF_CHECK_MAX_PERPLEXITY:
+        raise ModelSelfCheckError(
+            f"'{loaded.name}' has perplexity {perplexity:.0f} on a plain English paragraph "
+            f"(expected < {SELF_CHECK_MAX_PERPLEXITY:.0f}); its weights or tokenizer are broken."
+        )
+    return perplexity
+
