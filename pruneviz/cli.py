@@ -1,0 +1,190 @@
+"""Command-line interface: ``python -m pruneviz {info,influence,evaluate} ...`` (see DESIGN.md, CLI contract).
+
+A thin layer over :mod:`pruneviz.api`: parse arguments, show tqdm progress, write files. Errors print
+one line on stderr and exit with status 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .errors import PrunevizError
+
+log = logging.getLogger("pruneviz")
+
+
+class _TqdmProgress:
+    """A ``progress(done, total)`` callback drawing one tqdm bar on stderr."""
+
+    def __init__(self, description: str):
+        self.description, self.bar = description, None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def _progress(description: str):
+    bar = _TqdmProgress(description)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _load(args):
+    from .loading import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+
+
+def cmd_info(args) -> None:
+    from .data.mmlu import SUBJECT_CATEGORY
+
+    if args.subjects:
+        for subject, category in sorted(SUBJECT_CATEGORY.items()):
+            print(f"{subject}\t{category}")
+        return
+    loaded = _load(args)
+    info = dataclasses.asdict(loaded.info) | {"device": str(loaded.device), "dtype": str(loaded.dtype).removeprefix("torch."), "model": loaded.name}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        print(f"{key:>24}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>24}: {value}")
+
+
+def cmd_influence(args) -> None:
+    from . import api
+
+    loaded = _load(args)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    with _progress("influence") as progress:
+        table = api.influence(
+            loaded, args.data, metrics, args.granularity, args.samples, args.seq_len, progress=progress, use_cache=not args.no_cache
+        )
+    _write(Path(args.out), lambda path: table.to_csv(path, index=False))
+    log.info("Wrote %d rows to %s", len(table), args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from . import api
+    from .plan import PruningPlan
+
+    loaded = _load(args)
+    plan = PruningPlan.parse(args.prune, loaded.n_blocks)
+    with _progress(f"evaluate {args.task}") as progress:
+        result = api.evaluate(
+            loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
+            windows=args.windows, seq_len=args.seq_len, mmlu_source=args.mmlu_source,
+            progress=progress, use_cache=not args.no_cache,
+        )
+    document = result.to_json()
+    text = json.dumps(document, indent=2)
+    if args.json:
+        _write(Path(args.json), lambda path: path.write_text(text + "\n"))
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+    print(f"{result.task} n={result.n} prune='{result.prune}': {summary}")
+
+
+def _write(path: Path, writer) -> None:
+    """Write via a temporary file so a failure never leaves a half-written output."""
+    if path.parent and not path.parent.exists():
+        raise PrunevizError(f"The output folder {path.parent} does not exist; create it or choose another --out.")
+    staging = path.with_name(f".{path.name}.partial")
+    writer(staging)
+    os.replace(staging, path)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pruneviz`` argument parser with its subcommands."""
+    from .static_metrics import STATIC_METRICS
+
+    parser = argparse.ArgumentParser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(sub):
+        sub.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a model directory, a .gguf file or a hub id")
+        sub.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
+        sub.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+        sub.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (only for sources you trust)")
+        sub.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+
+    info = commands.add_parser("info", help="architecture summary: blocks, hidden size, heads, parameters per sublayer")
+    model_args(info)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--subjects", action="store_true", help="list the MMLU subjects and their categories instead")
+    info.set_defaults(run=cmd_info)
+
+    influence = commands.add_parser("influence", help="per-unit influence metrics, written as CSV")
+    model_args(influence)
+    influence.add_argument("--data", default="wiki", help="wiki, mmlu, mmlu:<subject|category>, or a .txt/.jsonl/.json file")
+    influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(STATIC_METRICS)}")
+    influence.add_argument("--granularity", choices=["block", "sublayer", "all"], default="sublayer")
+    influence.add_argument("--samples", type=_positive, default=32, help="calibration sequences")
+    influence.add_argument("--seq-len", type=_positive, default=128, help="tokens per calibration sequence")
+    influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset")
+    influence.set_defaults(run=cmd_influence)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity or MMLU")
+    model_args(evaluate)
+    evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned)")
+    evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>")
+    evaluate.add_argument("--format", choices=["auto", "letter", "cloze"], default="auto", help="MMLU format (auto: cloze under 1B parameters)")
+    evaluate.add_argument("--shots", type=_non_negative, default=0, help="k-shot; the first k questions per subject become exemplars")
+    evaluate.add_argument("--per-subject", type=_positive, default=None, help="score at most N questions per subject")
+    evaluate.add_argument("--mmlu-source", default="mmlu", help="mmlu (embedded), cais/mmlu (hub) or a question file")
+    evaluate.add_argument("--windows", type=_positive, default=16, help="perplexity: number of windows")
+    evaluate.add_argument("--seq-len", type=_positive, default=256, help="perplexity: tokens per window")
+    evaluate.add_argument("--json", help="write the result as JSON to this file")
+    evaluate.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
+    if not args.debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        args.run(args)
+    except PrunevizError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    return 0
