@@ -32,6 +32,7 @@ class ArchitectureAdapter:
         attn_norm: attribute of the pre-norm applied to ``resid_pre`` before attention.
         mlp_norm: attribute of the pre-norm applied to ``resid_mid`` before the MLP.
         embed: dotted path to the token embedding.
+        final_norm: dotted path to the norm applied after the last block.
         lm_head: dotted path to the output head.
     """
 
@@ -43,6 +44,7 @@ class ArchitectureAdapter:
     mlp: str = "mlp"
     attn_norm: str = "input_layernorm"
     embed: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
     lm_head: str = "lm_head"
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
@@ -101,7 +103,7 @@ def adapter_for(model: nn.Module) -> ArchitectureAdapter:
             f"pruneviz supports decoder-only {', '.join(SUPPORTED)} models."
         )
     blocks = adapter.blocks(model)
-    for path in (adapter.base, adapter.embed, adapter.lm_head):
+    for path in (adapter.base, adapter.embed, adapter.final_norm, adapter.lm_head):
         resolve(model, path)
     for block in blocks:
         for name in (adapter.attn, adapter.mlp, adapter.attn_norm, adapter.mlp_norm):

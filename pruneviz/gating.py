@@ -8,7 +8,9 @@ gated ``forward`` that reads the calling context's state from a :class:`contextv
 * ``with apply_plan(plan):`` - sublayers in ``plan`` return a zero update (they add nothing to the
   residual stream), only for forward passes run inside the block, only in this thread/context;
 * ``with record_residuals(callback):`` - ``callback(layer, name, tensor)`` receives ``resid_pre``,
-  ``resid_mid`` and ``resid_post`` (``[batch, seq, d]``) of every block, e.g. for static metrics.
+  ``resid_mid`` and ``resid_post`` (``[batch, seq, d]``) of every block, e.g. for static metrics;
+* ``with record_block_calls(callback):`` - ``callback(layer, args, kwargs)`` receives the other
+  arguments of every block call, so that blocks can be re-run from a stored residual stream.
 
 Outside these blocks the gates pass straight through; parameters and state-dict keys are untouched.
 """
@@ -30,10 +32,14 @@ from .plan import PruningPlan
 ResidualCallback = Callable[[int, str, torch.Tensor], None]
 
 
+BlockCallCallback = Callable[[int, tuple, dict], None]
+
+
 @dataclass(frozen=True)
 class _Context:
     plan: PruningPlan = PruningPlan()
     record: ResidualCallback | None = None
+    calls: BlockCallCallback | None = None
 
 
 _ACTIVE: contextvars.ContextVar[_Context] = contextvars.ContextVar("pruneviz_active", default=_Context())
@@ -67,7 +73,12 @@ def _gate_block(module: nn.Module, layer: int) -> None:
 
     @functools.wraps(inner)
     def forward(*args, **kwargs):
-        record = _ACTIVE.get().record
+        context = _ACTIVE.get()
+        if context.calls is not None:
+            # everything a block is called with except its input hidden states
+            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            context.calls(layer, args[1:] if "hidden_states" not in kwargs else args, rest)
+        record = context.record
         if record is not None:
             record(layer, "resid_pre", _hidden_states_arg(args, kwargs))
         output = inner(*args, **kwargs)
@@ -139,6 +150,16 @@ def record_residuals(callback: ResidualCallback) -> contextlib.AbstractContextMa
     modify them.
     """
     return _scoped(record=callback)
+
+
+def record_block_calls(callback: BlockCallCallback) -> contextlib.AbstractContextManager[None]:
+    """Send every block call's other arguments to ``callback(layer, args, kwargs)`` inside the block.
+
+    ``args``/``kwargs`` are what the decoder stack passed to block ``layer`` besides its input hidden
+    states (attention mask, rotary position embeddings, ...), so the block can be re-run later on other
+    hidden states of the same batch (see :mod:`pruneviz.engine`).
+    """
+    return _scoped(calls=callback)
 
 
 def active_plan() -> PruningPlan:
