@@ -17,7 +17,9 @@ from .errors import PlanError, SettingError
 from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from .evaluation.perplexity import evaluate_perplexity
 from .evaluation.results import EvaluationResult
-from .plan import PruningPlan, Unit
+from .objectives import objective_data
+from .plan import PruningPlan, Unit, units_of
+from .shapley import adaptive_influence
 from .static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
 
 Progress = Callable[[int, int], None]
@@ -61,6 +63,10 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
     return document_batch(loaded.tokenizer, texts, samples, seq_len), label, fingerprint
 
 
+ADAPTIVE_METRICS = {"loss_shapley": "loss", "logit_shapley": "logit"}
+METRICS = (*STATIC_METRICS, *ADAPTIVE_METRICS)
+
+
 def influence(
     loaded,
     data: str = "wiki",
@@ -69,36 +75,76 @@ def influence(
     samples: int = 32,
     seq_len: int = 128,
     plan: PruningPlan = PruningPlan(),
+    estimator: str = "loo",
+    fraction: float = 0.5,
+    budget: int = 64,
+    tolerance: float = 0.0,
+    seed: int = 0,
+    half: str = "all",
     progress: Progress | None = None,
     use_cache: bool = True,
 ) -> pd.DataFrame:
-    """Static influence of every unit (see :mod:`pruneviz.static_metrics`).
+    """Influence of every unit by static and adaptive metrics (cached).
 
     Args:
-        granularity: ``"block"``, ``"sublayer"`` (attn and mlp) or ``"all"`` (blocks and sublayers).
-        metrics: names from :data:`pruneviz.static_metrics.STATIC_METRICS`.
+        data: ``wiki``, a text file, ``mmlu`` or ``mmlu:<subject|category>``.
+        metrics: names from :data:`METRICS`: static ones (:mod:`pruneviz.static_metrics`) and
+            ``loss_shapley`` / ``logit_shapley`` (:mod:`pruneviz.shapley`).
+        granularity: ``"block"``, ``"sublayer"`` (attn and mlp) or ``"all"`` (both; adaptive metrics
+            then play two separate games, one over blocks and one over sublayers).
+        samples: text: calibration documents; MMLU static: questions in all; MMLU adaptive: questions per subject.
+        seq_len: tokens per text document.
+        plan: static metrics only: measure the model with this plan applied.
+        estimator, fraction, budget, tolerance, seed: adaptive metrics, see :func:`pruneviz.shapley.adaptive_influence`.
+        half: adaptive MMLU metrics: ``"all"`` (computed on the questions that are evaluated: the
+            paper's optimistic setting) or ``"fit"`` (held out: evaluate on ``"test"``).
 
     Returns:
         DataFrame ``unit, layer, sublayer, metric, value, stderr, dataset``; ascending value = pruning order.
+        ``table.attrs["cost"]`` holds, per adaptive metric, block forwards with and without prefix
+        reuse, subnetworks evaluated and seconds.
 
     Raises:
-        SettingError: unknown metric or granularity; plus :func:`calibration_batch`'s errors.
+        SettingError: unknown metric, granularity or estimator setting; plus :func:`calibration_batch`'s errors.
     """
-    unknown = [m for m in metrics if m not in STATIC_METRICS]
+    unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise SettingError(
-            f"Metric '{unknown[0]}' is not available; choose from {', '.join(STATIC_METRICS)}."
-        )
+        raise SettingError(f"Metric '{unknown[0]}' is not available; choose from {', '.join(METRICS)}.")
     if granularity not in GRANULARITY_KINDS:
         raise SettingError(f"Granularity '{granularity}' is unknown; use block, sublayer or all.")
     plan.validate(loaded.n_blocks)
-    batch, label, fingerprint = calibration_batch(loaded, data, samples, seq_len)
-    key = make_key("influence", loaded.fingerprint, fingerprint, str(plan), sorted(metrics), granularity, samples, seq_len)
-    table, _ = cached(
-        key,
-        lambda: static_influence(loaded, batch, list(metrics), GRANULARITY_KINDS[granularity], label, plan, progress=progress),
-        use_cache,
-    )
+    static = [m for m in metrics if m in STATIC_METRICS]
+    adaptive = [m for m in metrics if m in ADAPTIVE_METRICS]
+    tables, cost = [], {}
+    if static:
+        batch, label, fingerprint = calibration_batch(loaded, data, samples, seq_len)
+        key = make_key("influence", loaded.fingerprint, fingerprint, str(plan), sorted(static), granularity, samples, seq_len)
+        table, _ = cached(
+            key,
+            lambda: static_influence(loaded, batch, static, GRANULARITY_KINDS[granularity], label, plan, progress=progress),
+            use_cache,
+        )
+        tables.append(table)
+    if adaptive:
+        data_for_objective = objective_data(loaded, data, samples, seq_len, half)
+        for metric in adaptive:
+            for kind in ("block", "sublayer") if granularity == "all" else (granularity,):
+                settings = dict(objective=ADAPTIVE_METRICS[metric], estimator=estimator, fraction=fraction,
+                                budget=budget, tolerance=tolerance, seed=seed)
+                key = make_key("adaptive", loaded.fingerprint, data_for_objective.fingerprint, samples, seq_len, kind, settings)
+                result, _ = cached(
+                    key,
+                    lambda: adaptive_influence(loaded, data_for_objective, units_of(loaded.n_blocks, kind), progress=progress, **settings),
+                    use_cache,
+                )
+                tables.append(result.table)
+                cost[f"{metric}/{kind}"] = {
+                    "estimator": result.estimator, "subnetworks": result.subnetworks,
+                    "block_forwards": result.count.blocks, "naive_block_forwards": result.naive_blocks,
+                    "seconds": round(result.seconds, 3),
+                }
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["cost"] = cost
     return table
 
 
@@ -112,6 +158,7 @@ def evaluate(
     windows: int = 16,
     seq_len: int = 256,
     mmlu_source: str = "mmlu",
+    half: str = "all",
     progress: Progress | None = None,
     use_cache: bool = True,
 ) -> EvaluationResult:
@@ -120,7 +167,7 @@ def evaluate(
     Args:
         task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``.
         fmt: MMLU format, ``"letter"``, ``"cloze"`` or ``"auto"`` (cloze under 1B parameters).
-        shots, per_subject, mmlu_source: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
+        shots, per_subject, mmlu_source, half: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
         windows, seq_len: see :func:`pruneviz.evaluation.perplexity.evaluate_perplexity`.
 
     Raises:
@@ -130,8 +177,8 @@ def evaluate(
     if task == "mmlu" or task.startswith("mmlu:"):
         subset = task.partition(":")[2] or None
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
-        key = make_key("mmlu", loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), subset, fmt, shots, per_subject)
-        compute = lambda: evaluate_mmlu(loaded, plan, subset, fmt, shots, per_subject, mmlu_source, progress=progress)  # noqa: E731
+        key = make_key("mmlu", loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), subset, fmt, shots, per_subject, half)
+        compute = lambda: evaluate_mmlu(loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress)  # noqa: E731
     else:
         key = make_key("perplexity", loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), windows, seq_len)
         compute = lambda: evaluate_perplexity(loaded, plan, task, windows, seq_len, progress=progress)  # noqa: E731
@@ -172,4 +219,4 @@ def lowest_plan(table: pd.DataFrame, metric: str, scheme: str, count: int, n_blo
     return PruningPlan.of(units[:count]).validate(n_blocks)
 
 
-__all__ = ["CSV_COLUMNS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan"]
+__all__ = ["CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan"]

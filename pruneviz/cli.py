@@ -29,7 +29,9 @@ class _TqdmProgress:
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
-        if self.bar is None:
+        if self.bar is None or self.bar.total != total:
+            # a new phase of the work (e.g. static metrics, then each Shapley game) starts a new bar
+            self.close()
             self.bar = tqdm(total=total, desc=self.description, file=sys.stderr, leave=False)
         self.bar.update(done - self.bar.n)
 
@@ -76,10 +78,18 @@ def cmd_influence(args) -> None:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     with _progress("influence") as progress:
         table = api.influence(
-            loaded, args.data, metrics, args.granularity, args.samples, args.seq_len, progress=progress, use_cache=not args.no_cache
+            loaded, args.data, metrics, args.granularity, args.samples, args.seq_len,
+            estimator=args.estimator, fraction=args.fraction, budget=args.budget, tolerance=args.tolerance,
+            seed=args.seed, half=args.half, progress=progress, use_cache=not args.no_cache,
         )
     _write(Path(args.out), lambda path: table.to_csv(path, index=False))
-    log.info("Wrote %d rows to %s", len(table), args.out)
+    for name, cost in table.attrs.get("cost", {}).items():
+        saved = 1 - cost["block_forwards"] / cost["naive_block_forwards"]
+        print(
+            f"{name}: {cost['estimator']}, {cost['subnetworks']} subnetworks, {cost['block_forwards']} block forwards "
+            f"(naive: {cost['naive_block_forwards']}, {saved:.0%} saved by prefix reuse), {cost['seconds']:.1f} s"
+        )
+    print(f"wrote {len(table)} rows to {args.out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -91,7 +101,7 @@ def cmd_evaluate(args) -> None:
     with _progress(f"evaluate {args.task}") as progress:
         result = api.evaluate(
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
-            windows=args.windows, seq_len=args.seq_len, mmlu_source=args.mmlu_source,
+            windows=args.windows, seq_len=args.seq_len, mmlu_source=args.mmlu_source, half=args.half,
             progress=progress, use_cache=not args.no_cache,
         )
     document = result.to_json()
@@ -127,7 +137,8 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
-    from .static_metrics import STATIC_METRICS
+    from .api import METRICS
+    from .shapley import ESTIMATORS
 
     parser = argparse.ArgumentParser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -149,10 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     influence = commands.add_parser("influence", help="per-unit influence metrics, written as CSV")
     model_args(influence)
     influence.add_argument("--data", default="wiki", help="wiki, mmlu, mmlu:<subject|category>, or a .txt/.jsonl/.json file")
-    influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(STATIC_METRICS)}")
+    influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(METRICS)}")
     influence.add_argument("--granularity", choices=["block", "sublayer", "all"], default="sublayer")
     influence.add_argument("--samples", type=_positive, default=32, help="calibration sequences")
     influence.add_argument("--seq-len", type=_positive, default=128, help="tokens per calibration sequence")
+    influence.add_argument("--estimator", choices=ESTIMATORS, default="loo", help="Shapley estimator for *_shapley metrics")
+    influence.add_argument("--fraction", type=float, default=0.5, help="subsample: fraction of units kept per subnetwork")
+    influence.add_argument("--budget", type=_positive, default=64, help="subsample: subnetworks; permutation: most antithetic permutation pairs")
+    influence.add_argument("--tolerance", type=float, default=0.0, help="permutation: stop when every standard error is at most this")
+    influence.add_argument("--seed", type=int, default=0, help="random seed of sampled subnetworks")
+    influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")
     influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset")
     influence.set_defaults(run=cmd_influence)
 
@@ -164,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--shots", type=_non_negative, default=0, help="k-shot; the first k questions per subject become exemplars")
     evaluate.add_argument("--per-subject", type=_positive, default=None, help="score at most N questions per subject")
     evaluate.add_argument("--mmlu-source", default="mmlu", help="mmlu (embedded), cais/mmlu (hub) or a question file")
+    evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions, or the held-out test half (odd questions per subject)")
     evaluate.add_argument("--windows", type=_positive, default=16, help="perplexity: number of windows")
     evaluate.add_argument("--seq-len", type=_positive, default=256, help="perplexity: tokens per window")
     evaluate.add_argument("--json", help="write the result as JSON to this file")

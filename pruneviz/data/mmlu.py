@@ -65,6 +65,7 @@ SUBJECT_CATEGORY: dict[str, str] = {
 }
 SUBJECTS = tuple(sorted(SUBJECT_CATEGORY))
 LETTERS = ("A", "B", "C", "D")
+HALVES = ("all", "fit", "test")
 _COLUMNS = ["subject", "category", "question", "choices", "answer", "index"]
 
 
@@ -230,3 +231,19 @@ def split_exemplars(
             f"{sizes.get(too_small[0], 0)}; lower --shots."
         )
     return exemplars, scored
+
+
+def mmlu_half(scored, half: str):
+    """Questions of one half of each subject: ``fit`` = even positions, ``test`` = odd, ``all`` = both.
+
+    The held-out protocol computes adaptive metrics on ``fit`` and reports on ``test``.
+
+    Raises:
+        DataError: unknown half.
+    """
+    if half not in HALVES:
+        raise DataError(f"Half '{half}' is unknown; use all, fit or test.")
+    if half == "all":
+        return scored
+    rank = scored.groupby("subject").cumcount()
+    return scored[(rank % 2 == 0) if half == "fit" else (rank % 2 == 1)]

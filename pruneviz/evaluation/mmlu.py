@@ -25,7 +25,7 @@ import time
 import pandas as pd
 import torch
 
-from ..data.mmlu import LETTERS, load_mmlu, mmlu_fingerprint, select_subjects, split_exemplars
+from ..data.mmlu import LETTERS, load_mmlu, mmlu_fingerprint, mmlu_half, select_subjects, split_exemplars
 from ..errors import SettingError
 from ..gating import apply_plan
 from ..plan import PruningPlan
@@ -103,6 +103,7 @@ def evaluate_mmlu(
     shots: int = 0,
     per_subject: int | None = None,
     source: str = "mmlu",
+    half: str = "all",
     batch_size: int = 16,
     progress: Progress | None = None,
 ) -> EvaluationResult:
@@ -116,6 +117,8 @@ def evaluate_mmlu(
         shots: k of k-shot; the first k questions of each subject are exemplars and are not scored.
         per_subject: score at most this many questions per subject.
         source: ``"mmlu"`` (embedded), ``"cais/mmlu"`` or a question file.
+        half: ``"all"``, or ``"test"`` / ``"fit"``: the odd / even questions of each subject (held-out
+            protocol for adaptive metrics computed on the other half).
         batch_size: prompts (letter) or prompt-answer pairs (cloze) per forward pass.
         progress: ``progress(done, total)``; may raise ``Cancelled``.
 
@@ -134,6 +137,7 @@ def evaluate_mmlu(
     table = load_mmlu(source)
     subjects = select_subjects(table, subset)
     exemplars, scored = split_exemplars(table, subjects, shots, per_subject)
+    scored = mmlu_half(scored, half)
     by_subject = {s: g for s, g in exemplars.groupby("subject")}
     empty = exemplars.iloc[:0]
     rows = list(scored.itertuples())
@@ -166,7 +170,7 @@ def evaluate_mmlu(
         prune=str(plan),
         seconds=time.perf_counter() - started,
         settings={
-            "format": fmt, "shots": shots, "per_subject": per_subject, "source": source,
+            "format": fmt, "shots": shots, "per_subject": per_subject, "source": source, "half": half,
             "data_fingerprint": mmlu_fingerprint(source), "note": note,
         },
         items=items,
