@@ -94,7 +94,8 @@ def influence(
             then play two separate games, one over blocks and one over sublayers).
         samples: text: calibration documents; MMLU static: questions in all; MMLU adaptive: questions per subject.
         seq_len: tokens per text document.
-        plan: static metrics only: measure the model with this plan applied.
+        plan: measure the model with this plan applied (adaptive metrics: these units stay pruned in
+            every subnetwork, as in iterative pruning).
         estimator, fraction, budget, tolerance, seed: adaptive metrics, see :func:`pruneviz.shapley.adaptive_influence`.
         half: adaptive MMLU metrics: ``"all"`` (computed on the questions that are evaluated: the
             paper's optimistic setting) or ``"fit"`` (held out: evaluate on ``"test"``).
@@ -130,7 +131,7 @@ def influence(
         for metric in adaptive:
             for kind in ("block", "sublayer") if granularity == "all" else (granularity,):
                 settings = dict(objective=ADAPTIVE_METRICS[metric], estimator=estimator, fraction=fraction,
-                                budget=budget, tolerance=tolerance, seed=seed)
+                                budget=budget, tolerance=tolerance, seed=seed, base=plan)
                 key = make_key("adaptive", loaded.fingerprint, data_for_objective.fingerprint, samples, seq_len, kind, settings)
                 result, _ = cached(
                     key,

@@ -101,7 +101,7 @@ def cmd_evaluate(args) -> None:
     with _progress(f"evaluate {args.task}") as progress:
         result = api.evaluate(
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
-            windows=args.windows, seq_len=args.seq_len, mmlu_source=args.mmlu_source, half=args.half,
+            windows=args.windows, seq_len=args.window_len, mmlu_source=args.mmlu_source, half=args.half,
             progress=progress, use_cache=not args.no_cache,
         )
     document = result.to_json()
@@ -110,6 +110,30 @@ def cmd_evaluate(args) -> None:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
     print(f"{result.task} n={result.n} prune='{result.prune}': {summary}")
+
+
+def cmd_curve(args) -> None:
+    import pandas as pd
+
+    from .curves import Ranking, Task, pruning_curve
+
+    loaded = _load(args)
+    metric_options = {
+        "samples": args.samples, "seq_len": args.seq_len, "estimator": args.estimator, "fraction": args.fraction,
+        "budget": args.budget, "tolerance": args.tolerance, "seed": args.seed, "half": "fit" if args.heldout else "all",
+    }
+    task_options = {
+        "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
+        "windows": args.windows, "seq_len": args.window_len, "half": "test" if args.heldout else "all",
+    }
+    tasks = [Task(name.strip(), task_options) for name in args.tasks.split(",") if name.strip()]
+    curves = []
+    for metric in (m.strip() for m in args.metric.split(",") if m.strip()):
+        with _progress(f"curve {metric}") as progress:
+            curves.append(pruning_curve(loaded, Ranking(metric, args.data, metric_options), args.scheme, args.steps, tasks, args.iterative, progress))
+    table = pd.concat(curves, ignore_index=True)
+    _write(Path(args.out), lambda path: table.to_csv(path, index=False))
+    print(f"wrote {len(table)} rows to {args.out}")
 
 
 def _write(path: Path, writer) -> None:
@@ -149,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
         sub.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
         sub.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (only for sources you trust)")
-        sub.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
 
     info = commands.add_parser("info", help="architecture summary: blocks, hidden size, heads, parameters per sublayer")
     model_args(info)
@@ -157,35 +180,57 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--subjects", action="store_true", help="list the MMLU subjects and their categories instead")
     info.set_defaults(run=cmd_info)
 
+    def metric_args(sub):
+        sub.add_argument("--data", default="wiki", help="data the metric is computed on: wiki, mmlu, mmlu:<subject|category>, or a .txt/.jsonl/.json file")
+        sub.add_argument("--samples", type=_positive, default=32, help="text: calibration documents; MMLU: questions (adaptive metrics: per subject)")
+        sub.add_argument("--seq-len", type=_positive, default=128, help="tokens per calibration document")
+        sub.add_argument("--estimator", choices=ESTIMATORS, default="loo", help="Shapley estimator for *_shapley metrics")
+        sub.add_argument("--fraction", type=float, default=0.5, help="subsample: fraction of units kept per subnetwork")
+        sub.add_argument("--budget", type=_positive, default=64, help="subsample: subnetworks; permutation: most antithetic permutation pairs")
+        sub.add_argument("--tolerance", type=float, default=0.0, help="permutation: stop when every standard error is at most this")
+        sub.add_argument("--seed", type=int, default=0, help="random seed of sampled subnetworks")
+
+    def evaluation_args(sub):
+        sub.add_argument("--format", choices=["auto", "letter", "cloze"], default="auto", help="MMLU format (auto: cloze under 1B parameters)")
+        sub.add_argument("--shots", type=_non_negative, default=0, help="k-shot; the first k questions per subject become exemplars and are not scored")
+        sub.add_argument("--per-subject", type=_positive, default=None, help="score at most N questions per subject")
+        sub.add_argument("--mmlu-source", default="mmlu", help="mmlu (embedded), cais/mmlu (hub) or a question file")
+        sub.add_argument("--windows", type=_positive, default=16, help="perplexity: number of windows")
+
     influence = commands.add_parser("influence", help="per-unit influence metrics, written as CSV")
     model_args(influence)
-    influence.add_argument("--data", default="wiki", help="wiki, mmlu, mmlu:<subject|category>, or a .txt/.jsonl/.json file")
+    metric_args(influence)
     influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(METRICS)}")
     influence.add_argument("--granularity", choices=["block", "sublayer", "all"], default="sublayer")
-    influence.add_argument("--samples", type=_positive, default=32, help="calibration sequences")
-    influence.add_argument("--seq-len", type=_positive, default=128, help="tokens per calibration sequence")
-    influence.add_argument("--estimator", choices=ESTIMATORS, default="loo", help="Shapley estimator for *_shapley metrics")
-    influence.add_argument("--fraction", type=float, default=0.5, help="subsample: fraction of units kept per subnetwork")
-    influence.add_argument("--budget", type=_positive, default=64, help="subsample: subnetworks; permutation: most antithetic permutation pairs")
-    influence.add_argument("--tolerance", type=float, default=0.0, help="permutation: stop when every standard error is at most this")
-    influence.add_argument("--seed", type=int, default=0, help="random seed of sampled subnetworks")
     influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")
+    influence.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset")
     influence.set_defaults(run=cmd_influence)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity or MMLU")
     model_args(evaluate)
+    evaluation_args(evaluate)
     evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned)")
     evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>")
-    evaluate.add_argument("--format", choices=["auto", "letter", "cloze"], default="auto", help="MMLU format (auto: cloze under 1B parameters)")
-    evaluate.add_argument("--shots", type=_non_negative, default=0, help="k-shot; the first k questions per subject become exemplars")
-    evaluate.add_argument("--per-subject", type=_positive, default=None, help="score at most N questions per subject")
-    evaluate.add_argument("--mmlu-source", default="mmlu", help="mmlu (embedded), cais/mmlu (hub) or a question file")
     evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions, or the held-out test half (odd questions per subject)")
-    evaluate.add_argument("--windows", type=_positive, default=16, help="perplexity: number of windows")
-    evaluate.add_argument("--seq-len", type=_positive, default=256, help="perplexity: tokens per window")
+    evaluate.add_argument("--window-len", "--seq-len", dest="window_len", type=_positive, default=256, help="perplexity: tokens per window")
+    evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     evaluate.add_argument("--json", help="write the result as JSON to this file")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    curve = commands.add_parser("curve", help="greedy pruning curve: remove the K least important units one by one, evaluate each step")
+    model_args(curve)
+    metric_args(curve)
+    evaluation_args(curve)
+    curve.add_argument("--metric", default="cosine", help=f"ranking metric, or a comma list to overlay several: {', '.join(METRICS)}")
+    curve.add_argument("--scheme", choices=["block", "attn", "mlp", "both"], default="block")
+    curve.add_argument("--steps", type=_non_negative, required=True, help="K, the most units removed")
+    curve.add_argument("--tasks", default="wiki", help="comma list of wiki, text files, mmlu, mmlu:<subject|category>")
+    curve.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
+    curve.add_argument("--iterative", action="store_true", help="recompute the metric on the pruned model after every removal")
+    curve.add_argument("--heldout", action="store_true", help="MMLU: compute adaptive metrics on one half of each subject, evaluate on the other")
+    curve.add_argument("--out", required=True, help="CSV: ranking,scheme,step,removed,plan,task,metric,value,stderr")
+    curve.set_defaults(run=cmd_curve)
     return parser
 
 
@@ -194,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
     if not args.debug:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
     try:
         args.run(args)
     except PrunevizError as error:

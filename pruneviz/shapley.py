@@ -128,6 +128,7 @@ def adaptive_influence(
     budget: int = 64,
     tolerance: float = 0.0,
     seed: int = 0,
+    base: PruningPlan = PruningPlan(),
     batch_size: int = 8,
     reuse_prefix: bool = True,
     progress: Progress | None = None,
@@ -143,6 +144,7 @@ def adaptive_influence(
         tolerance: ``permutation``: stop once every unit's standard error is at most this (same unit as
             the objective); 0 = always use the whole budget.
         seed: random seed of the sampled subnetworks / permutations.
+        base: units pruned in every subnetwork (iterative pruning: the game is played on the rest).
         reuse_prefix: skip blocks before each plan's first pruned unit (results are identical).
 
     Returns:
@@ -164,6 +166,7 @@ def adaptive_influence(
     evaluated: dict[PruningPlan, float] = {}
 
     def values(plans: list[PruningPlan]) -> list[float]:
+        plans = [base | p for p in plans]
         missing = [p for p in dict.fromkeys(plans) if p not in evaluated]
         if missing:
             fresh = subnetwork_values(loaded, data, objective, missing, batch_size, reuse_prefix, count, progress)

@@ -1,0 +1,165 @@
+"""Greedy pruning curves and task trade-offs (Siddiqui et al. 2024, §4, figures 2-4).
+
+A curve sorts units by a metric (ascending influence = least important first), removes 0..K of them
+one at a time and evaluates every step on every task. In iterative mode the metric is recomputed on
+the pruned model after each removal, and the next unit is the least important of those left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from . import api
+from .errors import SettingError
+from .plan import PruningPlan, Unit
+
+Progress = Callable[[int, int], None]
+CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr"]
+SCHEME_GRANULARITY = {"block": "block", "attn": "sublayer", "mlp": "sublayer", "both": "sublayer"}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How units are ordered for pruning: a metric computed on a dataset.
+
+    Attributes:
+        metric: a name from :data:`pruneviz.api.METRICS`.
+        data: dataset the metric is computed on (``wiki``, ``mmlu:<subset>``, a file).
+        options: further :func:`pruneviz.api.influence` arguments (samples, seq_len, estimator, half ...).
+    """
+
+    metric: str
+    data: str = "wiki"
+    options: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``"metric@data"``, the name used in tables and legends."""
+        return f"{self.metric}@{self.data}"
+
+    def order(self, loaded, scheme: str, plan: PruningPlan = PruningPlan()) -> list[Unit]:
+        """Units of ``scheme`` not already in ``plan``, least important first (measured under ``plan``)."""
+        table = api.influence(
+            loaded, self.data, [self.metric], SCHEME_GRANULARITY[scheme], plan=plan, **self.options
+        )
+        return [u for u in api.ranked_units(table, self.metric, scheme) if not set(u.sublayers()) <= plan.pruned]
+
+
+@dataclass(frozen=True)
+class Task:
+    """An evaluation: ``wiki`` / a text file (perplexity) or ``mmlu[:subset]`` with :func:`pruneviz.api.evaluate` options."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+def pruning_curve(
+    loaded,
+    ranking: Ranking,
+    scheme: str,
+    steps: int,
+    tasks: list[Task],
+    iterative: bool = False,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Evaluate the greedy removal of ``steps`` units.
+
+    Args:
+        ranking: the metric (and its dataset) that orders units.
+        scheme: ``block``, ``attn``, ``mlp`` or ``both`` (attn and mlp sublayers in one ranking).
+        steps: K, the most units removed; the curve has K + 1 points (step 0 = unpruned).
+        tasks: evaluations at every step.
+        iterative: recompute the ranking on the pruned model after every removal.
+        progress: ``progress(done, total)`` over steps x tasks.
+
+    Returns:
+        long table :data:`CURVE_COLUMNS`: one row per step, task and task metric (e.g. ``perplexity``,
+        ``acc``, ``loss``), ``removed`` = the unit removed at that step (empty at step 0).
+
+    Raises:
+        SettingError: ``steps`` exceeds the number of units of the scheme.
+    """
+    order = ranking.order(loaded, scheme)
+    if not 0 <= steps <= len(order):
+        raise SettingError(f"Cannot remove {steps} units: the {scheme} scheme has {len(order)}; lower --steps.")
+    plan, removed = PruningPlan(), ""
+    rows, total = [], (steps + 1) * len(tasks)
+    for step in range(steps + 1):
+        if step:
+            if iterative and step > 1:
+                order = ranking.order(loaded, scheme, plan)
+            unit = order[0] if iterative else order[step - 1]
+            plan, removed = plan | PruningPlan.of([unit]), str(unit)
+        for index, task in enumerate(tasks):
+            result = api.evaluate(loaded, plan, task.name, **task.options)
+            for metric, value in result.metrics.items():
+                if metric == "tokens":
+                    continue
+                rows.append({
+                    "ranking": ranking.label + (" (iterative)" if iterative else ""), "scheme": scheme, "step": step,
+                    "removed": removed, "plan": str(plan), "task": result.task, "metric": metric,
+                    "value": value, "stderr": result.stderr.get(metric, float("nan")),
+                })
+            if progress:
+                progress(step * len(tasks) + index + 1, total)
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def tradeoff_matrix(
+    loaded,
+    rankings: list[Ranking],
+    tasks: list[Task],
+    scheme: str,
+    count: int,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Prune ``count`` units by each ranking and evaluate every task (the paper's trade-off view).
+
+    Returns:
+        one row per ranking (``ranking`` = ``metric@data``, ``plan``), and per task metric two columns:
+        ``"<task> <metric>"`` (pruned) and ``"<task> <metric> Δ"`` (pruned - unpruned). A first row
+        ``"unpruned"`` holds the baseline.
+
+    Raises:
+        SettingError: ``count`` exceeds the number of units of the scheme.
+    """
+    entries = [("unpruned", PruningPlan())]
+    for ranking in rankings:
+        order = ranking.order(loaded, scheme)
+        if count > len(order):
+            raise SettingError(f"Cannot prune {count} units: the {scheme} scheme has {len(order)}.")
+        entries.append((ranking.label, PruningPlan.of(order[:count])))
+    rows, total, done = [], len(entries) * len(tasks), 0
+    baseline: dict[str, float] = {}
+    for label, plan in entries:
+        row = {"ranking": label, "plan": str(plan)}
+        for task in tasks:
+            result = api.evaluate(loaded, plan, task.name, **task.options)
+            for metric, value in result.metrics.items():
+                if metric == "tokens":
+                    continue
+                column = f"{result.task} {metric}"
+                baseline.setdefault(column, value)
+                row[column] = value
+                row[f"{column} Δ"] = value - baseline[column]
+            done += 1
+            if progress:
+                progress(done, total)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ranking_correlation(loaded, rankings: list[Ranking], scheme: str) -> pd.DataFrame:
+    """Spearman rank correlation between the unit rankings of several metrics.
+
+    Returns:
+        square DataFrame indexed and labelled by ``metric@data``, values in [-1, 1].
+    """
+    positions = {}
+    for ranking in rankings:
+        order = ranking.order(loaded, scheme)
+        positions[ranking.label] = pd.Series({str(u): rank for rank, u in enumerate(order)})
+    return pd.DataFrame(positions).corr(method="spearman")
