@@ -1,0 +1,64 @@
+"""Greedy pruning curves, the trade-off matrix and ranking correlations on the embedded model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pruneviz import api
+from pruneviz.curves import Ranking, Task, pruning_curve, ranking_correlation, tradeoff_matrix
+from pruneviz.errors import SettingError
+from pruneviz.plan import PruningPlan
+
+pytestmark = pytest.mark.real
+METRIC_OPTIONS = {"samples": 3, "seq_len": 48}
+WIKI = Task("wiki", {"windows": 2, "seq_len": 48})
+
+
+def test_curve_step_k_removes_exactly_the_k_lowest_units(smollm2):
+    ranking = Ranking("cosine", "wiki", METRIC_OPTIONS)
+    table = api.influence(smollm2, "wiki", ["cosine"], "sublayer", **METRIC_OPTIONS)
+    attn = table[(table["sublayer"] == "attn")].sort_values("value")
+    curve = pruning_curve(smollm2, ranking, "attn", 3, [WIKI])
+    plans = curve.drop_duplicates("step").set_index("step")["plan"]
+    assert plans[0] == ""
+    for k in range(1, 4):
+        assert PruningPlan.parse(plans[k]) == PruningPlan.of(attn["unit"].iloc[:k])
+    assert list(curve.drop_duplicates("step")["removed"].iloc[1:]) == list(attn["unit"].iloc[:3])
+    perplexity = curve[curve["metric"] == "perplexity"].set_index("step")["value"]
+    direct = api.evaluate(smollm2, PruningPlan.of(attn["unit"].iloc[:2]), "wiki", windows=2, seq_len=48)
+    assert perplexity[2] == pytest.approx(direct.metrics["perplexity"], rel=1e-9)
+    assert all(math.isfinite(v) for v in perplexity)
+
+
+def test_iterative_curve_recomputes_the_ranking_on_the_pruned_model(smollm2):
+    ranking = Ranking("cosine", "wiki", METRIC_OPTIONS)
+    curve = pruning_curve(smollm2, ranking, "block", 2, [WIKI], iterative=True)
+    removed = list(curve.drop_duplicates("step")["removed"].iloc[1:])
+    first = removed[0]
+    after_first = api.influence(smollm2, "wiki", ["cosine"], "block", plan=PruningPlan.parse(first), **METRIC_OPTIONS)
+    rest = after_first[after_first["unit"] != first].sort_values("value")
+    assert removed[1] == rest["unit"].iloc[0]
+    assert curve["ranking"].iloc[0] == "cosine@wiki (iterative)"
+
+
+def test_too_many_steps_is_a_clear_error(smollm2):
+    with pytest.raises(SettingError, match="has 30"):
+        pruning_curve(smollm2, Ranking("cosine", "wiki", METRIC_OPTIONS), "block", 31, [WIKI])
+
+
+def test_tradeoff_matrix_and_rank_correlation(smollm2):
+    rankings = [Ranking("cosine", "wiki", METRIC_OPTIONS), Ranking("rel_l2", "wiki", METRIC_OPTIONS)]
+    matrix = tradeoff_matrix(smollm2, rankings, [WIKI], "attn", 2)
+    assert list(matrix["ranking"]) == ["unpruned", "cosine@wiki", "rel_l2@wiki"]
+    assert matrix.loc[0, "wiki perplexity Δ"] == 0
+    baseline = matrix.loc[0, "wiki perplexity"]
+    for _, row in matrix.iterrows():
+        expected = api.evaluate(smollm2, PruningPlan.parse(row["plan"]), "wiki", windows=2, seq_len=48).metrics["perplexity"]
+        assert row["wiki perplexity"] == pytest.approx(expected)
+        assert row["wiki perplexity Δ"] == pytest.approx(expected - baseline)
+    correlation = ranking_correlation(smollm2, rankings, "attn")
+    assert correlation.shape == (2, 2)
+    assert correlation.loc["cosine@wiki", "cosine@wiki"] == pytest.approx(1.0)
+    assert -1 <= correlation.loc["cosine@wiki", "rel_l2@wiki"] <= 1

@@ -1,0 +1,166 @@
+"""Adaptive influence (Shapley values): estimators against exact enumeration, prefix reuse, real-model LOO."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pruneviz.engine import PrefixRunner
+from pruneviz.loading import from_modules
+from pruneviz.objectives import ObjectiveData, objective_data
+from pruneviz.plan import PruningPlan, Unit, units_of
+from pruneviz.shapley import adaptive_influence, subnetwork_values
+from tests.conftest import tiny_llama
+
+
+def random_text_data(vocab: int = 128, rows: int = 6, seq: int = 12, seed: int = 1) -> ObjectiveData:
+    """Next-token data on random tokens, with right padding in every other row."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (rows, seq), generator=generator)
+    mask = torch.ones(rows, seq, dtype=torch.long)
+    mask[1::2, seq - 4 :] = 0
+    ids[mask == 0] = 0
+    scored = mask[:, :-1].bool() & mask[:, 1:].bool()
+    r, p = scored.nonzero(as_tuple=True)
+    return ObjectiveData(ids, mask, r, p, ids[r, p + 1], None, "random tokens", f"random:{seed}")
+
+
+@pytest.fixture(scope="module")
+def tiny3():
+    """A 3-block tiny Llama: 3 block units or 6 sublayer units, small enough for exact enumeration."""
+    return from_modules("tiny3", tiny_llama(n_blocks=3, seed=3), tokenizer=None)
+
+
+def exact_shapley(loaded, data, units, objective="loss") -> tuple[np.ndarray, float, float]:
+    """Exact Shapley values by enumerating all 2^n subnetworks; returns (shapley, v(all), v(none))."""
+    n = len(units)
+    subsets = [frozenset(s) for k in range(n + 1) for s in itertools.combinations(range(n), k)]
+    plans = [PruningPlan.of([u for i, u in enumerate(units) if i not in s]) for s in subsets]
+    v = dict(zip(subsets, subnetwork_values(loaded, data, objective, plans)))
+    shapley = np.zeros(n)
+    for s in subsets:
+        for i in range(n):
+            if i in s:
+                continue
+            weight = math.factorial(len(s)) * math.factorial(n - len(s) - 1) / math.factorial(n)
+            shapley[i] += weight * (v[s | {i}] - v[s])
+    return shapley, v[frozenset(range(n))], v[frozenset()]
+
+
+@pytest.mark.parametrize("objective", ["loss", "logit"])
+def test_permutation_shapley_matches_exact_enumeration(tiny3, objective):
+    data = random_text_data()
+    units = units_of(3, "sublayer")
+    exact, v_all, v_none = exact_shapley(tiny3, data, units, objective)
+    result = adaptive_influence(tiny3, data, units, objective, "permutation", budget=40, seed=0)
+    estimate = -result.table["value"].to_numpy()
+    stderr = result.table["stderr"].to_numpy()
+    assert np.all(stderr > 0)
+    # within 4 standard errors (plus float noise) of the exact value, unit by unit
+    assert np.all(np.abs(estimate - exact) <= 4 * stderr + 1e-6), (estimate, exact, stderr)
+    # efficiency: every permutation's marginals sum to v(all) - v(none), so the estimate does too
+    assert result.total_effect == pytest.approx(v_all - v_none, abs=1e-9)
+    assert estimate.sum() == pytest.approx(v_all - v_none, abs=1e-6)
+    assert exact.sum() == pytest.approx(v_all - v_none, abs=1e-6)
+
+
+def test_subsample_estimate_matches_its_exact_expectation(tiny3):
+    """The subsample estimator targets mean v(S) over kept-k subsets with i minus those without i."""
+    data = random_text_data()
+    units = units_of(3, "sublayer")
+    n, keep = len(units), 3  # round(0.5 * 6)
+    subsets = [frozenset(s) for s in itertools.combinations(range(n), keep)]
+    plans = [PruningPlan.of([u for i, u in enumerate(units) if i not in s]) for s in subsets]
+    v = dict(zip(subsets, subnetwork_values(tiny3, data, "loss", plans)))
+    expected = np.array([
+        np.mean([v[s] for s in subsets if i in s]) - np.mean([v[s] for s in subsets if i not in s]) for i in range(n)
+    ])
+    result = adaptive_influence(tiny3, data, units, "loss", "subsample", fraction=0.5, budget=80, seed=0)
+    estimate, stderr = -result.table["value"].to_numpy(), result.table["stderr"].to_numpy()
+    assert np.all(stderr > 0)
+    assert np.all(np.abs(estimate - expected) <= 4 * stderr), (estimate, expected, stderr)
+    # at most C(6, 3) = 20 distinct subnetworks exist, each evaluated once
+    assert result.subnetworks <= 20
+
+
+def test_leave_one_out_is_full_minus_each_removal(tiny3):
+    data = random_text_data()
+    units = units_of(3, "sublayer")
+    plans = [PruningPlan()] + [PruningPlan.of([u]) for u in units]
+    full, *without = subnetwork_values(tiny3, data, "loss", plans)
+    result = adaptive_influence(tiny3, data, units, "loss", "loo")
+    np.testing.assert_allclose(result.table["value"].to_numpy(), np.array(without) - full, rtol=0, atol=1e-12)
+    assert result.table["stderr"].isna().all()
+    assert list(result.table["metric"].unique()) == ["loss_shapley"]
+
+
+def test_prefix_reuse_equals_naive_and_saves_block_forwards(tiny):
+    data = random_text_data()
+    units = units_of(4, "sublayer")
+    reused = adaptive_influence(tiny, data, units, "loss", "loo", reuse_prefix=True)
+    naive = adaptive_influence(tiny, data, units, "loss", "loo", reuse_prefix=False)
+    np.testing.assert_allclose(reused.table["value"], naive.table["value"], rtol=0, atol=1e-5)
+    # one batch: reference pass (4 blocks) + per unit the blocks from its own block on
+    assert reused.count.blocks == 4 + sum(4 - u.layer for u in units)
+    assert naive.count.blocks == 4 + 4 * (len(units) + 1)
+    assert reused.count.blocks < naive.count.blocks
+
+
+def test_prefix_runner_equals_full_forward_under_plan(tiny):
+    from pruneviz.gating import apply_plan
+
+    data = random_text_data()
+    runner = PrefixRunner(tiny, data.input_ids, data.attention_mask)
+    for text in ["", "2.attn", "1,3.mlp", "0.mlp"]:
+        plan = PruningPlan.parse(text)
+        with apply_plan(plan), torch.no_grad():
+            expected = tiny.hidden_states(data.input_ids, data.attention_mask)
+        real = data.attention_mask.bool()
+        assert torch.equal(runner.run(plan)[real], expected[real]), text
+
+
+def test_base_plan_keeps_units_pruned_in_every_subnetwork(tiny):
+    data = random_text_data()
+    base = PruningPlan.parse("0.attn")
+    result = adaptive_influence(tiny, data, units_of(4, "sublayer"), "loss", "loo", base=base)
+    values = dict(zip(result.table["unit"], result.table["value"]))
+    assert values["0.attn"] == 0.0  # already pruned: removing it again changes nothing
+    v_base, v_more = subnetwork_values(tiny, data, "loss", [base, base | PruningPlan.parse("2.mlp")])
+    assert values["2.mlp"] == pytest.approx(v_more - v_base, abs=1e-12)
+
+
+@pytest.mark.real
+def test_real_model_loo_loss_shapley_equals_hand_computation(smollm2):
+    """LOO loss-Shapley of three blocks = HF loss with the block pruned - HF loss of the full model."""
+    from pruneviz.gating import apply_plan
+
+    data = objective_data(smollm2, "wiki", samples=3, seq_len=48)
+    chosen = [Unit(2), Unit(15), Unit(28)]
+    result = adaptive_influence(smollm2, data, chosen, "loss", "loo")
+    labels = data.input_ids.masked_fill(data.attention_mask == 0, -100)
+
+    def hf_loss(plan: PruningPlan) -> float:
+        # transformers' own loss path: mean cross-entropy over every non-ignored next token
+        with apply_plan(plan), torch.no_grad():
+            return smollm2.model(input_ids=data.input_ids, attention_mask=data.attention_mask, labels=labels).loss.item()
+
+    full = hf_loss(PruningPlan())
+    for unit, value in zip(chosen, result.table["value"]):
+        assert value == pytest.approx(hf_loss(PruningPlan.of([unit])) - full, rel=1e-4, abs=1e-5)
+    # early blocks matter more than a late middle block on Wikipedia text
+    assert result.table["value"].iloc[0] > result.table["value"].iloc[1] > 0
+
+
+@pytest.mark.real
+def test_real_model_mmlu_objective_is_gold_letter_cross_entropy(smollm2):
+    """The MMLU loss objective of the full model equals the letter-format evaluator's mean loss."""
+    from pruneviz.evaluation.mmlu import evaluate_mmlu
+
+    data = objective_data(smollm2, "mmlu:high school biology", samples=4, seq_len=0)
+    (value,) = subnetwork_values(smollm2, data, "loss", [PruningPlan()])
+    evaluation = evaluate_mmlu(smollm2, PruningPlan(), "high school biology", "letter", per_subject=4)
+    assert value == pytest.approx(evaluation.metrics["loss"], rel=1e-5)
