@@ -19,6 +19,7 @@ from .evaluation.perplexity import evaluate_perplexity
 from .evaluation.results import EvaluationResult
 from .objectives import objective_data
 from .plan import PruningPlan, Unit, units_of
+from .recovery import Recovery
 from .shapley import adaptive_influence
 from .static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
 
@@ -160,6 +161,7 @@ def evaluate(
     seq_len: int = 256,
     mmlu_source: str = "mmlu",
     half: str = "all",
+    recovery: Recovery | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
 ) -> EvaluationResult:
@@ -170,21 +172,27 @@ def evaluate(
         fmt: MMLU format, ``"letter"``, ``"cloze"`` or ``"auto"`` (cloze under 1B parameters).
         shots, per_subject, mmlu_source, half: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
         windows, seq_len: see :func:`pruneviz.evaluation.perplexity.evaluate_perplexity`.
+        recovery: fitted stand-ins (:mod:`pruneviz.recovery`) applied to the plan's pruned units.
 
     Raises:
         PlanError, DataError, SettingError, TokenizationError: as the evaluators.
     """
     plan.validate(loaded.n_blocks)
+    recovered = recovery.fingerprint if recovery else None
+    stand_ins = recovery.stand_ins if recovery else None
     if task == "mmlu" or task.startswith("mmlu:"):
         subset = task.partition(":")[2] or None
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
-        key = make_key("mmlu", loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), subset, fmt, shots, per_subject, half)
-        compute = lambda: evaluate_mmlu(loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress)  # noqa: E731
+        key = make_key("mmlu", loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
+        compute = lambda: evaluate_mmlu(  # noqa: E731
+            loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins
+        )
     else:
-        key = make_key("perplexity", loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), windows, seq_len)
-        compute = lambda: evaluate_perplexity(loaded, plan, task, windows, seq_len, progress=progress)  # noqa: E731
+        key = make_key("perplexity", loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
+        compute = lambda: evaluate_perplexity(loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins)  # noqa: E731
     result, hit = cached(key, compute, use_cache)
     result.from_cache = hit
+    result.recover = recovery.label if recovery else None
     return result
 
 

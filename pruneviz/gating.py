@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -30,19 +30,24 @@ from .architecture import ArchitectureAdapter, resolve
 from .plan import PruningPlan
 
 ResidualCallback = Callable[[int, str, torch.Tensor], None]
-
-
 BlockCallCallback = Callable[[int, tuple, dict], None]
+# a recovery stand-in: residual-stream input x [..., d] -> update [..., d] added in place of a pruned sublayer's
+StandIn = Callable[[torch.Tensor], torch.Tensor]
+# which residual-stream position a sublayer's stand-in reads
+STAND_IN_INPUT = {"attn": "resid_pre", "mlp": "resid_mid"}
 
 
 @dataclass(frozen=True)
 class _Context:
     plan: PruningPlan = PruningPlan()
+    stand_ins: Mapping[tuple[int, str], StandIn] = field(default_factory=dict)
     record: ResidualCallback | None = None
     calls: BlockCallCallback | None = None
 
 
 _ACTIVE: contextvars.ContextVar[_Context] = contextvars.ContextVar("pruneviz_active", default=_Context())
+# residual-stream inputs of the block being run, kept only while a stand-in in that block may need them
+_RESIDUALS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("pruneviz_residuals", default=None)
 _INSTALLED = "_pruneviz_gated"
 
 
@@ -59,10 +64,16 @@ def _gate_sublayer(module: nn.Module, layer: int, sublayer: str) -> None:
 
     @functools.wraps(inner)
     def forward(*args, **kwargs):
-        if (layer, sublayer) in _ACTIVE.get().plan:
-            zero = torch.zeros_like(_hidden_states_arg(args, kwargs))
+        context = _ACTIVE.get()
+        if (layer, sublayer) in context.plan:
+            normed = _hidden_states_arg(args, kwargs)
+            stand_in = context.stand_ins.get((layer, sublayer))
+            if stand_in is None:
+                update = torch.zeros_like(normed)
+            else:
+                update = stand_in(_RESIDUALS.get()[STAND_IN_INPUT[sublayer]]).to(normed.dtype)
             # attention returns (attn_output, attn_weights); the MLP returns a tensor
-            return (zero, None) if sublayer == "attn" else zero
+            return (update, None) if sublayer == "attn" else update
         return inner(*args, **kwargs)
 
     module.forward = forward
@@ -79,9 +90,17 @@ def _gate_block(module: nn.Module, layer: int) -> None:
             rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
             context.calls(layer, args[1:] if "hidden_states" not in kwargs else args, rest)
         record = context.record
+        resid_pre = _hidden_states_arg(args, kwargs)
         if record is not None:
-            record(layer, "resid_pre", _hidden_states_arg(args, kwargs))
-        output = inner(*args, **kwargs)
+            record(layer, "resid_pre", resid_pre)
+        if (layer, "attn") in context.stand_ins or (layer, "mlp") in context.stand_ins:
+            token = _RESIDUALS.set({"resid_pre": resid_pre})
+            try:
+                output = inner(*args, **kwargs)
+            finally:
+                _RESIDUALS.reset(token)
+        else:
+            output = inner(*args, **kwargs)
         if record is not None:
             # decoder layers return a bare tensor or a tuple depending on the transformers version
             record(layer, "resid_post", _first_tensor(output))
@@ -98,6 +117,9 @@ def _gate_mlp_norm(module: nn.Module, layer: int) -> None:
         record = _ACTIVE.get().record
         if record is not None:
             record(layer, "resid_mid", hidden_states)
+        residuals = _RESIDUALS.get()
+        if residuals is not None:
+            residuals["resid_mid"] = hidden_states
         return inner(hidden_states, *args, **kwargs)
 
     module.forward = forward
@@ -134,13 +156,22 @@ def _scoped(**changes) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-def apply_plan(plan: PruningPlan) -> contextlib.AbstractContextManager[None]:
+def apply_plan(
+    plan: PruningPlan, stand_ins: Mapping[tuple[int, str], StandIn] | None = None
+) -> contextlib.AbstractContextManager[None]:
     """Prune ``plan``'s sublayers for forward passes run inside the ``with`` block, in this context only.
 
-    Nested blocks replace the outer plan (they do not merge); the outer plan is restored on exit.
-    The model must have had :func:`install_gates` run on it (``load_model`` does).
+    Args:
+        plan: the pruned sublayers; each adds a zero update to the residual stream ...
+        stand_ins: ... unless it has a recovery stand-in here, keyed ``(layer, "attn"|"mlp")``, which
+            maps the sublayer's residual-stream input (``resid_pre`` for attn, ``resid_mid`` for mlp,
+            ``[batch, seq, d]``) to the update added instead. A stand-in for a whole block sits on its
+            attn slot (input ``resid_pre``) with the mlp slot left empty.
+
+    Nested blocks replace the outer plan and stand-ins (they do not merge); the outer ones are restored
+    on exit. The model must have had :func:`install_gates` run on it (``load_model`` does).
     """
-    return _scoped(plan=plan)
+    return _scoped(plan=plan, stand_ins=dict(stand_ins or {}))
 
 
 def record_residuals(callback: ResidualCallback) -> contextlib.AbstractContextManager[None]:

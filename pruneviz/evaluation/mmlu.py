@@ -106,6 +106,7 @@ def evaluate_mmlu(
     half: str = "all",
     batch_size: int = 16,
     progress: Progress | None = None,
+    stand_ins: dict | None = None,
 ) -> EvaluationResult:
     """Evaluate MMLU under ``plan``.
 
@@ -121,6 +122,7 @@ def evaluate_mmlu(
             protocol for adaptive metrics computed on the other half).
         batch_size: prompts (letter) or prompt-answer pairs (cloze) per forward pass.
         progress: ``progress(done, total)``; may raise ``Cancelled``.
+        stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
 
     Returns:
         :class:`EvaluationResult` with per-question ``items`` and per-subject / per-category tables.
@@ -142,7 +144,7 @@ def evaluate_mmlu(
     empty = exemplars.iloc[:0]
     rows = list(scored.itertuples())
     prompts = [build_prompt(row, by_subject.get(row.subject, empty), fmt) for row in rows]
-    with apply_plan(plan):
+    with apply_plan(plan, stand_ins):
         if fmt == "letter":
             scores = _score_letter(loaded, prompts, batch_size, progress)
         else:

@@ -24,11 +24,13 @@ def evaluate_perplexity(
     seq_len: int = 256,
     batch_size: int = 4,
     progress: Progress | None = None,
+    stand_ins: dict | None = None,
 ) -> EvaluationResult:
     """Perplexity = exp(mean next-token NLL) over ``windows`` non-overlapping windows of ``seq_len`` tokens.
 
     The windows are cut from the corpus's *evaluation* half (documents joined by blank lines), never
-    from the calibration half that static metrics are computed on.
+    from the calibration half that static metrics are computed on. ``stand_ins`` are recovery
+    stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
 
     Returns:
         :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` (predicted
@@ -45,7 +47,7 @@ def evaluate_perplexity(
     started = time.perf_counter()
     data = load_corpus(corpus, "evaluation")
     ids = token_windows(loaded.tokenizer, data.texts, seq_len, windows)
-    with apply_plan(plan):
+    with apply_plan(plan, stand_ins):
         sums = run_batched(list(ids), batch_size, lambda chunk: list(token_nll(loaded, torch.stack(list(chunk)))), progress)
     per_window = pd.DataFrame({"nll_sum": [float(s) for s in sums]})
     per_window["nll"] = per_window["nll_sum"] / (seq_len - 1)

@@ -1,0 +1,376 @@
+"""Cheap recovery for pruned units: stand-ins that replace a removed update f(x).
+
+Siddiqui et al. (2024, §5) replace a pruned unit's update by a cheap function of its residual-stream
+input x (``resid_pre`` for a block or attn unit, ``resid_mid`` for an mlp unit):
+
+* ``bias``     - update = b, the mean of f(x) over calibration tokens (d parameters);
+* ``lowrank``  - update = x A B + b with A [d, r], B [r, d]: reduced-rank regression (2dr + d parameters);
+
+and, for comparison on the same plan and data, two published training-free alternatives:
+
+* ``linear``   - update = x M, one full d x d least-squares map with a ridge term, no bias: the linear
+  transform ReplaceMe (Shopkhoev et al. 2025) folds into the preceding block's output projection
+  (ReplaceMe fits one map per pruned *span*; here each pruned unit gets its own, fitted in order);
+* ``rescale``  - update = x * s, a per-channel rescaling that closes the magnitude gap left by the
+  removal (the diagonal variant of LinearPatch; Prune&Comp's magnitude compensation).
+
+Fits: ``emulate`` solves least squares against the unit's real update on calibration activations in
+closed form (reduced-rank regression: OLS, then projection onto the top-r principal directions of the
+fitted values); inputs come from the pruned model as it runs (sequential: a stand-in sees the
+effects of earlier ones) or, optionally, from the unpruned model. ``train`` starts from the emulated
+parameters and minimises the end-to-end LM loss on calibration text by Adam, everything else frozen,
+with early stopping on a held-out part of the calibration documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import DataError, SettingError
+from .gating import STAND_IN_INPUT, apply_plan, record_residuals
+from .plan import PruningPlan, Unit
+
+METHODS = ("bias", "lowrank", "linear", "rescale")
+FITS = ("emulate", "train")
+Progress = Callable[[int, int], None]
+
+
+class StandIn(nn.Module):
+    """A stand-in update ``u(x) = x A B + x * s + b`` of which each method uses a subset.
+
+    Args:
+        method: one of :data:`METHODS`.
+        d: residual-stream width.
+        rank: r for ``lowrank``.
+
+    Shapes: ``forward(x [..., d]) -> [..., d]``; computed in fp32 and returned in x's dtype.
+    """
+
+    def __init__(self, method: str, d: int, rank: int = 0):
+        super().__init__()
+        self.method = method
+        self.bias = nn.Parameter(torch.zeros(d)) if method in ("bias", "lowrank") else None
+        self.down = nn.Parameter(torch.zeros(d, rank)) if method == "lowrank" else None
+        self.up = nn.Parameter(torch.zeros(rank, d)) if method == "lowrank" else None
+        self.matrix = nn.Parameter(torch.zeros(d, d)) if method == "linear" else None
+        self.scale = nn.Parameter(torch.zeros(d)) if method == "rescale" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        out = torch.zeros_like(h)
+        if self.down is not None:
+            out = out + (h @ self.down) @ self.up
+        if self.matrix is not None:
+            out = out + h @ self.matrix
+        if self.scale is not None:
+            out = out + h * self.scale
+        if self.bias is not None:
+            out = out + self.bias
+        return out.to(x.dtype)
+
+    def param_count(self) -> int:
+        """Parameters this stand-in adds to the model."""
+        return sum(p.numel() for p in self.parameters())
+
+
+class _Moments:
+    """Streaming sufficient statistics of (x, y) pairs in fp64: n, sums, X^T X, X^T Y."""
+
+    def __init__(self, d: int):
+        self.n = 0
+        self.sx = torch.zeros(d, dtype=torch.float64)
+        self.sy = torch.zeros(d, dtype=torch.float64)
+        self.xx = torch.zeros(d, d, dtype=torch.float64)
+        self.xy = torch.zeros(d, d, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        x, y = x.double().cpu(), y.double().cpu()
+        self.n += len(x)
+        self.sx += x.sum(0)
+        self.sy += y.sum(0)
+        self.xx += x.T @ x
+        self.xy += x.T @ y
+
+
+def fit_closed_form(moments: _Moments, method: str, rank: int = 0, ridge: float = 1e-4) -> StandIn:
+    """Least-squares stand-in from moments of inputs x and target updates y = f(x).
+
+    Args:
+        method: ``bias`` (b = mean y), ``lowrank`` (reduced-rank regression with intercept),
+            ``linear`` (ridge least squares without intercept), ``rescale`` (per-channel least squares).
+        rank: r for ``lowrank`` (``r = d`` gives ordinary least squares).
+        ridge: ridge term relative to the mean input variance (``lowrank``, ``linear``); 0 = none.
+
+    Raises:
+        SettingError: unknown method or rank outside 1..d.
+    """
+    d = moments.sx.numel()
+    n = moments.n
+    stand_in = StandIn(method, d, rank)
+    mean_x, mean_y = moments.sx / n, moments.sy / n
+    with torch.no_grad():
+        if method == "bias":
+            stand_in.bias.copy_(mean_y)
+        elif method == "rescale":
+            stand_in.scale.copy_(moments.xy.diagonal() / moments.xx.diagonal().clamp_min(1e-30))
+        elif method == "linear":
+            lam = ridge * moments.xx.trace() / d
+            stand_in.matrix.copy_(torch.linalg.solve(moments.xx + lam * torch.eye(d, dtype=torch.float64), moments.xy))
+        elif method == "lowrank":
+            if not 1 <= rank <= d:
+                raise SettingError(f"Rank {rank} is outside 1-{d} for this model; pick a rank in range.")
+            cxx = moments.xx / n - torch.outer(mean_x, mean_x)
+            cxy = moments.xy / n - torch.outer(mean_x, mean_y)
+            lam = ridge * cxx.trace() / d
+            ols = torch.linalg.solve(cxx + lam * torch.eye(d, dtype=torch.float64), cxy)  # [d, d]
+            # principal directions of the fitted values X W: eigenvectors of W^T Cxx W
+            _, vectors = torch.linalg.eigh(ols.T @ cxx @ ols)
+            top = vectors[:, -rank:]  # [d, r]
+            stand_in.down.copy_(ols @ top)
+            stand_in.up.copy_(top.T)
+            stand_in.bias.copy_(mean_y - mean_x @ ols @ top @ top.T)
+        else:
+            raise SettingError(f"Recovery method '{method}' is unknown; use one of {', '.join(METHODS)}.")
+    return stand_in
+
+
+def slot_of(unit: Unit) -> tuple[int, str]:
+    """Where a unit's stand-in sits: ``(layer, "attn")`` for blocks and attn units, ``(layer, "mlp")`` for mlp."""
+    return unit.layer, "mlp" if unit.sublayer == "mlp" else "attn"
+
+
+def _endpoints(unit: Unit) -> tuple[str, str]:
+    x_name = STAND_IN_INPUT[slot_of(unit)[1]]
+    y_name = "resid_mid" if unit.sublayer == "attn" else "resid_post"
+    return x_name, y_name
+
+
+@dataclass
+class Recovery:
+    """Fitted stand-ins for the units of one plan.
+
+    Attributes:
+        plan: the pruning plan they recover.
+        method / rank / fit: how they were made.
+        stand_ins: ``{(layer, "attn"|"mlp"): StandIn}`` as :func:`pruneviz.gating.apply_plan` takes them.
+        removed_params: parameters the plan removes.
+        calibration: label of the data the stand-ins were fitted on.
+        seconds: fitting wall time.
+        history: ``train`` only: held-out LM loss (nats/token) after each evaluation step.
+    """
+
+    plan: PruningPlan
+    method: str
+    rank: int
+    fit: str
+    stand_ins: dict[tuple[int, str], StandIn]
+    removed_params: int
+    calibration: str
+    seconds: float = 0.0
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def added_params(self) -> int:
+        """Parameters the stand-ins add."""
+        return sum(s.param_count() for s in self.stand_ins.values())
+
+    @property
+    def added_percent(self) -> float:
+        """Added parameters as % of the removed units' parameters."""
+        return 100.0 * self.added_params / self.removed_params if self.removed_params else 0.0
+
+    @property
+    def label(self) -> str:
+        """E.g. ``"lowrank-8/emulate"``."""
+        return f"{self.method}{'-' + str(self.rank) if self.method == 'lowrank' else ''}/{self.fit}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of every parameter (part of evaluation cache keys)."""
+        digest = hashlib.sha256(f"{self.plan}|{self.label}".encode())
+        for key in sorted(self.stand_ins):
+            for tensor in self.stand_ins[key].state_dict().values():
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``stand_ins.safetensors`` and ``recovery.json`` into ``directory``; returns it."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"{layer}.{slot}.{name}": tensor.detach().float().cpu().contiguous()
+            for (layer, slot), module in self.stand_ins.items()
+            for name, tensor in module.state_dict().items()
+        }
+        save_file(tensors, str(directory / "stand_ins.safetensors"))
+        meta = {
+            "plan": str(self.plan), "method": self.method, "rank": self.rank, "fit": self.fit,
+            "removed_params": self.removed_params, "added_params": self.added_params,
+            "calibration": self.calibration, "seconds": self.seconds, "history": self.history,
+        }
+        (directory / "recovery.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, d: int) -> "Recovery":
+        """Read a :meth:`save`d recovery.
+
+        Raises:
+            DataError: the directory lacks the files or they do not fit a model of width ``d``.
+        """
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "recovery.json").read_text())
+            tensors = load_file(str(directory / "stand_ins.safetensors"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{directory} is not a saved recovery ({error}); run `pruneviz recover --out {directory}` first.") from None
+        stand_ins: dict[tuple[int, str], StandIn] = {}
+        for key in sorted({k.rsplit(".", 1)[0] for k in tensors}):
+            layer, slot = key.split(".")
+            module = StandIn(meta["method"], d, meta["rank"])
+            try:
+                module.load_state_dict({k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == key})
+            except RuntimeError:
+                raise DataError(f"{directory} holds stand-ins for another model width; refit them for this model.") from None
+            stand_ins[(int(layer), slot)] = module
+        return cls(PruningPlan.parse(meta["plan"]), meta["method"], meta["rank"], meta["fit"], stand_ins,
+                   meta["removed_params"], meta["calibration"], meta.get("seconds", 0.0), meta.get("history", []))
+
+
+def _capture_moments(loaded, batch, unit: Unit, plan: PruningPlan, stand_ins: dict, batch_size: int) -> _Moments:
+    """Moments of (x, f(x)) of ``unit`` over real tokens, with ``plan`` (minus the unit) and ``stand_ins`` applied."""
+    x_name, y_name = _endpoints(unit)
+    moments = _Moments(loaded.info.hidden_size)
+    live = PruningPlan(plan.pruned - set(unit.sublayers()))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for start in range(0, len(ids), batch_size):
+        part_mask = mask[start : start + batch_size].bool()
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(layer: int, name: str, tensor: torch.Tensor) -> None:
+            if layer == unit.layer:
+                seen[name] = tensor[part_mask.to(tensor.device)]
+
+        with torch.no_grad(), apply_plan(live, stand_ins), record_residuals(keep):
+            loaded.hidden_states(ids[start : start + batch_size], mask[start : start + batch_size])
+        moments.add(seen[x_name], seen[y_name] - seen[x_name])
+    return moments
+
+
+def fit_recovery(
+    loaded,
+    plan: PruningPlan,
+    batch: dict[str, torch.Tensor],
+    method: str = "lowrank",
+    rank: int = 8,
+    fit: str = "emulate",
+    inputs: str = "pruned",
+    calibration: str = "",
+    ridge: float = 1e-4,
+    heldout: dict[str, torch.Tensor] | None = None,
+    steps: int = 100,
+    learning_rate: float = 1e-3,
+    patience: int = 3,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> Recovery:
+    """Fit stand-ins for every unit of ``plan``.
+
+    Args:
+        batch: calibration tokens ``{"input_ids": [N, T], "attention_mask": [N, T]}``.
+        method: one of :data:`METHODS`; rank: r of ``lowrank``.
+        fit: ``emulate`` (closed-form least squares) or ``train`` (emulate, then Adam on the LM loss).
+        inputs: ``pruned`` (sequential: a unit's inputs come from the model with earlier stand-ins) or
+            ``unpruned`` (every unit's inputs from the full model).
+        heldout: ``train`` only: documents for early stopping (required for ``train``).
+        steps: ``train``: most optimiser steps (one batch each); evaluation every ``max(1, steps // 10)``.
+        patience: ``train``: stop after this many evaluations without improvement (best parameters kept).
+        progress: ``progress(done, total)``; may raise ``Cancelled``.
+
+    Raises:
+        SettingError: empty plan, unknown method/fit/inputs, bad rank, ``train`` without ``heldout``.
+    """
+    if not len(plan):
+        raise SettingError("The plan prunes nothing, so there is nothing to recover; prune a unit first.")
+    if fit not in FITS or inputs not in ("pruned", "unpruned"):
+        raise SettingError(f"Use fit emulate or train and inputs pruned or unpruned (got {fit}, {inputs}).")
+    plan.validate(loaded.n_blocks)
+    started = time.perf_counter()
+    units = plan.units()
+    stand_ins: dict[tuple[int, str], StandIn] = {}
+    total = len(units) + (steps if fit == "train" else 0)
+    for index, unit in enumerate(units):
+        earlier = stand_ins if inputs == "pruned" else {}
+        context = plan if inputs == "pruned" else PruningPlan()
+        moments = _capture_moments(loaded, batch, unit, context, earlier, batch_size)
+        stand_ins[slot_of(unit)] = fit_closed_form(moments, method, rank, ridge).to(loaded.device)
+        if progress:
+            progress(index + 1, total)
+    info = loaded.info
+    removed = sum(info.params_block if u.sublayer is None else getattr(info, f"params_{u.sublayer}") for u in units)
+    recovery = Recovery(plan, method, rank if method == "lowrank" else 0, fit, stand_ins, removed, calibration)
+    if fit == "train":
+        if heldout is None:
+            raise SettingError("Training stand-ins needs held-out documents for early stopping.")
+        recovery.history = _train(loaded, recovery, batch, heldout, steps, learning_rate, patience, batch_size,
+                                  lambda done: progress(len(units) + done, total) if progress else None)
+    recovery.seconds = time.perf_counter() - started
+    return recovery
+
+
+def lm_loss(loaded, plan: PruningPlan, stand_ins: dict, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats/token) over real tokens, differentiable in the stand-ins."""
+    with apply_plan(plan, stand_ins):
+        hidden = loaded.hidden_states(ids, mask)
+    logits = loaded.logits(hidden[:, :-1])
+    labels = ids[:, 1:].to(logits.device).masked_fill(mask[:, 1:].to(logits.device) == 0, -100)
+    return nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
+
+
+def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, patience, batch_size, tick) -> list[float]:
+    """Adam on the LM loss of the stand-ins only; returns held-out losses; keeps the best parameters."""
+    parameters = [p for s in recovery.stand_ins.values() for p in s.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+
+    def heldout_loss() -> float:
+        with torch.no_grad():
+            return lm_loss(loaded, recovery.plan, recovery.stand_ins, heldout["input_ids"], heldout["attention_mask"]).item()
+
+    history = [heldout_loss()]
+    best = [p.detach().clone() for p in parameters]
+    stale, every = 0, max(1, steps // 10)
+    for step in range(1, steps + 1):
+        start = ((step - 1) * batch_size) % len(ids)
+        optimizer.zero_grad()
+        loss = lm_loss(loaded, recovery.plan, recovery.stand_ins, ids[start : start + batch_size], mask[start : start + batch_size])
+        if not math.isfinite(loss.item()):
+            break
+        loss.backward()
+        optimizer.step()
+        tick(step)
+        if step % every == 0:
+            history.append(heldout_loss())
+            if history[-1] < min(history[:-1]):
+                best, stale = [p.detach().clone() for p in parameters], 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    with torch.no_grad():
+        for parameter, value in zip(parameters, best):
+            parameter.copy_(value)
+    return history
