@@ -19,7 +19,7 @@ from .evaluation.perplexity import evaluate_perplexity
 from .evaluation.results import EvaluationResult
 from .objectives import objective_data
 from .plan import PruningPlan, Unit, units_of
-from .recovery import Recovery
+from .recovery import Recovery, fit_recovery
 from .shapley import adaptive_influence
 from .static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
 
@@ -228,4 +228,77 @@ def lowest_plan(table: pd.DataFrame, metric: str, scheme: str, count: int, n_blo
     return PruningPlan.of(units[:count]).validate(n_blocks)
 
 
-__all__ = ["CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan"]
+def recover(
+    loaded,
+    plan: PruningPlan,
+    method: str = "lowrank",
+    rank: int = 8,
+    fit: str = "emulate",
+    inputs: str = "pruned",
+    data: str = "wiki",
+    samples: int = 32,
+    seq_len: int = 128,
+    steps: int = 100,
+    learning_rate: float = 1e-3,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+) -> Recovery:
+    """Fit recovery stand-ins for ``plan``'s units on calibration text (cached).
+
+    The first ``samples`` calibration documents fit the stand-ins; for ``fit="train"`` the next
+    ``max(2, samples // 4)`` documents are the held-out split for early stopping.
+
+    Raises:
+        SettingError, PlanError, DataError: see :func:`pruneviz.recovery.fit_recovery` and :func:`calibration_batch`.
+    """
+    plan.validate(loaded.n_blocks)
+    heldout_count = max(2, samples // 4)
+    batch, label, fingerprint = calibration_batch(loaded, data, samples + heldout_count, seq_len)
+    fit_part = {k: v[:samples] for k, v in batch.items()}
+    heldout = {k: v[samples:] for k, v in batch.items()}
+    key = make_key("recover", loaded.fingerprint, fingerprint, str(plan), method, rank, fit, inputs, samples, seq_len, steps, learning_rate)
+    recovery, _ = cached(
+        key,
+        lambda: fit_recovery(
+            loaded, plan, fit_part, method, rank, fit, inputs, f"{label}, {samples} documents x {seq_len} tokens",
+            heldout=heldout, steps=steps, learning_rate=learning_rate, progress=progress,
+        ),
+        use_cache,
+    )
+    recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
+    return recovery
+
+
+def compare_recoveries(
+    loaded, plan: PruningPlan, recoveries: list[Recovery], tasks: list[tuple[str, dict]], progress: Progress | None = None
+) -> pd.DataFrame:
+    """Before/after table: the unpruned model, the plan without recovery, and each recovery, on every task.
+
+    Args:
+        tasks: ``(task, evaluate options)`` pairs, e.g. ``[("wiki", {"windows": 8})]``.
+
+    Returns:
+        one row per variant: ``variant``, ``params added``, ``% of removed``, then ``"<task> <metric>"`` columns.
+    """
+    variants = [("unpruned", PruningPlan(), None), ("pruned", plan, None)] + [(r.label, plan, r) for r in recoveries]
+    rows, done = [], 0
+    for label, variant_plan, recovery in variants:
+        row = {
+            "variant": label,
+            "params added": recovery.added_params if recovery else 0,
+            "% of removed": round(recovery.added_percent, 3) if recovery else 0.0,
+        }
+        for task, options in tasks:
+            result = evaluate(loaded, variant_plan, task, recovery=recovery, **options)
+            row.update({f"{result.task} {m}": v for m, v in result.metrics.items() if m != "tokens"})
+            done += 1
+            if progress:
+                progress(done, len(variants) * len(tasks))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = [
+    "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan",
+    "recover", "compare_recoveries",
+]

@@ -96,13 +96,18 @@ def cmd_evaluate(args) -> None:
     from . import api
     from .plan import PruningPlan
 
+    from .recovery import Recovery
+
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
+    recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
+    if recovery is not None:
+        recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
     with _progress(f"evaluate {args.task}") as progress:
         result = api.evaluate(
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
             windows=args.windows, seq_len=args.window_len, mmlu_source=args.mmlu_source, half=args.half,
-            progress=progress, use_cache=not args.no_cache,
+            recovery=recovery, progress=progress, use_cache=not args.no_cache,
         )
     document = result.to_json()
     text = json.dumps(document, indent=2)
@@ -136,6 +141,48 @@ def cmd_curve(args) -> None:
     print(f"wrote {len(table)} rows to {args.out}")
 
 
+def _tasks(text: str, args) -> list[tuple[str, dict]]:
+    options = {
+        "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
+        "windows": args.windows, "seq_len": args.window_len,
+    }
+    return [(name.strip(), options) for name in text.split(",") if name.strip()]
+
+
+def cmd_recover(args) -> None:
+    from . import api
+    from .plan import PruningPlan
+
+    loaded = _load(args)
+    plan = PruningPlan.parse(args.prune, loaded.n_blocks)
+    with _progress("recover") as progress:
+        recovery = api.recover(
+            loaded, plan, args.method, args.rank, args.fit, args.inputs, args.data, args.samples, args.seq_len,
+            args.steps, args.lr, progress=progress,
+        )
+    out = recovery.save(args.out)
+    with _progress("evaluate") as progress:
+        report = api.compare_recoveries(loaded, plan, [recovery], _tasks(args.tasks, args), progress)
+    _write(out / "report.csv", lambda path: report.to_csv(path, index=False))
+    print(report.to_string(index=False))
+    print(f"{recovery.label}: {recovery.added_params:,} parameters added ({recovery.added_percent:.2f}% of the "
+          f"{recovery.removed_params:,} removed), fitted on {recovery.calibration}; wrote {out}")
+
+
+def cmd_export(args) -> None:
+    from .export import export_model
+    from .plan import PruningPlan
+    from .recovery import Recovery
+
+    loaded = _load(args)
+    plan = PruningPlan.parse(args.prune, loaded.n_blocks)
+    recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
+    report = export_model(loaded, plan, args.out, recovery)
+    kind = "standalone transformers model" if report.standalone else "full model + pruning_plan.json (load with pruneviz.export.load_exported)"
+    print(f"wrote {report.directory}: {kind}; {report.blocks_kept} blocks, parameters {report.params_before:,} -> "
+          f"{report.params_after:,}, KV cache saved {report.kv_bytes_per_token_saved:,} bytes/token")
+
+
 def _write(path: Path, writer) -> None:
     """Write via a temporary file so a failure never leaves a half-written output."""
     if path.parent and not path.parent.exists():
@@ -162,6 +209,7 @@ def _non_negative(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
     from .api import METRICS
+    from .recovery import FITS, METHODS
     from .shapley import ESTIMATORS
 
     parser = argparse.ArgumentParser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
@@ -214,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>")
     evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions, or the held-out test half (odd questions per subject)")
     evaluate.add_argument("--window-len", "--seq-len", dest="window_len", type=_positive, default=256, help="perplexity: tokens per window")
+    evaluate.add_argument("--recover", help="directory written by `recover`: apply its stand-ins to the pruned units")
     evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     evaluate.add_argument("--json", help="write the result as JSON to this file")
     evaluate.set_defaults(run=cmd_evaluate)
@@ -231,6 +280,31 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--heldout", action="store_true", help="MMLU: compute adaptive metrics on one half of each subject, evaluate on the other")
     curve.add_argument("--out", required=True, help="CSV: ranking,scheme,step,removed,plan,task,metric,value,stderr")
     curve.set_defaults(run=cmd_curve)
+
+    recover = commands.add_parser("recover", help="fit cheap stand-ins for pruned units and report before/after")
+    model_args(recover)
+    evaluation_args(recover)
+    recover.add_argument("--prune", required=True, help="plan whose units are recovered")
+    recover.add_argument("--method", choices=METHODS, default="lowrank", help="bias, lowrank, linear (ReplaceMe-style) or rescale (per-channel)")
+    recover.add_argument("--rank", type=_positive, default=8, help="lowrank: rank r")
+    recover.add_argument("--fit", choices=FITS, default="emulate", help="emulate: closed-form least squares; train: then Adam on the LM loss")
+    recover.add_argument("--inputs", choices=["pruned", "unpruned"], default="pruned", help="fit on activations of the pruned (sequential) or unpruned model")
+    recover.add_argument("--data", default="wiki", help="calibration data: wiki or a text file (its calibration half)")
+    recover.add_argument("--samples", type=_positive, default=32, help="calibration documents")
+    recover.add_argument("--seq-len", type=_positive, default=128, help="tokens per calibration document")
+    recover.add_argument("--steps", type=_positive, default=100, help="train: most optimiser steps")
+    recover.add_argument("--lr", type=float, default=1e-3, help="train: Adam learning rate")
+    recover.add_argument("--tasks", default="wiki", help="before/after evaluation tasks (comma list)")
+    recover.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
+    recover.add_argument("--out", required=True, help="directory for stand_ins.safetensors, recovery.json, report.csv")
+    recover.set_defaults(run=cmd_recover)
+
+    export = commands.add_parser("export", help="write the pruned model (standalone for whole-block plans) + pruning_plan.json")
+    model_args(export)
+    export.add_argument("--prune", required=True, help="plan to export")
+    export.add_argument("--recover", help="directory written by `recover` to include")
+    export.add_argument("--out", required=True, help="new directory")
+    export.set_defaults(run=cmd_export)
     return parser
 
 

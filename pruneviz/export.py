@@ -1,0 +1,151 @@
+"""Export a pruned (and recovered) model.
+
+* Plans that remove only whole blocks (and no recovery) become a plain model directory that stock
+  ``transformers`` loads: fewer layers, weights renumbered, every per-layer config list
+  (``layer_types``, Qwen2's ``max_window_layers``) kept consistent with the new depth, so the
+  attention modules' layer indices, and with them the KV cache, line up.
+* Any other plan (sublayers, recovery stand-ins) is written as the full model plus
+  ``pruning_plan.json`` (and the stand-ins); :func:`load_exported` rebuilds it for pruneviz.
+
+``pruning_plan.json`` is written in every case.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DataError, SettingError
+from .loading import LoadedModel, load_model
+from .plan import PruningPlan
+from .recovery import Recovery
+
+PLAN_FILE = "pruning_plan.json"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and saved.
+
+    Attributes:
+        directory: where it was written.
+        standalone: ``True`` when stock ``transformers`` loads the pruned model as it is.
+        blocks_kept: decoder blocks in the exported model (standalone) or in the model the plan applies to.
+        params_before / params_after: parameters of the unpruned model and of the pruned one (stand-ins included).
+        kv_bytes_per_token_saved: KV-cache bytes per token no longer stored (removed attention sublayers,
+            at the model's dtype size).
+    """
+
+    directory: Path
+    standalone: bool
+    blocks_kept: int
+    params_before: int
+    params_after: int
+    kv_bytes_per_token_saved: int
+
+
+def _layer_key(key: str) -> tuple[int, str] | None:
+    match = re.match(r"^model\.layers\.(\d+)\.(.*)$", key)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def block_pruned_state(loaded: LoadedModel, removed: list[int]) -> tuple[dict, dict]:
+    """Config dict and state dict of the model without the ``removed`` blocks (renumbered)."""
+    kept = [i for i in range(loaded.n_blocks) if i not in set(removed)]
+    new_index = {old: new for new, old in enumerate(kept)}
+    state = {}
+    for key, tensor in loaded.model.state_dict().items():
+        parsed = _layer_key(key)
+        if parsed is None:
+            state[key] = tensor
+        elif parsed[0] in new_index:
+            state[f"model.layers.{new_index[parsed[0]]}.{parsed[1]}"] = tensor
+    config = loaded.model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["num_hidden_layers"] = len(kept)
+    if isinstance(config.get("layer_types"), list):
+        config["layer_types"] = [config["layer_types"][i] for i in kept]
+    if isinstance(config.get("max_window_layers"), int):
+        # Qwen2: layers with index >= max_window_layers use sliding-window attention
+        config["max_window_layers"] = sum(1 for i in kept if i < config["max_window_layers"])
+    return config, state
+
+
+def export_model(
+    loaded: LoadedModel, plan: PruningPlan, out: str | Path, recovery: Recovery | None = None
+) -> ExportReport:
+    """Write the pruned model to ``out``.
+
+    Raises:
+        SettingError: the plan prunes every block (nothing would be left to export), or ``out`` is a
+            non-empty directory.
+        PlanError: the plan names a block the model lacks.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    plan.validate(loaded.n_blocks)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SettingError(f"{out} exists and is not empty; choose a new --out directory.")
+    units = plan.units()
+    removed_blocks = [u.layer for u in units if u.sublayer is None]
+    standalone = recovery is None and len(removed_blocks) == len(units)
+    if len(removed_blocks) == loaded.n_blocks:
+        raise SettingError("The plan prunes every block, which leaves no model to export; keep at least one block.")
+    info = loaded.info
+    removed_attn = sum(1 for layer, name in plan.pruned if name == "attn")
+    removed_params = sum(info.params_block if u.sublayer is None else getattr(info, f"params_{u.sublayer}") for u in units)
+    added = recovery.added_params if recovery else 0
+    out.mkdir(parents=True, exist_ok=True)
+    if standalone:
+        config_dict, state = block_pruned_state(loaded, removed_blocks)
+        config = AutoConfig.for_model(**config_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+        model.load_state_dict(state)
+        model.save_pretrained(out)
+    else:
+        config = AutoConfig.for_model(**{k: v for k, v in loaded.model.config.to_dict().items() if k != "quantization_config"})
+        model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+        model.load_state_dict(loaded.model.state_dict())
+        model.save_pretrained(out)
+        if recovery is not None:
+            recovery.save(out / "recovery")
+    loaded.tokenizer.save_pretrained(out)
+    element = torch.finfo(loaded.dtype).bits // 8
+    report = ExportReport(
+        out, standalone, loaded.n_blocks - len(removed_blocks), info.params_total,
+        info.params_total - removed_params + added, removed_attn * 2 * info.n_kv_heads * info.head_dim * element,
+    )
+    (out / PLAN_FILE).write_text(json.dumps({
+        "source_model": loaded.name, "plan": str(plan), "standalone": standalone,
+        "removed_blocks": removed_blocks, "recovery": recovery.label if recovery else None,
+        "params_before": report.params_before, "params_after": report.params_after,
+        "kv_bytes_per_token_saved": report.kv_bytes_per_token_saved,
+    }, indent=2) + "\n")
+    return report
+
+
+def load_exported(directory: str | Path, device: str = "auto") -> tuple[LoadedModel, PruningPlan, Recovery | None]:
+    """Load an :func:`export_model` directory: the model, the plan still to apply, and its recovery.
+
+    For standalone exports the plan is empty (the blocks are gone from the weights).
+
+    Raises:
+        DataError: no ``pruning_plan.json`` in ``directory``.
+    """
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{directory} has no readable {PLAN_FILE}; export it with `pruneviz export` first.") from None
+    loaded = load_model(str(directory), device=device, self_check=False)
+    if meta["standalone"]:
+        return loaded, PruningPlan(), None
+    recovery = Recovery.load(directory / "recovery", loaded.info.hidden_size) if meta.get("recovery") else None
+    if recovery is not None:
+        recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
+    return loaded, PruningPlan.parse(meta["plan"], loaded.n_blocks), recovery
