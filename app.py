@@ -1,0 +1,80 @@
+"""pruneviz landing page: pick a model, see its architecture, learn what depth pruning is.
+
+Run with ``streamlit run app.py``; the pages in ``pages/`` appear in the sidebar.
+"""
+
+import streamlit as st
+
+from pruneviz import ui
+
+INTRO = """
+**Depth pruning** removes whole pieces of a decoder-only language model's depth instead of
+thinning every matrix. A model is a stack of **blocks** (decoder layers). Each block holds two
+**sublayers**, each with its own pre-norm: **self-attention** (`attn`), which mixes information
+between token positions, and the feed-forward network (`mlp`), which transforms each position on
+its own. Both *add* their output to the **residual stream**:
+
+```
+resid_mid  = resid_pre + attn_out
+resid_post = resid_mid + mlp_out      (resid_post of block i = resid_pre of block i + 1)
+```
+
+so a pruned unit simply adds nothing, and the stream flows on. A **unit** is what can be pruned:
+a whole block (`12`), or one sublayer (`12.attn`, `12.mlp`). Pruning attention sublayers also
+removes their KV cache; pruning MLP sublayers removes most of the parameters.
+
+Which units to remove is decided by an **importance** (influence) score, higher = more important:
+
+- **static** metrics look at how much a unit changes the residual stream during one forward pass
+  over calibration text (e.g. the cosine distance between a unit's input and output, ShortGPT's
+  Block Influence), regardless of any task;
+- **adaptive** metrics measure what a unit is worth *to a task objective* (the loss on Wikipedia,
+  or on MMLU) by removing it and re-evaluating, e.g. leave-one-out or Shapley values.
+
+Siddiqui et al. (2024), *A deeper look at depth pruning of LLMs* ([arXiv:2407.16286](https://arxiv.org/abs/2407.16286)),
+show that adaptive metrics can trade performance between tasks, that self-attention sublayers are
+far more prunable than MLP sublayers (removing a third of them barely changes MMLU on Mistral 7B),
+and that simple stand-ins for a pruned sublayer recover part of the loss.
+"""
+
+HOW_TO = """
+1. **Influence**: compute static metrics of every block and sublayer on calibration data and see
+   them as a heatmap (block 0 at the top; columns attn, mlp and whole block). Dark cells change
+   the residual stream least and are pruned first.
+2. **Prune and evaluate**: build a pruning plan (toggle units, type it, or take the N least
+   important units by a metric), then compare Wikipedia perplexity and MMLU accuracy of the
+   pruned model against the unpruned baseline. Every result is cached: repeating a run is instant.
+"""
+
+
+def architecture_summary(loaded) -> None:
+    """Show blocks, widths, heads and the parameters a pruned unit removes."""
+    info = loaded.info
+    st.subheader(f"{loaded.name}: {info.family} architecture")
+    top = st.columns(4)
+    top[0].metric("Blocks", info.n_blocks)
+    top[1].metric("Hidden size d", info.hidden_size)
+    top[2].metric("Attention heads (query / KV)", f"{info.n_heads} / {info.n_kv_heads}", help=f"head dim {info.head_dim}")
+    top[3].metric("MLP width", info.intermediate_size)
+    bottom = st.columns(4)
+    bottom[0].metric("Parameters", f"{info.params_total / 1e6:,.1f}M", help="tied embeddings counted once")
+    for column, (name, count) in zip(bottom[1:], [("attn", info.params_attn), ("mlp", info.params_mlp), ("block", info.params_block)]):
+        column.metric(
+            f"Parameters per {name}", f"{count / 1e6:,.2f}M",
+            help=f"{count:,} parameters, {count / info.params_total:.1%} of the model (with its pre-norm)",
+        )
+    st.caption(
+        f"Running on **{loaded.device}** in **{str(loaded.dtype).removeprefix('torch.')}**; "
+        f"context up to {info.max_position_embeddings:,} tokens; vocabulary {info.vocab_size:,}; "
+        f"embeddings {'tied to' if info.tied_embeddings else 'separate from'} the output head."
+    )
+
+
+st.set_page_config(page_title="pruneviz", page_icon="✂️", layout="wide")
+model = ui.sidebar()
+st.title("pruneviz: depth pruning of LLMs")
+architecture_summary(model)
+st.header("What is depth pruning?")
+st.markdown(INTRO)
+st.header("How to use the pages")
+st.markdown(HOW_TO)

@@ -1,0 +1,93 @@
+"""Static influence of every block and sublayer, as a heatmap, a table and a CSV file."""
+
+import streamlit as st
+
+from pruneviz import api, plots, ui
+from pruneviz.static_metrics import STATIC_METRICS
+
+GRANULARITIES = {
+    "sublayer": "sublayers (attn and mlp)",
+    "block": "whole blocks",
+    "all": "blocks and sublayers",
+}
+SCHEME_OF_GRANULARITY = {"sublayer": "both", "block": "block", "all": "both"}
+RESULT_KEY = "influence_result"
+ONE, ALL = "one metric", "all metrics, normalised"
+
+
+def settings_form(loaded) -> tuple[dict, bool]:
+    """Draw the settings; return them and whether Compute was pressed."""
+    with st.form("influence_settings"):
+        data, samples, seq_len = ui.calibration_inputs(loaded, "influence")
+        left, right = st.columns([2, 1])
+        metrics = left.multiselect(
+            "Metrics", list(STATIC_METRICS), default=["cosine"], format_func=ui.metric_label, help=ui.metrics_help(),
+            key="influence_metrics",
+        )
+        granularity = right.radio("Granularity", list(GRANULARITIES), format_func=GRANULARITIES.get, horizontal=True)
+        pressed = st.form_submit_button("Compute influence", type="primary")
+    settings = {"data": data, "metrics": metrics, "granularity": granularity, "samples": samples, "seq_len": seq_len}
+    return settings, pressed
+
+
+def compute(loaded, settings: dict) -> dict:
+    """Run :func:`pruneviz.api.influence` with a progress bar; return what the page shows."""
+    if not settings["metrics"]:
+        st.error("Pick at least one metric.")
+        st.stop()
+    with ui.ProgressBar("Forward passes over the calibration data") as progress:
+        table = ui.run_or_stop(api.influence, loaded, progress=progress, **settings)
+    return {"table": table, "settings": settings, "model": loaded.fingerprint}
+
+
+def show_heatmap(table, metrics: list[str], granularity: str) -> None:
+    """One metric (raw values) or all metrics side by side (normalised), with the pruning order."""
+    left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
+    view = left.radio("Show", [ONE, ALL], horizontal=True, disabled=len(metrics) < 2, key="influence_view")
+    log_colour = right.checkbox("Log colour scale", key="influence_log", help="Keeps one large value (often block 0) from flattening the rest.")
+    if view == ALL and len(metrics) > 1:
+        st.plotly_chart(plots.normalised_heatmaps(table, metrics, log_colour))
+        st.caption("Each metric is scaled to [0, 1] over all its units (min-max), so colours compare orderings, not magnitudes.")
+        return
+    metric = middle.selectbox("Metric", metrics, format_func=ui.metric_label, key="influence_metric")
+    registry = STATIC_METRICS[metric]
+    st.plotly_chart(plots.influence_heatmap(table, metric, log_colour))
+    st.caption(f"**{registry.label}** = mean over tokens of {registry.formula}. Source: {registry.source}.")
+    order = api.ranked_units(table, metric, SCHEME_OF_GRANULARITY[granularity])
+    st.markdown(f"Pruned first by {metric}: `{', '.join(str(u) for u in order[:8])}` ...")
+
+
+def show_result(result: dict) -> None:
+    """Heatmap, table and CSV download of an influence table."""
+    table, settings = result["table"], result["settings"]
+    dataset = ", ".join(sorted(set(table["dataset"])))
+    st.info(
+        f"Computed on **{dataset}**: {settings['samples']} sequences of up to {settings['seq_len']} tokens. "
+        "Perplexity on the *Prune and evaluate* page is measured on the evaluation half of Wikipedia, "
+        "so no text is used both to rank units and to judge the pruned model."
+    )
+    heatmap, data = st.tabs(["Heatmap", "Table"])
+    with heatmap:
+        show_heatmap(table, settings["metrics"], settings["granularity"])
+    with data:
+        st.dataframe(plots.influence_wide(table), hide_index=True)
+        st.download_button(
+            "Download CSV", table.to_csv(index=False), file_name="influence.csv", mime="text/csv",
+            help="Columns unit, layer, sublayer, metric, value, stderr, dataset (as `pruneviz influence` writes).",
+        )
+
+
+st.set_page_config(page_title="Influence · pruneviz", page_icon="✂️", layout="wide")
+model = ui.sidebar()
+st.title("Influence of blocks and sublayers")
+st.markdown(
+    "Static metrics measure how much each unit changes the residual stream in one forward pass over "
+    "calibration text: for input `x` and output `y = x + f(x)` of a unit, averaged over tokens. "
+    "Higher = more important; ascending order is the pruning order."
+)
+chosen, pressed = settings_form(model)
+previous = st.session_state.get(RESULT_KEY)
+# compute on the first visit too, so the page never opens empty (repeats come from the cache)
+if pressed or previous is None or previous["model"] != model.fingerprint:
+    st.session_state[RESULT_KEY] = compute(model, chosen)
+show_result(st.session_state[RESULT_KEY])

@@ -1,0 +1,161 @@
+"""Recovery stand-ins (closed-form fits, exact recovery of a linear unit) and export of pruned models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pruneviz import api
+from pruneviz.export import export_model, load_exported
+from pruneviz.gating import apply_plan, record_residuals
+from pruneviz.loading import from_modules
+from pruneviz.plan import PruningPlan
+from pruneviz.recovery import Recovery, _Moments, fit_closed_form, fit_recovery
+from tests.conftest import tiny_llama
+
+
+def random_batch(vocab=128, rows=4, seq=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (rows, seq), generator=generator)
+    mask = torch.ones(rows, seq, dtype=torch.long)
+    mask[0, -5:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def captured(loaded, batch, layer):
+    """resid_pre / resid_mid / resid_post of ``layer`` over real tokens, [n, d] fp64."""
+    seen = {}
+
+    def keep(index, name, tensor):
+        if index == layer:
+            seen[name] = tensor[batch["attention_mask"].bool()].double()
+
+    with torch.no_grad(), record_residuals(keep):
+        loaded.hidden_states(batch["input_ids"], batch["attention_mask"])
+    return seen
+
+
+def test_bias_fit_is_exactly_the_mean_update(tiny):
+    batch = random_batch()
+    for unit, (x_name, y_name) in {"1.attn": ("resid_pre", "resid_mid"), "2.mlp": ("resid_mid", "resid_post"),
+                                  "3": ("resid_pre", "resid_post")}.items():
+        plan = PruningPlan.parse(unit)
+        recovery = fit_recovery(tiny, plan, batch, method="bias")
+        (stand_in,) = recovery.stand_ins.values()
+        layer = plan.first_layer()
+        seen = captured(tiny, batch, layer)
+        expected = (seen[y_name] - seen[x_name]).mean(0)
+        torch.testing.assert_close(stand_in.bias.double(), expected, rtol=0, atol=1e-6)
+        assert recovery.added_params == 32
+
+
+def test_lowrank_at_full_rank_equals_ordinary_least_squares():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 12, generator=generator, dtype=torch.float64)
+    y = torch.randn(500, 12, generator=generator, dtype=torch.float64) + x @ torch.randn(12, 12, generator=generator, dtype=torch.float64)
+    moments = _Moments(12)
+    moments.add(x[:300], y[:300])
+    moments.add(x[300:], y[300:])
+    stand_in = fit_closed_form(moments, "lowrank", rank=12, ridge=0.0)
+    design = np.hstack([x.numpy(), np.ones((500, 1))])
+    solution = np.linalg.lstsq(design, y.numpy(), rcond=None)[0]
+    ols_prediction = design @ solution
+    ours = stand_in(x.float()).detach().double().numpy()
+    np.testing.assert_allclose(ours, ols_prediction, atol=1e-4)
+    # rank r < d keeps the best rank-r part: error grows as the rank drops, and never beats OLS
+    errors = [np.square(fit_closed_form(moments, "lowrank", r, 0.0)(x.float()).detach().double().numpy() - y.numpy()).mean() for r in (2, 6, 12)]
+    assert errors[0] > errors[1] > errors[2] >= np.square(ols_prediction - y.numpy()).mean() - 1e-6
+
+
+class LinearUpdate(nn.Module):
+    """An MLP stand-in whose update is exactly x W + c (W of rank 4), as a test fixture."""
+
+    def __init__(self, d: int, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(0.3 * torch.randn(d, 4, generator=generator) @ torch.randn(4, d, generator=generator))
+        self.offset = nn.Parameter(0.1 * torch.randn(d, generator=generator))
+
+    def forward(self, hidden_states):
+        return hidden_states @ self.weight + self.offset
+
+
+def test_exactly_linear_unit_is_recovered(tmp_path):
+    model = tiny_llama(n_blocks=3, seed=5)
+    block = model.model.layers[1]
+    # the MLP sees resid_mid itself (no norm) and adds an affine function of it: update = x W + c
+    block.post_attention_layernorm = nn.Identity()
+    block.mlp = LinearUpdate(32)
+    loaded = from_modules("linear-mlp", model, tokenizer=None)
+    batch = random_batch(rows=8, seq=24)
+    plan = PruningPlan.parse("1.mlp")
+    with torch.no_grad():
+        full = loaded.hidden_states(batch["input_ids"], batch["attention_mask"])
+    for rank in (4, 32):
+        recovery = fit_recovery(loaded, plan, batch, method="lowrank", rank=rank, ridge=0.0)
+        with torch.no_grad(), apply_plan(plan, recovery.stand_ins):
+            recovered = loaded.hidden_states(batch["input_ids"], batch["attention_mask"])
+        real = batch["attention_mask"].bool()
+        torch.testing.assert_close(recovered[real], full[real], rtol=0, atol=1e-5)
+    with torch.no_grad(), apply_plan(plan):
+        pruned = loaded.hidden_states(batch["input_ids"], batch["attention_mask"])
+    assert (pruned - full)[batch["attention_mask"].bool()].abs().max() > 1e-2
+    # saved and loaded stand-ins give the same result
+    recovery.save(tmp_path / "rec")
+    loaded_back = Recovery.load(tmp_path / "rec", 32)
+    assert loaded_back.fingerprint == recovery.fingerprint and loaded_back.label == "lowrank-32/emulate"
+
+
+@pytest.mark.real
+def test_recovering_an_early_block_lowers_wikipedia_perplexity(smollm2):
+    plan = PruningPlan.parse("3")
+    recovery = api.recover(smollm2, plan, "lowrank", rank=8, samples=16, seq_len=128)
+    options = {"windows": 4, "seq_len": 128}
+    pruned = api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"]
+    recovered = api.evaluate(smollm2, plan, "wiki", recovery=recovery, **options)
+    full = api.evaluate(smollm2, PruningPlan(), "wiki", **options).metrics["perplexity"]
+    assert full < recovered.metrics["perplexity"] < pruned
+    assert recovered.recover == "lowrank-8/emulate"
+    assert recovery.added_params == 2 * 576 * 8 + 576
+    assert 0 < recovery.added_percent < 1
+
+
+@pytest.mark.real
+def test_exported_block_pruned_model_loads_in_stock_transformers(smollm2, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plan = PruningPlan.parse("4,17")
+    report = export_model(smollm2, plan, tmp_path / "pruned")
+    assert report.standalone and report.blocks_kept == 28
+    assert report.kv_bytes_per_token_saved == 2 * 2 * 3 * 64 * 4  # 2 attn sublayers, K and V, fp32
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "pruned")
+    assert model.config.num_hidden_layers == 28
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == list(range(28))
+    assert sum(p.numel() for p in model.parameters()) == report.params_after
+    text = "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was built for the 1889 World's Fair."
+    ids = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        stock = model(**ids, labels=ids.input_ids).loss.item()
+        with apply_plan(plan):
+            ours = smollm2.model(**ids, labels=ids.input_ids).loss.item()
+        generated = model.generate(**ids, max_new_tokens=5, do_sample=False, use_cache=True)
+        uncached = model.generate(**ids, max_new_tokens=5, do_sample=False, use_cache=False)
+    assert stock == pytest.approx(ours, abs=1e-4)
+    assert generated.shape[1] == ids.input_ids.shape[1] + 5
+    assert torch.equal(generated, uncached)
+
+
+@pytest.mark.real
+def test_sublayer_export_round_trips_through_load_exported(smollm2, tmp_path):
+    plan = PruningPlan.parse("20.attn")
+    report = export_model(smollm2, plan, tmp_path / "sub")
+    assert not report.standalone
+    loaded, restored_plan, recovery = load_exported(tmp_path / "sub", device="cpu")
+    assert restored_plan == plan and recovery is None
+    options = {"windows": 2, "seq_len": 64}
+    assert api.evaluate(loaded, restored_plan, "wiki", **options).metrics["perplexity"] == pytest.approx(
+        api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"], rel=1e-6
+    )
