@@ -7,7 +7,7 @@
    (held out: MMLU-adaptive values on one half of each subject, evaluation on the other half), and
    evaluate on both tasks; plus the Spearman correlation of the rankings.
 
-Run: ``.venv/bin/python bench/findings.py`` (about 30-60 minutes on 2 CPU cores; results are cached,
+Run: ``.venv/bin/python bench/findings.py`` (about 30 minutes on 2 idle CPU cores; results are cached,
 so a rerun is fast). ``--quick`` uses tiny settings to check the script.
 """
 
@@ -32,9 +32,9 @@ from pruneviz.loading import load_model  # noqa: E402
 def settings(quick: bool) -> dict:
     if quick:
         return dict(steps=2, samples=3, seq_len=48, windows=2, window_len=48, per_subject=1, mmlu_subset="STEM",
-                    mmlu_metric_per_subject=2, tradeoff_k=2)
-    return dict(steps=8, samples=16, seq_len=128, windows=16, window_len=128, per_subject=4, mmlu_subset=None,
-                mmlu_metric_per_subject=4, tradeoff_k=6)
+                    tradeoff_k=2)
+    return dict(steps=6, samples=8, seq_len=128, windows=8, window_len=128, per_subject=1, mmlu_subset=None,
+                tradeoff_k=6)
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:

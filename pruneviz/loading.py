@@ -99,22 +99,36 @@ class LoadedModel:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``.
+
+    Raises:
+        ModelLoadError: not a device name, or a CUDA device this machine does not have.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelLoadError(f"Unknown device '{device}'; use auto, cpu, cuda or cuda:N.") from None
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(f"Device '{device}' is not available on this machine; use auto or cpu.")
+    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``"auto"``: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU; else ``float32`` etc."""
+    """``"auto"``: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU; else ``float32`` etc.
+
+    Raises:
+        ModelLoadError: not the name of a floating-point torch dtype.
+    """
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    try:
-        return getattr(torch, dtype)
-    except AttributeError:
-        raise ModelLoadError(f"Unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16.") from None
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ModelLoadError(f"Unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16.")
+    return resolved
 
 
 def _gguf_to_safetensors(gguf_path: Path) -> Path:
