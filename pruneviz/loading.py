@@ -98,6 +98,11 @@ class LoadedModel:
         return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def available_devices() -> list[str]:
+    """Device names this machine offers: ``auto``, ``cpu`` and every visible ``cuda:N``."""
+    return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``.
 
