@@ -22,7 +22,7 @@ _MISSING = object()
 _caches: dict[Path, diskcache.Cache] = {}
 
 # bumped whenever a computation changes in a way that invalidates stored results
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_dir() -> Path:

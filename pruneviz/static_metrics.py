@@ -1,6 +1,6 @@
 """Static influence metrics: how much a unit changes the residual stream, in one forward pass.
 
-For a unit with input ``x`` and output ``y = x + f(x)`` (per token, fp32), with ``x``/``y`` taken at
+For a unit with input ``x`` and output ``y = x + f(x)`` (per token, fp64), with ``x``/``y`` taken at
 (see DESIGN.md, "Metrics"): block ``resid_pre -> resid_post``; attn ``resid_pre -> resid_mid``;
 mlp ``resid_mid -> resid_post``. Each metric is the mean over real (non-padding) tokens of a
 per-token value, oriented so that ascending order is the pruning order.
@@ -28,7 +28,7 @@ class StaticMetric:
         label: short axis label.
         formula: the per-token formula (for tooltips).
         source: where the metric comes from.
-        per_token: ``fn(x, y) -> [n]`` for ``x``, ``y`` of shape ``[n, d]`` (fp32).
+        per_token: ``fn(x, y) -> [n]`` for ``x``, ``y`` of shape ``[n, d]`` (fp64).
     """
 
     name: str
@@ -83,8 +83,10 @@ class _StaticAccumulator:
         self._current: dict[str, torch.Tensor] = {}
 
     def __call__(self, layer: int, name: str, tensor: torch.Tensor) -> None:
-        # keep only real tokens, in fp32: [n_real, d]
-        self._current[name] = tensor[self.mask.to(tensor.device)].float()
+        # keep only real tokens, in fp64: [n_real, d]; in fp32, 1 - cos and arccos(cos) lose about
+        # 1e-5 of their value to cancellation for the small distances of deep blocks
+        real = tensor[self.mask.to(tensor.device)]
+        self._current[name] = (real.cpu() if real.device.type == "mps" else real).double()  # MPS has no fp64
         if name != "resid_post":
             return
         for kind in self.kinds:

@@ -1,0 +1,185 @@
+"""Result cache: hits, corrupt entries, and keys that cover everything that changes a result."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pruneviz import api, cache
+from pruneviz.loading import from_modules
+from pruneviz.plan import PruningPlan
+from pruneviz.static_metrics import CSV_COLUMNS
+
+from conftest import tiny_llama
+
+GARBAGE = b"\x80\x04 this is not a pickle \xff\x00"
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty result cache for one test (the session's converted model is unaffected)."""
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    yield cache.results_cache()
+    cache.results_cache().close()
+
+
+def _corrupt(results, key: str) -> str:
+    """Overwrite the stored value of ``key`` with bytes that are not a pickle; return where it lived."""
+    with sqlite3.connect(Path(results.directory) / "cache.db") as db:
+        filename, mode = db.execute("SELECT filename, mode FROM Cache WHERE key = ?", (key,)).fetchone()
+        assert mode == 4  # pickled
+        if filename:
+            (Path(results.directory) / filename).write_bytes(GARBAGE)
+            return "file"
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (sqlite3.Binary(GARBAGE), key))
+        return "sqlite"
+
+
+def test_cache_dir_from_environment(fresh_cache, tmp_path):
+    assert cache.cache_dir() == tmp_path / "cache"
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    assert Path(fresh_cache.directory) == tmp_path / "cache" / "results"
+
+
+def test_cached_hit_and_bypass(fresh_cache):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": len(calls)}
+
+    assert cache.cached("k1", compute) == ({"value": 1}, False)
+    assert cache.cached("k1", compute) == ({"value": 1}, True)
+    assert cache.cached("k1", compute, use_cache=False) == ({"value": 2}, False)
+    assert cache.cached("k2", compute, use_cache=False) == ({"value": 3}, False)
+    assert "k2" not in fresh_cache  # a bypass neither reads nor writes
+
+
+@pytest.mark.parametrize("size", [10, 200_000])  # stored inside sqlite / in a separate file
+def test_corrupt_entry_is_recomputed(fresh_cache, size):
+    payload = np.arange(size, dtype=np.float64)
+    key = cache.make_key("corrupt-test", size)
+    value, hit = cache.cached(key, lambda: payload.copy())
+    assert not hit
+    where = _corrupt(fresh_cache, key)
+    assert where == ("file" if size > 1000 else "sqlite")
+    calls = []
+    value, hit = cache.cached(key, lambda: calls.append(1) or payload * 2)
+    assert not hit and calls == [1]
+    np.testing.assert_array_equal(value, payload * 2)
+    # the recomputed value replaced the corrupt one
+    value, hit = cache.cached(key, lambda: pytest.fail("should be a hit"))
+    assert hit
+    np.testing.assert_array_equal(value, payload * 2)
+
+
+def test_missing_value_file_is_a_miss(fresh_cache):
+    key = cache.make_key("missing-file")
+    cache.cached(key, lambda: np.zeros(100_000))
+    with sqlite3.connect(Path(fresh_cache.directory) / "cache.db") as db:
+        (filename,) = db.execute("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
+    (Path(fresh_cache.directory) / filename).unlink()
+    value, hit = cache.cached(key, lambda: np.ones(3))
+    assert not hit and value.tolist() == [1, 1, 1]
+
+
+def test_make_key():
+    assert cache.make_key("a", 1, {"x": 1, "y": 2}) == cache.make_key("a", 1, {"y": 2, "x": 1})
+    assert cache.make_key("a", 1) != cache.make_key("a", 2) != cache.make_key("b", 2)
+    assert cache.make_key("a", None) != cache.make_key("a", "")
+    assert len(cache.make_key("a")) == 64
+
+
+def test_file_fingerprint(tmp_path):
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"abc")
+    big.write_bytes(bytes(3 << 20))
+    first = cache.file_fingerprint(big)
+    small_first = cache.file_fingerprint(small)
+    small.write_bytes(b"abd")
+    assert cache.file_fingerprint(small) != small_first
+    data = bytearray(big.read_bytes())
+    data[-1] = 1  # the last MiB is hashed
+    big.write_bytes(bytes(data))
+    assert cache.file_fingerprint(big) != first
+
+
+def test_model_fingerprint_depends_on_weights():
+    a = from_modules("a", tiny_llama(seed=0), None)
+    b = from_modules("b", tiny_llama(seed=0), None)
+    c = from_modules("c", tiny_llama(seed=1), None)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+@pytest.mark.real
+def test_evaluate_twice_hits_the_cache(smollm2, fresh_cache):
+    plan = PruningPlan.parse("2.attn")
+    first = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
+    second = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
+    assert (first.from_cache, second.from_cache) == (False, True)
+    assert second.metrics == first.metrics and second.prune == "2.attn"
+    assert len(fresh_cache) == 1
+    # corrupt the stored entry: it is recomputed, not trusted
+    (key,) = list(fresh_cache.iterkeys())
+    _corrupt(fresh_cache, key)
+    third = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
+    assert third.from_cache is False
+    assert third.metrics["perplexity"] == pytest.approx(first.metrics["perplexity"], rel=1e-9)
+    assert api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16).from_cache is True
+    # use_cache=False computes afresh
+    assert api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16, use_cache=False).from_cache is False
+
+
+@pytest.mark.real
+def test_keys_cover_plan_model_data_and_parameters(smollm2, monkeypatch):
+    keys = []
+
+    def spy(key, compute, use_cache=True):
+        # record the key and skip the computation (influence tables are concatenated afterwards)
+        keys.append(key)
+        return (pd.DataFrame(columns=CSV_COLUMNS) if computing_influence else SimpleNamespace()), False
+
+    computing_influence = False
+
+    monkeypatch.setattr(api, "cached", spy)
+    other_model = dataclasses.replace(smollm2, fingerprint="0123456789abcdef")
+    empty = PruningPlan()
+    api.evaluate(smollm2, empty, "wiki", windows=2, seq_len=16)
+    api.evaluate(smollm2, empty, "wiki", windows=2, seq_len=16)  # same call, same key
+    variants = [
+        lambda: api.evaluate(smollm2, PruningPlan.parse("1.attn"), "wiki", windows=2, seq_len=16),
+        lambda: api.evaluate(smollm2, PruningPlan.parse("1"), "wiki", windows=2, seq_len=16),
+        lambda: api.evaluate(other_model, empty, "wiki", windows=2, seq_len=16),
+        lambda: api.evaluate(smollm2, empty, "wiki", windows=3, seq_len=16),
+        lambda: api.evaluate(smollm2, empty, "wiki", windows=2, seq_len=17),
+        lambda: api.evaluate(smollm2, empty, "mmlu", fmt="letter"),
+        lambda: api.evaluate(smollm2, empty, "mmlu", fmt="cloze"),
+        lambda: api.evaluate(smollm2, empty, "mmlu", fmt="auto"),  # auto resolves to cloze for 135M
+        lambda: api.evaluate(smollm2, empty, "mmlu:anatomy", fmt="cloze"),
+        lambda: api.evaluate(smollm2, empty, "mmlu", fmt="cloze", shots=1),
+        lambda: api.evaluate(smollm2, empty, "mmlu", fmt="cloze", per_subject=3),
+        lambda: api.influence(smollm2, "wiki", ["cosine"], "block", samples=2, seq_len=8),
+        lambda: api.influence(smollm2, "wiki", ["cosine", "l2"], "block", samples=2, seq_len=8),
+        lambda: api.influence(smollm2, "wiki", ["l2", "cosine"], "block", samples=2, seq_len=8),  # same set
+        lambda: api.influence(smollm2, "wiki", ["cosine"], "sublayer", samples=2, seq_len=8),
+        lambda: api.influence(smollm2, "wiki", ["cosine"], "block", samples=3, seq_len=8),
+        lambda: api.influence(smollm2, "wiki", ["cosine"], "block", samples=2, seq_len=9),
+        lambda: api.influence(smollm2, "mmlu", ["cosine"], "block", samples=2, seq_len=8),
+        lambda: api.influence(smollm2, "wiki", ["cosine"], "block", samples=2, seq_len=8, plan=PruningPlan.parse("0")),
+        lambda: api.influence(other_model, "wiki", ["cosine"], "block", samples=2, seq_len=8),
+    ]
+    for number, variant in enumerate(variants):
+        computing_influence = number >= 11
+        variant()
+    assert keys[0] == keys[1]
+    distinct = keys[1:]
+    assert keys[9] == keys[8]  # fmt auto == cloze for this model
+    assert keys[15] == keys[14]  # metric order does not matter
+    unique = set(distinct)
+    assert len(unique) == len(distinct) - 2

