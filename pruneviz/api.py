@@ -20,7 +20,7 @@ from .evaluation.results import EvaluationResult
 from .objectives import objective_data
 from .plan import PruningPlan, Unit, units_of
 from .recovery import Recovery, fit_recovery
-from .shapley import adaptive_influence
+from .shapley import ADAPTIVE_METRICS, adaptive_influence
 from .static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
 
 Progress = Callable[[int, int], None]
@@ -64,7 +64,6 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
     return document_batch(loaded.tokenizer, texts, samples, seq_len), label, fingerprint
 
 
-ADAPTIVE_METRICS = {"loss_shapley": "loss", "logit_shapley": "logit"}
 METRICS = (*STATIC_METRICS, *ADAPTIVE_METRICS)
 
 
@@ -131,7 +130,7 @@ def influence(
         data_for_objective = objective_data(loaded, data, samples, seq_len, half)
         for metric in adaptive:
             for kind in ("block", "sublayer") if granularity == "all" else (granularity,):
-                settings = dict(objective=ADAPTIVE_METRICS[metric], estimator=estimator, fraction=fraction,
+                settings = dict(objective=ADAPTIVE_METRICS[metric].objective, estimator=estimator, fraction=fraction,
                                 budget=budget, tolerance=tolerance, seed=seed, base=plan)
                 key = make_key("adaptive", loaded.fingerprint, data_for_objective.fingerprint, samples, seq_len, kind, settings)
                 result, _ = cached(

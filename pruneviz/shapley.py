@@ -38,6 +38,42 @@ ESTIMATORS = ("loo", "subsample", "permutation")
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class AdaptiveMetric:
+    """An adaptive metric: influence = -Shapley value of a unit for a task objective.
+
+    Attributes:
+        name: registry key and CSV ``metric`` value.
+        objective: ``"loss"`` or ``"logit"`` (see :mod:`pruneviz.objectives`).
+        label: short axis label.
+        formula: the definition (for tooltips).
+        source: where the metric comes from.
+    """
+
+    name: str
+    objective: str
+    label: str
+    formula: str
+    source: str
+
+
+ADAPTIVE_METRICS: dict[str, AdaptiveMetric] = {
+    m.name: m
+    for m in [
+        AdaptiveMetric(
+            "loss_shapley", "loss", "−Shapley value for the task loss",
+            "−φᵢ for v(S) = task loss with only S present; LOO: v(all∖i) − v(all); nats",
+            "Siddiqui et al. 2024, §3.2 (Shapley values of units for the loss)",
+        ),
+        AdaptiveMetric(
+            "logit_shapley", "logit", "−Shapley value for the logit distance",
+            "−φᵢ for v(S) = mean ‖logits(S) − logits(all)‖₂; LOO: v(all∖i)",
+            "Siddiqui et al. 2024, §3.2 (Shapley values of units for the logit distance)",
+        ),
+    ]
+}
+
+
 @dataclass
 class AdaptiveResult:
     """Adaptive influences with their cost.
