@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pruneviz import api
+from pruneviz.errors import SettingError
 from pruneviz.export import export_model, load_exported
 from pruneviz.gating import apply_plan, record_residuals
 from pruneviz.loading import from_modules
@@ -159,3 +160,23 @@ def test_sublayer_export_round_trips_through_load_exported(smollm2, tmp_path):
     assert api.evaluate(loaded, restored_plan, "wiki", **options).metrics["perplexity"] == pytest.approx(
         api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"], rel=1e-6
     )
+
+
+def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):
+    from pruneviz.recovery import lm_loss
+
+    fit_batch, heldout = random_batch(rows=8, seq=16, seed=1), random_batch(rows=4, seq=16, seed=2)
+    plan = PruningPlan.parse("1")
+    emulated = fit_recovery(tiny, plan, fit_batch, method="lowrank", rank=4)
+    ticks = []
+    trained = fit_recovery(tiny, plan, fit_batch, method="lowrank", rank=4, fit="train", heldout=heldout,
+                           steps=20, learning_rate=1e-2, progress=lambda done, total: ticks.append((done, total)))
+    assert trained.label == "lowrank-4/train" and trained.history[0] == pytest.approx(
+        lm_loss(tiny, plan, emulated.stand_ins, heldout["input_ids"], heldout["attention_mask"]).item(), rel=1e-6
+    )
+    final = lm_loss(tiny, plan, trained.stand_ins, heldout["input_ids"], heldout["attention_mask"]).item()
+    # the kept parameters are those of the best held-out evaluation, never worse than the start
+    assert final == pytest.approx(min(trained.history), rel=1e-6) and final <= trained.history[0]
+    assert ticks[-1][0] <= ticks[-1][1] and ticks[0] == (1, 21)
+    with pytest.raises(SettingError, match="held-out"):
+        fit_recovery(tiny, plan, fit_batch, method="bias", fit="train")
