@@ -38,12 +38,22 @@ and that simple stand-ins for a pruned sublayer recover part of the loss.
 """
 
 HOW_TO = """
-1. **Influence**: compute static metrics of every block and sublayer on calibration data and see
-   them as a heatmap (block 0 at the top; columns attn, mlp and whole block). Dark cells change
-   the residual stream least and are pruned first.
+1. **Influence**: compute static metrics (one forward pass) or adaptive Shapley metrics (the task loss of
+   many subnetworks: much slower; the sampled estimators give standard errors) of every block and
+   sublayer, and see them as a heatmap (block 0 at the top; columns attn, mlp and whole block). Dark cells matter least and are
+   pruned first.
 2. **Prune and evaluate**: build a pruning plan (toggle units, type it, or take the N least
    important units by a metric), then compare Wikipedia perplexity and MMLU accuracy of the
-   pruned model against the unpruned baseline. Every result is cached: repeating a run is instant.
+   pruned model against the unpruned baseline.
+3. **Pruning curves**: remove the K least important units one by one and evaluate every step; overlay
+   several metrics on one chart per task metric.
+4. **Task trade-offs**: compute metrics on each task's data, prune by each, and see what every ranking
+   does to every task, with the rank correlations between rankings.
+5. **Recovery**: replace the pruned units of the plan by cheap fitted stand-ins and compare methods
+   side by side.
+6. **Export**: write the pruned (and recovered) model to a directory and download it as a zip.
+
+The pruning plan is shared by every page. Every result is cached: repeating a run is instant.
 """
 
 

@@ -1,9 +1,10 @@
-"""Static influence of every block and sublayer, as a heatmap, a table and a CSV file."""
+"""Static and adaptive influence of every block and sublayer, as a heatmap, a table and a CSV file."""
+
+import math
 
 import streamlit as st
 
 from pruneviz import api, plots, ui
-from pruneviz.static_metrics import STATIC_METRICS
 
 GRANULARITIES = {
     "sublayer": "sublayers (attn and mlp)",
@@ -18,24 +19,30 @@ ONE, ALL = "one metric", "all metrics, normalised"
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Compute was pressed."""
     with st.form("influence_settings"):
-        data, samples, seq_len = ui.calibration_inputs(loaded, "influence")
-        left, right = st.columns([2, 1])
-        metrics = left.multiselect(
-            "Metrics", list(STATIC_METRICS), default=["cosine"], format_func=ui.metric_label, help=ui.metrics_help(),
-            key="influence_metrics",
+        data, samples, seq_len = ui.calibration_inputs(
+            loaded, "influence",
+            samples_help="Text: calibration documents. MMLU: static metrics use this many prompts in all, "
+            "adaptive metrics this many questions per subject.",
         )
+        left, right = st.columns([2, 1])
+        with left:
+            metrics = ui.metric_inputs("influence_metrics")
+            st.caption("loss_shapley and logit_shapley are adaptive: far slower than the static metrics (see the estimator settings).")
         granularity = right.radio("Granularity", list(GRANULARITIES), format_func=GRANULARITIES.get, horizontal=True)
+        with st.expander("Adaptive metrics: Shapley estimator"):
+            estimator = ui.estimator_inputs("influence")
+            st.caption(ui.ADAPTIVE_COST_NOTE)
         pressed = st.form_submit_button("Compute influence", type="primary")
-    settings = {"data": data, "metrics": metrics, "granularity": granularity, "samples": samples, "seq_len": seq_len}
+    settings = {"data": data, "metrics": metrics, "granularity": granularity, "samples": samples, "seq_len": seq_len, **estimator}
     return settings, pressed
 
 
 def compute(loaded, settings: dict) -> dict:
     """Run :func:`pruneviz.api.influence` with a progress bar; return what the page shows."""
     if not settings["metrics"]:
-        st.error("Pick at least one metric.")
-        st.stop()
-    with ui.ProgressBar("Forward passes over the calibration data") as progress:
+        ui.stop_with_error("Pick at least one metric.")
+    label = "Subnetworks evaluated" if ui.adaptive_metrics(settings["metrics"]) else "Forward passes over the calibration data"
+    with ui.ProgressBar(label) as progress:
         table = ui.run_or_stop(api.influence, loaded, progress=progress, **settings)
     return {"table": table, "settings": settings, "model": loaded.fingerprint}
 
@@ -44,17 +51,30 @@ def show_heatmap(table, metrics: list[str], granularity: str) -> None:
     """One metric (raw values) or all metrics side by side (normalised), with the pruning order."""
     left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
     view = left.radio("Show", [ONE, ALL], horizontal=True, disabled=len(metrics) < 2, key="influence_view")
-    log_colour = right.checkbox("Log colour scale", key="influence_log", help="Keeps one large value (often block 0) from flattening the rest.")
+    log_colour = right.checkbox(
+        "Log colour scale", key="influence_log",
+        help="Keeps one large value (often block 0) from flattening the rest. Values ≤ 0 (possible for "
+        "Shapley metrics) share the lowest colour.",
+    )
     if view == ALL and len(metrics) > 1:
         st.plotly_chart(plots.normalised_heatmaps(table, metrics, log_colour))
         st.caption("Each metric is scaled to [0, 1] over all its units (min-max), so colours compare orderings, not magnitudes.")
         return
     metric = middle.selectbox("Metric", metrics, format_func=ui.metric_label, key="influence_metric")
-    registry = STATIC_METRICS[metric]
     st.plotly_chart(plots.influence_heatmap(table, metric, log_colour))
-    st.caption(f"**{registry.label}** = mean over tokens of {registry.formula}. Source: {registry.source}.")
+    st.caption(ui.metric_caption(metric))
     order = api.ranked_units(table, metric, SCHEME_OF_GRANULARITY[granularity])
     st.markdown(f"Pruned first by {metric}: `{', '.join(str(u) for u in order[:8])}` ...")
+
+
+def cost_caption(cost: dict) -> str:
+    """What the adaptive metrics cost: subnetworks, block forwards (with and without prefix reuse), seconds."""
+    parts = [
+        f"{name} ({entry['estimator']}): {entry['subnetworks']} subnetworks, {entry['block_forwards']:,} block "
+        f"forwards ({entry['naive_block_forwards']:,} without prefix reuse), {entry['seconds']:.1f} s"
+        for name, entry in cost.items()
+    ]
+    return "Adaptive cost: " + "; ".join(parts) + "."
 
 
 def show_result(result: dict) -> None:
@@ -62,10 +82,14 @@ def show_result(result: dict) -> None:
     table, settings = result["table"], result["settings"]
     dataset = ", ".join(sorted(set(table["dataset"])))
     st.info(
-        f"Computed on **{dataset}**: {settings['samples']} sequences of up to {settings['seq_len']} tokens. "
+        f"Computed on **{dataset}** ({settings['samples']} samples of up to {settings['seq_len']} tokens). "
         "Perplexity on the *Prune and evaluate* page is measured on the evaluation half of Wikipedia, "
         "so no text is used both to rank units and to judge the pruned model."
     )
+    if table.attrs.get("cost"):
+        st.caption(cost_caption(table.attrs["cost"]))
+    if any(math.isfinite(v) for v in table["stderr"]):
+        st.caption("Shapley estimates carry a standard error (hover a cell, or see the stderr columns of the table).")
     heatmap, data = st.tabs(["Heatmap", "Table"])
     with heatmap:
         show_heatmap(table, settings["metrics"], settings["granularity"])
@@ -82,7 +106,9 @@ model = ui.sidebar()
 st.title("Influence of blocks and sublayers")
 st.markdown(
     "Static metrics measure how much each unit changes the residual stream in one forward pass over "
-    "calibration text: for input `x` and output `y = x + f(x)` of a unit, averaged over tokens. "
+    "calibration text: for input `x` and output `y = x + f(x)` of a unit, averaged over tokens. Adaptive "
+    "metrics (`loss_shapley`, `logit_shapley`) measure what each unit is worth to a task objective by "
+    "evaluating subnetworks without it: more faithful to the task, and much slower. "
     "Higher = more important; ascending order is the pruning order."
 )
 chosen, pressed = settings_form(model)

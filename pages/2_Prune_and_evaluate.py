@@ -20,12 +20,7 @@ PLAN_TEXT_KEY = "plan_text"
 PLAN_ERROR_KEY = "plan_error"
 EVALUATION_KEY = "evaluation"
 GROUP_ROWS = 10  # blocks per column group of the toggle grid
-SCHEMES = {
-    "block": "whole blocks",
-    "attn": "attention sublayers",
-    "mlp": "MLP sublayers",
-    "both": "attn and mlp sublayers together",
-}
+SCHEMES = ui.SCHEME_LABELS
 SUBSETS = ("all subjects", "one category", "chosen subjects")
 
 

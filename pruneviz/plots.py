@@ -1,8 +1,9 @@
 """Plotly figures (and the tables shown beside them) built from computation results.
 
 Every label comes from the results themselves (the ``unit``, ``sublayer`` and ``metric`` columns of
-an influence table, the ``category`` column of an MMLU result) or from the metric registry
-:data:`pruneviz.static_metrics.STATIC_METRICS`; nothing here calls Streamlit.
+an influence table, the ``category`` column of an MMLU result, the ``ranking`` and ``task`` columns of
+a pruning curve) or from the metric registry :data:`pruneviz.static_metrics.STATIC_METRICS` (and
+:data:`ADAPTIVE_LABELS` for the Shapley metrics); nothing here calls Streamlit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .evaluation.results import EvaluationResult, proportion_stderr
@@ -21,12 +23,24 @@ COLUMN_ORDER = (*SUBLAYERS, "block")
 COLORSCALE = "Viridis"
 ROW_HEIGHT_PX = 20
 CHANCE_ACCURACY = 0.25  # four answer choices
+# axis labels of the adaptive metrics of pruneviz.api.ADAPTIVE_METRICS (influence = -Shapley value)
+ADAPTIVE_LABELS = {
+    "loss_shapley": "−Shapley value for the task loss",
+    "logit_shapley": "−Shapley value for the logit distance",
+}
+# task metrics where a lower value is better (perplexity, NLL, MMLU loss); all others are accuracies
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss"})
+ACCURACY_METRICS = frozenset({"acc", "acc_norm"})
+BETTER_RGB, WORSE_RGB = "44, 160, 44", "214, 39, 40"
+# one distinct colour per ranking, the same in every panel (Streamlit's theme would shade them all blue)
+LINE_COLOURS = qualitative.D3
 
 
 def metric_label(name: str) -> str:
-    """A registry metric's axis label with its name, e.g. ``"cosine distance (cosine)"``."""
+    """A metric's axis label with its name, e.g. ``"cosine distance (cosine)"``."""
     metric = STATIC_METRICS.get(name)
-    return f"{metric.label} ({name})" if metric else name
+    label = metric.label if metric else ADAPTIVE_LABELS.get(name)
+    return f"{label} ({name})" if label else name
 
 
 def _columns(table: pd.DataFrame) -> list[str]:
@@ -81,20 +95,30 @@ def influence_heatmap(table: pd.DataFrame, metric: str, log_colour: bool = False
     if metric not in set(table["metric"]):
         raise ValueError(f"The influence table has no '{metric}' values.")
     values, units = _grid(table, metric)
+    errors = _stderr_grid(table, metric, values)
     label = metric_label(metric)
     raw = values.to_numpy(dtype=float)
     colour = _log10(raw) if log_colour else raw
+    # "± stderr" only where the estimator defines one (permutation / subsample Shapley values)
+    spread = " ± %{customdata[2]:.3g}" if np.isfinite(errors).any() else ""
     heatmap = go.Heatmap(
         z=colour,
         x=list(values.columns),
         y=list(values.index),
-        customdata=np.dstack([units.to_numpy(dtype=object), raw.astype(object)]),
+        customdata=np.dstack([units.to_numpy(dtype=object), raw.astype(object), errors.astype(object)]),
         colorscale=COLORSCALE,
         colorbar={"title": {"text": f"log10 {label}" if log_colour else label, "side": "right"}},
-        hovertemplate=f"unit %{{customdata[0]}}<br>{label} = %{{customdata[1]:.6g}}<extra></extra>",
+        hovertemplate=f"unit %{{customdata[0]}}<br>{label} = %{{customdata[1]:.6g}}{spread}<extra></extra>",
     )
     dataset = ", ".join(sorted(set(table["dataset"])))
     return _layout(go.Figure(heatmap), len(values), f"{label} on {dataset}: low = pruned first")
+
+
+def _stderr_grid(table: pd.DataFrame, metric: str, values: pd.DataFrame) -> np.ndarray:
+    """``[blocks, kinds]`` standard errors of one metric, aligned with :func:`_grid`'s values (NaN where undefined)."""
+    rows = table[table["metric"] == metric]
+    grid = rows.pivot(index="layer", columns="sublayer", values="stderr").reindex(index=values.index, columns=values.columns)
+    return grid.to_numpy(dtype=float)
 
 
 def _log10(values: np.ndarray) -> np.ndarray:
@@ -148,8 +172,21 @@ def normalised_heatmaps(table: pd.DataFrame, metrics: list[str] | None = None, l
 
 
 def influence_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per unit (block order, attn before mlp before block) and one column per metric."""
-    wide = table.pivot_table(index=["layer", "sublayer", "unit"], columns="metric", values="value").reset_index()
+    """One row per unit (block order, attn before mlp before block) and one column per metric.
+
+    A metric whose estimator reports standard errors also gets a ``"<metric> stderr"`` column beside it.
+    """
+    index = ["layer", "sublayer", "unit"]
+    # pivot, not pivot_table: a unit whose estimate is undefined (NaN) keeps its row
+    wide = table.pivot(index=index, columns="metric", values="value")
+    columns = []
+    for metric in dict.fromkeys(table["metric"]):
+        columns.append(metric)
+        rows = table[table["metric"] == metric]
+        if rows["stderr"].notna().any():
+            wide[f"{metric} stderr"] = rows.set_index(index)["stderr"]
+            columns.append(f"{metric} stderr")
+    wide = wide[columns].reset_index()
     order = {kind: i for i, kind in enumerate(COLUMN_ORDER)}
     wide = wide.sort_values(["layer", "sublayer"], key=lambda s: s.map(order) if s.name == "sublayer" else s)
     wide.columns.name = None
@@ -212,3 +249,180 @@ def comparison_table(baseline: pd.DataFrame, pruned: pd.DataFrame, key: str, met
     for metric in metrics:
         joined[f"Δ {metric}"] = joined[f"{metric} pruned"] - joined[f"{metric} unpruned"]
     return joined
+
+
+def task_label(task: str) -> str:
+    """Human name of an evaluation task, e.g. ``"Wikipedia"`` or ``"MMLU STEM"``."""
+    if task == "wiki":
+        return "Wikipedia"
+    if task == "mmlu" or task.startswith("mmlu:"):
+        return "MMLU " + (task.partition(":")[2] or "all subjects")
+    return task
+
+
+def curve_panels(curve: pd.DataFrame) -> list[tuple[str, str]]:
+    """The ``(task, metric)`` pairs of a pruning-curve table, in table order: one chart each."""
+    return list(dict.fromkeys(zip(curve["task"], curve["metric"])))
+
+
+def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
+    """One task metric against the number of units removed, one line per ranking (Siddiqui et al. 2024, fig. 2).
+
+    Args:
+        curve: long table from :func:`pruneviz.curves.pruning_curve` (several rankings may be concatenated).
+        task, metric: which panel, e.g. ``("wiki", "perplexity")``.
+
+    Returns:
+        A line chart with ± one standard error bars where defined; hover names the unit removed at each
+        step and the plan. Perplexity uses a log axis (it grows by orders of magnitude as units go);
+        accuracies show a dashed chance line.
+
+    Raises:
+        ValueError: the table has no such panel.
+    """
+    rows = curve[(curve["task"] == task) & (curve["metric"] == metric)]
+    if rows.empty:
+        raise ValueError(f"The curve has no '{metric}' values on '{task}'.")
+    colours = {ranking: LINE_COLOURS[i % len(LINE_COLOURS)] for i, ranking in enumerate(dict.fromkeys(curve["ranking"]))}
+    figure = go.Figure()
+    for ranking, line in rows.groupby("ranking", sort=False):
+        errors = line["stderr"].to_numpy(dtype=float)
+        has_errors = bool(np.isfinite(errors).any())
+        # per point: [unit removed at this step, plan, standard error] for the hover text
+        custom = line[["removed", "plan"]].replace("", "nothing").assign(stderr=errors).to_numpy(dtype=object)
+        spread = " ± %{customdata[2]:.2g}" if has_errors else ""
+        figure.add_trace(go.Scatter(
+            x=line["step"], y=line["value"], mode="lines+markers", name=ranking, line={"color": colours[ranking]},
+            error_y={"type": "data", "array": np.nan_to_num(errors), "visible": has_errors},
+            customdata=custom,
+            hovertemplate=(
+                f"%{{x}} removed (last: %{{customdata[0]}})<br>{metric} = %{{y:.4g}}{spread}"
+                f"<br>plan %{{customdata[1]}}<extra>{ranking}</extra>"
+            ),
+        ))
+    scheme = rows["scheme"].iloc[0]
+    units = {"block": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers", "both": "sublayers"}.get(scheme, "units")
+    yaxis = {"title": metric}
+    if metric == "perplexity":
+        yaxis["type"] = "log"
+    if metric in ACCURACY_METRICS:
+        yaxis["tickformat"] = ".0%"
+        figure.add_hline(y=CHANCE_ACCURACY, line_dash="dash", annotation_text="chance", annotation_position="bottom left")
+    figure.update_layout(
+        title=f"{task_label(task)}: {metric}",
+        xaxis={"title": f"{units} removed", "dtick": 1},
+        yaxis=yaxis,
+        legend={"orientation": "h", "y": -0.25},
+        showlegend=True,  # name the ranking even when there is only one line
+        margin={"t": 60},
+    )
+    return figure
+
+
+def curve_wide(curve: pd.DataFrame) -> pd.DataFrame:
+    """One row per ranking and step (with the unit removed and the plan), one column per ``"<task> <metric>"``."""
+    keys = ["ranking", "step", "removed", "plan"]
+    wide = curve.assign(column=curve["task"] + " " + curve["metric"]).pivot_table(
+        index=keys, columns="column", values="value", sort=False
+    )
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def _delta_direction(column: str) -> int:
+    """+1 where an increase of the column's metric is an improvement, -1 where it is a loss."""
+    metric = column.removesuffix(" Δ").rsplit(" ", 1)[-1]
+    return -1 if metric in LOWER_IS_BETTER else 1
+
+
+def _delta_styles(deltas: pd.Series) -> list[str]:
+    """Background colours of one Δ column: green = better than unpruned, red = worse, stronger = larger."""
+    scale = deltas.abs().max()
+    direction = _delta_direction(str(deltas.name))
+    styles = []
+    for delta in deltas:
+        if not scale or not np.isfinite(delta) or delta == 0:
+            styles.append("")
+            continue
+        rgb = BETTER_RGB if delta * direction > 0 else WORSE_RGB
+        styles.append(f"background-color: rgba({rgb}, {0.15 + 0.55 * abs(delta) / scale:.2f})")
+    return styles
+
+
+def tradeoff_styled(matrix: pd.DataFrame):
+    """The trade-off matrix with its Δ columns coloured (a pandas ``Styler``, for display).
+
+    Args:
+        matrix: from :func:`pruneviz.curves.tradeoff_matrix`: ``ranking``, ``plan``, and per task metric
+            ``"<task> <metric>"`` and ``"<task> <metric> Δ"`` (pruned - unpruned).
+
+    Returns:
+        A Styler: Δ cells green where pruning by that ranking did better than the unpruned model on
+        that task metric (rare), red where worse, darker for larger changes within the column;
+        accuracies formatted as percentages.
+    """
+    deltas = [c for c in matrix.columns if c.endswith(" Δ")]
+    formats = {}
+    for column in matrix.columns:
+        metric = column.removesuffix(" Δ").rsplit(" ", 1)[-1]
+        if column in ("ranking", "plan"):
+            continue
+        if metric in ACCURACY_METRICS:
+            formats[column] = "{:+.1%}" if column in deltas else "{:.1%}"
+        else:
+            formats[column] = "{:+.3f}" if column in deltas else "{:.3f}"
+    return matrix.style.apply(_delta_styles, subset=deltas).format(formats, na_rep="")
+
+
+def correlation_heatmap(correlation: pd.DataFrame, scheme: str) -> go.Figure:
+    """Spearman rank correlations between unit rankings, annotated, on a fixed [-1, 1] diverging scale.
+
+    Args:
+        correlation: square table from :func:`pruneviz.curves.ranking_correlation` (labels ``metric@data``).
+        scheme: the unit scheme the rankings order (for the title).
+    """
+    labels = list(correlation.columns)
+    figure = go.Figure(go.Heatmap(
+        z=correlation.to_numpy(dtype=float), x=labels, y=labels, zmin=-1, zmax=1, colorscale="RdBu",
+        texttemplate="%{z:.2f}", colorbar={"title": {"text": "Spearman ρ"}},
+        hovertemplate="%{y} vs %{x}<br>ρ = %{z:.3f}<extra></extra>",
+    ))
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(
+        title=f"Rank correlation of the {scheme} rankings",
+        height=max(320, 60 * len(labels) + 160),
+        margin={"l": 20, "r": 20, "t": 60, "b": 20},
+    )
+    return figure
+
+
+def recovery_comparison(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The table of :func:`pruneviz.api.compare_recoveries` with each recovery row named.
+
+    Args:
+        table: rows ``unpruned``, ``pruned``, then one per recovery, in the order they were passed.
+        names: one display name per recovery (several fits of one method differ in inputs or data).
+
+    Raises:
+        ValueError: ``names`` does not match the recovery rows.
+    """
+    if len(names) != len(table) - 2:
+        raise ValueError(f"Got {len(names)} names for {len(table) - 2} recoveries.")
+    return table.assign(variant=[*table["variant"].iloc[:2], *names])
+
+
+def variant_bars(table: pd.DataFrame, column: str) -> go.Figure:
+    """Bars of one task metric per variant (unpruned, pruned, each recovery) of a recovery comparison."""
+    metric = column.rsplit(" ", 1)[-1]
+    figure = go.Figure(go.Bar(
+        x=table["variant"], y=table[column],
+        marker_color=["#7f7f7f", "#d62728", *["#1f77b4"] * (len(table) - 2)],
+        hovertemplate=f"%{{x}}<br>{column} = %{{y:.4g}}<extra></extra>",
+    ))
+    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    figure.update_layout(
+        title=f"{column} ({better} is better)",
+        yaxis={"title": column, **({"tickformat": ".0%"} if metric in ACCURACY_METRICS else {})},
+        margin={"t": 60},
+    )
+    return figure

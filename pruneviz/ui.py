@@ -3,36 +3,91 @@
 * :func:`sidebar` draws the model picker (its state lives in ``st.session_state`` so every page sees
   the same choice) and returns the loaded model from :func:`load_model_cached`;
 * :class:`ProgressBar` adapts ``st.progress`` to the library's ``progress(done, total)`` callbacks;
-* :func:`run_or_stop` turns a :class:`~pruneviz.errors.PrunevizError` into one ``st.error`` and stops the page;
-* :func:`calibration_inputs` and :func:`metric_label` / :func:`metrics_help` keep the pickers of both
-  pages the same and fill them from the registries.
+* :func:`run_or_stop` turns a :class:`~pruneviz.errors.PrunevizError` into one ``st.error`` and stops the
+  page; :func:`stop_with_error` does the same for a page's own input checks;
+* :func:`calibration_inputs`, :func:`metric_inputs`, :func:`estimator_inputs` and :func:`task_inputs` keep
+  the pickers of every page the same and fill them from the registries; :func:`metric_label`,
+  :func:`metrics_help` and :func:`metric_caption` describe each metric with its formula and source;
+* :func:`plan_input` edits the pruning plan shared by every page (``st.session_state[PLAN_KEY]``), and
+  :func:`fitted_recoveries` / :func:`remember_recovery` keep the recoveries fitted for it;
+* :func:`output_directory` names a fresh directory under the cache dir (a deployment never writes
+  where a user says), and :func:`zip_directory` packs one for a download button.
 """
 
 from __future__ import annotations
 
+import io
+import re
+import secrets
 import time
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import streamlit as st
 import torch
 
+from .api import ADAPTIVE_METRICS, METRICS
 from .assets import EMBEDDED_MODELS
-from .data.mmlu import CATEGORIES
-from .errors import PrunevizError
+from .cache import cache_dir
+from .data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
+from .errors import PlanError, PrunevizError
+from .evaluation.mmlu import FORMATS, default_format
 from .loading import DEFAULT_MODEL, LoadedModel, load_model
+from .plan import PruningPlan
 from .plots import metric_label
+from .recovery import Recovery
+from .shapley import ESTIMATORS
 from .static_metrics import STATIC_METRICS
 
 T = TypeVar("T")
 OTHER_MODEL = "other"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 CALIBRATION_DATA = ("wiki", "mmlu", *(f"mmlu:{c}" for c in CATEGORIES))
+# pruning schemes of pruneviz.api.SCHEMES: which kind of unit is ranked and removed
+SCHEME_LABELS = {
+    "block": "whole blocks",
+    "attn": "attention sublayers",
+    "mlp": "MLP sublayers",
+    "both": "attn and mlp sublayers together",
+}
+MMLU_TASKS = ("mmlu", *(f"mmlu:{c}" for c in CATEGORIES), *(f"mmlu:{s}" for s in SUBJECTS))
 # st.session_state key of the current pruning plan's canonical string, shared by every page
 PLAN_KEY = "plan"
+# st.session_state key of the recoveries fitted so far: {(model fingerprint, plan): {name: FittedRecovery}}
+RECOVERIES_KEY = "recoveries"
+ADAPTIVE_SOURCE = "Siddiqui et al. 2024 §3.2"
+ADAPTIVE_FORMULAS = {
+    "loss_shapley": (
+        "influence = −Shapley value of the unit for the task loss (LM cross-entropy on text, cross-entropy "
+        "of the gold letter on MMLU); LOO: v(all) − v(all∖i), v = mean loss of a subnetwork"
+    ),
+    "logit_shapley": (
+        "influence = −Shapley value of the unit for the mean L2 distance between the pruned and the full "
+        "model's next-token logits; LOO: v(all) − v(all∖i), v = mean distance of a subnetwork"
+    ),
+}
+ESTIMATOR_LABELS = {
+    "loo": "leave-one-out (the paper's default)",
+    "subsample": "random subnetworks (± stderr)",
+    "permutation": "permutation sampling (± stderr)",
+}
+ADAPTIVE_COST_NOTE = (
+    "Adaptive metrics (loss_shapley, logit_shapley) are **much slower** than static ones: a static metric "
+    "needs one forward pass over its data, an adaptive one evaluates the task objective of many "
+    "subnetworks (leave-one-out: n + 1 for n units; subsample: the budget; permutation: up to "
+    "2 × budget × n). Expect minutes on a CPU; results are cached."
+)
 
 __all__ = [
-    "CALIBRATION_DATA", "PLAN_KEY", "ProgressBar", "calibration_inputs", "dataset_label", "load_model_cached",
-    "metric_label", "metrics_help", "run_or_stop", "sidebar",
+    "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
+    "FittedRecovery",
+    "ProgressBar", "adaptive_metrics", "calibration_inputs", "dataset_label", "directory_bytes",
+    "estimator_inputs", "fitted_recoveries", "forget_recoveries", "heldout_note", "load_model_cached",
+    "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory",
+    "plan_input", "remember_recovery", "run_or_stop", "sidebar", "stop_with_error", "task_inputs", "zip_directory",
 ]
 
 
@@ -70,6 +125,12 @@ def run_or_stop(function: Callable[..., T], *args, **kwargs) -> T:
     except PrunevizError as error:
         st.error(str(error))
         st.stop()
+
+
+def stop_with_error(message: str) -> None:
+    """Show one ``st.error`` sentence about the user's input and stop the page."""
+    st.error(message)
+    st.stop()
 
 
 def _duration(seconds: float) -> str:
@@ -177,24 +238,31 @@ def dataset_label(data: str) -> str:
     return f"MMLU {subset} prompts (0-shot, letter format)" if subset else "MMLU prompts, all subjects (0-shot, letter format)"
 
 
-def calibration_inputs(loaded: LoadedModel, key: str, samples: int = 8, seq_len: int = 128) -> tuple[str, int, int]:
-    """Draw the calibration-data pickers used by static metrics.
+def calibration_inputs(
+    loaded: LoadedModel,
+    key: str,
+    samples: int = 8,
+    seq_len: int = 128,
+    data_help: str = "Static metrics are computed on the calibration half of Wikipedia, never on the evaluation "
+    "half that perplexity is measured on.",
+    samples_help: str = "Number of calibration sequences N.",
+    data_label: str = "Calibration data",
+) -> tuple[str, int, int]:
+    """Draw the calibration-data pickers used by metrics and recovery fits.
 
     Args:
         loaded: the model (its context length bounds the sequence length).
         key: prefix that keeps these widgets apart from others on the same page.
         samples, seq_len: defaults, small so that a CPU answers in seconds.
+        data_help, samples_help: tooltips of the dataset and sample-count pickers.
+        data_label: label of the dataset picker.
 
     Returns:
         ``(data, samples, seq_len)`` for :func:`pruneviz.api.influence`.
     """
-    data = st.selectbox(
-        "Calibration data", CALIBRATION_DATA, key=f"{key}_data", format_func=dataset_label,
-        help="Static metrics are computed on the calibration half of Wikipedia, never on the evaluation "
-        "half that perplexity is measured on.",
-    )
+    data = st.selectbox(data_label, CALIBRATION_DATA, key=f"{key}_data", format_func=dataset_label, help=data_help)
     left, right = st.columns(2)
-    count = left.number_input("Sequences", 1, 1024, samples, key=f"{key}_samples", help="Number of calibration sequences N.")
+    count = left.number_input("Sequences", 1, 1024, samples, key=f"{key}_samples", help=samples_help)
     length = right.number_input(
         "Tokens per sequence", 2, loaded.max_length, seq_len, step=32, key=f"{key}_seq_len",
         help="Each sequence is truncated to this many tokens T.",
@@ -202,6 +270,255 @@ def calibration_inputs(loaded: LoadedModel, key: str, samples: int = 8, seq_len:
     return data, int(count), int(length)
 
 
-def metrics_help() -> str:
-    """Markdown listing every static metric with its formula and source (for tooltips)."""
-    return "\n".join(f"- **{m.name}**, {m.label}: {m.formula}. {m.source}." for m in STATIC_METRICS.values())
+def _metric_help_line(name: str) -> str:
+    """One markdown bullet: a metric's name, label, formula and source."""
+    if name in STATIC_METRICS:
+        metric = STATIC_METRICS[name]
+        return f"- **{name}**, {metric.label}: {metric.formula}. {metric.source}."
+    return f"- **{name}** (adaptive, slow): {ADAPTIVE_FORMULAS[name]}. {ADAPTIVE_SOURCE}."
+
+
+def metrics_help(adaptive: bool = False) -> str:
+    """Markdown listing every static metric (and, with ``adaptive``, the Shapley metrics) with formula and source."""
+    names = METRICS if adaptive else tuple(STATIC_METRICS)
+    return "\n".join(_metric_help_line(name) for name in names)
+
+
+def metric_caption(name: str) -> str:
+    """One sentence for under a chart: what a metric's value is and where it comes from."""
+    if name in STATIC_METRICS:
+        metric = STATIC_METRICS[name]
+        return f"**{metric.label}** = mean over tokens of {metric.formula}. Source: {metric.source}."
+    return f"**{name}**: {ADAPTIVE_FORMULAS[name]}. Source: {ADAPTIVE_SOURCE}."
+
+
+def metric_inputs(key: str, default: tuple[str, ...] = ("cosine",), label: str = "Metrics") -> list[str]:
+    """Multiselect of every ranking metric (static and adaptive), with formulas and sources in its tooltip."""
+    return st.multiselect(
+        label, list(METRICS), default=list(default), format_func=metric_label, key=key,
+        help=metrics_help(adaptive=True),
+    )
+
+
+def estimator_inputs(key: str) -> dict:
+    """Draw the Shapley-estimator settings of the adaptive metrics.
+
+    Returns:
+        ``{"estimator", "budget", "fraction"}`` for :func:`pruneviz.api.influence` (static metrics ignore them).
+    """
+    left, middle, right = st.columns(3)
+    estimator = left.selectbox(
+        "Shapley estimator", ESTIMATORS, format_func=ESTIMATOR_LABELS.get, key=f"{key}_estimator",
+        help="loo: Shapley_i ≈ v(all) − v(all∖i), n + 1 subnetworks, no standard error. subsample: random "
+        "subnetworks keeping a fraction of the units; Shapley_i = mean v with i − mean v without i. "
+        "permutation: Monte-Carlo permutation Shapley with antithetic pairs. subsample and permutation "
+        "report a standard error.",
+    )
+    budget = middle.number_input(
+        "Budget", 1, 4096, 8, key=f"{key}_budget",
+        help="subsample: number of random subnetworks; permutation: antithetic permutation pairs (each pair "
+        "evaluates up to 2n subnetworks). Unused by loo.",
+    )
+    fraction = right.slider(
+        "Fraction kept", 0.1, 0.9, 0.5, 0.05, key=f"{key}_fraction", help="subsample: share of the units present in each subnetwork.",
+    )
+    return {"estimator": estimator, "budget": int(budget), "fraction": float(fraction)}
+
+
+def adaptive_metrics(metrics: list[str]) -> list[str]:
+    """The adaptive (Shapley) metrics among ``metrics``."""
+    return [m for m in metrics if m in ADAPTIVE_METRICS]
+
+
+def mmlu_task_label(task: str) -> str:
+    """Picker label of an MMLU task: ``"all subjects"``, ``"STEM (category)"`` or ``"anatomy (STEM)"``."""
+    subset = task.partition(":")[2]
+    if not subset:
+        return "all subjects"
+    return f"{subset} (category)" if subset in CATEGORIES else f"{subset} ({SUBJECT_CATEGORY[subset]})"
+
+
+def task_inputs(
+    loaded: LoadedModel,
+    key: str,
+    wiki: bool = True,
+    mmlu: tuple[str, ...] = (),
+    per_subject: int = 1,
+    offer_heldout: bool = False,
+) -> tuple[list[tuple[str, dict]], bool]:
+    """Draw the evaluation-task pickers: Wikipedia perplexity and any number of MMLU subsets.
+
+    Args:
+        loaded: the model (its size preselects the MMLU format).
+        key: prefix of the widget keys.
+        wiki, mmlu, per_subject: defaults (Wikipedia on, MMLU subsets from :data:`MMLU_TASKS`).
+        offer_heldout: also draw the "held out" checkbox (on by default): MMLU is then evaluated on the
+            ``test`` half of each subject, and metrics should be computed on the ``fit`` half.
+
+    Returns:
+        ``(tasks, heldout)``: ``(task, options)`` pairs for :func:`pruneviz.api.evaluate` (and
+        :class:`pruneviz.curves.Task`), and whether the held-out protocol was chosen.
+    """
+    left, right = st.columns(2)
+    with left:
+        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki, key=f"{key}_wiki")
+        windows_column, length_column = st.columns(2)
+        windows = windows_column.number_input("Windows", 1, 512, 4, key=f"{key}_windows")
+        window_len = length_column.number_input("Tokens per window", 2, loaded.max_length, 64, step=32, key=f"{key}_window_len")
+        st.caption("Windows of the evaluation half of Wikipedia, never the calibration half that metrics and fits use.")
+    with right:
+        subsets = st.multiselect(
+            "MMLU", MMLU_TASKS, default=list(mmlu), format_func=mmlu_task_label, key=f"{key}_mmlu",
+            help="Each chosen subset (all subjects, a category or one subject) is a separate task. About a "
+            "second per question on a CPU: a category has 12-18 subjects.",
+        )
+        format_column, count_column = st.columns(2)
+        preset = default_format(loaded.info.params_total)
+        fmt = format_column.radio(
+            "Format", FORMATS, index=FORMATS.index(preset), horizontal=True, key=f"{key}_format",
+            help="letter: the lm-eval-harness prompt scored on ' A'..' D' (acc, MMLU loss). cloze: the "
+            "likelihood of each answer text (acc, acc_norm); preselected under 1B parameters, where letter "
+            "format sits at chance.",
+        )
+        count = count_column.number_input("Questions per subject", 1, 2000, per_subject, key=f"{key}_per_subject")
+        heldout = offer_heldout and st.checkbox(
+            "Held out (adaptive MMLU metrics never see the evaluated questions)", value=True, key=f"{key}_heldout",
+            help="Adaptive metrics on MMLU data use the even-numbered questions of each subject and MMLU is "
+            "evaluated on the odd-numbered ones. Off: the metrics are computed on the evaluated questions "
+            "themselves (optimistic: it flatters them on their own task).",
+        )
+    tasks = [("wiki", {"windows": int(windows), "seq_len": int(window_len)})] if use_wiki else []
+    tasks += [(task, {"fmt": fmt, "per_subject": int(count), "half": "test" if heldout else "all"}) for task in subsets]
+    return tasks, heldout
+
+
+def heldout_note(heldout: bool, adaptive_on_mmlu: bool, mmlu_evaluated: bool) -> str:
+    """One sentence saying which MMLU questions ranked the units and which were evaluated.
+
+    Args:
+        heldout: whether metrics used the ``fit`` half and MMLU was evaluated on the ``test`` half.
+        adaptive_on_mmlu: whether an adaptive metric was computed on MMLU data.
+        mmlu_evaluated: whether any MMLU task was evaluated.
+    """
+    if not mmlu_evaluated:
+        return "Perplexity uses the evaluation half of Wikipedia, so no text both ranks units and judges them."
+    if heldout and adaptive_on_mmlu:
+        return (
+            "**Held out**: adaptive MMLU metrics used the even-numbered questions of each subject; MMLU is "
+            "evaluated on the odd-numbered ones."
+        )
+    if heldout:
+        return "MMLU is evaluated on the held-out half (the odd-numbered questions of each subject)."
+    if adaptive_on_mmlu:
+        return "Adaptive MMLU metrics were **computed on the evaluated questions (optimistic)**."
+    return "MMLU is evaluated on all chosen questions; static metrics read the prompts but never the answers."
+
+
+def _canonical_plan_text(widget: str, n_blocks: int) -> None:
+    """Callback of a plan text box: adopt a valid plan as the shared one, or remember the error."""
+    try:
+        plan = PruningPlan.parse(st.session_state[widget], n_blocks)
+    except PlanError as error:
+        st.session_state[f"{widget}_error"] = str(error)
+        return
+    st.session_state.pop(f"{widget}_error", None)
+    st.session_state[PLAN_KEY] = str(plan)
+    st.session_state[widget] = str(plan)
+
+
+def plan_input(loaded: LoadedModel, key: str) -> PruningPlan:
+    """A text box editing the pruning plan shared with every page; returns the valid current plan.
+
+    A plan that does not fit this model (it was made for another one) is cleared with a warning; a
+    malformed edit shows one ``st.error`` and stops the page.
+    """
+    n_blocks = loaded.n_blocks
+    try:
+        plan = PruningPlan.parse(st.session_state.get(PLAN_KEY, ""), n_blocks)
+    except PlanError as error:
+        st.warning(f"The previous plan does not fit this model and was cleared: {error}")
+        plan = PruningPlan()
+    st.session_state[PLAN_KEY] = str(plan)
+    widget = f"{key}_plan"
+    # Streamlit forgets widget state while another page runs; redraw the box (and drop its old error)
+    if widget not in st.session_state:
+        st.session_state[widget] = str(plan)
+        st.session_state.pop(f"{widget}_error", None)
+    st.text_input(
+        "Pruning plan", key=widget, on_change=_canonical_plan_text, args=(widget, n_blocks),
+        placeholder="nothing pruned; e.g. 3.attn,7,12.mlp",
+        help=f"Shared with the Prune and evaluate page. Comma-separated units: a block index (0-{n_blocks - 1}) "
+        "for the whole block, or '<i>.attn' / '<i>.mlp'. Press Enter to apply.",
+    )
+    if f"{widget}_error" in st.session_state:
+        stop_with_error(st.session_state[f"{widget}_error"])
+    return plan
+
+
+@dataclass
+class FittedRecovery:
+    """A recovery fitted in this session, with the name it is shown under and where it was saved.
+
+    Attributes:
+        name: display name (method/fit plus the inputs and calibration data that tell fits apart).
+        recovery: the fitted stand-ins.
+        directory: where :meth:`pruneviz.recovery.Recovery.save` wrote them (under the cache dir).
+    """
+
+    name: str
+    recovery: Recovery
+    directory: Path
+
+
+def fitted_recoveries(loaded: LoadedModel, plan: PruningPlan) -> dict[str, FittedRecovery]:
+    """Recoveries fitted in this session for ``plan`` on this model, oldest first."""
+    return st.session_state.get(RECOVERIES_KEY, {}).get((loaded.fingerprint, str(plan)), {})
+
+
+def remember_recovery(loaded: LoadedModel, plan: PruningPlan, fitted: FittedRecovery) -> None:
+    """Keep ``fitted`` for ``plan`` (a refit under the same name replaces the old one and becomes the newest)."""
+    store = st.session_state.setdefault(RECOVERIES_KEY, {})
+    entries = store.setdefault((loaded.fingerprint, str(plan)), {})
+    entries.pop(fitted.name, None)
+    entries[fitted.name] = fitted
+
+
+def forget_recoveries(loaded: LoadedModel, plan: PruningPlan) -> None:
+    """Drop the recoveries fitted for ``plan`` on this model (their saved directories stay)."""
+    st.session_state.get(RECOVERIES_KEY, {}).pop((loaded.fingerprint, str(plan)), None)
+
+
+def _slug(text: str) -> str:
+    """``text`` reduced to a safe file-name part (letters, digits, '.', '-', '_'), at most 60 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:60] or "none"
+
+
+def output_directory(kind: str, model_name: str, *parts: str) -> Path:
+    """A new, unique directory path ``<cache dir>/<kind>/<model>-<parts>-<time>-<random>`` (not yet created).
+
+    The app never writes to a path typed by a user: in a shared deployment that would let anyone
+    overwrite files on the server. Every part becomes one safe file-name component.
+
+    Args:
+        kind: the subdirectory, e.g. ``"exports"`` or ``"recoveries"``.
+        model_name: the model's name (a directory or hub id contributes only its last component).
+        parts: words that make the name readable, e.g. the plan and the recovery label.
+    """
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = "-".join([_slug(Path(model_name).name), *(_slug(part) for part in parts), stamp, secrets.token_hex(3)])
+    return cache_dir() / kind / name
+
+
+def zip_directory(directory: Path) -> bytes:
+    """The files under ``directory`` as an uncompressed zip (weights barely compress; storing is fast)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                archive.write(path, Path(directory.name) / path.relative_to(directory))
+    return buffer.getvalue()
+
+
+def directory_bytes(directory: Path) -> int:
+    """Total size of the files under ``directory``."""
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +46,10 @@ def test_only_pruneviz_ui_imports_streamlit():
 
 def test_pages_are_discovered_in_numeric_order_without_st_navigation():
     pages = [p.name for p in APP_FILES[1:]]
-    assert pages == ["1_Influence.py", "2_Prune_and_evaluate.py"]
+    assert pages == [
+        "1_Influence.py", "2_Prune_and_evaluate.py", "3_Pruning_curves.py", "4_Task_trade-offs.py",
+        "5_Recovery.py", "6_Export.py",
+    ]
     for path in APP_FILES:
         assert "navigation" not in {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
 
@@ -231,3 +235,219 @@ def test_mmlu_results_show_deltas_per_category_and_subject(app):
     labels = [m.label for m in at.metric]
     assert "acc (pruned)" in labels and "acc_norm (unpruned)" in labels
     assert at.get("plotly_chart") and at.dataframe
+
+
+# ---------------------------------------------------------------- figures and helpers of the curve, trade-off and recovery pages
+
+
+def curve_table() -> pd.DataFrame:
+    """Two rankings over three steps on Wikipedia (perplexity, nll) and MMLU (acc)."""
+    rows = []
+    for ranking, slope in (("cosine@wiki", 1.0), ("loss_shapley@wiki", 2.0)):
+        for step in range(3):
+            removed, plan = ("", "") if step == 0 else (str(step), ",".join(str(i) for i in range(1, step + 1)))
+            common = {"ranking": ranking, "scheme": "block", "step": step, "removed": removed, "plan": plan}
+            rows.append({**common, "task": "wiki", "metric": "perplexity", "value": 10.0 + slope * step, "stderr": 0.5})
+            rows.append({**common, "task": "wiki", "metric": "nll", "value": 2.0 + slope * step / 10, "stderr": 0.01})
+            rows.append({**common, "task": "mmlu:STEM", "metric": "acc", "value": 0.5 - 0.1 * step, "stderr": math.nan})
+    return pd.DataFrame(rows)
+
+
+def test_curve_figure_overlays_one_line_per_ranking_with_error_bars():
+    curve = curve_table()
+    assert plots.curve_panels(curve) == [("wiki", "perplexity"), ("wiki", "nll"), ("mmlu:STEM", "acc")]
+    figure = plots.curve_figure(curve, "wiki", "perplexity")
+    assert [trace.name for trace in figure.data] == ["cosine@wiki", "loss_shapley@wiki"]
+    assert figure.data[0].line.color != figure.data[1].line.color
+    assert list(figure.data[1].x) == [0, 1, 2] and list(figure.data[1].y) == [10.0, 12.0, 14.0]
+    assert figure.data[0].error_y.visible and list(figure.data[0].error_y.array) == [0.5] * 3
+    assert figure.layout.yaxis.type == "log" and figure.layout.xaxis.title.text == "blocks removed"
+    assert figure.data[0].customdata[0][0] == "nothing" and figure.data[0].customdata[2][1] == "1,2"
+    accuracy = plots.curve_figure(curve, "mmlu:STEM", "acc")
+    assert not accuracy.data[0].error_y.visible and "±" not in accuracy.data[0].hovertemplate
+    with pytest.raises(ValueError, match="no 'acc' values on 'wiki'"):
+        plots.curve_figure(curve, "wiki", "acc")
+
+
+def test_curve_wide_has_one_row_per_ranking_and_step():
+    wide = plots.curve_wide(curve_table())
+    assert len(wide) == 6
+    assert {"wiki perplexity", "wiki nll", "mmlu:STEM acc"} <= set(wide.columns)
+    assert wide.loc[(wide["ranking"] == "cosine@wiki") & (wide["step"] == 2), "wiki perplexity"].item() == 12.0
+
+
+def test_tradeoff_deltas_are_green_when_better_and_red_when_worse():
+    matrix = pd.DataFrame({
+        "ranking": ["unpruned", "cosine@wiki", "cosine@mmlu:STEM"], "plan": ["", "3", "5"],
+        "wiki perplexity": [10.0, 12.0, 15.0], "wiki perplexity Δ": [0.0, 2.0, -1.0],
+        "mmlu:STEM acc": [0.5, 0.4, 0.6], "mmlu:STEM acc Δ": [0.0, -0.1, 0.1],
+    })
+    html = plots.tradeoff_styled(matrix).to_html()
+    styles = plots._delta_styles(matrix["wiki perplexity Δ"])
+    assert styles[0] == "" and plots.WORSE_RGB in styles[1] and plots.BETTER_RGB in styles[2]
+    accuracy = plots._delta_styles(matrix["mmlu:STEM acc Δ"])
+    assert plots.WORSE_RGB in accuracy[1] and plots.BETTER_RGB in accuracy[2]
+    assert "+2.000" in html and "-10.0%" in html
+
+
+def test_correlation_heatmap_is_labelled_and_fixed_to_minus_one_one():
+    labels = ["cosine@wiki", "cosine@mmlu:STEM"]
+    correlation = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=labels, columns=labels)
+    heatmap = plots.correlation_heatmap(correlation, "block").data[0]
+    assert list(heatmap.x) == labels and (heatmap.zmin, heatmap.zmax) == (-1, 1)
+    assert heatmap.z[0][1] == pytest.approx(0.3)
+
+
+def test_recovery_comparison_names_each_recovery():
+    table = pd.DataFrame({"variant": ["unpruned", "pruned", "bias/emulate", "bias/emulate"], "wiki perplexity": [10.0, 20.0, 15.0, 14.0]})
+    named = plots.recovery_comparison(table, ["bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"])
+    assert list(named["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"]
+    with pytest.raises(ValueError):
+        plots.recovery_comparison(table, ["one"])
+    assert plots.variant_bars(named, "wiki perplexity").layout.title.text == "wiki perplexity (lower is better)"
+
+
+def test_shapley_standard_errors_reach_the_hover_and_the_table():
+    table = influence_table()
+    shapley = table[table["metric"] == "cosine"].assign(metric="loss_shapley", stderr=0.25, dataset="wiki")
+    table = pd.concat([table, shapley], ignore_index=True)
+    heatmap = plots.influence_heatmap(table, "loss_shapley").data[0]
+    assert "±" in heatmap.hovertemplate and heatmap.customdata[0][0][2] == pytest.approx(0.25)
+    assert "±" not in plots.influence_heatmap(table, "cosine").data[0].hovertemplate
+    wide = plots.influence_wide(table)
+    assert list(wide.columns) == ["layer", "sublayer", "unit", "cosine", "l2", "loss_shapley", "loss_shapley stderr"]
+    assert plots.metric_label("loss_shapley") == "−Shapley value for the task loss (loss_shapley)"
+
+
+def test_metric_tooltips_give_every_formula_and_source():
+    from pruneviz import ui
+
+    text = ui.metrics_help(adaptive=True)
+    assert "1 − cos(x, y)" in text and "ShortGPT" in text
+    assert "influence = −Shapley value of the unit for the task loss" in text
+    assert "LOO: v(all) − v(all∖i)" in text and "Siddiqui et al. 2024 §3.2" in text
+    assert "loss_shapley" not in ui.metrics_help()
+
+
+def test_output_directories_are_generated_under_the_cache_dir_and_zip(tmp_path, monkeypatch):
+    import io
+    import zipfile
+
+    from pruneviz import ui
+
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path))
+    first = ui.output_directory("exports", "/models/../../etc/passwd", "3.attn,7", "bias/emulate")
+    second = ui.output_directory("exports", "/models/../../etc/passwd", "3.attn,7", "bias/emulate")
+    assert first.parent == tmp_path / "exports" and first != second
+    assert first.name.startswith("passwd-3.attn_7-bias_emulate-")
+    first.mkdir(parents=True)
+    (first / "config.json").write_text("{}")
+    (first / "recovery").mkdir()
+    (first / "recovery" / "recovery.json").write_text("[]")
+    names = zipfile.ZipFile(io.BytesIO(ui.zip_directory(first))).namelist()
+    assert sorted(names) == [f"{first.name}/config.json", f"{first.name}/recovery/recovery.json"]
+
+
+# ---------------------------------------------------------------- curve, trade-off, recovery and export pages on the real model
+
+
+def press(at, label: str):
+    """Click the (form submit) button labelled ``label`` and rerun; the page must not raise."""
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def tiny_wiki(at, key: str) -> None:
+    """Two Wikipedia windows of 32 tokens for the task pickers with prefix ``key``."""
+    at.number_input(key=f"{key}_windows").set_value(2)
+    at.number_input(key=f"{key}_window_len").set_value(32)
+
+
+@pytest.mark.real
+def test_curves_page_draws_one_chart_per_task_metric(app):
+    at = open_page(app, "3_Pruning_curves.py")
+    assert not at.get("plotly_chart"), "curves are computed only when Run is pressed"
+    at.number_input(key="curves_samples").set_value(2)
+    at.number_input(key="curves_seq_len").set_value(32)
+    at.number_input(key="curves_steps").set_value(2)
+    tiny_wiki(at, "curves")
+    press(at, "Run")
+    assert len(at.get("plotly_chart")) == 2  # wiki perplexity and nll
+    assert any("Rankings computed on" in info.value for info in at.info)
+    wide = at.dataframe[0].value
+    assert list(wide["step"]) == [0, 1, 2] and all(math.isfinite(v) for v in wide["wiki perplexity"])
+
+
+@pytest.mark.real
+def test_tradeoff_page_shows_the_matrix_and_the_rank_correlations(app):
+    at = open_page(app, "4_Task_trade-offs.py")
+    tiny_wiki(at, "tradeoff")
+    at.multiselect(key="tradeoff_mmlu").set_value(["mmlu:anatomy"])
+    at.number_input(key="tradeoff_samples").set_value(2)
+    at.number_input(key="tradeoff_seq_len").set_value(32)
+    at.number_input(key="tradeoff_count").set_value(1)
+    press(at, "Run")
+    matrix = at.dataframe[0].value
+    assert list(matrix["ranking"]) == ["unpruned", "cosine@wiki", "cosine@mmlu:anatomy"]
+    assert {"wiki perplexity Δ", "mmlu:anatomy acc Δ"} <= set(matrix.columns)
+    assert len(at.get("plotly_chart")) == 1, "the rank-correlation heatmap"
+    assert any("held-out half" in info.value for info in at.info)
+
+
+@pytest.mark.real
+def test_tradeoff_page_needs_two_tasks(app):
+    at = open_page(app, "4_Task_trade-offs.py")
+    at.multiselect(key="tradeoff_mmlu").set_value([])
+    press(at, "Run")
+    assert len(at.error) == 1 and "at least two tasks" in at.error[0].value
+
+
+@pytest.mark.real
+def test_recovery_page_compares_a_bias_recovery(app):
+    at = open_page(app, "5_Recovery.py")
+    assert any("prunes nothing" in info.value for info in at.info)
+    at.text_input(key="recovery_plan").input("3.attn, 5.attn").run()
+    assert at.session_state["plan"] == "3.attn,5.attn"
+    at.number_input(key="recovery_samples").set_value(2)
+    at.number_input(key="recovery_seq_len").set_value(32)
+    tiny_wiki(at, "recovery")
+    press(at, "Fit and compare")
+    table = at.dataframe[0].value
+    assert list(table["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs, 2×32 wiki"]
+    assert table["params added"].tolist() == [0, 0, 2 * 576]
+    assert all(math.isfinite(v) for v in table["wiki perplexity"])
+    assert any("Saved in" in md.value for md in at.markdown)
+
+
+@pytest.mark.real
+def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
+    at = open_page(app, "6_Export.py")
+    at.text_input(key="export_plan").input("99.attn").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
+    at.text_input(key="export_plan").input("3").run()
+    assert not at.error
+    press(at, "Export")
+    assert len(at.success) == 1 and "standalone" in at.success[0].value
+    values = {m.label: m.value for m in at.metric}
+    assert values["Blocks kept"] == "29"
+    assert values["KV cache saved"] == "1,536 B/token"  # keys and values: 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
+    directory = at.session_state["export_result"]["report"].directory
+    assert directory.parent.name == "exports" and (directory / "pruning_plan.json").exists()
+    shutil.rmtree(directory)  # half a gigabyte of weights; pytest keeps its last temporary directories
+
+
+@pytest.mark.real
+def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
+    at = open_page(app, "1_Influence.py")
+    at.number_input(key="influence_samples").set_value(2)
+    at.number_input(key="influence_seq_len").set_value(32)
+    at.multiselect(key="influence_metrics").set_value(["loss_shapley"])
+    next(r for r in at.radio if r.label == "Granularity").set_value("block")
+    at.selectbox(key="influence_estimator").set_value("subsample")
+    at.number_input(key="influence_budget").set_value(6)
+    press(at, "Compute influence")
+    assert any("Adaptive cost: loss_shapley/block (subsample): 6 subnetworks" in c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "loss_shapley" in d.value.columns)
+    assert "loss_shapley stderr" in table.columns and len(table) == 30

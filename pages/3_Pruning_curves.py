@@ -1,0 +1,127 @@
+"""Greedy pruning curves: remove the K least important units one by one and evaluate every step.
+
+The figures of Siddiqui et al. (2024, §4): one line per ranking metric, one chart per task metric.
+"""
+
+import pandas as pd
+import streamlit as st
+
+from pruneviz import plots, ui
+from pruneviz.curves import Ranking, Task, pruning_curve
+
+RESULT_KEY = "curves_result"
+SCHEMES = ui.SCHEME_LABELS
+CHARTS_PER_ROW = 2
+
+
+def ranking_inputs(loaded) -> dict:
+    """The ranking half of the form: metrics, their dataset and estimator, scheme, steps, iterative mode."""
+    left, right = st.columns([3, 2])
+    with left:
+        metrics = ui.metric_inputs("curves_metrics", label="Ranking metrics (one curve each)")
+    scheme = right.selectbox("Scheme", list(SCHEMES), format_func=SCHEMES.get, key="curves_scheme", help="Which kind of unit is ranked and removed.")
+    data, samples, seq_len = ui.calibration_inputs(
+        loaded, "curves", samples=4, seq_len=64, data_label="Metric data",
+        data_help="The data the ranking metric is computed on: the calibration half of Wikipedia, or MMLU "
+        "prompts of a category (0-shot letter format).",
+        samples_help="Text: calibration documents. MMLU: static metrics use this many prompts in all, "
+        "adaptive metrics this many questions per subject (half of them when held out).",
+    )
+    with st.expander("Adaptive metrics: Shapley estimator"):
+        estimator = ui.estimator_inputs("curves")
+        st.caption(ui.ADAPTIVE_COST_NOTE)
+    steps_column, iterative_column = st.columns(2)
+    steps = steps_column.number_input("Steps K (units removed)", 1, 2 * loaded.n_blocks, 3, key="curves_steps")
+    iterative = iterative_column.checkbox(
+        "Iterative", key="curves_iterative",
+        help="Recompute the metric on the pruned model after every removal (K rankings instead of one).",
+    )
+    return {
+        "metrics": metrics, "scheme": scheme, "steps": int(steps), "iterative": iterative,
+        "data": data, "options": {"samples": samples, "seq_len": seq_len, **estimator},
+    }
+
+
+def settings_form(loaded) -> tuple[dict, bool]:
+    """Draw the settings; return them and whether Run was pressed."""
+    with st.form("curves_settings"):
+        st.subheader("Ranking")
+        settings = ranking_inputs(loaded)
+        st.subheader("Tasks")
+        tasks, heldout = ui.task_inputs(loaded, "curves", per_subject=2, offer_heldout=True)
+        pressed = st.form_submit_button("Run", type="primary")
+    settings["options"]["half"] = "fit" if heldout else "all"
+    return {**settings, "tasks": tasks, "heldout": heldout}, pressed
+
+
+def check(settings: dict) -> None:
+    """Stop with one error sentence when the settings cannot make a curve."""
+    if not settings["metrics"]:
+        ui.stop_with_error("Pick at least one ranking metric.")
+    if not settings["tasks"]:
+        ui.stop_with_error("Choose Wikipedia perplexity, at least one MMLU subset, or both.")
+    if settings["heldout"] and any(o.get("per_subject") == 1 for _, o in settings["tasks"]):
+        ui.stop_with_error("Held-out MMLU needs at least 2 questions per subject: one half ranks, the other is evaluated.")
+
+
+def compute(loaded, settings: dict) -> dict:
+    """One :func:`pruneviz.curves.pruning_curve` per metric, each with progress bars; return what the page shows."""
+    check(settings)
+    tasks = [Task(name, options) for name, options in settings["tasks"]]
+    curves = []
+    for metric in settings["metrics"]:
+        with ui.ProgressBar(f"{metric}: ranking units") as ranking_progress, ui.ProgressBar(f"{metric}: evaluating the steps") as progress:
+            ranking = Ranking(metric, settings["data"], {**settings["options"], "progress": ranking_progress})
+            curves.append(ui.run_or_stop(
+                pruning_curve, loaded, ranking, settings["scheme"], settings["steps"], tasks, settings["iterative"], progress
+            ))
+    return {"curve": pd.concat(curves, ignore_index=True), "settings": settings, "model": loaded.fingerprint}
+
+
+def provenance(settings: dict) -> str:
+    """Where the rankings came from and which questions were evaluated: held out or optimistic."""
+    adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"])) and settings["data"].startswith("mmlu")
+    mmlu_evaluated = any(name.startswith("mmlu") for name, _ in settings["tasks"])
+    note = ui.heldout_note(settings["heldout"], adaptive_on_mmlu, mmlu_evaluated)
+    return f"Rankings computed on **{ui.dataset_label(settings['data'])}**. {note}"
+
+
+def show_charts(curve: pd.DataFrame) -> None:
+    """One line chart per task metric, two per row."""
+    panels = plots.curve_panels(curve)
+    for start in range(0, len(panels), CHARTS_PER_ROW):
+        for column, (task, metric) in zip(st.columns(CHARTS_PER_ROW), panels[start : start + CHARTS_PER_ROW]):
+            column.plotly_chart(plots.curve_figure(curve, task, metric))
+
+
+def show_result(result: dict) -> None:
+    """Charts, the table and a CSV download of the curves."""
+    curve, settings = result["curve"], result["settings"]
+    st.header("Curves")
+    st.info(provenance(settings))
+    charts, table = st.tabs(["Charts", "Table"])
+    with charts:
+        show_charts(curve)
+        st.caption("Step 0 is the unpruned model; error bars are ± one standard error over windows or questions.")
+    with table:
+        st.dataframe(plots.curve_wide(curve), hide_index=True)
+        st.download_button(
+            "Download CSV", curve.to_csv(index=False), file_name="pruning_curves.csv", mime="text/csv",
+            help="Columns ranking, scheme, step, removed, plan, task, metric, value, stderr (as `pruneviz curve` writes).",
+        )
+
+
+st.set_page_config(page_title="Pruning curves · pruneviz", page_icon="✂️", layout="wide")
+model = ui.sidebar()
+st.title("Greedy pruning curves")
+st.markdown(
+    "Sort the units by a metric (least important first), remove 0, 1, ..., K of them and evaluate every step. "
+    "Several metrics overlay on one chart per task metric, as in Siddiqui et al. (2024, §4). Every "
+    "evaluation is cached, so overlapping curves share their steps."
+)
+chosen, pressed = settings_form(model)
+if pressed:
+    st.session_state[RESULT_KEY] = compute(model, chosen)
+stored = st.session_state.get(RESULT_KEY)
+if stored is not None and stored["model"] == model.fingerprint:
+    show_result(stored)

@@ -1,0 +1,106 @@
+"""Task trade-offs: prune K units by metrics computed on each task's data, and evaluate every task.
+
+A metric computed on one task (an adaptive one above all) ranks units for that task; the matrix shows
+what that ranking does to the other tasks, and the heatmap how much the rankings agree.
+"""
+
+import streamlit as st
+
+from pruneviz import plots, ui
+from pruneviz.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
+
+RESULT_KEY = "tradeoff_result"
+SCHEMES = ui.SCHEME_LABELS
+EXPLANATION = (
+    "Each row prunes K units chosen by one metric computed on one task's data (`metric@task`; the first "
+    "row is the unpruned model); each column is one task's score after pruning, with its change from the "
+    "unpruned model (green = better, red = worse). A metric tuned on one task can keep that task's score "
+    "while hurting another, so the rows trade tasks against each other; the rank correlations show how "
+    "differently the metrics order the units."
+)
+
+
+def metric_inputs(loaded) -> dict:
+    """Metrics, how much data each is computed on, and the Shapley estimator."""
+    left, right = st.columns([3, 2])
+    with left:
+        metrics = ui.metric_inputs("tradeoff_metrics", label="Metrics (each computed on each task's data)")
+    with right:
+        samples_column, length_column = st.columns(2)
+        samples = samples_column.number_input(
+            "Metric samples", 1, 1024, 4, key="tradeoff_samples",
+            help="Text: calibration documents. MMLU: static metrics use this many prompts in all, adaptive "
+            "metrics this many questions per subject (half of them when held out).",
+        )
+        seq_len = length_column.number_input("Tokens per document", 2, loaded.max_length, 64, step=32, key="tradeoff_seq_len")
+    with st.expander("Adaptive metrics: Shapley estimator"):
+        estimator = ui.estimator_inputs("tradeoff")
+        st.caption(ui.ADAPTIVE_COST_NOTE)
+    return {"metrics": metrics, "options": {"samples": int(samples), "seq_len": int(seq_len), **estimator}}
+
+
+def settings_form(loaded) -> tuple[dict, bool]:
+    """Draw the settings; return them and whether Run was pressed."""
+    with st.form("tradeoff_settings"):
+        st.subheader("Tasks")
+        tasks, heldout = ui.task_inputs(loaded, "tradeoff", mmlu=("mmlu:STEM",), per_subject=2, offer_heldout=True)
+        st.subheader("Metrics and pruning")
+        settings = metric_inputs(loaded)
+        scheme_column, count_column = st.columns(2)
+        scheme = scheme_column.selectbox("Scheme", list(SCHEMES), format_func=SCHEMES.get, key="tradeoff_scheme")
+        count = count_column.number_input("K units pruned", 1, 2 * loaded.n_blocks, 3, key="tradeoff_count")
+        pressed = st.form_submit_button("Run", type="primary")
+    settings["options"]["half"] = "fit" if heldout else "all"
+    return {**settings, "tasks": tasks, "heldout": heldout, "scheme": scheme, "count": int(count)}, pressed
+
+
+def check(settings: dict) -> None:
+    """Stop with one error sentence when the settings cannot make a trade-off."""
+    if len(settings["tasks"]) < 2:
+        ui.stop_with_error("Choose at least two tasks (e.g. Wikipedia and an MMLU category): a trade-off needs two.")
+    if not settings["metrics"]:
+        ui.stop_with_error("Pick at least one metric.")
+    if settings["heldout"] and any(o.get("per_subject") == 1 for _, o in settings["tasks"]):
+        ui.stop_with_error("Held-out MMLU needs at least 2 questions per subject: one half ranks, the other is evaluated.")
+
+
+def compute(loaded, settings: dict) -> dict:
+    """The trade-off matrix and the rank correlations of every metric@task ranking, with progress bars."""
+    check(settings)
+    tasks = [Task(name, options) for name, options in settings["tasks"]]
+    with ui.ProgressBar("Ranking units") as ranking_progress, ui.ProgressBar("Evaluating every ranking on every task") as progress:
+        options = {**settings["options"], "progress": ranking_progress}
+        # each metric is computed on each task's own data: the task name is also its dataset name
+        rankings = [Ranking(metric, task.name, options) for metric in settings["metrics"] for task in tasks]
+        matrix = ui.run_or_stop(tradeoff_matrix, loaded, rankings, tasks, settings["scheme"], settings["count"], progress)
+        correlation = ui.run_or_stop(ranking_correlation, loaded, rankings, settings["scheme"])
+    return {"matrix": matrix, "correlation": correlation, "settings": settings, "model": loaded.fingerprint}
+
+
+def show_result(result: dict) -> None:
+    """The coloured matrix, its CSV, and the rank-correlation heatmap."""
+    matrix, settings = result["matrix"], result["settings"]
+    adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"]))
+    mmlu_evaluated = any(name.startswith("mmlu") for name, _ in settings["tasks"])
+    st.header(f"Pruning {settings['count']} {SCHEMES[settings['scheme']]}")
+    st.markdown(EXPLANATION)
+    st.info(ui.heldout_note(settings["heldout"], adaptive_on_mmlu and mmlu_evaluated, mmlu_evaluated))
+    st.dataframe(plots.tradeoff_styled(matrix), hide_index=True)
+    st.download_button("Download CSV", matrix.to_csv(index=False), file_name="tradeoff_matrix.csv", mime="text/csv")
+    st.plotly_chart(plots.correlation_heatmap(result["correlation"], settings["scheme"]))
+    st.caption("Spearman correlation of the unit orders: 1 = the two metrics prune in the same order, 0 = unrelated, −1 = reversed.")
+
+
+st.set_page_config(page_title="Task trade-offs · pruneviz", page_icon="✂️", layout="wide")
+model = ui.sidebar()
+st.title("Task trade-offs")
+st.markdown(
+    "Which units matter depends on the task. Compute metrics on each task's data, prune the K least "
+    "important units by each, and evaluate every task (Siddiqui et al. 2024, §4: e.g. Wikipedia vs MMLU)."
+)
+chosen, pressed = settings_form(model)
+if pressed:
+    st.session_state[RESULT_KEY] = compute(model, chosen)
+stored = st.session_state.get(RESULT_KEY)
+if stored is not None and stored["model"] == model.fingerprint:
+    show_result(stored)

@@ -1,0 +1,135 @@
+"""Recovery: replace each pruned unit's update by a cheap stand-in and measure what it buys back.
+
+Fits accumulate per plan, so several methods can be compared in one table; each fit is saved under
+the cache directory and offered as a zip.
+"""
+
+import streamlit as st
+
+from pruneviz import api, plots, ui
+from pruneviz.recovery import FITS, METHODS
+
+RESULT_KEY = "recovery_comparison"
+METHOD_LABELS = {
+    "bias": "bias: add the mean update b (d parameters)",
+    "lowrank": "lowrank: x·A·B + b, rank r (reduced-rank regression)",
+    "linear": "linear: x·M, one d × d map (ReplaceMe-style)",
+    "rescale": "rescale: x ⊙ s, per channel (LinearPatch-style)",
+}
+FIT_LABELS = {
+    "emulate": "emulate: least squares on the unit's own activations (closed form)",
+    "train": "train: then gradient descent on the end-to-end LM loss",
+}
+INPUT_LABELS = {
+    "pruned": "pruned model (each stand-in sees the earlier ones)",
+    "unpruned": "unpruned model",
+}
+
+
+def method_inputs(loaded) -> dict:
+    """Method, rank, fit, inputs and (for training) steps and learning rate."""
+    left, right = st.columns(2)
+    method = left.selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="recovery_method")
+    rank = 0
+    if method == "lowrank":
+        rank = right.number_input("Rank r", 1, loaded.info.hidden_size, 8, key="recovery_rank", help="Adds 2·d·r + d parameters per unit.")
+    left, right = st.columns(2)
+    fit = left.radio("Fit", FITS, format_func=FIT_LABELS.get, key="recovery_fit")
+    inputs = right.radio("Inputs x taken from", ("pruned", "unpruned"), format_func=INPUT_LABELS.get, key="recovery_inputs")
+    steps, learning_rate = 20, 1e-3
+    if fit == "train":
+        left, right = st.columns(2)
+        steps = left.number_input("Training steps", 1, 10_000, 20, key="recovery_steps", help="One batch each; early stopping on held-out documents.")
+        learning_rate = right.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.0e", key="recovery_lr")
+    return {"method": method, "rank": int(rank), "fit": fit, "inputs": inputs, "steps": int(steps), "learning_rate": float(learning_rate)}
+
+
+def settings_inputs(loaded) -> dict:
+    """Everything one fit and its comparison need."""
+    settings = method_inputs(loaded)
+    data, samples, seq_len = ui.calibration_inputs(
+        loaded, "recovery", samples=8, seq_len=64,
+        data_help="Stand-ins are fitted on calibration data, never on the evaluation half that perplexity uses.",
+        samples_help="Calibration documents the stand-ins are fitted on (train also holds out a quarter more for early stopping).",
+    )
+    st.subheader("Compared on")
+    tasks, _ = ui.task_inputs(loaded, "recovery")
+    return {**settings, "data": data, "samples": samples, "seq_len": seq_len, "tasks": tasks}
+
+
+def fit(loaded, plan, settings: dict) -> ui.FittedRecovery:
+    """Fit stand-ins with :func:`pruneviz.api.recover` (progress bar), save them under the cache dir."""
+    options = {k: settings[k] for k in ("method", "rank", "fit", "inputs", "data", "samples", "seq_len", "steps", "learning_rate")}
+    with ui.ProgressBar(f"Fitting {settings['method']} stand-ins") as progress:
+        recovery = ui.run_or_stop(api.recover, loaded, plan, progress=progress, **options)
+    name = f"{recovery.label}, {settings['inputs']} inputs, {settings['samples']}×{settings['seq_len']} {settings['data']}"
+    directory = recovery.save(ui.output_directory("recoveries", loaded.name, str(plan) or "none", recovery.label))
+    return ui.FittedRecovery(name, recovery, directory)
+
+
+def compare(loaded, plan, tasks: list[tuple[str, dict]]) -> dict:
+    """Evaluate the unpruned model, the plan, and every recovery fitted for it (progress bar)."""
+    fitted = list(ui.fitted_recoveries(loaded, plan).values())
+    with ui.ProgressBar("Evaluating every variant") as progress:
+        table = ui.run_or_stop(api.compare_recoveries, loaded, plan, [f.recovery for f in fitted], tasks, progress)
+    return {"table": plots.recovery_comparison(table, [f.name for f in fitted]), "plan": str(plan), "model": loaded.fingerprint}
+
+
+def show_comparison(result: dict) -> None:
+    """The side-by-side table and a bar chart of one of its task metrics."""
+    table = result["table"]
+    st.dataframe(
+        table, hide_index=True,
+        column_config={"% of removed": st.column_config.NumberColumn(help="Parameters added, as % of the parameters the plan removes.")},
+    )
+    columns = [c for c in table.columns if c not in ("variant", "params added", "% of removed")]
+    chart_metric = st.selectbox("Chart", columns, key="recovery_chart")
+    st.plotly_chart(plots.variant_bars(table, chart_metric))
+
+
+def show_downloads(loaded, plan) -> None:
+    """Where each fitted recovery was saved, with a zip download of it."""
+    for fitted in ui.fitted_recoveries(loaded, plan).values():
+        recovery = fitted.recovery
+        left, right = st.columns([3, 1], vertical_alignment="center")
+        left.markdown(
+            f"**{fitted.name}**: {recovery.added_params:,} parameters ({recovery.added_percent:.2f} % of the "
+            f"{recovery.removed_params:,} removed), fitted on {recovery.calibration} in {recovery.seconds:.1f} s. "
+            f"Saved in `{fitted.directory}`."
+        )
+        right.download_button(
+            "Download zip", data=lambda directory=fitted.directory: ui.zip_directory(directory),
+            file_name=f"{fitted.directory.name}.zip", mime="application/zip", on_click="ignore",
+            key=f"recovery_zip_{fitted.directory.name}",
+        )
+
+
+st.set_page_config(page_title="Recovery · pruneviz", page_icon="✂️", layout="wide")
+model = ui.sidebar()
+st.title("Recovery")
+st.markdown(
+    "Replace each pruned unit's update f(x) by a cheap function of its residual-stream input x, fitted on "
+    "calibration text, and compare the unpruned model, the pruned one and every recovery side by side "
+    "(Siddiqui et al. 2024, §5). Fit several methods one after another: each joins the table."
+)
+current = ui.plan_input(model, "recovery")
+if not len(current):
+    st.info("The plan prunes nothing, so there is nothing to recover: type units above or build a plan on the Prune and evaluate page.")
+    st.stop()
+st.header("Fit a recovery")
+chosen = settings_inputs(model)
+fit_column, forget_column = st.columns([1, 4])
+if fit_column.button("Fit and compare", type="primary"):
+    if not chosen["tasks"]:
+        ui.stop_with_error("Choose Wikipedia perplexity, an MMLU subset or both to compare the variants on.")
+    ui.remember_recovery(model, current, fit(model, current, chosen))
+    st.session_state[RESULT_KEY] = compare(model, current, chosen["tasks"])
+if ui.fitted_recoveries(model, current) and forget_column.button("Forget the fitted recoveries"):
+    ui.forget_recoveries(model, current)
+    st.session_state.pop(RESULT_KEY, None)
+stored = st.session_state.get(RESULT_KEY)
+if stored is not None and stored["model"] == model.fingerprint and stored["plan"] == str(current):
+    st.header("Comparison")
+    show_comparison(stored)
+    st.subheader("Fitted stand-ins")
+    show_downloads(model, current)

@@ -1,0 +1,101 @@
+"""Export the current plan (optionally with a fitted recovery) as a model directory and a zip.
+
+The directory is named by the app under the cache directory: a shared deployment never writes to a
+path a visitor types.
+"""
+
+import streamlit as st
+
+from pruneviz import ui
+from pruneviz.export import export_model
+
+RESULT_KEY = "export_result"
+NO_RECOVERY = "none"
+
+
+def recovery_input(loaded, plan):
+    """Pick one of the recoveries fitted for this plan on the Recovery page (newest first), or none."""
+    fitted = ui.fitted_recoveries(loaded, plan)
+    names = [NO_RECOVERY, *reversed(fitted)]
+    name = st.selectbox(
+        "Recovery stand-ins", names, key="export_recovery", disabled=len(names) == 1,
+        help="Recoveries fitted for this plan on the Recovery page, newest first. With stand-ins the export "
+        "is the full model plus the plan and the stand-ins (pruneviz loads it).",
+    )
+    return None if name == NO_RECOVERY else fitted[name]
+
+
+def expected_kind(plan, recovery) -> str:
+    """What the export will be, said before it is made."""
+    units = plan.units()
+    if recovery is None and all(unit.sublayer is None for unit in units):
+        return "This plan removes whole blocks only, so the export is a **standalone** model that stock `transformers` loads."
+    return (
+        "This plan removes sublayers or adds stand-ins, so the export is the full model plus `pruning_plan.json`"
+        " (and the stand-ins); `pruneviz.export.load_exported` rebuilds the pruned model."
+    )
+
+
+def export(loaded, plan, fitted) -> dict:
+    """Write the export into a new directory under the cache dir; return what the page shows."""
+    directory = ui.output_directory("exports", loaded.name, str(plan) or "unpruned")
+    with st.spinner(f"Writing the model to {directory} ..."):
+        report = ui.run_or_stop(export_model, loaded, plan, directory, fitted.recovery if fitted else None)
+    return {
+        "report": report, "plan": str(plan), "recovery": fitted.name if fitted else None,
+        "size": ui.directory_bytes(report.directory), "model": loaded.fingerprint,
+    }
+
+
+def show_report(result: dict) -> None:
+    """Standalone or not, blocks kept, parameters before and after, KV cache saved, and the zip."""
+    report = result["report"]
+    if report.standalone:
+        st.success(
+            f"Exported a **standalone** model: `AutoModelForCausalLM.from_pretrained(\"{report.directory}\")` "
+            "loads it with stock transformers, no pruneviz needed."
+        )
+    else:
+        st.info(
+            "Exported the full model with `pruning_plan.json`"
+            + (f" and the stand-ins of {result['recovery']}" if result["recovery"] else "")
+            + f": not standalone (the files hold every weight; the plan skips the pruned units). Load it with "
+            f"`pruneviz.export.load_exported(\"{report.directory}\")`."
+        )
+    removed = report.params_before - report.params_after
+    columns = st.columns(4)
+    columns[0].metric("Blocks kept", report.blocks_kept)
+    columns[1].metric("Parameters before", f"{report.params_before / 1e6:,.2f}M")
+    columns[2].metric(
+        "Parameters after", f"{report.params_after / 1e6:,.2f}M",
+        delta=f"{-removed / 1e6:,.2f}M ({-removed / report.params_before:.1%})", delta_color="inverse",
+    )
+    columns[3].metric(
+        "KV cache saved", f"{report.kv_bytes_per_token_saved:,} B/token",
+        help="Keys and values no longer stored per token (removed attention sublayers, at the model's dtype size).",
+    )
+    st.caption(f"Plan '{result['plan'] or 'nothing pruned'}'; {result['size'] / 1e6:,.0f} MB in `{report.directory}`.")
+    st.download_button(
+        f"Download zip ({result['size'] / 1e6:,.0f} MB)", data=lambda: ui.zip_directory(report.directory),
+        file_name=f"{report.directory.name}.zip", mime="application/zip", on_click="ignore", key="export_zip",
+        help="The zip is built when you click; the directory also stays on the server.",
+    )
+
+
+st.set_page_config(page_title="Export · pruneviz", page_icon="✂️", layout="wide")
+model = ui.sidebar()
+st.title("Export")
+st.markdown(
+    "Write the pruned model to disk. Removing only whole blocks gives a smaller model that stock "
+    "`transformers` loads as it is; any other plan keeps the weights and records the plan beside them."
+)
+current = ui.plan_input(model, "export")
+chosen = recovery_input(model, current)
+st.markdown(expected_kind(current, chosen))
+if st.button("Export", type="primary"):
+    st.session_state[RESULT_KEY] = export(model, current, chosen)
+stored = st.session_state.get(RESULT_KEY)
+if stored is not None and stored["model"] == model.fingerprint:
+    if stored["plan"] != str(current):
+        st.warning(f"This export is of the plan '{stored['plan'] or 'nothing pruned'}'; press Export for the current plan.")
+    show_report(stored)
