@@ -81,13 +81,17 @@ def export_model(
     """Write the pruned model to ``out``.
 
     Raises:
-        SettingError: the plan prunes every block (nothing would be left to export), or ``out`` is a
-            non-empty directory.
+        SettingError: the plan prunes every block (nothing would be left to export), ``out`` is a
+            non-empty directory, or ``recovery`` was fitted for another plan.
         PlanError: the plan names a block the model lacks.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     plan.validate(loaded.n_blocks)
+    if recovery is not None and recovery.plan != plan:
+        raise SettingError(
+            f"The recovery was fitted for plan '{recovery.plan}', not '{plan}'; fit one for this plan or export without it."
+        )
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SettingError(f"{out} exists and is not empty; choose a new --out directory.")

@@ -2,8 +2,8 @@
 
 Every label comes from the results themselves (the ``unit``, ``sublayer`` and ``metric`` columns of
 an influence table, the ``category`` column of an MMLU result, the ``ranking`` and ``task`` columns of
-a pruning curve) or from the metric registry :data:`pruneviz.static_metrics.STATIC_METRICS` (and
-:data:`ADAPTIVE_LABELS` for the Shapley metrics); nothing here calls Streamlit.
+a pruning curve) or from the metric registry :data:`pruneviz.api.METRIC_REGISTRY`; nothing here calls
+Streamlit.
 """
 
 from __future__ import annotations
@@ -16,18 +16,13 @@ from plotly.subplots import make_subplots
 
 from .evaluation.results import EvaluationResult, proportion_stderr
 from .plan import SUBLAYERS
-from .static_metrics import STATIC_METRICS
+from .api import METRIC_REGISTRY
 
 # heatmap columns, left to right: the two sublayers, then the whole block
 COLUMN_ORDER = (*SUBLAYERS, "block")
 COLORSCALE = "Viridis"
 ROW_HEIGHT_PX = 20
 CHANCE_ACCURACY = 0.25  # four answer choices
-# axis labels of the adaptive metrics of pruneviz.api.ADAPTIVE_METRICS (influence = -Shapley value)
-ADAPTIVE_LABELS = {
-    "loss_shapley": "−Shapley value for the task loss",
-    "logit_shapley": "−Shapley value for the logit distance",
-}
 # task metrics where a lower value is better (perplexity, NLL, MMLU loss); all others are accuracies
 LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss"})
 ACCURACY_METRICS = frozenset({"acc", "acc_norm"})
@@ -38,9 +33,8 @@ LINE_COLOURS = qualitative.D3
 
 def metric_label(name: str) -> str:
     """A metric's axis label with its name, e.g. ``"cosine distance (cosine)"``."""
-    metric = STATIC_METRICS.get(name)
-    label = metric.label if metric else ADAPTIVE_LABELS.get(name)
-    return f"{label} ({name})" if label else name
+    metric = METRIC_REGISTRY.get(name)
+    return f"{metric.label} ({name})" if metric else name
 
 
 def _columns(table: pd.DataFrame) -> list[str]:

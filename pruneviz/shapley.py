@@ -62,12 +62,14 @@ ADAPTIVE_METRICS: dict[str, AdaptiveMetric] = {
     for m in [
         AdaptiveMetric(
             "loss_shapley", "loss", "−Shapley value for the task loss",
-            "−φᵢ for v(S) = task loss with only S present; LOO: v(all∖i) − v(all); nats",
+            "influence = −Shapley value of the unit for the task loss (LM cross-entropy on text, cross-entropy "
+            "of the gold letter on MMLU; nats); LOO: v(all∖i) − v(all), v = mean loss of a subnetwork",
             "Siddiqui et al. 2024, §3.2 (Shapley values of units for the loss)",
         ),
         AdaptiveMetric(
             "logit_shapley", "logit", "−Shapley value for the logit distance",
-            "−φᵢ for v(S) = mean ‖logits(S) − logits(all)‖₂; LOO: v(all∖i)",
+            "influence = −Shapley value of the unit for the mean L2 distance between the pruned and the full "
+            "model's next-token logits; LOO: v(all∖i) − v(all), v = mean distance of a subnetwork",
             "Siddiqui et al. 2024, §3.2 (Shapley values of units for the logit distance)",
         ),
     ]

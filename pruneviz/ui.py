@@ -29,7 +29,7 @@ from typing import Callable, TypeVar
 import streamlit as st
 import torch
 
-from .api import ADAPTIVE_METRICS, METRICS
+from .api import ADAPTIVE_METRICS, METRIC_REGISTRY, METRICS
 from .assets import EMBEDDED_MODELS
 from .cache import cache_dir
 from .data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
@@ -58,17 +58,6 @@ MMLU_TASKS = ("mmlu", *(f"mmlu:{c}" for c in CATEGORIES), *(f"mmlu:{s}" for s in
 PLAN_KEY = "plan"
 # st.session_state key of the recoveries fitted so far: {(model fingerprint, plan): {name: FittedRecovery}}
 RECOVERIES_KEY = "recoveries"
-ADAPTIVE_SOURCE = "Siddiqui et al. 2024 §3.2"
-ADAPTIVE_FORMULAS = {
-    "loss_shapley": (
-        "influence = −Shapley value of the unit for the task loss (LM cross-entropy on text, cross-entropy "
-        "of the gold letter on MMLU); LOO: v(all) − v(all∖i), v = mean loss of a subnetwork"
-    ),
-    "logit_shapley": (
-        "influence = −Shapley value of the unit for the mean L2 distance between the pruned and the full "
-        "model's next-token logits; LOO: v(all) − v(all∖i), v = mean distance of a subnetwork"
-    ),
-}
 ESTIMATOR_LABELS = {
     "loo": "leave-one-out (the paper's default)",
     "subsample": "random subnetworks (± stderr)",
@@ -272,10 +261,9 @@ def calibration_inputs(
 
 def _metric_help_line(name: str) -> str:
     """One markdown bullet: a metric's name, label, formula and source."""
-    if name in STATIC_METRICS:
-        metric = STATIC_METRICS[name]
-        return f"- **{name}**, {metric.label}: {metric.formula}. {metric.source}."
-    return f"- **{name}** (adaptive, slow): {ADAPTIVE_FORMULAS[name]}. {ADAPTIVE_SOURCE}."
+    metric = METRIC_REGISTRY[name]
+    kind = " (adaptive, slow)" if name in ADAPTIVE_METRICS else ""
+    return f"- **{name}**{kind}, {metric.label}: {metric.formula}. {metric.source}."
 
 
 def metrics_help(adaptive: bool = False) -> str:
@@ -286,10 +274,10 @@ def metrics_help(adaptive: bool = False) -> str:
 
 def metric_caption(name: str) -> str:
     """One sentence for under a chart: what a metric's value is and where it comes from."""
+    metric = METRIC_REGISTRY[name]
     if name in STATIC_METRICS:
-        metric = STATIC_METRICS[name]
         return f"**{metric.label}** = mean over tokens of {metric.formula}. Source: {metric.source}."
-    return f"**{name}**: {ADAPTIVE_FORMULAS[name]}. Source: {ADAPTIVE_SOURCE}."
+    return f"**{name}**: {metric.formula}. Source: {metric.source}."
 
 
 def metric_inputs(key: str, default: tuple[str, ...] = ("cosine",), label: str = "Metrics") -> list[str]:

@@ -325,7 +325,7 @@ def test_metric_tooltips_give_every_formula_and_source():
     text = ui.metrics_help(adaptive=True)
     assert "1 − cos(x, y)" in text and "ShortGPT" in text
     assert "influence = −Shapley value of the unit for the task loss" in text
-    assert "LOO: v(all) − v(all∖i)" in text and "Siddiqui et al. 2024 §3.2" in text
+    assert "LOO: v(all∖i) − v(all)" in text and "Siddiqui et al. 2024, §3.2" in text
     assert "loss_shapley" not in ui.metrics_help()
 
 

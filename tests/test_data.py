@@ -306,3 +306,25 @@ def test_token_windows_and_document_batch_real(smollm2):
     assert batch["attention_mask"][0, : lengths[0]].all() and not batch["attention_mask"][0, lengths[0]:].any()
     with pytest.raises(DataError, match="lower --samples"):
         document_batch(smollm2.tokenizer, short, 4, 8)
+
+
+def test_heldout_halves_are_disjoint_whatever_the_shots():
+    from pruneviz.data.mmlu import mmlu_half
+
+    table = load_mmlu()
+    subjects = select_subjects(table, "anatomy,virology")
+    _, fit_questions = split_exemplars(table, subjects, 0, 6)
+    fit = mmlu_half(fit_questions, "fit")
+    for shots in (0, 1, 3):
+        _, scored = split_exemplars(table, subjects, shots, 6)
+        test = mmlu_half(scored, "test")
+        assert set(fit.index).isdisjoint(test.index) and len(test) > 0
+    assert len(fit) == 6 and set(fit["index"] % 2) == {0}
+
+
+def test_evaluating_an_empty_heldout_half_is_a_clear_error(tiny):
+    from pruneviz.evaluation.mmlu import evaluate_mmlu
+    from pruneviz.plan import PruningPlan
+
+    with pytest.raises(DataError, match="No MMLU questions are left"):
+        evaluate_mmlu(tiny, PruningPlan(), "anatomy", "letter", per_subject=1, half="test")

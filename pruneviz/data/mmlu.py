@@ -234,9 +234,11 @@ def split_exemplars(
 
 
 def mmlu_half(scored, half: str):
-    """Questions of one half of each subject: ``fit`` = even positions, ``test`` = odd, ``all`` = both.
+    """Questions of one half of each subject: ``fit`` = even ``index``, ``test`` = odd, ``all`` = both.
 
-    The held-out protocol computes adaptive metrics on ``fit`` and reports on ``test``.
+    The held-out protocol computes adaptive metrics on ``fit`` and reports on ``test``. Halves follow
+    each question's position in its subject (``index``), so they stay disjoint whatever number of
+    exemplars a k-shot evaluation holds out first.
 
     Raises:
         DataError: unknown half.
@@ -245,5 +247,4 @@ def mmlu_half(scored, half: str):
         raise DataError(f"Half '{half}' is unknown; use all, fit or test.")
     if half == "all":
         return scored
-    rank = scored.groupby("subject").cumcount()
-    return scored[(rank % 2 == 0) if half == "fit" else (rank % 2 == 1)]
+    return scored[scored["index"] % 2 == (0 if half == "fit" else 1)]

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from ..data.mmlu import LETTERS, load_mmlu, mmlu_fingerprint, mmlu_half, select_subjects, split_exemplars
-from ..errors import SettingError
+from ..errors import DataError, SettingError
 from ..gating import apply_plan
 from ..plan import PruningPlan
 from .results import EvaluationResult, mean_stderr, proportion_stderr
@@ -140,6 +140,11 @@ def evaluate_mmlu(
     subjects = select_subjects(table, subset)
     exemplars, scored = split_exemplars(table, subjects, shots, per_subject)
     scored = mmlu_half(scored, half)
+    if scored.empty:
+        raise DataError(
+            f"No MMLU questions are left to score ({half} half of {per_subject} per subject after {shots} "
+            "exemplars); raise the questions per subject."
+        )
     by_subject = {s: g for s, g in exemplars.groupby("subject")}
     empty = exemplars.iloc[:0]
     rows = list(scored.itertuples())
@@ -162,7 +167,7 @@ def evaluate_mmlu(
         items["pred_norm"] = (scores / lengths).argmax(1).numpy()
         items["correct_norm"] = (items["pred_norm"] == items["answer"]).astype(float)
         value_columns = {"acc": "correct", "acc_norm": "correct_norm"}
-    metrics, stderr = _summary(items, value_columns)
+    metrics, stderr = summarise_items(items, value_columns)
     note = f"first {shots} questions of each subject held out as exemplars and not scored" if shots else ""
     return EvaluationResult(
         task=f"mmlu:{subset}" if subset else "mmlu",
@@ -176,12 +181,21 @@ def evaluate_mmlu(
             "data_fingerprint": mmlu_fingerprint(source), "note": note,
         },
         items=items,
-        per_subject=_group(items, "subject", value_columns),
-        per_category=_group(items, "category", value_columns),
+        per_subject=group_items(items, "subject", value_columns),
+        per_category=group_items(items, "category", value_columns),
     )
 
 
-def _summary(items: pd.DataFrame, value_columns: dict[str, str]) -> tuple[dict, dict]:
+def summarise_items(items: pd.DataFrame, value_columns: dict[str, str]) -> tuple[dict, dict]:
+    """Overall metrics and standard errors from per-question ``items``.
+
+    Args:
+        items: one row per question.
+        value_columns: metric name -> column of ``items`` (``acc*``: 0/1 per question; others: a value per question).
+
+    Returns:
+        ``(metrics, stderr)`` dicts keyed by metric name (proportion stderr for ``acc*``, else stderr of the mean).
+    """
     metrics, stderr = {}, {}
     for name, column in value_columns.items():
         metrics[name] = float(items[column].mean())
@@ -189,7 +203,8 @@ def _summary(items: pd.DataFrame, value_columns: dict[str, str]) -> tuple[dict, 
     return metrics, stderr
 
 
-def _group(items: pd.DataFrame, key: str, value_columns: dict[str, str]) -> pd.DataFrame:
+def group_items(items: pd.DataFrame, key: str, value_columns: dict[str, str]) -> pd.DataFrame:
+    """Per-``key`` (``"subject"`` or ``"category"``) table: ``key``, ``n``, one mean column per metric (+ ``category`` per subject)."""
     grouped = items.groupby(key, sort=True)
     table = grouped.size().rename("n").to_frame()
     for name, column in value_columns.items():
