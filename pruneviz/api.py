@@ -26,6 +26,7 @@ from .static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
 Progress = Callable[[int, int], None]
 GRANULARITY_KINDS = {"block": ["block"], "sublayer": ["attn", "mlp"], "all": ["block", "attn", "mlp"]}
 SCHEMES = ("block", "attn", "mlp", "both")
+BACKENDS = ("pruneviz", "lm-eval")
 
 
 def calibration_batch(loaded, data: str, samples: int, seq_len: int):
@@ -64,7 +65,9 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
     return document_batch(loaded.tokenizer, texts, samples, seq_len), label, fingerprint
 
 
-METRICS = (*STATIC_METRICS, *ADAPTIVE_METRICS)
+# every metric by name; each entry has .label, .formula and .source for pickers and tooltips
+METRIC_REGISTRY = {**STATIC_METRICS, **ADAPTIVE_METRICS}
+METRICS = tuple(METRIC_REGISTRY)
 
 
 def influence(
@@ -163,35 +166,53 @@ def evaluate(
     recovery: Recovery | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
+    backend: str = "pruneviz",
 ) -> EvaluationResult:
     """Evaluate ``loaded`` under ``plan`` on a task (cached).
 
     Args:
-        task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``.
+        task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``; with the
+            ``lm-eval`` backend also any lm-eval task name or task YAML file (``per_subject`` = its ``limit``).
         fmt: MMLU format, ``"letter"``, ``"cloze"`` or ``"auto"`` (cloze under 1B parameters).
         shots, per_subject, mmlu_source, half: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
         windows, seq_len: see :func:`pruneviz.evaluation.perplexity.evaluate_perplexity`.
         recovery: fitted stand-ins (:mod:`pruneviz.recovery`) applied to the plan's pruned units.
+        backend: ``"pruneviz"`` (its own fast evaluators) or ``"lm-eval"`` (lm-evaluation-harness on the
+            same model, see :mod:`pruneviz.lm_eval_backend`).
 
     Raises:
-        PlanError, DataError, SettingError, TokenizationError: as the evaluators.
+        PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
     """
     plan.validate(loaded.n_blocks)
+    if backend not in BACKENDS:
+        raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
     recovered = recovery.fingerprint if recovery else None
     stand_ins = recovery.stand_ins if recovery else None
+    mmlu_evaluator, perplexity_evaluator = evaluate_mmlu, evaluate_perplexity
+    if backend == "lm-eval":
+        # imported on demand: lm-eval takes seconds to import and most sessions never use it
+        from . import lm_eval_backend
+
+        mmlu_evaluator, perplexity_evaluator = lm_eval_backend.evaluate_mmlu, lm_eval_backend.evaluate_perplexity
     if task == "mmlu" or task.startswith("mmlu:"):
         subset = task.partition(":")[2] or None
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
-        key = make_key("mmlu", loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
-        compute = lambda: evaluate_mmlu(  # noqa: E731
+        key = make_key("mmlu", backend, loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
+        compute = lambda: mmlu_evaluator(  # noqa: E731
             loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins
         )
+    elif backend == "lm-eval" and not lm_eval_backend.is_text_corpus(task):
+        key = make_key("lm-eval-task", loaded.fingerprint, lm_eval_backend.task_fingerprint(task), str(plan), recovered, shots, per_subject)
+        compute = lambda: lm_eval_backend.evaluate_task(  # noqa: E731
+            loaded, plan, task, shots, per_subject, progress=progress, stand_ins=stand_ins
+        )
     else:
-        key = make_key("perplexity", loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
-        compute = lambda: evaluate_perplexity(loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins)  # noqa: E731
+        key = make_key("perplexity", backend, loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
+        compute = lambda: perplexity_evaluator(loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins)  # noqa: E731
     result, hit = cached(key, compute, use_cache)
     result.from_cache = hit
     result.recover = recovery.label if recovery else None
+    result.settings.setdefault("backend", backend)
     return result
 
 
@@ -298,6 +319,6 @@ def compare_recoveries(
 
 
 __all__ = [
-    "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries",
 ]

@@ -107,7 +107,7 @@ def cmd_evaluate(args) -> None:
         result = api.evaluate(
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
             windows=args.windows, seq_len=args.window_len, mmlu_source=args.mmlu_source, half=args.half,
-            recovery=recovery, progress=progress, use_cache=not args.no_cache,
+            recovery=recovery, progress=progress, use_cache=not args.no_cache, backend=args.backend,
         )
     document = result.to_json()
     text = json.dumps(document, indent=2)
@@ -208,7 +208,7 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
-    from .api import METRICS
+    from .api import BACKENDS, METRICS
     from .recovery import FITS, METHODS
     from .shapley import ESTIMATORS
 
@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(evaluate)
     evaluation_args(evaluate)
     evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned)")
-    evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>")
+    evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>; with --backend lm-eval also any lm-eval task name or task YAML file")
+    evaluate.add_argument("--backend", choices=BACKENDS, default="pruneviz", help="pruneviz (fast, default) or lm-eval (lm-evaluation-harness on the same model and plan)")
     evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions, or the held-out test half (odd questions per subject)")
     evaluate.add_argument("--window-len", "--seq-len", dest="window_len", type=_positive, default=256, help="perplexity: tokens per window")
     evaluate.add_argument("--recover", help="directory written by `recover`: apply its stand-ins to the pruned units")

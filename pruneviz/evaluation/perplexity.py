@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import torch
 
-from ..data.text import load_corpus, token_windows
+from ..data.text import TextCorpus, load_corpus, token_windows
 from ..errors import SettingError
 from ..gating import apply_plan
 from ..plan import PruningPlan
@@ -49,6 +49,26 @@ def evaluate_perplexity(
     ids = token_windows(loaded.tokenizer, data.texts, seq_len, windows)
     with apply_plan(plan, stand_ins):
         sums = run_batched(list(ids), batch_size, lambda chunk: list(token_nll(loaded, torch.stack(list(chunk)))), progress)
+    return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
+
+
+def perplexity_result(
+    plan: PruningPlan, corpus: str, data: TextCorpus, seq_len: int, sums: list[float], seconds: float
+) -> EvaluationResult:
+    """Perplexity and its standard error from per-window summed NLLs.
+
+    Args:
+        plan: the plan the windows were scored under (for the report).
+        corpus: the corpus as the user named it (``"wiki"`` or a path).
+        data: its evaluation split (label and fingerprint go into ``settings``).
+        seq_len: tokens per window T.
+        sums: per window, the summed next-token NLL (nats) over its ``T - 1`` predicted tokens.
+        seconds: wall time of the computation.
+
+    Returns:
+        :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens``, per-window ``items``.
+    """
+    windows = len(sums)
     per_window = pd.DataFrame({"nll_sum": [float(s) for s in sums]})
     per_window["nll"] = per_window["nll_sum"] / (seq_len - 1)
     nll = float(per_window["nll_sum"].sum() / (windows * (seq_len - 1)))
@@ -60,7 +80,7 @@ def evaluate_perplexity(
         # delta method: se(exp(m)) ~ exp(m) * se(m), over windows
         stderr={"perplexity": math.exp(nll) * nll_err, "nll": nll_err},
         prune=str(plan),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         settings={"windows": windows, "seq_len": seq_len, "split": data.label, "data_fingerprint": data.fingerprint},
         items=per_window,
     )
