@@ -143,7 +143,7 @@ def test_keys_cover_plan_model_data_and_parameters(smollm2, monkeypatch):
     def spy(key, compute, use_cache=True):
         # record the key and skip the computation (influence tables are concatenated afterwards)
         keys.append(key)
-        return (pd.DataFrame(columns=CSV_COLUMNS) if computing_influence else SimpleNamespace()), False
+        return (pd.DataFrame(columns=CSV_COLUMNS) if computing_influence else SimpleNamespace(settings={})), False
 
     computing_influence = False
 
