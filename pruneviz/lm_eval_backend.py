@@ -266,7 +266,10 @@ def evaluate_mmlu(
     exemplars, scored = split_exemplars(table, select_subjects(table, subset), shots, per_subject)
     scored = mmlu_half(scored, half)
     if scored.empty:
-        raise DataError(f"No MMLU question is left to score with half '{half}' and {per_subject} per subject; score more per subject.")
+        raise DataError(
+            f"No MMLU questions are left to score ({half} half of {per_subject} per subject after {shots} "
+            "exemplars); raise the questions per subject."
+        )
     folder, names = write_mmlu_tasks(scored, exemplars, shots, fmt)
     if progress:
         progress(0, len(scored))

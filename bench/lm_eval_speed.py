@@ -1,0 +1,202 @@
+"""Benchmark: lm-eval's HFLM (through pruneviz's lm-eval backend) vs pruneviz's own evaluator, side by side.
+
+Both evaluate the same MMLU questions (letter format, 0-shot, 2 questions per subject by default) and
+the same Wikipedia windows in one process, alternating which goes first, best of ``--repeats`` runs
+(results cache bypassed). Prints wall times and their ratio, whether the predictions agree (they must
+be identical), and each method's peak memory above its start (CUDA: ``torch.cuda.max_memory_allocated``;
+CPU: resident set size sampled every 2 ms). Then the toggle-to-result latency: re-evaluating after
+pruning one late attention sublayer vs one early block, with both backends.
+
+Run: ``.venv/bin/python bench/lm_eval_speed.py [--subjects K|NAMES] [--per-subject N] [--repeats R]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from pruneviz import api  # noqa: E402
+from pruneviz.data.mmlu import SUBJECTS  # noqa: E402
+from pruneviz.loading import load_model  # noqa: E402
+from pruneviz.plan import PruningPlan  # noqa: E402
+
+BACKENDS = ("lm-eval", "pruneviz")
+RSS_INTERVAL_S = 0.002
+
+
+@dataclass
+class Run:
+    """One timed evaluation: its results (MMLU, wiki), wall seconds and peak memory (bytes above its start)."""
+
+    mmlu: object
+    wiki: object
+    seconds: float
+    peak_bytes: int
+
+
+def _rss_bytes() -> int:
+    """Current resident set size of this process (Linux ``/proc``)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device):
+    """Yield a one-item list that holds, on exit, the peak memory above the start of the block (bytes).
+
+    CUDA: the allocator's exact peak of allocated tensor memory. CPU: the resident set size sampled by a
+    background thread (allocations shorter than the interval can be missed; memory freed by the
+    allocator but not returned to the system counts as resident).
+    """
+    peak = [0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        yield peak
+        torch.cuda.synchronize(device)
+        peak[0] = torch.cuda.max_memory_allocated(device) - start
+        return
+    start, done = _rss_bytes(), threading.Event()
+    highest = [start]
+
+    def sample() -> None:
+        while not done.wait(RSS_INTERVAL_S):
+            highest[0] = max(highest[0], _rss_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak[0] = max(highest[0], _rss_bytes()) - start
+
+
+def evaluate_both(loaded, plan: PruningPlan, backend: str, args) -> Run:
+    """The MMLU subset and the Wikipedia windows under ``plan`` with one backend, timed together."""
+    with peak_memory(loaded.device) as peak:
+        started = time.perf_counter()
+        mmlu = api.evaluate(loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
+                            use_cache=False, backend=backend)
+        wiki = api.evaluate(loaded, plan, "wiki", windows=args.windows, seq_len=args.window_len, use_cache=False, backend=backend)
+        if loaded.device.type == "cuda":
+            torch.cuda.synchronize(loaded.device)
+        seconds = time.perf_counter() - started
+    return Run(mmlu, wiki, seconds, peak[0])
+
+
+def side_by_side(loaded, plan: PruningPlan, args) -> dict[str, list[Run]]:
+    """``repeats`` runs of each backend, alternating which goes first so that machine noise hits both alike."""
+    runs: dict[str, list[Run]] = {backend: [] for backend in BACKENDS}
+    for repeat in range(args.repeats):
+        for backend in BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]:
+            runs[backend].append(evaluate_both(loaded, plan, backend, args))
+    return runs
+
+
+def agreement(lm_eval_run: Run, pruneviz_run: Run) -> str:
+    """A line saying whether both backends predicted the same MMLU answers and the same perplexity."""
+    theirs, ours = lm_eval_run.mmlu.items, pruneviz_run.mmlu.items
+    same = int((theirs["pred"].to_numpy() == ours["pred"].to_numpy()).sum())
+    verdict = "IDENTICAL" if same == len(ours) else f"DIFFER in {len(ours) - same}"
+    # letter format only: the 4-way cross-entropy of the gold letter
+    loss = f"; max |delta loss| {(theirs['loss'] - ours['loss']).abs().max():.1e} nats" if "loss" in ours else ""
+    ppl_theirs, ppl_ours = lm_eval_run.wiki.metrics["perplexity"], pruneviz_run.wiki.metrics["perplexity"]
+    return (
+        f"MMLU predictions: {same}/{len(ours)} equal ({verdict}); acc {lm_eval_run.mmlu.metrics['acc']:.4f} vs "
+        f"{pruneviz_run.mmlu.metrics['acc']:.4f}{loss}; wiki perplexity {ppl_theirs:.5f} vs {ppl_ours:.5f} "
+        f"(relative difference {abs(ppl_theirs / ppl_ours - 1):.1e})"
+    )
+
+
+def toggle_latency(loaded, late: PruningPlan, early: PruningPlan, args) -> dict[tuple[str, str], float]:
+    """Best-of-``repeats`` seconds to re-evaluate after one toggle from the unpruned model, per ``(backend, plan)``."""
+    best: dict[tuple[str, str], float] = {}
+    for repeat in range(args.repeats):
+        for plan in (late, early) if repeat % 2 == 0 else (early, late):
+            for backend in BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]:
+                seconds = evaluate_both(loaded, plan, backend, args).seconds
+                best[backend, str(plan)] = min(seconds, best.get((backend, str(plan)), float("inf")))
+    return best
+
+
+def machine(loaded) -> str:
+    """One line describing the hardware, threads and current load."""
+    if loaded.device.type == "cuda":
+        hardware = torch.cuda.get_device_name(loaded.device)
+    else:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        hardware = f"{names[0] if names else platform.processor()} x {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{hardware}; {loaded.dtype}; torch {torch.__version__}; load average (1/5/15 min) {load}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--subjects", default="all", help="number K (the first K subjects alphabetically), or a subject/category list")
+    parser.add_argument("--per-subject", type=int, default=2, help="MMLU questions per subject")
+    parser.add_argument("--format", default="letter", choices=["letter", "cloze"])
+    parser.add_argument("--shots", type=int, default=0)
+    parser.add_argument("--windows", type=int, default=8, help="Wikipedia windows")
+    parser.add_argument("--window-len", type=int, default=256, help="tokens per window")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method (best is reported)")
+    parser.add_argument("--no-toggle", action="store_true", help="skip the toggle-to-result latency")
+    args = parser.parse_args()
+    subset = ",".join(SUBJECTS[: int(args.subjects)]) if args.subjects.isdigit() else args.subjects
+    args.task = "mmlu" if subset == "all" else f"mmlu:{subset}"
+    # lm-eval logs a warning per HFLM built around an already-loaded model; the numbers are what matter here
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+    loaded = load_model(args.model, device=args.device)
+    print(f"machine: {machine(loaded)}")
+    plan = PruningPlan()
+    runs = side_by_side(loaded, plan, args)
+    first = {backend: runs[backend][0] for backend in BACKENDS}
+    print(f"model {loaded.name} ({loaded.info.n_blocks} blocks) on {loaded.device}; MMLU {args.format} {args.shots}-shot, "
+          f"{first['pruneviz'].mmlu.n} questions ({args.per_subject} per subject, subjects: {args.subjects}); "
+          f"wiki {args.windows} windows x {args.window_len} tokens; best of {args.repeats}")
+    print(f"{'backend':<10}{'best s':>9}{'all runs s':>22}{'best MMLU s':>13}{'best wiki s':>13}{'peak MiB':>10}")
+    best = {}
+    for backend in BACKENDS:
+        times = [r.seconds for r in runs[backend]]
+        best[backend] = (min(times), min(r.mmlu.seconds for r in runs[backend]), min(r.wiki.seconds for r in runs[backend]))
+        peak = max(r.peak_bytes for r in runs[backend]) / 2**20
+        print(f"{backend:<10}{best[backend][0]:>9.2f}{' '.join(f'{t:.2f}' for t in times):>22}"
+              f"{best[backend][1]:>13.2f}{best[backend][2]:>13.2f}{peak:>10.0f}")
+    ratios = [theirs / ours for theirs, ours in zip(best["lm-eval"], best["pruneviz"])]
+    print(f"speed ratio lm-eval / pruneviz: {ratios[0]:.2f}x in all (MMLU {ratios[1]:.2f}x, wiki {ratios[2]:.2f}x)")
+    print(agreement(first["lm-eval"], first["pruneviz"]))
+    print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if not args.no_toggle:
+        late = PruningPlan.parse(f"{loaded.n_blocks - 2}.attn", loaded.n_blocks)
+        early = PruningPlan.parse("1", loaded.n_blocks)
+        best_toggle = toggle_latency(loaded, late, early, args)
+        print("toggle-to-result latency (MMLU subset + wiki windows, cache bypassed, best of repeats):")
+        for backend in BACKENDS:
+            late_s, early_s = best_toggle[backend, str(late)], best_toggle[backend, str(early)]
+            print(f"  {backend:<9} prune {str(late):<8} {late_s:6.2f} s   prune block {str(early):<3} {early_s:6.2f} s   "
+                  f"ratio late-attn / early-block {late_s / early_s:.2f}")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
