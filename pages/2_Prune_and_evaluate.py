@@ -195,16 +195,29 @@ def evaluation_inputs(loaded) -> dict:
     }
 
 
-def evaluate_pair(loaded, plan: PruningPlan, settings: dict, name: str) -> tuple:
-    """Evaluate the unpruned baseline and ``plan`` on one task, each with a progress bar."""
+def recovery_input(loaded, plan: PruningPlan):
+    """The recovery toggle: stand-ins fitted for this plan on the Recovery page, or none."""
+    fitted = ui.fitted_recoveries(loaded, plan)
+    if not fitted:
+        st.caption("Recovery: none fitted for this plan yet; fit stand-ins on the Recovery page to apply them here.")
+        return None, None
+    name = st.selectbox(
+        "Recovery for the pruned units", ["none", *fitted], key="prune_recovery",
+        help="Replace each pruned unit's update by the fitted stand-in (bias, low-rank adapter, ...).",
+    )
+    return (None, None) if name == "none" else (name, fitted[name].recovery)
+
+
+def evaluate_pair(loaded, plan: PruningPlan, settings: dict, name: str, recovery=None) -> tuple:
+    """Evaluate the unpruned baseline and ``plan`` (with ``recovery``) on one task, each with a progress bar."""
     results = []
-    for which, each in (("unpruned", PruningPlan()), ("pruned", plan)):
+    for which, each, stand_ins in (("unpruned", PruningPlan(), None), ("pruned", plan, recovery)):
         with ui.ProgressBar(f"{name}, {which}") as progress:
-            results.append(ui.run_or_stop(api.evaluate, loaded, each, progress=progress, **settings))
+            results.append(ui.run_or_stop(api.evaluate, loaded, each, recovery=stand_ins, progress=progress, **settings))
     return tuple(results)
 
 
-def run_evaluations(loaded, plan: PruningPlan, chosen: dict) -> dict:
+def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery: tuple) -> dict:
     """Evaluate every chosen task; return what the results section shows."""
     if chosen["mmlu_missing"]:
         st.error("Choose at least one MMLU subject, or another subset.")
@@ -212,12 +225,13 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict) -> dict:
     if not chosen["wiki"] and not chosen["mmlu"]:
         st.error("Choose Wikipedia perplexity, MMLU or both.")
         st.stop()
+    recovery_name, fitted = recovery
     pairs = {}
     if chosen["wiki"]:
-        pairs["wiki"] = evaluate_pair(loaded, plan, chosen["wiki"], "Wikipedia perplexity")
+        pairs["wiki"] = evaluate_pair(loaded, plan, chosen["wiki"], "Wikipedia perplexity", fitted)
     if chosen["mmlu"]:
-        pairs["mmlu"] = evaluate_pair(loaded, plan, chosen["mmlu"], "MMLU")
-    return {"plan": str(plan), "model": loaded.fingerprint, "pairs": pairs}
+        pairs["mmlu"] = evaluate_pair(loaded, plan, chosen["mmlu"], "MMLU", fitted)
+    return {"plan": str(plan), "model": loaded.fingerprint, "pairs": pairs, "recovery": recovery_name}
 
 
 def with_stderr(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
@@ -311,6 +325,8 @@ def show_results(evaluation: dict, plan: PruningPlan) -> None:
         st.warning(f"These results are for the plan '{evaluation['plan'] or 'nothing pruned'}'; press Run to evaluate the current plan.")
     elif not evaluation["plan"]:
         st.info("The plan is empty, so the 'pruned' model is the unpruned baseline.")
+    if evaluation["recovery"]:
+        st.info(f"'Pruned' is the plan with the recovery {evaluation['recovery']} applied.")
     if "wiki" in evaluation["pairs"]:
         show_perplexity(*evaluation["pairs"]["wiki"])
     if "mmlu" in evaluation["pairs"]:
@@ -328,8 +344,9 @@ ranking_form(model)
 current = plan_editor(model)
 st.header("Evaluation set")
 tasks = evaluation_inputs(model)
+recovery_choice = recovery_input(model, current)
 if st.button("Run", type="primary"):
-    st.session_state[EVALUATION_KEY] = run_evaluations(model, current, tasks)
+    st.session_state[EVALUATION_KEY] = run_evaluations(model, current, tasks, recovery_choice)
 stored = st.session_state.get(EVALUATION_KEY)
 if stored is not None and stored["model"] == model.fingerprint:
     show_results(stored, current)

@@ -418,6 +418,17 @@ def test_recovery_page_compares_a_bias_recovery(app):
     assert table["params added"].tolist() == [0, 0, 2 * 576]
     assert all(math.isfinite(v) for v in table["wiki perplexity"])
     assert any("Saved in" in md.value for md in at.markdown)
+    # the prune page's recovery toggle applies the same stand-ins to its evaluation
+    at = open_page(at, "2_Prune_and_evaluate.py")
+    at.selectbox(key="prune_recovery").set_value("bias/emulate, pruned inputs, 2×32 wiki").run()
+    at.number_input(key="wiki_windows").set_value(2)
+    at.number_input(key="wiki_seq_len").set_value(32)
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, at.exception
+    assert any("recovery bias/emulate" in info.value for info in at.info)
+    values = {m.label: first_number(m.value) for m in at.metric}
+    assert values["Perplexity (pruned)"] == pytest.approx(table["wiki perplexity"].iloc[2], abs=0.006)
+    assert values["Perplexity (pruned)"] != pytest.approx(table["wiki perplexity"].iloc[1], abs=0.006)
 
 
 @pytest.mark.real
