@@ -21,6 +21,8 @@ from pruneviz.data.mmlu import load_mmlu, split_exemplars
 from pruneviz.evaluation import mmlu as mmlu_eval
 from pruneviz.plan import PruningPlan
 
+from reference import record_mmlu_scores
+
 pytestmark = pytest.mark.real
 
 LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu"
@@ -74,23 +76,11 @@ def _lm_eval_loglikelihoods(out, names):
     return np.array(rows, dtype=np.float64), np.array(accs), extra
 
 
-def _spy(monkeypatch, name):
-    calls = []
-    original = getattr(mmlu_eval, name)
-
-    def spy(*args, **kwargs):
-        calls.append(original(*args, **kwargs))
-        return calls[-1]
-
-    monkeypatch.setattr(mmlu_eval, name, spy)
-    return calls
-
-
 def test_letter_format_matches_lm_eval(smollm2, tmp_path, monkeypatch):
     subjects = "anatomy,high school geography"
     _, scored = split_exemplars(load_mmlu("mmlu"), ["anatomy", "high school geography"], 0, 10)
     assert len(scored) == 20
-    scores = _spy(monkeypatch, "_score_letter")
+    scores = record_mmlu_scores(monkeypatch, "_score_letter")
     result = mmlu_eval.evaluate_mmlu(smollm2, PruningPlan(), subjects, "letter", 0, per_subject=10, batch_size=8)
     assert result.n == 20 and len(scores) == 1
     ours = scores[0].double().numpy()  # [20, 4] log p(" A".." D" | prompt)
@@ -124,7 +114,7 @@ def test_letter_format_matches_lm_eval(smollm2, tmp_path, monkeypatch):
 def test_cloze_format_matches_lm_eval(smollm2, tmp_path, monkeypatch):
     subjects = ["astronomy", "world religions"]
     _, scored = split_exemplars(load_mmlu("mmlu"), subjects, 0, 2)
-    scores = _spy(monkeypatch, "_score_cloze")
+    scores = record_mmlu_scores(monkeypatch, "_score_cloze")
     result = mmlu_eval.evaluate_mmlu(smollm2, PruningPlan(), ",".join(subjects), "cloze", 0, per_subject=2, batch_size=8)
     assert result.n == 4 and set(result.metrics) == {"acc", "acc_norm"}
     ours = scores[0].numpy()

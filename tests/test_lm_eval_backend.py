@@ -25,6 +25,8 @@ from pruneviz.evaluation import mmlu as mmlu_eval
 from pruneviz.gating import active_plan
 from pruneviz.plan import PruningPlan
 
+from reference import record_mmlu_scores
+
 LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu"
 # 10 subjects whose first questions are among the shortest (so the test stays fast), from all four categories
 SUBSET = (
@@ -32,19 +34,6 @@ SUBSET = (
     "global facts,conceptual physics,human aging,medical genetics,human sexuality"
 )
 PLAN = "20.attn,21.attn"
-
-
-def _spy(monkeypatch, name):
-    """Record the ``[n, 4]`` score tensors pruneviz's MMLU evaluator computes."""
-    calls = []
-    original = getattr(mmlu_eval, name)
-
-    def spy(*args, **kwargs):
-        calls.append(original(*args, **kwargs))
-        return calls[-1]
-
-    monkeypatch.setattr(mmlu_eval, name, spy)
-    return calls
 
 
 def test_mmlu_tasks_are_lm_evals_templates_over_local_files(tmp_path):
@@ -87,7 +76,7 @@ def test_cli_accepts_backend():
 @pytest.mark.real
 @pytest.mark.parametrize(("fmt", "scorer"), [("letter", "_score_letter"), ("cloze", "_score_cloze")])
 def test_mmlu_agrees_with_pruneviz_unpruned_and_pruned(smollm2, monkeypatch, fmt, scorer):
-    scores = _spy(monkeypatch, scorer)
+    scores = record_mmlu_scores(monkeypatch, scorer)
     theirs = {}
     for plan in (PruningPlan(), PruningPlan.parse(PLAN, smollm2.n_blocks)):
         ours = mmlu_eval.evaluate_mmlu(smollm2, plan, SUBSET, fmt, 0, per_subject=1)
