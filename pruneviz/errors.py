@@ -39,3 +39,7 @@ class SettingError(PrunevizError):
 
 class Cancelled(PrunevizError):
     """Long work was cancelled by the user; nothing was changed."""
+
+
+class NumericalError(PrunevizError):
+    """A computation produced non-finite values (NaN or infinity)."""

@@ -10,7 +10,10 @@ gated ``forward`` that reads the calling context's state from a :class:`contextv
 * ``with record_residuals(callback):`` - ``callback(layer, name, tensor)`` receives ``resid_pre``,
   ``resid_mid`` and ``resid_post`` (``[batch, seq, d]``) of every block, e.g. for static metrics;
 * ``with record_block_calls(callback):`` - ``callback(layer, args, kwargs)`` receives the other
-  arguments of every block call, so that blocks can be re-run from a stored residual stream.
+  arguments of every block call, so that blocks can be re-run from a stored residual stream;
+* ``with resume_from(k, state):`` - blocks before ``k`` pass their input through untouched and block
+  ``k`` receives ``state`` instead of its computed input, so a forward pass costs only blocks ``k..L-1``
+  (see :mod:`pruneviz.incremental`).
 
 Outside these blocks the gates pass straight through; parameters and state-dict keys are untouched.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
@@ -43,6 +47,8 @@ class _Context:
     stand_ins: Mapping[tuple[int, str], StandIn] = field(default_factory=dict)
     record: ResidualCallback | None = None
     calls: BlockCallCallback | None = None
+    resume: tuple[int, torch.Tensor] | None = None
+    stand_in_digests: Mapping[tuple[int, str], str | None] = field(default_factory=dict)
 
 
 _ACTIVE: contextvars.ContextVar[_Context] = contextvars.ContextVar("pruneviz_active", default=_Context())
@@ -71,7 +77,12 @@ def _gate_sublayer(module: nn.Module, layer: int, sublayer: str) -> None:
             if stand_in is None:
                 update = torch.zeros_like(normed)
             else:
-                update = stand_in(_RESIDUALS.get()[STAND_IN_INPUT[sublayer]]).to(normed.dtype)
+                # on a sharded model the stand-in's weights and its residual-stream input may sit on other
+                # devices than this block: compute where the weights are, add the update where the block runs
+                residual = _RESIDUALS.get()[STAND_IN_INPUT[sublayer]]
+                weights = next(stand_in.parameters(), None) if isinstance(stand_in, nn.Module) else None
+                residual = residual if weights is None else residual.to(weights.device)
+                update = stand_in(residual).to(normed.device, normed.dtype)
             # attention returns (attn_output, attn_weights); the MLP returns a tensor
             return (update, None) if sublayer == "attn" else update
         return inner(*args, **kwargs)
@@ -85,6 +96,16 @@ def _gate_block(module: nn.Module, layer: int) -> None:
     @functools.wraps(inner)
     def forward(*args, **kwargs):
         context = _ACTIVE.get()
+        if context.resume is not None:
+            start, state = context.resume
+            if layer < start:
+                # transformers 5 decoder layers return the bare hidden-states tensor
+                return _hidden_states_arg(args, kwargs)
+            if layer == start:
+                if "hidden_states" in kwargs:
+                    kwargs = {**kwargs, "hidden_states": state}
+                else:
+                    args = (state, *args[1:])
         if context.calls is not None:
             # everything a block is called with except its input hidden states
             rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
@@ -171,7 +192,24 @@ def apply_plan(
     Nested blocks replace the outer plan and stand-ins (they do not merge); the outer ones are restored
     on exit. The model must have had :func:`install_gates` run on it (``load_model`` does).
     """
-    return _scoped(plan=plan, stand_ins=dict(stand_ins or {}))
+    stand_ins = dict(stand_ins or {})
+    digests = {unit: stand_in_digest(stand_in) for unit, stand_in in stand_ins.items()}
+    return _scoped(plan=plan, stand_ins=stand_ins, stand_in_digests=digests)
+
+
+def stand_in_digest(stand_in: StandIn) -> str | None:
+    """A digest of a stand-in's parameters (``None`` for a plain callable, whose behaviour cannot be hashed).
+
+    Two stand-ins with equal digests compute the same update, so states computed under one may be reused
+    under the other (see :mod:`pruneviz.incremental`).
+    """
+    if not isinstance(stand_in, nn.Module):
+        return None
+    digest = hashlib.sha256(type(stand_in).__name__.encode())
+    for name, tensor in sorted(stand_in.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def record_residuals(callback: ResidualCallback) -> contextlib.AbstractContextManager[None]:
@@ -191,6 +229,23 @@ def record_block_calls(callback: BlockCallCallback) -> contextlib.AbstractContex
     hidden states of the same batch (see :mod:`pruneviz.engine`).
     """
     return _scoped(calls=callback)
+
+
+def resume_from(layer: int, state: torch.Tensor) -> contextlib.AbstractContextManager[None]:
+    """Start the decoder stack at block ``layer`` from ``state`` for forward passes inside the block.
+
+    Args:
+        layer: first block to run, ``0 <= layer < L``; blocks before it return their input unchanged.
+        state: ``[batch, seq, d]`` residual stream entering block ``layer``, computed earlier on the very
+            same batch (same tokens, mask and positions) under a plan that agrees with the current one on
+            blocks ``< layer``; the result is then bit-identical to a full forward pass.
+    """
+    return _scoped(resume=(layer, state))
+
+
+def active_stand_in_digests() -> Mapping[tuple[int, str], str | None]:
+    """Digests (see :func:`stand_in_digest`) of the stand-ins in force in the calling context."""
+    return _ACTIVE.get().stand_in_digests
 
 
 def active_plan() -> PruningPlan:

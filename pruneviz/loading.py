@@ -73,18 +73,31 @@ class LoadedModel:
         """The longest sequence (tokens) the model accepts."""
         return self.info.max_position_embeddings
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor],
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Run the decoder stack (no output head).
 
         Args:
             input_ids: ``[batch, seq]`` token ids.
-            attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding.
+            attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding; or a prepared additive
+                ``[batch, 1, seq, seq]`` mask (or one per layer type, as a dict) from :mod:`pruneviz.packing`.
+            position_ids: ``[batch, seq]`` positions; default ``0..seq-1`` in every row.
 
         Returns:
             ``[batch, seq, d]`` final-normed hidden states.
         """
         base = resolve(self.model, self.adapter.base)
-        out = base(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), use_cache=False)
+        if isinstance(attention_mask, dict):
+            attention_mask = {kind: mask.to(self.device) for kind, mask in attention_mask.items()}
+        else:
+            attention_mask = attention_mask.to(self.device)
+        if position_ids is not None:
+            position_ids = position_ids.to(self.device)
+        out = base(input_ids=input_ids.to(self.device), attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -142,22 +142,3 @@ def static_metrics_by_hand(captured: dict, masks: list[torch.Tensor], n_blocks: 
             for metric in metrics:
                 out[(layer, kind, metric)] = _per_token(metric, xs, ys).mean().item()
     return out
-
-
-def record_mmlu_scores(monkeypatch, scorer: str) -> list:
-    """Record the ``[n, 4]`` score tensors that ``pruneviz.evaluation.mmlu.<scorer>`` returns.
-
-    ``scorer`` is ``"_score_letter"`` or ``"_score_cloze"``; evaluation items keep only predictions, and
-    the lm-eval comparisons need the four per-choice log-likelihoods.
-    """
-    from pruneviz.evaluation import mmlu as mmlu_eval
-
-    calls = []
-    original = getattr(mmlu_eval, scorer)
-
-    def spy(*args, **kwargs):
-        calls.append(original(*args, **kwargs))
-        return calls[-1]
-
-    monkeypatch.setattr(mmlu_eval, scorer, spy)
-    return calls

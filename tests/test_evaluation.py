@@ -14,9 +14,7 @@ from pruneviz.errors import PlanError, SettingError, TokenizationError
 from pruneviz.evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from pruneviz.evaluation.perplexity import evaluate_perplexity
 from pruneviz.evaluation.results import EvaluationResult, mean_stderr, proportion_stderr
-from pruneviz.evaluation.scoring import (
-    continuation_logprobs, encode_pair, last_position_logprobs, pad_right, run_batched, single_token_ids,
-)
+from pruneviz.evaluation.scoring import Request, encode_pair, pad_right, run_batched, score_requests, single_token_ids
 from pruneviz.plan import PruningPlan
 
 
@@ -141,26 +139,31 @@ def test_result_to_json():
 
 
 @pytest.mark.real
-def test_last_position_logprobs_padding_invariant(smollm2):
+def test_letter_requests_match_a_plain_forward_pass(smollm2):
     tokenizer = smollm2.tokenizer
     prompts = [tokenizer("The capital of France is")["input_ids"], tokenizer("Two plus two equals")["input_ids"][:3]]
-    candidates = torch.tensor([tokenizer(" Paris")["input_ids"] + tokenizer(" Rome")["input_ids"]] * 2)
-    together = last_position_logprobs(smollm2, prompts, candidates)
-    for row, prompt in enumerate(prompts):
-        alone = last_position_logprobs(smollm2, [prompt], candidates[row : row + 1])
-        torch.testing.assert_close(together[row : row + 1], alone, atol=1e-5, rtol=0)
+    candidates = tuple(tokenizer(" Paris")["input_ids"] + tokenizer(" Rome")["input_ids"])
+    requests = [Request(tuple(p), (len(p) - 1,), (candidates,)) for p in prompts]
+    together = score_requests(smollm2, requests, batch_size=2, checkpoint=False)
+    for prompt, scores in zip(prompts, together):
+        assert scores.shape == (1, 2) and scores.dtype == torch.float64
         with torch.no_grad():
             logits = smollm2.model(torch.tensor([prompt])).logits[0, -1]
-        expected = torch.log_softmax(logits.float(), -1)[candidates[row]]
-        torch.testing.assert_close(together[row], expected, atol=1e-4, rtol=0)
-    assert together[0, 0] > together[0, 1]  # " Paris" beats " Rome"
+        expected = torch.log_softmax(logits.float(), -1)[list(candidates)].double()
+        torch.testing.assert_close(scores[0], expected, atol=1e-4, rtol=0)
+    assert together[0][0, 0] > together[0][0, 1]  # " Paris" beats " Rome"
 
 
 @pytest.mark.real
-def test_continuation_logprobs_by_hand(smollm2):
+def test_continuation_requests_by_hand(smollm2):
     pairs = [encode_pair(smollm2.tokenizer, "Question: What is the capital of Italy?\nAnswer:", " Rome"),
+             encode_pair(smollm2.tokenizer, "Question: What is the capital of Italy?\nAnswer:", " Milan, probably"),
              encode_pair(smollm2.tokenizer, "Snow is", " white and cold")]
-    sums = continuation_logprobs(smollm2, pairs)
+    requests = [
+        Request(tuple(c + k)[:-1], tuple(range(len(c) - 1, len(c) + len(k) - 1)), tuple((t,) for t in k), group=g)
+        for (c, k), g in zip(pairs, ["italy", "italy", "snow"])
+    ]
+    sums = [float(s.sum()) for s in score_requests(smollm2, requests, checkpoint=False)]
     for (context, continuation), value in zip(pairs, sums):
         ids = torch.tensor([context + continuation])
         with torch.no_grad():
@@ -168,7 +171,7 @@ def test_continuation_logprobs_by_hand(smollm2):
         positions = range(len(context) - 1, len(context) + len(continuation) - 1)
         expected = sum(logprobs[p, ids[0, p + 1]].item() for p in positions)
         assert value == pytest.approx(expected, abs=1e-4)
-    assert len(pairs[1][1]) == 3
+    assert len(pairs[2][1]) == 3
 
 
 @pytest.mark.real

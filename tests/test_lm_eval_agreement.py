@@ -21,7 +21,6 @@ from pruneviz.data.mmlu import load_mmlu, split_exemplars
 from pruneviz.evaluation import mmlu as mmlu_eval
 from pruneviz.plan import PruningPlan
 
-from reference import record_mmlu_scores
 
 pytestmark = pytest.mark.real
 
@@ -76,14 +75,13 @@ def _lm_eval_loglikelihoods(out, names):
     return np.array(rows, dtype=np.float64), np.array(accs), extra
 
 
-def test_letter_format_matches_lm_eval(smollm2, tmp_path, monkeypatch):
+def test_letter_format_matches_lm_eval(smollm2, tmp_path):
     subjects = "anatomy,high school geography"
     _, scored = split_exemplars(load_mmlu("mmlu"), ["anatomy", "high school geography"], 0, 10)
     assert len(scored) == 20
-    scores = record_mmlu_scores(monkeypatch, "_score_letter")
     result = mmlu_eval.evaluate_mmlu(smollm2, PruningPlan(), subjects, "letter", 0, per_subject=10, batch_size=8)
-    assert result.n == 20 and len(scores) == 1
-    ours = scores[0].double().numpy()  # [20, 4] log p(" A".." D" | prompt)
+    assert result.n == 20
+    ours = mmlu_eval.choice_scores(result.items).numpy()  # [20, 4] log p(" A".." D" | prompt)
 
     names = _write_tasks(tmp_path, scored, "_default_template_yaml", "default")
     out = _run_lm_eval(smollm2, tmp_path, names)
@@ -111,13 +109,12 @@ def test_letter_format_matches_lm_eval(smollm2, tmp_path, monkeypatch):
     assert set(categories.index) == {"STEM", "social sciences"} and (categories["n"] == 10).all()
 
 
-def test_cloze_format_matches_lm_eval(smollm2, tmp_path, monkeypatch):
+def test_cloze_format_matches_lm_eval(smollm2, tmp_path):
     subjects = ["astronomy", "world religions"]
     _, scored = split_exemplars(load_mmlu("mmlu"), subjects, 0, 2)
-    scores = record_mmlu_scores(monkeypatch, "_score_cloze")
     result = mmlu_eval.evaluate_mmlu(smollm2, PruningPlan(), ",".join(subjects), "cloze", 0, per_subject=2, batch_size=8)
     assert result.n == 4 and set(result.metrics) == {"acc", "acc_norm"}
-    ours = scores[0].numpy()
+    ours = mmlu_eval.choice_scores(result.items).numpy()
 
     names = _write_tasks(tmp_path, scored, "_continuation_template_yaml", "continuation")
     out = _run_lm_eval(smollm2, tmp_path, names)

@@ -21,6 +21,7 @@ scored by each answer text's summed log-likelihood as continuation " {answer}": 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -30,7 +31,7 @@ from ..errors import DataError, SettingError
 from ..gating import apply_plan
 from ..plan import PruningPlan
 from .results import EvaluationResult, mean_stderr, proportion_stderr
-from .scoring import Progress, continuation_logprobs, encode_pair, last_position_logprobs, run_batched, single_token_ids
+from .scoring import Progress, Request, encode_pair, score_requests, single_token_ids
 
 FORMATS = ("letter", "cloze")
 CLOZE_BELOW_PARAMS = 1_000_000_000
@@ -63,36 +64,46 @@ def build_prompt(row, exemplars: pd.DataFrame, fmt: str) -> str:
     return description + shots + cloze_question(row)
 
 
-def _score_letter(loaded, prompts: list[str], batch_size: int, progress: Progress | None) -> torch.Tensor:
-    """``[n, 4]`` log-probabilities of " A".." D" after each prompt."""
-    tokenizer = loaded.tokenizer
-    encoded = []
-    for prompt in prompts:
+def letter_requests(tokenizer, prompts: list[str], subjects: list[str]) -> list[Request]:
+    """One request per prompt: the log-probabilities of " A".." D" at its last position.
+
+    Prompts of one subject form one packing group (they share the description and the k-shot exemplars).
+
+    Raises:
+        TokenizationError: a letter is not a single token after the prompt.
+    """
+    requests = []
+    for prompt, subject in zip(prompts, subjects):
         letter_ids = single_token_ids(tokenizer, prompt, [f" {letter}" for letter in LETTERS])
-        encoded.append((tokenizer(prompt)["input_ids"], letter_ids))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-
-    def compute(indices):
-        prompts_ids = [encoded[i][0] for i in indices]
-        candidates = torch.tensor([encoded[i][1] for i in indices])
-        return list(last_position_logprobs(loaded, prompts_ids, candidates))
-
-    scores = run_batched(order, batch_size, compute, progress)
-    result = torch.empty(len(prompts), 4)
-    for i, row in zip(order, scores):
-        result[i] = row
-    return result
+        ids = tuple(tokenizer(prompt)["input_ids"])
+        requests.append(Request(ids, (len(ids) - 1,), (tuple(letter_ids),), group=subject, stratum=subject))
+    return requests
 
 
-def _score_cloze(loaded, prompts: list[str], choices: list[tuple], batch_size: int, progress: Progress | None) -> torch.Tensor:
-    """``[n, 4]`` summed log-likelihoods of each answer text after each prompt."""
-    pairs = [encode_pair(loaded.tokenizer, p, f" {c}") for p, options in zip(prompts, choices) for c in options]
-    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
-    scores = run_batched(order, batch_size, lambda idx: continuation_logprobs(loaded, [pairs[i] for i in idx]), progress)
-    flat = torch.empty(len(pairs), dtype=torch.float64)
-    for i, value in zip(order, scores):
-        flat[i] = value
-    return flat.view(len(prompts), 4)
+def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects: list[str]) -> list[Request]:
+    """Four requests per prompt (question-major): each answer text's tokens as continuation " {answer}".
+
+    The four answers of one question form one packing group (their shared context is computed once).
+    """
+    requests = []
+    for question, (prompt, options, subject) in enumerate(zip(prompts, choices, subjects)):
+        for option in options:
+            context, continuation = encode_pair(tokenizer, prompt, f" {option}")
+            # position p predicts token p + 1, so the continuation is predicted from len(context) - 1 on
+            positions = tuple(range(len(context) - 1, len(context) - 1 + len(continuation)))
+            tokens = tuple(context + continuation)[:-1]
+            requests.append(Request(tokens, positions, tuple((t,) for t in continuation), group=question, stratum=subject))
+    return requests
+
+
+def question_scores(fmt: str, scores: list[torch.Tensor | None], questions: list[int]) -> torch.Tensor:
+    """``[len(questions), 4]`` per-choice scores from :func:`score_requests` output.
+
+    Letter: the four letters' log-probabilities; cloze: each answer's summed log-likelihood (nats).
+    """
+    if fmt == "letter":
+        return torch.stack([scores[q][0] for q in questions]) if questions else torch.empty(0, 4, dtype=torch.float64)
+    return torch.tensor([[float(scores[4 * q + c].sum()) for c in range(4)] for q in questions], dtype=torch.float64).view(-1, 4)
 
 
 def evaluate_mmlu(
@@ -107,6 +118,8 @@ def evaluate_mmlu(
     batch_size: int = 16,
     progress: Progress | None = None,
     stand_ins: dict | None = None,
+    partial: Callable[[EvaluationResult], None] | None = None,
+    checkpoint: bool = True,
 ) -> EvaluationResult:
     """Evaluate MMLU under ``plan``.
 
@@ -120,9 +133,13 @@ def evaluate_mmlu(
         source: ``"mmlu"`` (embedded), ``"cais/mmlu"`` or a question file.
         half: ``"all"``, or ``"test"`` / ``"fit"``: the odd / even questions of each subject (held-out
             protocol for adaptive metrics computed on the other half).
-        batch_size: prompts (letter) or prompt-answer pairs (cloze) per forward pass.
-        progress: ``progress(done, total)``; may raise ``Cancelled``.
+        batch_size: packed rows per forward pass (see :func:`pruneviz.evaluation.scoring.score_requests`).
+        progress: ``progress(done, total)`` in scoring requests (questions, or question-answer pairs in
+            cloze); may raise ``Cancelled`` (finished batches are cached, so a rerun resumes).
         stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
+        partial: called with a provisional result (the questions finished so far, in a schedule stratified
+            across subjects, so each is an unbiased early estimate with its standard error) as work proceeds.
+        checkpoint: cache each finished batch (``False``: no reads or writes, e.g. for benchmarks).
 
     Returns:
         :class:`EvaluationResult` with per-question ``items`` and per-subject / per-category tables.
@@ -149,37 +166,82 @@ def evaluate_mmlu(
     empty = exemplars.iloc[:0]
     rows = list(scored.itertuples())
     prompts = [build_prompt(row, by_subject.get(row.subject, empty), fmt) for row in rows]
-    with apply_plan(plan, stand_ins):
-        if fmt == "letter":
-            scores = _score_letter(loaded, prompts, batch_size, progress)
-        else:
-            scores = _score_cloze(loaded, prompts, [row.choices for row in rows], batch_size, progress)
+    names = [row.subject for row in rows]
+    if fmt == "letter":
+        requests = letter_requests(loaded.tokenizer, prompts, names)
+    else:
+        requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names)
+    per_question = 1 if fmt == "letter" else 4
     items = scored[["subject", "category", "answer"]].reset_index(drop=True)
+    if fmt == "cloze":
+        items["answer_chars"] = [[len(c) for c in row.choices] for row in rows]
+    settings = {
+        "format": fmt, "shots": shots, "per_subject": per_subject, "source": source, "half": half,
+        "data_fingerprint": mmlu_fingerprint(source),
+        "note": f"first {shots} questions of each subject held out as exemplars and not scored" if shots else "",
+    }
+    task = f"mmlu:{subset}" if subset else "mmlu"
+
+    def result_for(scores: list, questions: list[int]) -> EvaluationResult:
+        return mmlu_result(
+            items.iloc[questions].reset_index(drop=True), question_scores(fmt, scores, questions), fmt, task,
+            str(plan), time.perf_counter() - started, settings,
+        )
+
+    def report(scores: list) -> None:
+        complete = [q for q in range(len(items)) if all(scores[per_question * q + c] is not None for c in range(per_question))]
+        if 0 < len(complete) < len(items):
+            partial(result_for(scores, complete))
+
+    with apply_plan(plan, stand_ins):
+        scores = score_requests(loaded, requests, batch_size, progress, report if partial else None, checkpoint)
+    return result_for(scores, list(range(len(items))))
+
+
+def choice_scores(items: pd.DataFrame) -> torch.Tensor:
+    """``[n, 4]`` per-choice scores (nats) kept in an MMLU result's ``items`` (columns ``score_A`` .. ``score_D``)."""
+    return torch.tensor(items[[f"score_{letter}" for letter in LETTERS]].to_numpy(), dtype=torch.float64)
+
+
+def mmlu_result(
+    items: pd.DataFrame, scores: torch.Tensor, fmt: str, task: str, prune: str, seconds: float, settings: dict
+) -> EvaluationResult:
+    """An :class:`EvaluationResult` from per-question choice scores.
+
+    Args:
+        items: per question ``subject``, ``category``, ``answer`` (0-3) and, for cloze, ``answer_chars``
+            (the four answers' lengths in characters).
+        scores: ``[n, 4]`` letter log-probabilities (letter) or answer log-likelihoods (cloze), nats.
+        fmt: ``"letter"`` or ``"cloze"``.
+
+    Returns:
+        letter: ``acc`` = argmax is gold; ``loss`` = cross-entropy of the gold letter over the four letter
+        logits (nats; the paper's "MMLU loss", Siddiqui et al. 2024, Sec. 3). Cloze: ``acc``, and
+        ``acc_norm`` = argmax of log-likelihood per answer character (lm-evaluation-harness's definition).
+    """
+    items = items.copy()
     gold = torch.tensor(items["answer"].to_numpy())
+    for choice in range(4):
+        items[f"score_{LETTERS[choice]}"] = scores[:, choice].numpy()
     items["pred"] = scores.argmax(1).numpy()
     items["correct"] = (items["pred"] == items["answer"]).astype(float)
     if fmt == "letter":
-        # 4-way cross-entropy of the gold letter over the letter logits (nats)
-        items["loss"] = (-torch.log_softmax(scores.double(), 1).gather(1, gold[:, None])[:, 0]).numpy()
+        items["loss"] = (-torch.log_softmax(scores, 1).gather(1, gold[:, None])[:, 0]).numpy()
         value_columns = {"acc": "correct", "loss": "loss"}
     else:
-        lengths = torch.tensor([[len(c) for c in row.choices] for row in rows], dtype=torch.float64)
+        lengths = torch.tensor(items.pop("answer_chars").tolist(), dtype=torch.float64).view(-1, 4)
         items["pred_norm"] = (scores / lengths).argmax(1).numpy()
         items["correct_norm"] = (items["pred_norm"] == items["answer"]).astype(float)
         value_columns = {"acc": "correct", "acc_norm": "correct_norm"}
     metrics, stderr = summarise_items(items, value_columns)
-    note = f"first {shots} questions of each subject held out as exemplars and not scored" if shots else ""
     return EvaluationResult(
-        task=f"mmlu:{subset}" if subset else "mmlu",
+        task=task,
         n=len(items),
         metrics=metrics,
         stderr=stderr,
-        prune=str(plan),
-        seconds=time.perf_counter() - started,
-        settings={
-            "format": fmt, "shots": shots, "per_subject": per_subject, "source": source, "half": half,
-            "data_fingerprint": mmlu_fingerprint(source), "note": note,
-        },
+        prune=prune,
+        seconds=seconds,
+        settings=settings,
         items=items,
         per_subject=group_items(items, "subject", value_columns),
         per_category=group_items(items, "category", value_columns),

@@ -13,7 +13,7 @@ from ..errors import SettingError
 from ..gating import apply_plan
 from ..plan import PruningPlan
 from .results import EvaluationResult, mean_stderr
-from .scoring import Progress, run_batched, token_nll
+from .scoring import Progress, Request, score_requests
 
 
 def evaluate_perplexity(
@@ -25,12 +25,15 @@ def evaluate_perplexity(
     batch_size: int = 4,
     progress: Progress | None = None,
     stand_ins: dict | None = None,
+    checkpoint: bool = True,
 ) -> EvaluationResult:
     """Perplexity = exp(mean next-token NLL) over ``windows`` non-overlapping windows of ``seq_len`` tokens.
 
     The windows are cut from the corpus's *evaluation* half (documents joined by blank lines), never
     from the calibration half that static metrics are computed on. ``stand_ins`` are recovery
-    stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
+    stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`). ``batch_size`` windows run per
+    forward pass; ``progress(done, total)`` counts windows and may raise ``Cancelled`` (finished batches
+    are cached when ``checkpoint``, so a rerun resumes).
 
     Returns:
         :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` (predicted
@@ -47,9 +50,16 @@ def evaluate_perplexity(
     started = time.perf_counter()
     data = load_corpus(corpus, "evaluation")
     ids = token_windows(loaded.tokenizer, data.texts, seq_len, windows)
+    requests = [window_request(window.tolist()) for window in ids]
     with apply_plan(plan, stand_ins):
-        sums = run_batched(list(ids), batch_size, lambda chunk: list(token_nll(loaded, torch.stack(list(chunk)))), progress)
+        scores = score_requests(loaded, requests, batch_size, progress, checkpoint=checkpoint)
+    sums = [-float(score.sum()) for score in scores]
     return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
+
+
+def window_request(window: list[int]) -> Request:
+    """A request scoring every next token of a window: positions ``0..T-2``, candidate = the following token."""
+    return Request(tuple(window), tuple(range(len(window) - 1)), tuple((token,) for token in window[1:]))
 
 
 def perplexity_result(

@@ -1,21 +1,45 @@
-"""Batched log-likelihood primitives shared by every evaluation.
+"""Batched log-likelihood scoring shared by every evaluation.
 
-Sequences are sorted by length, right-padded with an attention mask (so padding never changes a real
-token's result), and the output head is applied only at the positions that are scored.
+Every evaluation is a list of :class:`Request` s: a token sequence and, at some of its positions, the
+candidate next tokens whose log-probabilities are wanted (the four letters after an MMLU prompt, an
+answer's tokens after a cloze context, every next token of a perplexity window). :func:`score_requests`
+
+* packs requests that share a token prefix (the four answers of one cloze question, the k-shot prompts of
+  one subject) into one row with the prefix computed once (:mod:`pruneviz.packing`; equivalent to reusing
+  the prefix's KV cache);
+* orders rows stratified across strata (e.g. MMLU subjects) in chunks of growing size, so that the
+  results after each chunk are an unbiased early estimate (progressive results);
+* batches rows of similar length under a token budget, runs the decoder stack incrementally
+  (:mod:`pruneviz.incremental`: only the blocks after the deepest stored boundary state) and applies the
+  output head only at the scored positions;
+* keeps every finished batch's scores in the result cache, so a cancelled or interrupted evaluation
+  resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Callable, Sequence, TypeVar
+import random
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import torch
 
-from ..errors import SettingError, TokenizationError
+from ..cache import cached, make_key
+from ..errors import NumericalError, SettingError, TokenizationError
+from ..incremental import decoder_states, plan_signature
+from ..packing import pack_groups, packed_length, plan_groups
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
+# on_chunk(scores): after each chunk, every request's scores so far (None where not yet scored)
+ChunkCallback = Callable[[list], None]
+# packed rows hold at least this many tokens (more when single sequences are longer, see score_requests)
+PACK_TOKENS = 1024
+# positions whose full-vocabulary logits are materialised at once ([n, vocab] fp32)
+HEAD_POSITIONS = 512
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -109,64 +133,178 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
     return ids, mask
 
 
-def last_position_logprobs(loaded, prompts: Sequence[list[int]], candidates: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities of candidate next tokens after each prompt (one forward pass per prompt).
+@dataclass(frozen=True)
+class Request:
+    """One scored token sequence.
+
+    Attributes:
+        tokens: the sequence ``[T]`` (token ids) run through the model.
+        positions: positions ``p`` whose next-token distribution is read (``0 <= p < T``).
+        candidates: per position, the token ids whose log-probabilities are returned (equal count per position).
+        group: requests with equal ``group`` that share a token prefix are packed together (prefix computed once).
+        stratum: the stratum for stratified ordering (e.g. an MMLU subject).
+    """
+
+    tokens: tuple[int, ...]
+    positions: tuple[int, ...]
+    candidates: tuple[tuple[int, ...], ...]
+    group: Hashable = None
+    stratum: Hashable = None
+
+
+def stratified_schedule(
+    lengths: Sequence[int], strata: Sequence[Hashable], batch_size: int, max_batch_tokens: int, seed: int = 0
+) -> list[list[list[int]]]:
+    """Order rows into chunks of batches: stratified across strata, growing chunks, length-sorted batches.
+
+    Rows are dealt round-robin over the strata (whose order is shuffled with ``seed`` so that the first
+    chunk is not biased towards, say, the alphabetically first subjects). Chunk ``c`` takes the next
+    ``batch_size * 2**c`` rows, so the first estimate comes after one batch and later chunks approach
+    a fully length-sorted schedule. Inside a chunk rows are sorted by length (longest first) and cut into
+    batches of at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens (at least one row).
 
     Args:
-        loaded: a ``LoadedModel``.
-        prompts: ``B`` token-id lists.
-        candidates: ``[B, C]`` token ids to score at each prompt's last position.
+        lengths: tokens per row.
+        strata: stratum per row.
 
     Returns:
-        ``[B, C]`` log-probabilities (nats) under the full-vocabulary softmax, fp32 on CPU.
+        chunks -> batches -> row indices; every row exactly once.
     """
-    ids, mask = pad_right(prompts, loaded.tokenizer.pad_token_id)
+    by_stratum: dict[Hashable, list[int]] = {}
+    for row, stratum in enumerate(strata):
+        by_stratum.setdefault(stratum, []).append(row)
+    order_of_strata = sorted(by_stratum, key=str)
+    random.Random(seed).shuffle(order_of_strata)
+    queues = [by_stratum[s] for s in order_of_strata]
+    dealt = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+    chunks, start, size = [], 0, batch_size
+    while start < len(dealt):
+        chunk = sorted(dealt[start : start + size], key=lambda row: (-lengths[row], row))
+        batches, batch = [], []
+        for row in chunk:
+            # rows are sorted longest first, so the first row of a batch sets its padded width
+            width = lengths[batch[0]] if batch else lengths[row]
+            if batch and (len(batch) == batch_size or (len(batch) + 1) * width > max_batch_tokens):
+                batches.append(batch)
+                batch = []
+            batch.append(row)
+        batches.append(batch)
+        chunks.append(batches)
+        start += size
+        size *= 2
+    return chunks
+
+
+def _score_batch(loaded, tokens: list[tuple[int, ...]], requests: Sequence[Request], rows: list[list[int]]) -> list[torch.Tensor]:
+    """Scores of the requests in ``rows`` (packed one row each), in row order: ``[len(positions), C]`` fp64 each."""
+    packed = pack_groups(tokens, rows, loaded.tokenizer.pad_token_id, loaded.model.config, loaded.dtype, device=loaded.device)
     with torch.no_grad():
-        hidden = loaded.hidden_states(ids, mask)  # [B, T, d]
-        last = mask.sum(1) - 1
-        logits = loaded.logits(hidden[torch.arange(len(prompts)), last.to(hidden.device)])  # [B, vocab]
-        logprobs = torch.log_softmax(logits, dim=-1)
-    return logprobs.gather(1, candidates.to(logprobs.device)).cpu()
+        hidden = decoder_states(loaded, packed.input_ids, packed.attention_mask, packed.position_ids)  # [B, T, d]
+        members = [i for row in rows for i in row]
+        picked_rows, picked_columns = [], []
+        for i in members:
+            row, columns = packed.locate(i)
+            chosen = columns[list(requests[i].positions)]
+            picked_rows.append(torch.full_like(chosen, row))
+            picked_columns.append(chosen)
+        vectors = hidden[torch.cat(picked_rows), torch.cat(picked_columns)]  # [N, d]
+        candidates = torch.tensor([c for i in members for c in requests[i].candidates], device=hidden.device)  # [N, C]
+        scores = torch.cat([
+            torch.log_softmax(loaded.logits(vectors[s : s + HEAD_POSITIONS]), dim=-1).gather(1, candidates[s : s + HEAD_POSITIONS])
+            for s in range(0, len(vectors), HEAD_POSITIONS)
+        ]).double().cpu()  # [N, C]
+    if not torch.isfinite(scores).all():
+        raise NumericalError(
+            "The model produced non-finite log-probabilities on this batch; load it in float32 (--dtype float32) "
+            "or check the model's weights."
+        )
+    return list(scores.split([len(requests[i].positions) for i in members]))
 
 
-def continuation_logprobs(loaded, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
-    """Summed log-likelihood of each continuation given its context (one forward pass per pair).
+def _batch_key(loaded, signature: str, requests: Sequence[Request], rows: list[list[int]]) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(b"row")
+        for i in row:
+            request = requests[i]
+            digest.update(repr((request.tokens, request.positions, request.candidates)).encode())
+    return make_key("batch-scores", loaded.fingerprint, str(loaded.dtype), signature, digest.hexdigest())
+
+
+def _run_batch(loaded, tokens, requests, rows: list[list[int]], signature: str | None, checkpoint: bool) -> list[torch.Tensor]:
+    """One batch, cached under its content and the plan when ``checkpoint``; split in two on out-of-memory."""
+    try:
+        compute = lambda: _score_batch(loaded, tokens, requests, rows)  # noqa: E731
+        if signature is None:
+            return compute()
+        return cached(_batch_key(loaded, signature, requests, rows), compute, checkpoint)[0]
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(rows) == 1:
+            raise SettingError(
+                "Out of memory even with a batch of one sequence; use a shorter sequence length, fewer shots, "
+                "a smaller model, or a device with more memory."
+            ) from None
+        log.warning("Out of memory; retrying with batches of %d rows.", len(rows) // 2)
+        half = len(rows) // 2
+        return _run_batch(loaded, tokens, requests, rows[:half], signature, checkpoint) + _run_batch(
+            loaded, tokens, requests, rows[half:], signature, checkpoint
+        )
+
+
+def score_requests(
+    loaded,
+    requests: Sequence[Request],
+    batch_size: int = 16,
+    progress: Progress | None = None,
+    on_chunk: ChunkCallback | None = None,
+    checkpoint: bool = True,
+    max_batch_tokens: int = 8192,
+) -> list[torch.Tensor]:
+    """Log-probabilities of every request's candidates under the active plan (see the module docstring).
 
     Args:
-        pairs: ``(context_ids, continuation_ids)``, both non-empty.
+        loaded: a ``LoadedModel``; the plan and stand-ins are those of the enclosing ``apply_plan``.
+        requests: what to score.
+        batch_size: packed rows per forward pass (at most).
+        progress: ``progress(done, total)`` in requests after every batch; may raise ``Cancelled`` (finished
+            batches stay cached, so the next call resumes).
+        on_chunk: called after every chunk of the stratified schedule with the results so far (the list
+            that is returned at the end, ``None`` where a request is not scored yet).
+        checkpoint: keep each finished batch's scores in the result cache (``False``: neither read nor write).
+        max_batch_tokens: padded tokens per forward pass (at most; a single longer row still runs).
 
     Returns:
-        Sum of the continuation tokens' log-probabilities (nats), one per pair.
+        per request, ``[len(positions), C]`` log-probabilities (nats, fp64, CPU). They do not depend on
+        ``batch_size``, ``max_batch_tokens`` or what was evaluated before (beyond float rounding of padded
+        batches, < 1e-4 nats in fp32).
+
+    Raises:
+        SettingError: ``batch_size < 1``, or out of memory with a single row.
+        NumericalError: the model produced a non-finite log-probability.
     """
-    ids, mask = pad_right([(ctx + cont)[:-1] for ctx, cont in pairs], loaded.tokenizer.pad_token_id)
-    sums = []
-    with torch.no_grad():
-        hidden = loaded.hidden_states(ids, mask)  # [B, T, d]
-        for row, (ctx, cont) in enumerate(pairs):
-            # position p predicts token p + 1, so the continuation is predicted from len(ctx) - 1 on
-            positions = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont), device=hidden.device)
-            logprobs = torch.log_softmax(loaded.logits(hidden[row, positions]), dim=-1)  # [len(cont), vocab]
-            target = torch.tensor(cont, device=logprobs.device)[:, None]
-            sums.append(logprobs.gather(1, target).sum().item())
-    return sums
-
-
-def token_nll(loaded, windows: torch.Tensor) -> torch.Tensor:
-    """Per-window summed next-token negative log-likelihood.
-
-    Args:
-        windows: ``[B, T]`` token ids without padding.
-
-    Returns:
-        ``[B]`` sums of NLL (nats) over the ``T - 1`` predicted tokens of each window, fp64 on CPU.
-    """
-    mask = torch.ones_like(windows)
-    with torch.no_grad():
-        hidden = loaded.hidden_states(windows, mask)  # [B, T, d]
-        logits = loaded.logits(hidden[:, :-1])  # [B, T-1, vocab]
-        # softmax over the last (contiguous) dimension: on CPU, cross-entropy over dim 1 of a
-        # [B, vocab, T-1] view accumulates less accurately (errors of ~1e-4 nats per token)
-        nll = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), windows[:, 1:].flatten().to(logits.device), reduction="none"
-        ).view(windows.shape[0], -1)  # [B, T-1]
-    return nll.double().sum(1).cpu()
+    if batch_size < 1:
+        raise SettingError(f"Batch size must be at least 1 (got {batch_size}).")
+    if not requests:
+        return []
+    tokens = [request.tokens for request in requests]
+    keys = [request.group if request.group is not None else ("request", i) for i, request in enumerate(requests)]
+    rows = plan_groups(tokens, keys, max(PACK_TOKENS, 2 * max(map(len, tokens))))
+    lengths = [packed_length([tokens[i] for i in row]) for row in rows]
+    schedule = stratified_schedule(lengths, [requests[row[0]].stratum for row in rows], batch_size, max_batch_tokens)
+    signature = plan_signature(loaded.n_blocks)
+    results: list[torch.Tensor | None] = [None] * len(requests)
+    done = 0
+    for chunk in schedule:
+        for batch in chunk:
+            batch_rows = [rows[r] for r in batch]
+            members = [i for row in batch_rows for i in row]
+            for i, scores in zip(members, _run_batch(loaded, tokens, requests, batch_rows, signature, checkpoint)):
+                results[i] = scores
+            done += len(members)
+            if progress:
+                progress(done, len(requests))
+        if on_chunk:
+            on_chunk(list(results))
+    return results
