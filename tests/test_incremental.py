@@ -1,0 +1,318 @@
+"""The incremental evaluation engine: stored block-boundary states, packing, stratified progressive scoring,
+per-batch checkpoints. Every path must give the plain path's numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pruneviz.errors import Cancelled
+from pruneviz.evaluation import scoring
+from pruneviz.evaluation.mmlu import choice_scores, evaluate_mmlu
+from pruneviz.evaluation.perplexity import evaluate_perplexity
+from pruneviz.evaluation.scoring import Request, score_requests, stratified_schedule
+from pruneviz.gating import apply_plan
+from pruneviz.hidden_store import HiddenStateStore
+from pruneviz.incremental import counting_blocks, decoder_states, using_store
+from pruneviz.plan import PruningPlan
+from pruneviz.recovery import StandIn
+
+
+@pytest.fixture(scope="module")
+def tiny_tok(tiny):
+    """The tiny Llama with a stand-in tokenizer that only provides the pad id."""
+    return dataclasses.replace(tiny, tokenizer=SimpleNamespace(pad_token_id=0))
+
+
+def _requests(seed: int = 0, n: int = 9) -> list[Request]:
+    """Letter-like requests: groups of three share a 6-token prefix; every request reads its last position."""
+    rng = random.Random(seed)
+    requests = []
+    for group in range(n // 3):
+        prefix = tuple(rng.randrange(3, 128) for _ in range(6))
+        for _ in range(3):
+            tokens = prefix + tuple(rng.randrange(3, 128) for _ in range(rng.randrange(1, 9)))
+            requests.append(Request(tokens, (len(tokens) - 1,), ((5, 6, 7, 8),), group=group, stratum=f"s{group}"))
+    return requests
+
+
+def _plain(loaded, requests: list[Request], plan: PruningPlan, stand_ins=None) -> list[torch.Tensor]:
+    """Each request alone through the stock model forward (no packing, no store, no batching)."""
+    out = []
+    with apply_plan(plan, stand_ins), torch.no_grad():
+        for request in requests:
+            logits = loaded.model(torch.tensor([request.tokens])).logits[0].float()
+            logprobs = torch.log_softmax(logits, -1)[list(request.positions)]
+            out.append(logprobs.gather(1, torch.tensor(request.candidates)).double())
+    return out
+
+
+def _assert_same(ours, reference, atol=1e-5):
+    assert len(ours) == len(reference)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+
+
+PLANS = ["", "3.attn", "3.attn,2.mlp", "1", "0.mlp,3", "3.attn"]
+
+
+def test_toggles_reuse_stored_boundaries_and_equal_the_plain_path(tiny_tok):
+    requests = _requests()
+    store = HiddenStateStore(cpu_bytes=64 * 2**20)
+    spent = []
+    with using_store(store):
+        for plan_text in PLANS:
+            plan = PruningPlan.parse(plan_text)
+            with counting_blocks() as work, apply_plan(plan):
+                ours = score_requests(tiny_tok, requests, batch_size=2, checkpoint=False)
+            _assert_same(ours, _plain(tiny_tok, requests, plan))
+            spent.append((work.computed, work.reused))
+    batches = spent[0][0] // 4
+    assert batches >= 2 and spent[0] == (4 * batches, 0)
+    # per batch: the blocks after the deepest stored boundary state that agrees with the plan
+    assert spent[1:] == [
+        (1 * batches, 3 * batches),  # 3.attn: the unpruned model's blocks 0-2 reused
+        (2 * batches, 2 * batches),  # 3.attn,2.mlp: agrees with the unpruned model before block 2
+        (3 * batches, 1 * batches),  # 1
+        (4 * batches, 0),  # 0.mlp,3: changes block 0
+        (0, 4 * batches),  # 3.attn again: its final state is stored
+    ]
+    assert store.usage()["entries"] > 0
+
+
+def test_repeated_plan_recomputes_no_block_and_is_bit_identical(tiny_tok):
+    requests = _requests(seed=1)
+    store = HiddenStateStore(cpu_bytes=64 * 2**20)
+    plan = PruningPlan.parse("2.mlp")
+    with using_store(store), apply_plan(plan):
+        first = score_requests(tiny_tok, requests, checkpoint=False)
+        with counting_blocks() as work:
+            again = score_requests(tiny_tok, requests, checkpoint=False)
+    assert work.computed == 0 and work.reused > 0
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
+def test_store_too_small_still_gives_the_right_answer(tiny_tok):
+    requests = _requests(seed=2)
+    store = HiddenStateStore(cpu_bytes=2048)  # holds at most a few boundary states
+    for plan_text in PLANS:
+        plan = PruningPlan.parse(plan_text)
+        with using_store(store), apply_plan(plan):
+            ours = score_requests(tiny_tok, requests, batch_size=3, checkpoint=False)
+        _assert_same(ours, _plain(tiny_tok, requests, plan))
+    assert store.usage()["cpu"] <= 2048
+
+
+def test_stand_ins_are_part_of_the_key(tiny_tok):
+    requests = _requests(seed=3)
+    plan = PruningPlan.parse("1.attn")
+    first, second = StandIn("bias", 32), StandIn("bias", 32)
+    with torch.no_grad():
+        first.bias.fill_(0.5)
+        second.bias.fill_(-0.5)
+    store = HiddenStateStore(cpu_bytes=64 * 2**20)
+    with using_store(store):
+        for stand_in in (first, second, first):
+            stand_ins = {(1, "attn"): stand_in}
+            with apply_plan(plan, stand_ins):
+                ours = score_requests(tiny_tok, requests, checkpoint=False)
+            _assert_same(ours, _plain(tiny_tok, requests, plan, stand_ins))
+        # a plain callable cannot be hashed: the engine runs every block
+        with apply_plan(plan, {(1, "attn"): lambda x: torch.zeros_like(x)}), counting_blocks() as work:
+            score_requests(tiny_tok, requests, checkpoint=False)
+    assert work.reused == 0 and work.computed > 0
+
+
+def test_batch_size_and_token_budget_do_not_change_results(tiny_tok):
+    requests = _requests(seed=4, n=12)
+    reference = _plain(tiny_tok, requests, PruningPlan())
+    with using_store(None):
+        for batch_size in (1, 7, 32):
+            for budget in (16, 8192):
+                ours = score_requests(tiny_tok, requests, batch_size=batch_size, max_batch_tokens=budget, checkpoint=False)
+                _assert_same(ours, reference)
+                assert all(torch.isfinite(s).all() for s in ours)
+
+
+def test_stratified_schedule_deals_strata_round_robin_in_growing_chunks():
+    lengths = [10, 50, 20, 40, 30, 60, 70, 5]
+    strata = ["a", "a", "a", "a", "b", "b", "c", "c"]
+    chunks = stratified_schedule(lengths, strata, batch_size=2, max_batch_tokens=100)
+    rows = [row for chunk in chunks for batch in chunk for row in batch]
+    assert sorted(rows) == list(range(8))
+    assert [sum(len(b) for b in chunk) for chunk in chunks] == [2, 4, 2]
+    # the first three rows dealt cover all three strata
+    first_round = [row for chunk in chunks[:2] for batch in chunk for row in batch][:3]
+    assert len(first_round) == 3
+    dealt_strata = {strata[row] for chunk in chunks[:2] for batch in chunk for row in batch}
+    assert dealt_strata == {"a", "b", "c"}
+    for chunk in chunks:
+        for batch in chunk:
+            assert len(batch) <= 2 and (len(batch) == 1 or len(batch) * lengths[batch[0]] <= 100)
+            assert [lengths[r] for r in batch] == sorted((lengths[r] for r in batch), reverse=True)
+
+
+def test_cancelled_scoring_resumes_from_checkpointed_batches(tiny_tok, monkeypatch):
+    requests = _requests(seed=5, n=12)
+    computed = []
+    original = scoring._score_batch
+
+    def counting(loaded, tokens, reqs, rows):
+        computed.append(len(rows))
+        return original(loaded, tokens, reqs, rows)
+
+    monkeypatch.setattr(scoring, "_score_batch", counting)
+
+    def cancel_after_two(done, total):
+        if len(computed) == 2:
+            raise Cancelled("stop")
+
+    plan = PruningPlan.parse("2.attn")
+    with using_store(None), apply_plan(plan):
+        with pytest.raises(Cancelled):
+            score_requests(tiny_tok, requests, batch_size=1, progress=cancel_after_two)
+        assert len(computed) == 2
+        resumed = score_requests(tiny_tok, requests, batch_size=1)
+    rows = len(computed) - 2
+    assert rows == 2  # four rows in all: two were cached before the cancel
+    _assert_same(resumed, _plain(tiny_tok, requests, plan))
+    with using_store(None), apply_plan(PruningPlan.parse("2.mlp")):
+        score_requests(tiny_tok, requests, batch_size=1)
+    assert len(computed) == 8  # another plan shares no checkpoint
+
+
+def test_concurrent_plans_share_one_store_and_get_their_own_answers(tiny_tok):
+    requests = _requests(seed=6)
+    plans = [PruningPlan.parse(p) for p in ("", "3.attn", "1", "2.mlp,3.attn")]
+    serial = {str(p): _plain(tiny_tok, requests, p) for p in plans}
+    store = HiddenStateStore(cpu_bytes=64 * 2**20)
+    failures = []
+
+    def work(plan):
+        try:
+            with using_store(store), apply_plan(plan):
+                for _ in range(3):
+                    _assert_same(score_requests(tiny_tok, requests, batch_size=2, checkpoint=False), serial[str(plan)])
+        except AssertionError as error:  # collected: an exception in a thread would not fail the test
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in plans * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+
+
+def test_decoder_states_with_store_equal_hidden_states(tiny_tok):
+    ids = torch.randint(3, 128, (2, 7))
+    mask = torch.ones_like(ids)
+    store = HiddenStateStore(cpu_bytes=2**20)
+    with using_store(store), apply_plan(PruningPlan()):
+        decoder_states(tiny_tok, ids, mask)
+    with using_store(store), apply_plan(PruningPlan.parse("2")), counting_blocks() as work:
+        ours = decoder_states(tiny_tok, ids, mask)
+    with apply_plan(PruningPlan.parse("2")), torch.no_grad():
+        expected = tiny_tok.hidden_states(ids, mask)
+    assert work.computed == 2 and work.reused == 2
+    assert torch.equal(ours, expected)
+
+
+# --- on the real model --------------------------------------------------------------------------
+
+SUBSET = "anatomy,astronomy,virology"
+
+
+def _reference_mmlu_scores(loaded, result, plan: PruningPlan, fmt: str) -> np.ndarray:
+    """Per-choice scores of each question computed alone with the stock model forward (the plain path)."""
+    from pruneviz.data.mmlu import load_mmlu, select_subjects, split_exemplars
+    from pruneviz.evaluation.mmlu import build_prompt, cloze_requests, letter_requests
+
+    table = load_mmlu("mmlu")
+    _, scored = split_exemplars(table, select_subjects(table, SUBSET), 0, 2)
+    rows = list(scored.itertuples())
+    prompts = [build_prompt(row, scored.iloc[:0], fmt) for row in rows]
+    names = [row.subject for row in rows]
+    if fmt == "letter":
+        requests = letter_requests(loaded.tokenizer, prompts, names)
+        return torch.cat(_plain(loaded, requests, plan)).numpy()
+    requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names)
+    sums = [float(s.sum()) for s in _plain(loaded, requests, plan)]
+    return np.array(sums).reshape(-1, 4)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("fmt", ["letter", "cloze"])
+def test_mmlu_incremental_toggles_equal_the_plain_path(smollm2, fmt):
+    store = HiddenStateStore(cpu_bytes=512 * 2**20)
+    with using_store(store):
+        for plan_text in ("", "27.attn", "5"):
+            plan = PruningPlan.parse(plan_text)
+            with counting_blocks() as work:
+                result = evaluate_mmlu(smollm2, plan, SUBSET, fmt, per_subject=2, batch_size=4, checkpoint=False)
+            ours = choice_scores(result.items).numpy()
+            theirs = _reference_mmlu_scores(smollm2, result, plan, fmt)
+            np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+            assert list(result.items["pred"]) == list(theirs.argmax(1))
+            if plan_text == "27.attn":
+                assert work.computed > 0 and work.computed * 9 == work.reused  # per batch: blocks 27-29 run, 0-26 reused
+            if fmt == "letter":
+                gold = result.items["answer"].to_numpy()
+                loss = -torch.log_softmax(torch.from_numpy(theirs), 1)[torch.arange(len(gold)), torch.from_numpy(gold)]
+                np.testing.assert_allclose(result.items["loss"].to_numpy(), loss.numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("fmt", ["letter", "cloze"])
+def test_mmlu_scores_do_not_depend_on_batch_size(smollm2, fmt):
+    results = {}
+    with using_store(None):
+        for batch_size in (1, 7, 32):
+            result = evaluate_mmlu(smollm2, PruningPlan(), SUBSET, fmt, shots=1, per_subject=3, batch_size=batch_size, checkpoint=False)
+            results[batch_size] = choice_scores(result.items).numpy()
+            assert np.isfinite(results[batch_size]).all()
+    np.testing.assert_allclose(results[1], results[7], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(results[1], results[32], atol=1e-4, rtol=0)
+
+
+@pytest.mark.real
+def test_perplexity_incremental_equals_plain(smollm2):
+    plan = PruningPlan.parse("20.mlp")
+    with using_store(None):
+        plain = evaluate_perplexity(smollm2, plan, windows=3, seq_len=48, batch_size=2, checkpoint=False)
+        single = evaluate_perplexity(smollm2, plan, windows=3, seq_len=48, batch_size=1, checkpoint=False)
+    store = HiddenStateStore(cpu_bytes=256 * 2**20)
+    with using_store(store):
+        evaluate_perplexity(smollm2, PruningPlan(), windows=3, seq_len=48, batch_size=2, checkpoint=False)
+        with counting_blocks() as work:
+            ours = evaluate_perplexity(smollm2, plan, windows=3, seq_len=48, batch_size=2, checkpoint=False)
+    assert work.reused == 20 * 2 and work.computed == 10 * 2
+    assert ours.items["nll_sum"].tolist() == plain.items["nll_sum"].tolist()  # same batches: bit-identical
+    # another batch size: per-token log-likelihoods agree within float rounding
+    np.testing.assert_allclose(single.items["nll"], plain.items["nll"], atol=1e-5, rtol=0)
+    assert single.metrics["perplexity"] == pytest.approx(plain.metrics["perplexity"], rel=1e-5)
+
+
+@pytest.mark.real
+def test_progressive_results_are_stratified_and_end_in_the_final_result(smollm2):
+    seen = []
+    result = evaluate_mmlu(
+        smollm2, PruningPlan(), "STEM", "letter", per_subject=1, batch_size=2, checkpoint=False, partial=seen.append
+    )
+    assert len(seen) >= 2
+    counts = [r.n for r in seen]
+    assert counts == sorted(counts) and counts[-1] < result.n
+    # the first estimate already spans several subjects (rows are dealt round-robin over subjects)
+    assert seen[0].per_subject["subject"].nunique() >= 2
+    for early in seen:
+        assert 0 <= early.metrics["acc"] <= 1 and early.stderr["acc"] >= 0
+        # a provisional item carries the same scores as in the final result
+        merged = early.items.merge(result.items, on=["subject", "score_A", "score_B", "score_C", "score_D"])
+        assert len(merged) == early.n
