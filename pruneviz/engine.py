@@ -2,8 +2,10 @@
 
 A plan whose first pruned unit is in block ``k`` leaves ``resid_pre[0..k]`` exactly as in the full
 model, so only blocks ``k..L-1`` need to be recomputed. :class:`PrefixRunner` runs the full model once
-on a batch, keeps every block's input (``resid_pre``) and call arguments (attention mask, rotary
-position embeddings, ...), and then evaluates any plan from its first changed block on.
+on a batch, keeps every block's input (``resid_pre``), and then evaluates any plan from its first
+changed block on (:func:`pruneviz.gating.resume_from`). Evaluation keeps such states across plans in a
+bounded store instead (:mod:`pruneviz.incremental`); the adaptive metrics hold one batch's states for
+the length of an estimate, which this class does without eviction.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .architecture import resolve
-from .gating import apply_plan, record_block_calls, record_residuals
+from .gating import apply_plan, record_residuals, resume_from
 from .plan import PruningPlan
 
 
@@ -43,7 +44,6 @@ class PrefixRunner:
     resid_pre: list[torch.Tensor] = field(default_factory=list)
     final_hidden: torch.Tensor | None = None
     count: ForwardCount = field(default_factory=ForwardCount)
-    _calls: dict[int, tuple[tuple, dict]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         stored: dict[int, torch.Tensor] = {}
@@ -52,10 +52,7 @@ class PrefixRunner:
             if name == "resid_pre":
                 stored[layer] = tensor
 
-        def keep_call(layer: int, args: tuple, kwargs: dict) -> None:
-            self._calls[layer] = (args, kwargs)
-
-        with torch.no_grad(), apply_plan(PruningPlan()), record_residuals(keep), record_block_calls(keep_call):
+        with torch.no_grad(), apply_plan(PruningPlan()), record_residuals(keep):
             self.final_hidden = self.loaded.hidden_states(self.input_ids, self.attention_mask)
         self.resid_pre = [stored[i] for i in range(self.loaded.n_blocks)]
         self.count.blocks += self.loaded.n_blocks
@@ -72,15 +69,8 @@ class PrefixRunner:
         start = plan.first_layer() if start is None else start
         if start is None:
             return self.final_hidden
-        blocks = self.loaded.adapter.blocks(self.loaded.model)
-        hidden = self.resid_pre[start]
-        with torch.no_grad(), apply_plan(plan):
-            for layer in range(start, self.loaded.n_blocks):
-                args, kwargs = self._calls[layer]
-                output = blocks[layer](hidden, *args, **kwargs)
-                # decoder layers return a bare tensor or a tuple depending on the transformers version
-                hidden = output[0] if isinstance(output, (tuple, list)) else output
-            hidden = resolve(self.loaded.model, self.loaded.adapter.final_norm)(hidden)
+        with torch.no_grad(), apply_plan(plan), resume_from(start, self.resid_pre[start]):
+            hidden = self.loaded.hidden_states(self.input_ids, self.attention_mask)
         self.count.blocks += self.loaded.n_blocks - start
         self.count.passes += 1
         return hidden

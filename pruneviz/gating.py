@@ -9,8 +9,6 @@ gated ``forward`` that reads the calling context's state from a :class:`contextv
   residual stream), only for forward passes run inside the block, only in this thread/context;
 * ``with record_residuals(callback):`` - ``callback(layer, name, tensor)`` receives ``resid_pre``,
   ``resid_mid`` and ``resid_post`` (``[batch, seq, d]``) of every block, e.g. for static metrics;
-* ``with record_block_calls(callback):`` - ``callback(layer, args, kwargs)`` receives the other
-  arguments of every block call, so that blocks can be re-run from a stored residual stream;
 * ``with resume_from(k, state):`` - blocks before ``k`` pass their input through untouched and block
   ``k`` receives ``state`` instead of its computed input, so a forward pass costs only blocks ``k..L-1``
   (see :mod:`pruneviz.incremental`).
@@ -34,7 +32,6 @@ from .architecture import ArchitectureAdapter, resolve
 from .plan import PruningPlan
 
 ResidualCallback = Callable[[int, str, torch.Tensor], None]
-BlockCallCallback = Callable[[int, tuple, dict], None]
 # a recovery stand-in: residual-stream input x [..., d] -> update [..., d] added in place of a pruned sublayer's
 StandIn = Callable[[torch.Tensor], torch.Tensor]
 # which residual-stream position a sublayer's stand-in reads
@@ -46,7 +43,6 @@ class _Context:
     plan: PruningPlan = PruningPlan()
     stand_ins: Mapping[tuple[int, str], StandIn] = field(default_factory=dict)
     record: ResidualCallback | None = None
-    calls: BlockCallCallback | None = None
     resume: tuple[int, torch.Tensor] | None = None
     stand_in_digests: Mapping[tuple[int, str], str | None] = field(default_factory=dict)
 
@@ -106,10 +102,6 @@ def _gate_block(module: nn.Module, layer: int) -> None:
                     kwargs = {**kwargs, "hidden_states": state}
                 else:
                     args = (state, *args[1:])
-        if context.calls is not None:
-            # everything a block is called with except its input hidden states
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            context.calls(layer, args[1:] if "hidden_states" not in kwargs else args, rest)
         record = context.record
         resid_pre = _hidden_states_arg(args, kwargs)
         if record is not None:
@@ -219,16 +211,6 @@ def record_residuals(callback: ResidualCallback) -> contextlib.AbstractContextMa
     modify them.
     """
     return _scoped(record=callback)
-
-
-def record_block_calls(callback: BlockCallCallback) -> contextlib.AbstractContextManager[None]:
-    """Send every block call's other arguments to ``callback(layer, args, kwargs)`` inside the block.
-
-    ``args``/``kwargs`` are what the decoder stack passed to block ``layer`` besides its input hidden
-    states (attention mask, rotary position embeddings, ...), so the block can be re-run later on other
-    hidden states of the same batch (see :mod:`pruneviz.engine`).
-    """
-    return _scoped(calls=callback)
 
 
 def resume_from(layer: int, state: torch.Tensor) -> contextlib.AbstractContextManager[None]:
