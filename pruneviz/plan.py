@@ -105,7 +105,9 @@ class PruningPlan:
             PlanError: a malformed unit, or (with ``n_blocks``) an index out of range.
         """
         text = (text or "").strip()
-        items = [] if text.lower() in ("", "none") else [t for t in text.split(",") if t.strip()]
+        items = [] if text.lower() in ("", "none") else text.split(",")
+        if any(not item.strip() for item in items):
+            raise PlanError(f"The plan '{text}' has an empty item between commas; write units like '3.attn, 7, 12.mlp'.")
         plan = cls.of(items)
         if n_blocks is not None:
             plan.validate(n_blocks)

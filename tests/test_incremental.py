@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pruneviz.errors import Cancelled
+from pruneviz.errors import Cancelled, SettingError
 from pruneviz.evaluation import scoring
 from pruneviz.evaluation.mmlu import choice_scores, evaluate_mmlu
 from pruneviz.evaluation.perplexity import evaluate_perplexity
@@ -186,6 +186,31 @@ def test_cancelled_scoring_resumes_from_checkpointed_batches(tiny_tok, monkeypat
     with using_store(None), apply_plan(PruningPlan.parse("2.mlp")):
         score_requests(tiny_tok, requests, batch_size=1)
     assert len(computed) == 8  # another plan shares no checkpoint
+
+
+def test_out_of_memory_splits_the_batch_then_says_what_to_do(tiny_tok, monkeypatch):
+    requests = _requests(seed=7)
+    original = scoring._score_batch
+    sizes = []
+
+    def limited(loaded, tokens, reqs, rows):
+        sizes.append(len(rows))
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError("fake: more than one row")
+        return original(loaded, tokens, reqs, rows)
+
+    monkeypatch.setattr(scoring, "_score_batch", limited)
+    with using_store(None):
+        ours = score_requests(tiny_tok, requests, batch_size=3, checkpoint=False)
+    _assert_same(ours, _plain(tiny_tok, requests, PruningPlan()))
+    assert sizes[0] == 3 and 1 in sizes
+
+    def never(loaded, tokens, reqs, rows):
+        raise torch.OutOfMemoryError("fake: always")
+
+    monkeypatch.setattr(scoring, "_score_batch", never)
+    with pytest.raises(SettingError, match="Out of memory even with a batch of one"):
+        score_requests(tiny_tok, requests, batch_size=2, checkpoint=False)
 
 
 def test_concurrent_plans_share_one_store_and_get_their_own_answers(tiny_tok):

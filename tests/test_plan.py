@@ -36,6 +36,12 @@ def test_malformed_unit_inside_plan_names_that_unit():
         PruningPlan.parse("3.attn,7.ffn,12")
 
 
+@pytest.mark.parametrize("bad", ["3,,4", "3,", ",3", " , "])
+def test_empty_item_in_plan_is_refused(bad):
+    with pytest.raises(PlanError, match="empty item"):
+        PruningPlan.parse(bad)
+
+
 def test_canonical_string_sorted_numerically():
     plan = PruningPlan.parse("12.mlp, 3.attn,7")
     assert str(plan) == "3.attn,7,12.mlp"
