@@ -2,6 +2,10 @@
 
 A thin layer over :mod:`pruneviz.api`: parse arguments, show tqdm progress, write files. Errors print
 one line on stderr and exit with status 2 (a traceback only with ``--debug``).
+
+Launched by ``torchrun --nproc_per_node N -m pruneviz ...`` (or ``accelerate launch``), the processes
+join one group (:mod:`pruneviz.distributed`): ``influence`` with Shapley metrics and ``curve`` split
+their work over them, and only rank 0 shows progress, prints and writes files.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import distributed
 from .errors import PrunevizError
 
 log = logging.getLogger("pruneviz")
@@ -42,6 +47,10 @@ class _TqdmProgress:
 
 @contextlib.contextmanager
 def _progress(description: str):
+    """A tqdm progress callback on rank 0; ``None`` (no progress) on the other processes of a launch."""
+    if not distributed.is_main():
+        yield None
+        return
     bar = _TqdmProgress(description)
     try:
         yield bar
@@ -49,10 +58,20 @@ def _progress(description: str):
         bar.close()
 
 
-def _load(args):
-    from .loading import load_model
+def _say(text: str) -> None:
+    """Print on rank 0 only (every process of a launch computes the same results)."""
+    if distributed.is_main():
+        print(text)
 
-    return load_model(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+
+def _load(args):
+    from .loading import load_model, parse_max_memory
+
+    return load_model(
+        args.model, device=distributed.local_device(args.device), dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map, max_memory=parse_max_memory(args.max_memory) if args.max_memory else None,
+        offload_folder=args.offload_folder,
+    )
 
 
 def cmd_info(args) -> None:
@@ -64,11 +83,13 @@ def cmd_info(args) -> None:
         return
     loaded = _load(args)
     info = dataclasses.asdict(loaded.info) | {"device": str(loaded.device), "dtype": str(loaded.dtype).removeprefix("torch."), "model": loaded.name}
+    if loaded.sharded:
+        info["device_map"] = {name: str(place) for name, place in loaded.device_map.items()}
     if args.json:
-        print(json.dumps(info, indent=2))
+        _say(json.dumps(info, indent=2))
         return
     for key, value in info.items():
-        print(f"{key:>24}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>24}: {value}")
+        _say(f"{key:>24}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>24}: {value}")
 
 
 def cmd_influence(args) -> None:
@@ -83,13 +104,15 @@ def cmd_influence(args) -> None:
             seed=args.seed, half=args.half, progress=progress, use_cache=not args.no_cache,
         )
     _write(Path(args.out), lambda path: table.to_csv(path, index=False))
+    processes = distributed.world().size
     for name, cost in table.attrs.get("cost", {}).items():
-        saved = 1 - cost["block_forwards"] / cost["naive_block_forwards"]
-        print(
+        saved = 1 - cost["block_forwards"] / cost["naive_block_forwards"] if cost["naive_block_forwards"] else 0.0
+        _say(
             f"{name}: {cost['estimator']}, {cost['subnetworks']} subnetworks, {cost['block_forwards']} block forwards "
             f"(naive: {cost['naive_block_forwards']}, {saved:.0%} saved by prefix reuse), {cost['seconds']:.1f} s"
+            + (f" on {processes} processes" if processes > 1 else "")
         )
-    print(f"wrote {len(table)} rows to {args.out}")
+    _say(f"wrote {len(table)} rows to {args.out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -114,7 +137,7 @@ def cmd_evaluate(args) -> None:
     if args.json:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
-    print(f"{result.task} n={result.n} prune='{result.prune}': {summary}")
+    _say(f"{result.task} n={result.n} prune='{result.prune}': {summary}")
 
 
 def cmd_curve(args) -> None:
@@ -138,7 +161,7 @@ def cmd_curve(args) -> None:
             curves.append(pruning_curve(loaded, Ranking(metric, args.data, metric_options), args.scheme, args.steps, tasks, args.iterative, progress))
     table = pd.concat(curves, ignore_index=True)
     _write(Path(args.out), lambda path: table.to_csv(path, index=False))
-    print(f"wrote {len(table)} rows to {args.out}")
+    _say(f"wrote {len(table)} rows to {args.out}")
 
 
 def _tasks(text: str, args) -> list[tuple[str, dict]]:
@@ -164,8 +187,8 @@ def cmd_recover(args) -> None:
     with _progress("evaluate") as progress:
         report = api.compare_recoveries(loaded, plan, [recovery], _tasks(args.tasks, args), progress)
     _write(out / "report.csv", lambda path: report.to_csv(path, index=False))
-    print(report.to_string(index=False))
-    print(f"{recovery.label}: {recovery.added_params:,} parameters added ({recovery.added_percent:.2f}% of the "
+    _say(report.to_string(index=False))
+    _say(f"{recovery.label}: {recovery.added_params:,} parameters added ({recovery.added_percent:.2f}% of the "
           f"{recovery.removed_params:,} removed), fitted on {recovery.calibration}; wrote {out}")
 
 
@@ -179,14 +202,16 @@ def cmd_export(args) -> None:
     recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
     report = export_model(loaded, plan, args.out, recovery)
     kind = "standalone transformers model" if report.standalone else "full model + pruning_plan.json (load with pruneviz.export.load_exported)"
-    print(f"wrote {report.directory}: {kind}; {report.blocks_kept} blocks, parameters {report.params_before:,} -> "
+    _say(f"wrote {report.directory}: {kind}; {report.blocks_kept} blocks, parameters {report.params_before:,} -> "
           f"{report.params_after:,}, KV cache saved {report.kv_bytes_per_token_saved:,} bytes/token")
 
 
 def _write(path: Path, writer) -> None:
-    """Write via a temporary file so a failure never leaves a half-written output."""
+    """Write via a temporary file so a failure never leaves a half-written output; rank 0 only."""
     if path.parent and not path.parent.exists():
         raise PrunevizError(f"The output folder {path.parent} does not exist; create it or choose another --out.")
+    if not distributed.is_main():
+        return
     staging = path.with_name(f".{path.name}.partial")
     writer(staging)
     os.replace(staging, path)
@@ -209,6 +234,7 @@ def _non_negative(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
     from .api import BACKENDS, METRICS
+    from .loading import DEVICE_MAPS
     from .recovery import FITS, METHODS
     from .shapley import ESTIMATORS
 
@@ -221,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
         sub.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
         sub.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (only for sources you trust)")
+        sub.add_argument("--device-map", choices=DEVICE_MAPS, help="shard a model too large for one device with accelerate: auto fills the GPUs, then CPU memory, then disk (leave --device at auto)")
+        sub.add_argument("--max-memory", help="with --device-map: most memory per device, e.g. '0=20GiB,1=20GiB,cpu=60GiB'")
+        sub.add_argument("--offload-folder", help="with --device-map: where weights offloaded to disk are written (default: under the cache)")
 
     info = commands.add_parser("info", help="architecture summary: blocks, hidden size, heads, parameters per sublayer")
     model_args(info)
@@ -319,13 +348,18 @@ def main(argv: list[str] | None = None) -> int:
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
     try:
+        here = distributed.init()
         args.run(args)
     except PrunevizError as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        # every process of a launch meets the same error; say which one spoke
+        origin = f"rank {here.rank}: " if here.size > 1 else ""
+        print(f"error: {origin}{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written.", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0

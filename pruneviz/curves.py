@@ -3,6 +3,10 @@
 A curve sorts units by a metric (ascending influence = least important first), removes 0..K of them
 one at a time and evaluates every step on every task. In iterative mode the metric is recomputed on
 the pruned model after each removal, and the next unit is the least important of those left.
+
+Under ``torchrun``/``accelerate launch`` (:mod:`pruneviz.distributed`) the rankings run data-parallel
+(:func:`pruneviz.shapley.adaptive_influence`) and the evaluations of the steps are split over the
+processes; every process returns the same table as a single process.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import api
+from . import api, distributed
 from .errors import SettingError
 from .plan import PruningPlan, Unit
 
@@ -73,7 +77,9 @@ def pruning_curve(
         steps: K, the most units removed; the curve has K + 1 points (step 0 = unpruned).
         tasks: evaluations at every step.
         iterative: recompute the ranking on the pruned model after every removal.
-        progress: ``progress(done, total)`` over steps x tasks.
+        progress: ``progress(done, total)`` in evaluations (one task at one step, of similar cost), counted
+            from the start of the evaluation phase, after every ranking is computed (a ranking reports
+            through its own ``progress`` option); in a data-parallel run, over this process's share.
 
     Returns:
         long table :data:`CURVE_COLUMNS`: one row per step, task and task metric (e.g. ``perplexity``,
@@ -85,26 +91,28 @@ def pruning_curve(
     order = ranking.order(loaded, scheme)
     if not 0 <= steps <= len(order):
         raise SettingError(f"Cannot remove {steps} units: the {scheme} scheme has {len(order)}; lower --steps.")
-    plan, removed = PruningPlan(), ""
-    rows, total = [], (steps + 1) * len(tasks)
-    for step in range(steps + 1):
-        if step:
-            if iterative and step > 1:
-                order = ranking.order(loaded, scheme, plan)
-            unit = order[0] if iterative else order[step - 1]
-            plan, removed = plan | PruningPlan.of([unit]), str(unit)
-        for index, task in enumerate(tasks):
-            result = api.evaluate(loaded, plan, task.name, **task.options)
-            for metric, value in result.metrics.items():
-                if metric == "tokens":
-                    continue
-                rows.append({
-                    "ranking": ranking.label + (" (iterative)" if iterative else ""), "scheme": scheme, "step": step,
-                    "removed": removed, "plan": str(plan), "task": result.task, "metric": metric,
-                    "value": value, "stderr": result.stderr.get(metric, float("nan")),
-                })
-            if progress:
-                progress(step * len(tasks) + index + 1, total)
+    path = [(PruningPlan(), "")]  # (plan, unit removed) at every step
+    for step in range(1, steps + 1):
+        if iterative and step > 1:
+            order = ranking.order(loaded, scheme, path[-1][0])
+        unit = order[0] if iterative else order[step - 1]
+        path.append((path[-1][0] | PruningPlan.of([unit]), str(unit)))
+    label = ranking.label + (" (iterative)" if iterative else "")
+    mine = distributed.shard([(step, task) for step in range(steps + 1) for task in tasks])
+    if progress:
+        progress(0, len(mine))
+    evaluated = []
+    for done, (step, task) in enumerate(mine, start=1):
+        plan, removed = path[step]
+        result = api.evaluate(loaded, plan, task.name, **task.options)
+        evaluated.append([
+            {"ranking": label, "scheme": scheme, "step": step, "removed": removed, "plan": str(plan), "task": result.task,
+             "metric": metric, "value": value, "stderr": result.stderr.get(metric, float("nan"))}
+            for metric, value in result.metrics.items() if metric != "tokens"
+        ])
+        if progress:
+            progress(done, len(mine))
+    rows = [row for evaluation in distributed.unshard(distributed.gather(evaluated)) for row in evaluation]
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 

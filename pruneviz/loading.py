@@ -2,6 +2,12 @@
 
 GGUF files are dequantised once (about 40 s for the embedded 135M model on 2 CPU cores) and stored
 as a safetensors model directory under the cache, which later loads take in about a second.
+
+Models larger than one device load sharded with accelerate's big-model loading (``device_map="auto"``
+and ``max_memory``): blocks are spread over the GPUs, CPU memory and disk, and accelerate's hooks move
+activations between them. Every computation then runs unchanged: inputs go to the device of the input
+embeddings (:attr:`LoadedModel.device`), each block's hook moves its inputs to that block's device, and
+the plan gates (:mod:`pruneviz.gating`) act inside the blocks whichever of the two was installed first.
 """
 
 from __future__ import annotations
@@ -49,8 +55,12 @@ class LoadedModel:
         adapter: where its blocks and sublayers live.
         info: architecture summary.
         fingerprint: digest of the weights' source, dtype and device type (part of every cache key).
-        device: ``torch.device`` the model runs on.
+        device: ``torch.device`` the model runs on; for a sharded model, the device its input embeddings
+            execute on (where inputs are sent).
         dtype: parameter dtype (fp32 on CPU; bf16/fp16 on CUDA).
+        source: the directory (or hub id) the weights were read from.
+        device_map: for a model loaded sharded, accelerate's placement ``{module name: device index,
+            "cpu" or "disk"}`` (``model.hf_device_map``); ``None`` for a model on one device.
     """
 
     name: str
@@ -62,6 +72,12 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     source: str = field(default="")
+    device_map: dict | None = None
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the model was loaded spread over several devices (or offloaded) by accelerate."""
+        return self.device_map is not None
 
     @property
     def n_blocks(self) -> int:
@@ -131,6 +147,53 @@ def resolve_device(device: str = "auto") -> torch.device:
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         raise ModelLoadError(f"Device '{device}' is not available on this machine; use auto or cpu.")
     return resolved
+
+
+# accelerate's placement strategies for ``device_map`` (besides an explicit ``{module: device}`` dict)
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def parse_max_memory(text: str) -> dict:
+    """Parse ``"0=20GiB,1=20GiB,cpu=60GiB"`` into accelerate's ``max_memory`` dict.
+
+    Keys are GPU indices (``0``, ``1`` ...), ``cpu`` or ``mps``; values are sizes such as ``20GiB``,
+    ``500MB`` or a byte count. Returns ``{0: "20GiB", "cpu": "60GiB"}``.
+
+    Raises:
+        ModelLoadError: an entry is not ``device=size``, or a size accelerate cannot read.
+    """
+    from accelerate.utils import convert_file_size_to_int
+
+    limits: dict = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        device, sep, size = (part.strip() for part in entry.partition("="))
+        if not sep or not device or not size or not (device.isdigit() or device in ("cpu", "mps")):
+            raise ModelLoadError(f"Cannot read the memory limit '{entry}'; write entries like 0=20GiB,cpu=60GiB.")
+        try:
+            if not size.isdigit():
+                convert_file_size_to_int(size)
+        except ValueError:
+            raise ModelLoadError(f"Cannot read the size '{size}' in '{entry}'; use a number of bytes or e.g. 20GiB, 500MB.") from None
+        limits[int(device) if device.isdigit() else device] = int(size) if size.isdigit() else size
+    if not limits:
+        raise ModelLoadError("The memory limits are empty; write entries like 0=20GiB,cpu=60GiB.")
+    return limits
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device the input embeddings of ``model`` execute on (where token ids must be sent).
+
+    For a model dispatched by accelerate this is the execution device of the embeddings' hook (their
+    weights may sit on the CPU, on disk or on the ``meta`` device between calls); else their weights' device.
+    """
+    embeddings = model.get_input_embeddings()
+    hook = getattr(embeddings, "_hf_hook", None)
+    # accelerate nests several hooks in a SequentialHook
+    for candidate in getattr(hook, "hooks", [hook]):
+        execution = getattr(candidate, "execution_device", None)
+        if execution is not None:
+            return torch.device(execution)
+    return embeddings.weight.device
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -209,21 +272,34 @@ def load_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     self_check: bool = True,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a causal LM, install the plan gates and (by default) sanity-check it.
 
     Args:
         spec: ``"smollm2"`` (embedded default), a local HF model directory, a ``.gguf`` file, or a hub id.
-        device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; with
+            ``device_map`` leave it at ``"auto"``.
         dtype: ``"auto"`` (bf16/fp16 on CUDA, fp32 on CPU) or a torch dtype name.
         trust_remote_code: run the model repository's own Python code; only when the user asks.
         self_check: run :func:`self_check` after loading.
+        device_map: shard the model with accelerate: one of :data:`DEVICE_MAPS` (``"auto"`` fills the GPUs,
+            then CPU memory, then disk) or an explicit ``{module name: GPU index | "cpu" | "disk"}``;
+            ``None`` loads it whole onto ``device``.
+        max_memory: with ``device_map``, the most memory per device, e.g. ``{0: "20GiB", "cpu": "60GiB"}``
+            (see :func:`parse_max_memory`); ``None`` = what each device has free.
+        offload_folder: with ``device_map``, where weights that go to disk are written when the
+            checkpoint is not safetensors (default: ``offload/`` under the cache directory).
 
     Returns:
-        A :class:`LoadedModel`.
+        A :class:`LoadedModel`; sharded models have ``device_map`` set and ``device`` = the device of the
+        input embeddings.
 
     Raises:
-        ModelLoadError: nothing loadable at ``spec``.
+        ModelLoadError: nothing loadable at ``spec``; ``max_memory`` without ``device_map``, ``device_map``
+            together with a ``device``, an unknown ``device_map``, or a placement accelerate refuses.
         UnsupportedArchitectureError: not a decoder-only architecture pruneviz knows.
         ModelSelfCheckError: the loaded model's head is untied from its embeddings where the config
             says tied, or its perplexity on a fixed English paragraph exceeds ``SELF_CHECK_MAX_PERPLEXITY``.
@@ -232,6 +308,10 @@ def load_model(
 
     kind, path = _locate(spec)
     torch_device = resolve_device(device)
+    placement = _placement(device, device_map, max_memory, offload_folder, spec)
+    if placement and max_memory is not None and not any(isinstance(k, int) for k in max_memory):
+        # every block is limited to CPU memory or disk: it executes on the CPU
+        torch_device = torch.device("cpu")
     torch_dtype = resolve_dtype(dtype, torch_device)
     if kind == "gguf":
         path = _gguf_to_safetensors(path)
@@ -250,17 +330,22 @@ def load_model(
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement)
     except torch.OutOfMemoryError as error:
-        raise ModelLoadError(f"Out of memory loading '{spec}' on {torch_device}; use a smaller model or dtype.") from error
-    except (OSError, ValueError) as error:
+        hint = "lower --max-memory or use --device-map auto" if placement else "use --device-map auto, a smaller model or dtype"
+        raise ModelLoadError(f"Out of memory loading '{spec}' on {torch_device}; {hint}.") from error
+    except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"Could not load '{spec}': {error}") from error
-    model.to(torch_device).eval()
+    if not placement:
+        model.to(torch_device)
+    model.eval()
     model.requires_grad_(False)
+    # a sharded model runs from the device of its input embeddings (accelerate's hooks move the rest)
+    torch_device = input_device(model) if placement else torch_device
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     adapter = adapter_for(model)
-    install_gates(model, adapter)
+    install_gates_inside_hooks(model, adapter)
     fingerprint_source = _directory_fingerprint(path) if path is not None else f"{spec}@{getattr(config, '_commit_hash', '')}"
     loaded = LoadedModel(
         name=spec,
@@ -272,15 +357,52 @@ def load_model(
         device=torch_device,
         dtype=torch_dtype,
         source=source,
+        device_map=dict(getattr(model, "hf_device_map", {})) if placement else None,
     )
     if self_check:
         run_self_check(loaded)
     return loaded
 
 
+def install_gates_inside_hooks(model: nn.Module, adapter: ArchitectureAdapter) -> None:
+    """:func:`pruneviz.gating.install_gates`, placing each gate inside accelerate's device hook where one exists.
+
+    accelerate's ``AlignDevicesHook`` replaces a module's ``forward`` with a wrapper that moves the inputs to
+    the module's execution device and then calls ``module._old_forward``. Gates installed after the hooks
+    (as after ``from_pretrained(device_map=...)``) are put in ``_old_forward``, the position that gates
+    installed before ``dispatch_model`` end up in too. Either way a gate sees its block's inputs on the
+    block's own device, so the residuals it records and the updates it returns are where the block runs.
+    """
+    hooked = [m for m in model.modules() if hasattr(m, "_hf_hook") and hasattr(m, "_old_forward")]
+    wrappers = {id(m): m.forward for m in hooked}
+    for module in hooked:
+        module.forward = module._old_forward
+    try:
+        install_gates(model, adapter)
+    finally:
+        for module in hooked:
+            module._old_forward, module.forward = module.forward, wrappers[id(module)]
+
+
+def _placement(device: str, device_map, max_memory, offload_folder, spec: str) -> dict:
+    """``from_pretrained`` arguments for accelerate's big-model loading (empty: load onto one device)."""
+    if device_map is None:
+        if max_memory is not None:
+            raise ModelLoadError("Memory limits only apply to a sharded model; add --device-map auto.")
+        return {}
+    if device != "auto":
+        raise ModelLoadError(f"Choose either device '{device}' or device map '{device_map}', not both.")
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        raise ModelLoadError(f"Device map '{device_map}' is unknown; use {', '.join(DEVICE_MAPS)}.")
+    folder = Path(offload_folder) if offload_folder else cache.cache_dir() / "offload" / cache.make_key(spec)[:16]
+    return {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(folder)}
+
+
 def from_modules(name: str, model: nn.Module, tokenizer) -> LoadedModel:
     """Wrap an already-built model (e.g. a tiny random Llama in tests) as a :class:`LoadedModel`.
 
+    The model may already be dispatched by accelerate (``dispatch_model``): its device is then the
+    execution device of its input embeddings, and offloaded weights are read back for the fingerprint.
     The fingerprint hashes the weights themselves, so it is only cheap for small models.
 
     Raises:
@@ -288,15 +410,20 @@ def from_modules(name: str, model: nn.Module, tokenizer) -> LoadedModel:
     """
     model.eval().requires_grad_(False)
     adapter = adapter_for(model)
-    install_gates(model, adapter)
+    install_gates_inside_hooks(model, adapter)
+    state = model.state_dict()
+    if any(tensor.is_meta for tensor in state.values()):
+        from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+        state = get_state_dict_offloaded_model(model)
     digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
+    for key, tensor in sorted(state.items()):
         digest.update(key.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    param = next(model.parameters())
+    dtype = next(model.parameters()).dtype
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(name, model, tokenizer, adapter, model_info(model), digest.hexdigest()[:16], param.device, param.dtype)
+    return LoadedModel(name, model, tokenizer, adapter, model_info(model), digest.hexdigest()[:16], input_device(model), dtype)
 
 
 def run_self_check(loaded: LoadedModel) -> float:

@@ -15,10 +15,18 @@ A subnetwork is the model with a set ``S`` of units present and the rest pruned;
 Influence = -Shapley (removing an important unit raises the objective), so ascending influence is the
 pruning order, as for the static metrics. Subnetworks are evaluated batch by batch with
 :class:`pruneviz.engine.PrefixRunner`: blocks before a plan's first pruned unit are never recomputed.
+
+Long runs resume and scale out (:func:`adaptive_influence` with ``use_cache=True``): every ``v(S)`` is
+cached on its own as soon as it is complete (key: model fingerprint, a digest of the objective's data,
+the objective, the batching and the subnetwork's plan), so a cancelled or restarted run recomputes only
+the subnetworks it had not finished. Under ``torchrun``/``accelerate launch`` (:mod:`pruneviz.distributed`)
+the subnetworks of each step are split over the processes and their values gathered; each value is
+computed whole by one process, so the result equals a single process's exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -28,6 +36,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from . import distributed
+from .cache import cached, make_key
 from .engine import ForwardCount, PrefixRunner
 from .errors import SettingError
 from .objectives import ObjectiveData, objective_sum, scored_logits
@@ -36,6 +46,9 @@ from .static_metrics import CSV_COLUMNS
 
 ESTIMATORS = ("loo", "subsample", "permutation")
 Progress = Callable[[int, int], None]
+# subnetworks evaluated together per pass over the data; with several batches each pass repeats the full
+# model's reference forward, with one batch that forward is shared by every pass
+CHECKPOINT_PLANS = 16
 
 
 @dataclass(frozen=True)
@@ -83,8 +96,9 @@ class AdaptiveResult:
     Attributes:
         table: rows ``unit, layer, sublayer, metric, value, stderr, dataset`` (value = influence = -Shapley).
         estimator: ``loo``, ``subsample`` or ``permutation``.
-        subnetworks: distinct subnetworks evaluated.
-        count: block forwards actually run (one block on one batch = 1), with prefix reuse.
+        subnetworks: distinct subnetworks the estimator used (computed now or read from the cache).
+        count: block forwards actually run (one block on one batch = 1), with prefix reuse, summed over
+            the processes of a data-parallel run; subnetworks read from the cache cost none.
         naive_blocks: block forwards the same evaluations cost without prefix reuse.
         seconds: wall time.
         total_effect: ``v(all) - v(none)`` where it was computed (``permutation``), else NaN.
@@ -99,6 +113,62 @@ class AdaptiveResult:
     total_effect: float = float("nan")
 
 
+def _plan_work(plan: PruningPlan, n_blocks: int, reuse_prefix: bool) -> int:
+    """Work units of evaluating ``plan`` on one batch: the sublayers it computes (present ones from its
+    first pruned block on; a pruned sublayer costs next to nothing) plus one for the output head."""
+    start = plan.first_layer() if reuse_prefix else 0
+    if start is None:
+        return 1
+    return 1 + 2 * (n_blocks - start) - sum(1 for layer, _ in plan.pruned if layer >= start)
+
+
+def _evaluation_work(plans: list[PruningPlan], n_batches: int, n_blocks: int, reuse_prefix: bool) -> int:
+    """Work units of :func:`_evaluate` on ``plans``: full reference passes plus every plan on every batch."""
+    if not plans:
+        return 0
+    passes = 1 if n_batches == 1 else math.ceil(len(plans) / CHECKPOINT_PLANS) * n_batches
+    return passes * (2 * n_blocks + 1) + n_batches * sum(_plan_work(p, n_blocks, reuse_prefix) for p in plans)
+
+
+def _evaluate(
+    loaded,
+    data: ObjectiveData,
+    objective: str,
+    plans: list[PruningPlan],
+    batch_size: int,
+    reuse_prefix: bool,
+    count: ForwardCount,
+    finished: Callable[[PruningPlan, float], None],
+    ticked: Callable[[int], None],
+) -> None:
+    """Evaluate distinct ``plans`` in passes of :data:`CHECKPOINT_PLANS`; ``finished(plan, v)`` as soon as a
+    plan's mean objective is complete, ``ticked(work)`` with the work units done so far (see
+    :func:`_evaluation_work`) after every plan on every batch (either callback may raise)."""
+    batches = range(0, len(data), batch_size)
+    shared = None  # with one batch, its prefix runner and reference logits serve every pass
+    work = 0
+    for first in range(0, len(plans), CHECKPOINT_PLANS):
+        chunk = plans[first : first + CHECKPOINT_PLANS]
+        sums = np.zeros(len(chunk))
+        for number, start in enumerate(batches):
+            if shared is None:
+                part = data.select(start, start + batch_size)
+                runner = PrefixRunner(loaded, part.input_ids, part.attention_mask, count=count)
+                reference = scored_logits(loaded, runner.final_hidden, part)
+                work += 2 * loaded.n_blocks + 1
+                if len(batches) == 1:
+                    shared = part, runner, reference
+            else:
+                part, runner, reference = shared
+            for index, plan in enumerate(chunk):
+                hidden = runner.run(plan, start=None if reuse_prefix else 0)
+                sums[index] += objective_sum(objective, scored_logits(loaded, hidden, part), reference, part)
+                if number == len(batches) - 1:
+                    finished(plan, float(sums[index] / len(data.rows)))
+                work += _plan_work(plan, loaded.n_blocks, reuse_prefix)
+                ticked(work)
+
+
 def subnetwork_values(
     loaded,
     data: ObjectiveData,
@@ -111,6 +181,8 @@ def subnetwork_values(
 ) -> list[float]:
     """Mean objective of the model under each plan (nats for ``loss``; logit units for ``logit``).
 
+    Nothing is cached here (see :func:`adaptive_influence` for the cached, data-parallel path).
+
     Args:
         data: dataset with scored positions.
         objective: ``"loss"`` or ``"logit"``.
@@ -118,28 +190,128 @@ def subnetwork_values(
         batch_size: sequences per forward pass.
         reuse_prefix: start each plan at its first pruned block (``False``: recompute every block).
         count: accumulates block forwards.
-        progress: ``progress(done, total)`` over batches x plans; may raise ``Cancelled``.
+        progress: ``progress(done, total)`` in work units (one attention or MLP sublayer, or the output
+            head, on one batch: units of roughly equal cost); may raise ``Cancelled``.
 
     Returns:
         one value per plan, in order.
     """
     unique = list(dict.fromkeys(plans))
-    sums = np.zeros(len(unique))
     count = count if count is not None else ForwardCount()
-    batches = range(0, len(data), batch_size)
-    total, done = len(batches) * len(unique), 0
-    for start in batches:
-        part = data.select(start, start + batch_size)
-        runner = PrefixRunner(loaded, part.input_ids, part.attention_mask, count=count)
-        reference = scored_logits(loaded, runner.final_hidden, part)
-        for index, plan in enumerate(unique):
-            hidden = runner.run(plan, start=None if reuse_prefix else 0)
-            sums[index] += objective_sum(objective, scored_logits(loaded, hidden, part), reference, part)
-            done += 1
-            if progress:
-                progress(done, total)
-    values = dict(zip(unique, sums / len(data.rows)))
-    return [float(values[plan]) for plan in plans]
+    values: dict[PruningPlan, float] = {}
+    total = _evaluation_work(unique, math.ceil(len(data) / batch_size), loaded.n_blocks, reuse_prefix)
+
+    def ticked(work: int) -> None:
+        if progress:
+            progress(work, total)
+
+    _evaluate(loaded, data, objective, unique, batch_size, reuse_prefix, count, values.__setitem__, ticked)
+    return [values[plan] for plan in plans]
+
+
+def data_digest(data: ObjectiveData) -> str:
+    """Digest of everything in ``data`` an objective reads (tokens, mask, scored positions, targets), for cache keys."""
+    digest = hashlib.sha256(data.fingerprint.encode())
+    tensors = [data.input_ids, data.attention_mask, data.rows, data.positions, data.targets]
+    for tensor in tensors + ([] if data.gold is None else [data.gold]):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class _NotCached(Exception):
+    """Raised by a lookup's compute function: the value is not in the cache."""
+
+
+def _absent():
+    raise _NotCached
+
+
+class _Subnetworks:
+    """``v(S)`` for one adaptive-influence run: cached subnetwork by subnetwork, split over processes,
+    with progress over the whole run.
+
+    ``calls`` are the plan lists the estimator will ask for, in order (for the progress total and to
+    look every planned subnetwork up in the cache once, up front).
+    """
+
+    def __init__(self, loaded, data, objective, base, batch_size, reuse_prefix, use_cache, progress, calls):
+        self.loaded, self.data, self.objective, self.base = loaded, data, objective, base
+        self.batch_size, self.reuse_prefix, self.use_cache, self.progress = batch_size, reuse_prefix, use_cache, progress
+        self.n_batches = math.ceil(len(data) / batch_size)
+        self.key_parts = ("subnetwork", loaded.fingerprint, data_digest(data), objective, batch_size, reuse_prefix)
+        self.count = ForwardCount()
+        self.known: dict[PruningPlan, float] = {}
+        self.used: set[PruningPlan] = set()
+        planned = list(dict.fromkeys(base | p for call in calls for p in call))
+        found = {}
+        for plan in distributed.shard(planned) if use_cache else []:
+            try:
+                found[plan] = cached(self._key(plan), _absent)[0]
+            except _NotCached:
+                pass
+        # every process must agree on what is known, or their shares of the missing plans would differ
+        for share in distributed.gather(found):
+            self.known.update(share)
+        self.done, self.total = 0, self._run_cost(calls)
+        self._report(self.done)
+
+    def _key(self, plan: PruningPlan) -> str:
+        return make_key(*self.key_parts, str(plan))
+
+    def _cost(self, plans: list[PruningPlan]) -> int:
+        return _evaluation_work(plans, self.n_batches, self.loaded.n_blocks, self.reuse_prefix)
+
+    def _missing(self, plans: list[PruningPlan], known) -> list[PruningPlan]:
+        return [p for p in dict.fromkeys(plans) if p not in known]
+
+    def _call_cost(self, missing: list[PruningPlan]) -> int:
+        """Work units of evaluating ``missing``, summed over every process's share."""
+        size = distributed.world().size
+        return sum(self._cost(missing[rank::size]) for rank in range(size))
+
+    def _run_cost(self, calls) -> int:
+        known, total = set(self.known), 0
+        for call in calls:
+            missing = self._missing([self.base | p for p in call], known)
+            total += self._call_cost(missing)
+            known.update(missing)
+        return total
+
+    def _report(self, done: int) -> None:
+        if self.progress:
+            self.progress(min(done, self.total), self.total)
+
+    def __call__(self, plans: list[PruningPlan]) -> list[float]:
+        plans = [self.base | p for p in plans]
+        self.used.update(plans)
+        missing = self._missing(plans, self.known)
+        mine = distributed.shard(missing)
+        call_cost, my_cost = self._call_cost(missing), self._cost(mine)
+        fresh: dict[PruningPlan, float] = {}
+
+        def finished(plan: PruningPlan, value: float) -> None:
+            fresh[plan] = value
+            if self.use_cache:
+                cached(self._key(plan), lambda: value)
+
+        def ticked(work: int) -> None:
+            # this process's share done, scaled to the whole step (the other processes run alongside)
+            self._report(self.done + work * call_cost // max(my_cost, 1))
+
+        _evaluate(self.loaded, self.data, self.objective, mine, self.batch_size, self.reuse_prefix, self.count, finished, ticked)
+        for share in distributed.gather(fresh):
+            self.known.update(share)
+        self.done += call_cost
+        self._report(self.done)
+        return [self.known[p] for p in plans]
+
+    def finish(self) -> ForwardCount:
+        """Report the run complete (an early stop skips planned work); return block forwards of all processes."""
+        self.done = self.total
+        self._report(self.done)
+        counts = distributed.gather((self.count.blocks, self.count.passes))
+        return ForwardCount(sum(c[0] for c in counts), sum(c[1] for c in counts))
 
 
 def _plan_without(units: list[Unit], present: set[int]) -> PruningPlan:
@@ -170,8 +342,12 @@ def adaptive_influence(
     batch_size: int = 8,
     reuse_prefix: bool = True,
     progress: Progress | None = None,
+    use_cache: bool = False,
 ) -> AdaptiveResult:
     """Shapley-value influence of ``units`` for ``objective`` on ``data``.
+
+    Runs data-parallel when :func:`pruneviz.distributed.init` has joined a process group: every process
+    must call it with the same arguments; all of them return the same result.
 
     Args:
         units: the players (blocks or sublayers); the rest of the model is always present.
@@ -184,6 +360,11 @@ def adaptive_influence(
         seed: random seed of the sampled subnetworks / permutations.
         base: units pruned in every subnetwork (iterative pruning: the game is played on the rest).
         reuse_prefix: skip blocks before each plan's first pruned unit (results are identical).
+        progress: ``progress(done, total)`` over the whole run, in work units of roughly equal cost (one
+            attention or MLP sublayer, or the output head, on one batch), so that elapsed / done estimates
+            the time left; subnetworks found in the cache are left out of the total. It may raise
+            ``Cancelled``; a rerun with ``use_cache`` then resumes from the subnetworks already computed.
+        use_cache: read and write every subnetwork's value in the result cache (:mod:`pruneviz.cache`).
 
     Returns:
         :class:`AdaptiveResult`; metric name ``"<objective>_shapley"``.
@@ -200,34 +381,36 @@ def adaptive_influence(
     if budget < 1 or not 0 < fraction < 1:
         raise SettingError(f"Need budget >= 1 and 0 < fraction < 1 (got budget={budget}, fraction={fraction}).")
     started = time.perf_counter()
-    count = ForwardCount()
-    evaluated: dict[PruningPlan, float] = {}
-
-    def values(plans: list[PruningPlan]) -> list[float]:
-        plans = [base | p for p in plans]
-        missing = [p for p in dict.fromkeys(plans) if p not in evaluated]
-        if missing:
-            fresh = subnetwork_values(loaded, data, objective, missing, batch_size, reuse_prefix, count, progress)
-            evaluated.update(zip(missing, fresh))
-        return [evaluated[p] for p in plans]
-
     n = len(units)
     rng = random.Random(seed)
     total_effect = float("nan")
     if estimator == "loo":
-        full, *without = values([PruningPlan()] + [PruningPlan.of([u]) for u in units])
-        shapley, stderr = full - np.array(without), np.full(n, np.nan)
+        calls = [[PruningPlan()] + [PruningPlan.of([u]) for u in units]]
     elif estimator == "subsample":
         keep = max(1, min(n - 1, round(fraction * n)))
         masks = [set(rng.sample(range(n), keep)) for _ in range(budget)]
-        stats = np.array(values([_plan_without(units, m) for m in masks]))
+        calls = [[_plan_without(units, m) for m in masks]]
+    else:
+        orders = []
+        for _ in range(budget):
+            order = list(range(n))
+            rng.shuffle(order)
+            orders.append(order)
+        calls = [[PruningPlan(), _plan_without(units, set())]] + [_pair_plans(units, order) for order in orders]
+    values = _Subnetworks(loaded, data, objective, base, batch_size, reuse_prefix, use_cache, progress, calls)
+    if estimator == "loo":
+        full, *without = values(calls[0])
+        shapley, stderr = full - np.array(without), np.full(n, np.nan)
+    elif estimator == "subsample":
+        stats = np.array(values(calls[0]))
         present = np.array([[i in m for i in range(n)] for m in masks])  # [budget, n]
         shapley, stderr = _difference_of_means(stats, present)
     else:
-        shapley, stderr, total_effect = _permutation_shapley(n, units, values, budget, tolerance, rng)
+        shapley, stderr, total_effect = _permutation_shapley(n, units, values, orders, tolerance)
+    count = values.finish()
     naive = count.passes * loaded.n_blocks
     table = _table(units, shapley, stderr, f"{objective}_shapley", data.label)
-    return AdaptiveResult(table, estimator, len(evaluated), count, naive, time.perf_counter() - started, total_effect)
+    return AdaptiveResult(table, estimator, len(values.used), count, naive, time.perf_counter() - started, total_effect)
 
 
 def _difference_of_means(stats: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -242,21 +425,24 @@ def _difference_of_means(stats: np.ndarray, present: np.ndarray) -> tuple[np.nda
     return shapley, stderr
 
 
-def _permutation_shapley(n, units, values, budget, tolerance, rng) -> tuple[np.ndarray, np.ndarray, float]:
-    """Antithetic Monte-Carlo permutation Shapley; returns (shapley, stderr, v(all) - v(none))."""
+def _pair_plans(units: list[Unit], order: list[int]) -> list[PruningPlan]:
+    """The subnetworks along a permutation and along its reverse: units present = each prefix (n + n plans)."""
+    return [_plan_without(units, set(p[: k + 1])) for p in (order, order[::-1]) for k in range(len(order))]
+
+
+def _permutation_shapley(n, units, values, orders, tolerance) -> tuple[np.ndarray, np.ndarray, float]:
+    """Antithetic Monte-Carlo permutation Shapley over ``orders``; returns (shapley, stderr, v(all) - v(none))."""
     samples: list[np.ndarray] = []  # one row per antithetic pair: mean marginal of each unit
     stderr = np.full(n, np.nan)
     v_all, v_none = values([PruningPlan(), _plan_without(units, set())])
-    while len(samples) < budget:
-        order = list(range(n))
-        rng.shuffle(order)
+    for order in orders:
+        stats = values(_pair_plans(units, order))
         pair = []
-        for permutation in (order, order[::-1]):
-            prefixes = [set(permutation[: k + 1]) for k in range(n)]
-            stats = [v_none] + values([_plan_without(units, p) for p in prefixes])
+        for half, permutation in enumerate((order, order[::-1])):
+            path = [v_none] + stats[half * n : (half + 1) * n]
             marginal = np.empty(n)
             for k, unit in enumerate(permutation):
-                marginal[unit] = stats[k + 1] - stats[k]
+                marginal[unit] = path[k + 1] - path[k]
             pair.append(marginal)
         samples.append((pair[0] + pair[1]) / 2)
         if len(samples) >= 2:

@@ -74,6 +74,27 @@ def test_nonexistent_model_path_is_one_line_error(tmp_path):
     _assert_one_line_error(_run("info", "--model", str(tmp_path / "missing-model"), timeout=120), "No model at")
 
 
+@pytest.mark.parametrize("command", _commands())
+def test_every_model_command_takes_the_sharding_flags(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "--device-map {auto,balanced,balanced_low_0,sequential}" in out and "--max-memory" in out and "--offload-folder" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("--max-memory", "gpu0=20GiB"), ("Cannot read the memory limit 'gpu0=20GiB'",)),
+        (("--max-memory", "cpu=20GiB"), ("add --device-map auto",)),
+        (("--device", "cpu", "--device-map", "auto"), ("either device 'cpu' or device map 'auto'",)),
+    ],
+    ids=["unreadable-limit", "limit-without-map", "device-and-map"],
+)
+def test_bad_sharding_flags_are_one_line_errors(args, fragments):
+    _assert_one_line_error(_run("info", *args, timeout=120), *fragments)
+
+
 @pytest.mark.real
 class TestOnEmbeddedModel:
     """Each test starts one subprocess that loads the embedded model (a few seconds)."""

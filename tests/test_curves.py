@@ -43,6 +43,15 @@ def test_iterative_curve_recomputes_the_ranking_on_the_pruned_model(smollm2):
     assert curve["ranking"].iloc[0] == "cosine@wiki (iterative)"
 
 
+def test_curve_progress_counts_evaluations_from_the_evaluation_phase(smollm2):
+    calls = []
+    tasks = [WIKI, Task("wiki", {"windows": 1, "seq_len": 32})]
+    curve = pruning_curve(smollm2, Ranking("cosine", "wiki", METRIC_OPTIONS), "block", 2, tasks, progress=lambda d, t: calls.append((d, t)))
+    # 3 steps x 2 tasks, reported from 0 once the ranking is known
+    assert calls == [(done, 6) for done in range(7)]
+    assert sorted(set(curve["step"])) == [0, 1, 2]
+
+
 def test_too_many_steps_is_a_clear_error(smollm2):
     with pytest.raises(SettingError, match="has 30"):
         pruning_curve(smollm2, Ranking("cosine", "wiki", METRIC_OPTIONS), "block", 31, [WIKI])

@@ -164,3 +164,82 @@ def test_real_model_mmlu_objective_is_gold_letter_cross_entropy(smollm2):
     (value,) = subnetwork_values(smollm2, data, "loss", [PruningPlan()])
     evaluation = evaluate_mmlu(smollm2, PruningPlan(), "high school biology", "letter", per_subject=4)
     assert value == pytest.approx(evaluation.metrics["loss"], rel=1e-5)
+
+
+def test_progress_counts_work_units_with_one_total_for_the_whole_run(tiny):
+    """LOO over the 8 sublayers of the 4-block model, one batch: a reference pass (2 x 4 sublayers + head),
+    the empty plan (head only), and per pruned unit the present sublayers from its block on plus the head."""
+    calls = []
+    adaptive_influence(tiny, random_text_data(), units_of(4, "sublayer"), "loss", "loo", progress=lambda d, t: calls.append((d, t)))
+    expected = (2 * 4 + 1) + 1 + sum(1 + 2 * (4 - layer) - 1 for layer in range(4) for _ in ("attn", "mlp"))
+    assert {total for _, total in calls} == {expected}
+    done = [d for d, _ in calls]
+    assert done[0] == 0 and done[-1] == expected and done == sorted(done)
+
+
+def test_permutation_progress_has_one_total_across_pairs(tiny3):
+    calls = []
+    adaptive_influence(tiny3, random_text_data(), units_of(3, "block"), "loss", "permutation", budget=3,
+                       progress=lambda d, t: calls.append((d, t)))
+    assert len({total for _, total in calls}) == 1
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == calls[0][1] > 0
+
+
+@pytest.mark.parametrize("batch_size", [8, 4])
+def test_cancelled_permutation_run_resumes_from_cached_subnetworks(tiny3, monkeypatch, tmp_path, batch_size):
+    """Cancel half-way, rerun: subnetworks finished before the cancel are read back, not recomputed."""
+    import pruneviz.shapley as shapley
+    from pruneviz.errors import Cancelled
+
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path))
+    objective_calls = []
+    real_objective = shapley.objective_sum
+
+    def spy(*args, **kwargs):
+        objective_calls.append(1)
+        return real_objective(*args, **kwargs)
+
+    monkeypatch.setattr(shapley, "objective_sum", spy)
+    data, units = random_text_data(), units_of(3, "sublayer")
+    settings = dict(objective="loss", estimator="permutation", budget=4, seed=1, batch_size=batch_size)
+    uninterrupted = adaptive_influence(tiny3, data, units, **settings, use_cache=False)
+    whole = len(objective_calls)
+    objective_calls.clear()
+
+    def cancel_half_way(done: int, total: int) -> None:
+        if done >= total // 2:
+            raise Cancelled("The user cancelled.")
+
+    with pytest.raises(Cancelled):
+        adaptive_influence(tiny3, data, units, **settings, use_cache=True, progress=cancel_half_way)
+    before_cancel = len(objective_calls)
+    objective_calls.clear()
+    resumed = adaptive_influence(tiny3, data, units, **settings, use_cache=True)
+    after_restart = len(objective_calls)
+    assert 0 < before_cancel < whole and 0 < after_restart < whole
+    if batch_size == 8:
+        # one batch: every subnetwork is complete (and cached) when its objective is computed
+        assert before_cancel + after_restart == whole
+    else:
+        # two batches: at most one pass of CHECKPOINT_PLANS subnetworks was cut short by the cancel
+        assert whole <= before_cancel + after_restart <= whole + shapley.CHECKPOINT_PLANS
+    np.testing.assert_array_equal(resumed.table["value"].to_numpy(), uninterrupted.table["value"].to_numpy())
+    np.testing.assert_array_equal(resumed.table["stderr"].to_numpy(), uninterrupted.table["stderr"].to_numpy())
+    assert resumed.subnetworks == uninterrupted.subnetworks
+    # a third run reads everything back and computes nothing
+    objective_calls.clear()
+    again = adaptive_influence(tiny3, data, units, **settings, use_cache=True)
+    assert objective_calls == [] and again.count.blocks == 0
+    np.testing.assert_array_equal(again.table["value"].to_numpy(), uninterrupted.table["value"].to_numpy())
+
+
+def test_subnetwork_cache_key_covers_the_data_and_objective(tiny3, monkeypatch, tmp_path):
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path))
+    units = units_of(3, "block")
+    first = adaptive_influence(tiny3, random_text_data(seed=1), units, "loss", "loo", use_cache=True)
+    other_data = adaptive_influence(tiny3, random_text_data(seed=2), units, "loss", "loo", use_cache=True)
+    other_objective = adaptive_influence(tiny3, random_text_data(seed=1), units, "logit", "loo", use_cache=True)
+    assert other_data.count.blocks > 0 and other_objective.count.blocks > 0
+    assert not np.allclose(first.table["value"], other_data.table["value"])
+    assert not np.allclose(first.table["value"], other_objective.table["value"])
