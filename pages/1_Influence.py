@@ -42,7 +42,7 @@ def compute(loaded, settings: dict) -> dict:
     if not settings["metrics"]:
         ui.stop_with_error("Pick at least one metric.")
     label = "Subnetworks evaluated" if ui.adaptive_metrics(settings["metrics"]) else "Forward passes over the calibration data"
-    with ui.ProgressBar(label) as progress:
+    with ui.cancellable("influence"), ui.ProgressBar(label) as progress:
         table = ui.run_or_stop(api.influence, loaded, progress=progress, **settings)
     return {"table": table, "settings": settings, "model": loaded.fingerprint}
 
@@ -57,11 +57,11 @@ def show_heatmap(table, metrics: list[str], granularity: str) -> None:
         "Shapley metrics) share the lowest colour.",
     )
     if view == ALL and len(metrics) > 1:
-        st.plotly_chart(plots.normalised_heatmaps(table, metrics, log_colour))
+        ui.plotly_chart(plots.normalised_heatmaps(table, metrics, log_colour), "influence_all_metrics")
         st.caption("Each metric is scaled to [0, 1] over all its units (min-max), so colours compare orderings, not magnitudes.")
         return
     metric = middle.selectbox("Metric", metrics, format_func=ui.metric_label, key="influence_metric")
-    st.plotly_chart(plots.influence_heatmap(table, metric, log_colour))
+    ui.plotly_chart(plots.influence_heatmap(table, metric, log_colour), f"influence_{metric}")
     st.caption(ui.metric_caption(metric))
     order = api.ranked_units(table, metric, SCHEME_OF_GRANULARITY[granularity])
     st.markdown(f"Pruned first by {metric}: `{', '.join(str(u) for u in order[:8])}` ...")

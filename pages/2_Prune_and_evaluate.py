@@ -12,6 +12,7 @@ from pruneviz import api, plots, ui
 from pruneviz.data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
 from pruneviz.errors import PlanError
 from pruneviz.evaluation.mmlu import CLOZE_BELOW_PARAMS, FORMATS, default_format
+from pruneviz.generation import MAX_NEW_TOKENS, generate_side_by_side, plan_savings
 from pruneviz.plan import SUBLAYERS, PruningPlan
 from pruneviz.static_metrics import STATIC_METRICS
 
@@ -19,6 +20,10 @@ PLAN_KEY = ui.PLAN_KEY
 PLAN_TEXT_KEY = "plan_text"
 PLAN_ERROR_KEY = "plan_error"
 EVALUATION_KEY = "evaluation"
+GENERATION_KEY = "generation"
+DEFAULT_PROMPT = "The capital of France is"
+# tokens attended to when estimating the attention FLOPs a pruned sublayer saves
+FLOPS_CONTEXT = 1024
 GROUP_ROWS = 10  # blocks per column group of the toggle grid
 SCHEMES = ui.SCHEME_LABELS
 SUBSETS = ("all subjects", "one category", "chosen subjects")
@@ -91,7 +96,7 @@ def ranking_form(loaded) -> None:
     if not pressed:
         return
     granularity = "block" if scheme == "block" else "sublayer"
-    with ui.ProgressBar(f"Ranking units by {metric}") as progress:
+    with ui.cancellable("ranking"), ui.ProgressBar(f"Ranking units by {metric}") as progress:
         table = ui.run_or_stop(api.influence, loaded, data, [metric], granularity, samples, seq_len, progress=progress)
     plan = ui.run_or_stop(api.lowest_plan, table, metric, scheme, int(count), loaded.n_blocks)
     set_plan(plan, loaded.n_blocks)
@@ -168,24 +173,32 @@ def format_input(params_total: int) -> str:
 
 
 def evaluation_inputs(loaded) -> dict:
-    """Draw the evaluation-set pickers; return the settings of the chosen tasks."""
+    """Draw the evaluation-set pickers (capped and limited to configured data in demo mode); return the chosen settings."""
+    deployment = ui.current_deployment()
     wiki_column, mmlu_column = st.columns(2)
     with wiki_column:
-        use_wiki = st.checkbox("Wikipedia perplexity", value=True, key="use_wiki")
+        wiki_offered = deployment.offers_dataset("wiki")
+        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki_offered, key="use_wiki", disabled=not wiki_offered)
         left, right = st.columns(2)
-        windows = left.number_input("Windows", 1, 512, 8, key="wiki_windows", disabled=not use_wiki)
+        most, longest = deployment.cap("samples", 512), deployment.cap("seq_len", loaded.max_length)
+        windows = left.number_input("Windows", 1, most, min(8, most), key="wiki_windows", disabled=not use_wiki)
         seq_len = right.number_input(
-            "Tokens per window", 2, loaded.max_length, 128, step=32, key="wiki_seq_len", disabled=not use_wiki
+            "Tokens per window", 2, longest, min(128, longest), step=32, key="wiki_seq_len", disabled=not use_wiki
         )
         st.caption("Non-overlapping windows cut from the evaluation half of the embedded Wikipedia leads.")
     with mmlu_column:
-        use_mmlu = st.checkbox("MMLU", value=False, key="use_mmlu", help="About a second per question on a CPU.")
+        mmlu_offered = deployment.offers_dataset("mmlu")
+        use_mmlu = st.checkbox(
+            "MMLU", value=False, key="use_mmlu", disabled=not mmlu_offered, help="About a second per question on a CPU."
+        )
         task, fmt, shots, per_subject = None, None, 0, 1
         if use_mmlu:
             task = mmlu_task_inputs()
             fmt = format_input(loaded.info.params_total)
             left, right = st.columns(2)
-            per_subject = left.number_input("Questions per subject", 1, 2000, 1, key="mmlu_per_subject")
+            per_subject = left.number_input(
+                "Questions per subject", 1, deployment.cap("per_subject", 2000), 1, key="mmlu_per_subject"
+            )
             shots = right.number_input("Shots (k)", 0, 5, 0, key="mmlu_shots")
             st.caption("k-shot: the first k questions of each subject are held out as exemplars and are not scored.")
     return {
@@ -208,12 +221,43 @@ def recovery_input(loaded, plan: PruningPlan):
     return (None, None) if name == "none" else (name, fitted[name].recovery)
 
 
+def headline(result) -> str:
+    """The metric a task is judged by: ``perplexity`` (text) or ``acc`` (MMLU)."""
+    return "perplexity" if "perplexity" in result.metrics else "acc"
+
+
+def expected_count(settings: dict, progress: ui.ProgressBar) -> int:
+    """How many windows or questions the running evaluation will score, from its settings and progress total.
+
+    MMLU progress counts scoring requests: one per question in letter format, four in cloze.
+    """
+    if settings["task"] == "wiki":
+        return settings["windows"]
+    return progress.total // (4 if settings["fmt"] == "cloze" else 1)
+
+
+def live_text(which: str, result, settings: dict, progress: ui.ProgressBar) -> str:
+    """One line for a provisional result: its headline metric with a 95 % CI and how much is scored so far."""
+    metric = headline(result)
+    scale, digits, unit = (1, 2, "") if metric == "perplexity" else (100, 1, " %")
+    noun = "windows" if settings["task"] == "wiki" else "questions"
+    value = with_ci(result.metrics[metric], result.stderr.get(metric, math.nan), scale, digits, unit)
+    return f"**{which}, so far**: {metric} {value}; n = {result.n} of {expected_count(settings, progress)} {noun}."
+
+
 def evaluate_pair(loaded, plan: PruningPlan, settings: dict, name: str, recovery=None) -> tuple:
-    """Evaluate the unpruned baseline and ``plan`` (with ``recovery``) on one task, each with a progress bar."""
+    """Evaluate the unpruned baseline and ``plan`` (with ``recovery``) on one task, each with a progress bar.
+
+    Where :func:`pruneviz.api.evaluate` reports provisional results, they are shown live (value ± 95 % CI,
+    n of N) while the evaluation runs.
+    """
     results = []
     for which, each, stand_ins in (("unpruned", PruningPlan(), None), ("pruned", plan, recovery)):
+        live = st.empty()
         with ui.ProgressBar(f"{name}, {which}") as progress:
-            results.append(ui.run_or_stop(api.evaluate, loaded, each, recovery=stand_ins, progress=progress, **settings))
+            show = lambda result, which=which, bar=progress: live.markdown(live_text(which, result, settings, bar))  # noqa: E731
+            results.append(ui.run_or_stop(api.evaluate, loaded, each, recovery=stand_ins, progress=progress, partial=show, **settings))
+        live.empty()
     return tuple(results)
 
 
@@ -227,17 +271,32 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery: tuple) ->
         st.stop()
     recovery_name, fitted = recovery
     pairs = {}
-    if chosen["wiki"]:
-        pairs["wiki"] = evaluate_pair(loaded, plan, chosen["wiki"], "Wikipedia perplexity", fitted)
-    if chosen["mmlu"]:
-        pairs["mmlu"] = evaluate_pair(loaded, plan, chosen["mmlu"], "MMLU", fitted)
+    with ui.cancellable("evaluate"):
+        if chosen["wiki"]:
+            pairs["wiki"] = evaluate_pair(loaded, plan, chosen["wiki"], "Wikipedia perplexity", fitted)
+        if chosen["mmlu"]:
+            pairs["mmlu"] = evaluate_pair(loaded, plan, chosen["mmlu"], "MMLU", fitted)
     return {"plan": str(plan), "model": loaded.fingerprint, "pairs": pairs, "recovery": recovery_name}
 
 
-def with_stderr(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-    """``"12.34 ± 0.56"`` (the ± part only where a standard error is defined)."""
+def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    """``"12.34 ± 1.10 (95% CI)"``: the value and the half-width 1.96 × stderr (only where a standard error is defined)."""
     text = f"{value * scale:.{digits}f}{unit}"
-    return text if math.isnan(stderr) else f"{text} ± {stderr * scale:.{digits}f}{unit}"
+    if math.isnan(stderr):
+        return text
+    return f"{text} ± {api.confidence_halfwidth(stderr) * scale:.{digits}f}{unit} (95% CI)"
+
+
+def noise_warning(baseline, pruned, metric: str, what: str) -> None:
+    """Warn when the pruned and unpruned values of ``metric`` differ by less than two combined standard errors."""
+    if not api.within_noise(baseline, pruned, metric):
+        return
+    se = math.hypot(baseline.stderr.get(metric, math.nan), pruned.stderr.get(metric, math.nan))
+    bound = f"no standard error with fewer than 2 {what}" if math.isnan(se) else f"less than 2 combined standard errors, {2 * se:.3g}"
+    st.warning(
+        f"The {metric} of the pruned and unpruned model differ by {abs(pruned.metrics[metric] - baseline.metrics[metric]):.3g}: "
+        f"within noise ({bound}). Evaluate more {what} before reading anything into it."
+    )
 
 
 def provenance(baseline, pruned) -> str:
@@ -264,20 +323,26 @@ def show_perplexity(baseline, pruned) -> None:
     nll_change = pruned.metrics["nll"] - baseline.metrics["nll"]
     columns = st.columns(3)
     columns[0].metric(
-        "Perplexity (pruned)", with_stderr(pruned.metrics["perplexity"], pruned.stderr["perplexity"]),
+        "Perplexity (pruned)", with_ci(pruned.metrics["perplexity"], pruned.stderr["perplexity"]),
         delta=f"{change:+.2f}", delta_color=delta_colour(change, lower_is_better=True),
-        help="exp(mean next-token NLL); lower is better. ± one standard error over windows.",
+        help="exp(mean next-token NLL) over the windows; lower is better. ± 1.96 standard errors over windows "
+        "(normal-approximation 95 % confidence interval).",
     )
-    columns[1].metric("Perplexity (unpruned)", with_stderr(baseline.metrics["perplexity"], baseline.stderr["perplexity"]))
+    columns[1].metric(
+        "Perplexity (unpruned)", with_ci(baseline.metrics["perplexity"], baseline.stderr["perplexity"]),
+        help="The same windows without pruning. ± 1.96 standard errors (95 % CI).",
+    )
     columns[2].metric(
         "NLL, nats/token (pruned)", f"{pruned.metrics['nll']:.3f}",
         delta=f"{nll_change:+.3f}", delta_color=delta_colour(nll_change, lower_is_better=True),
+        help="Mean next-token negative log-likelihood −log p(token | prefix), in nats; perplexity = exp(NLL).",
     )
     settings = pruned.settings
     st.caption(
-        f"{settings['windows']} windows × {settings['seq_len']} tokens of {settings['split']} "
+        f"n = {pruned.n} windows × {settings['seq_len']} tokens of {settings['split']} "
         f"({int(pruned.metrics['tokens'])} predicted tokens). {provenance(baseline, pruned)}"
     )
+    noise_warning(baseline, pruned, "perplexity", "windows")
 
 
 def accuracy_metrics(result) -> list[str]:
@@ -291,14 +356,22 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     scale, digits, unit = (1, 3, "") if is_loss else (100, 1, " %")
     change = pruned.metrics[name] - baseline.metrics[name]
     left, right = st.columns(2)
+    formula = {
+        "loss": "MMLU loss: −log softmax over the four letter logits at the gold letter, in nats (Siddiqui et al. 2024, §3.1)",
+        "acc": "acc: fraction of questions whose highest-scoring answer is the gold one (lm-evaluation-harness)",
+        "acc_norm": "acc_norm: acc with each answer's log-likelihood divided by its length in bytes (lm-evaluation-harness)",
+    }[name]
+    interval = f"± 1.96 standard errors over the n = {pruned.n} questions (normal-approximation 95 % CI)"
     left.metric(
-        f"{name} (pruned)", with_stderr(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
+        f"{name} (pruned)", with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
         delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",
         delta_color=delta_colour(change, lower_is_better=is_loss),
-        help="MMLU loss: cross-entropy of the gold letter over the four letter logits (nats)." if is_loss
-        else "± one standard error over questions; chance is 25 %.",
+        help=f"{formula}. {interval}." + ("" if is_loss else " Chance is 25 %."),
     )
-    right.metric(f"{name} (unpruned)", with_stderr(baseline.metrics[name], baseline.stderr[name], scale, digits, unit))
+    right.metric(
+        f"{name} (unpruned)", with_ci(baseline.metrics[name], baseline.stderr[name], scale, digits, unit),
+        help=f"{formula}. {interval}.",
+    )
 
 
 def show_mmlu(baseline, pruned) -> None:
@@ -311,15 +384,59 @@ def show_mmlu(baseline, pruned) -> None:
         show_mmlu_metric(baseline, pruned, name)
     notes = [provenance(baseline, pruned)] + ([settings["note"].capitalize() + "."] if settings.get("note") else [])
     st.caption(" ".join(notes))
+    noise_warning(baseline, pruned, "acc", "questions")
     metric = st.radio("Per-category chart", names, horizontal=True, key="mmlu_chart_metric")
-    st.plotly_chart(plots.mmlu_category_bars([baseline, pruned], metric))
-    table = plots.comparison_table(baseline.per_subject, pruned.per_subject, "subject", names)
+    ui.plotly_chart(plots.mmlu_category_bars([baseline, pruned], metric), f"mmlu_{metric}_per_category")
+    table = plots.comparison_table(baseline.per_subject, pruned.per_subject, "subject", names, confidence=True)
     percent = {c: st.column_config.NumberColumn(format="percent") for c in table.columns if c not in ("subject", "category", "n")}
+    percent["n"] = st.column_config.NumberColumn(help="Questions scored in this subject.")
     st.dataframe(table, hide_index=True, column_config=percent)
+    st.caption("Per subject: n questions; ± is the half-width of the pruned accuracy's 95 % CI, 1.96 × sqrt(p (1 − p) / (n − 1)).")
 
 
-def show_results(evaluation: dict, plan: PruningPlan) -> None:
-    """Every evaluated task, pruned against unpruned."""
+def measured_speed(loaded, plan: PruningPlan) -> dict | None:
+    """Tokens/s of the last side-by-side generation with this model and plan (None if there was none)."""
+    stored = st.session_state.get(GENERATION_KEY)
+    if stored is None or stored["model"] != loaded.fingerprint or stored["plan"] != str(plan):
+        return None
+    return {name: g.tokens_per_second for name, g in stored["results"].items()}
+
+
+def show_savings(loaded, plan: PruningPlan) -> None:
+    """What the plan saves: parameters, KV-cache bytes and FLOPs per token, and the measured tokens/s."""
+    savings = plan_savings(loaded.info, plan, FLOPS_CONTEXT)
+    columns = st.columns(4)
+    columns[0].metric(
+        "Parameters removed", f"{savings.params_removed / 1e6:,.2f}M ({savings.params_removed_percent:.1f} %)",
+        help="Sum of the parameters of the pruned sublayers, each with its pre-norm: attn = q, k, v, o projections; "
+        "mlp = gate, up, down projections (counted from the loaded weights).",
+    )
+    columns[1].metric(
+        "KV cache saved", f"{savings.kv_bytes_per_token:,} B/token",
+        help="Per pruned attention sublayer: 2 (K and V) × KV heads × head dim × 2 bytes (bf16/fp16 serving) "
+        "that are no longer stored for each token of the context.",
+    )
+    columns[2].metric(
+        "FLOPs/token saved", f"{savings.flops_per_token / 1e6:,.1f}M ({savings.flops_percent:.1f} %)",
+        help=f"Estimate: 2 FLOPs per weight of each pruned sublayer (one multiply-add) plus, per pruned attention "
+        f"sublayer, 4 × heads × head dim × context for QKᵀ and AV, at a context of {FLOPS_CONTEXT} tokens "
+        "(Kaplan et al. 2020, §2.1).",
+    )
+    speed = measured_speed(loaded, plan)
+    if speed is None:
+        columns[3].caption("Tokens/s: generate text with this plan above to measure the pruned model's speed.")
+        return
+    change = speed["pruned"] - speed["unpruned"]
+    columns[3].metric(
+        "Tokens/s (pruned)", f"{speed['pruned']:.1f}", delta=f"{change:+.1f} vs unpruned",
+        delta_color=delta_colour(change, lower_is_better=False),
+        help="Generated tokens / wall seconds of the greedy generation above (no KV cache, this machine); "
+        "one short run, so expect a few % of timing noise.",
+    )
+
+
+def show_results(evaluation: dict, plan: PruningPlan, loaded) -> None:
+    """Every evaluated task, pruned against unpruned, with what the plan saves and a JSON download."""
     st.header("Results")
     if evaluation["plan"] != str(plan):
         st.warning(f"These results are for the plan '{evaluation['plan'] or 'nothing pruned'}'; press Run to evaluate the current plan.")
@@ -327,10 +444,43 @@ def show_results(evaluation: dict, plan: PruningPlan) -> None:
         st.info("The plan is empty, so the 'pruned' model is the unpruned baseline.")
     if evaluation["recovery"]:
         st.info(f"'Pruned' is the plan with the recovery {evaluation['recovery']} applied.")
+    show_savings(loaded, PruningPlan.parse(evaluation["plan"]))
     if "wiki" in evaluation["pairs"]:
         show_perplexity(*evaluation["pairs"]["wiki"])
     if "mmlu" in evaluation["pairs"]:
         show_mmlu(*evaluation["pairs"]["mmlu"])
+    st.download_button(
+        "Download JSON", api.comparison_json(evaluation["plan"], evaluation["recovery"], evaluation["pairs"]),
+        file_name="evaluation.json", mime="application/json",
+        help="Every result as `pruneviz evaluate --json` writes it (task, n, metrics, stderr, per subject and category, plan).",
+    )
+
+
+def generation_section(loaded, plan: PruningPlan, recovery: tuple) -> None:
+    """One prompt, greedy continuations of the unpruned, pruned and (if chosen) recovered model side by side."""
+    st.header("Generate side by side")
+    prompt = st.text_area("Prompt", DEFAULT_PROMPT, key="generate_prompt", max_chars=2000, height=80)
+    most = ui.cap("new_tokens", MAX_NEW_TOKENS)
+    count = st.number_input("New tokens", 1, most, min(24, most), key="generate_tokens", help="Greedy decoding stops early at the end-of-sequence token.")
+    recovery_name, fitted = recovery
+    if st.button("Generate"):
+        stand_ins = fitted.stand_ins if fitted else None
+        with st.spinner("Generating with each model ..."):
+            results = ui.run_or_stop(generate_side_by_side, loaded, prompt, plan, stand_ins, int(count))
+        st.session_state[GENERATION_KEY] = {
+            "model": loaded.fingerprint, "plan": str(plan), "recovery": recovery_name, "prompt": prompt, "results": results,
+        }
+    stored = st.session_state.get(GENERATION_KEY)
+    if stored is None or stored["model"] != loaded.fingerprint:
+        return
+    if stored["plan"] != str(plan):
+        st.warning(f"This text is from the plan '{stored['plan'] or 'nothing pruned'}'; press Generate for the current plan.")
+    columns = st.columns(len(stored["results"]))
+    titles = {"unpruned": "Unpruned", "pruned": "Pruned", "recovered": f"Recovered ({stored['recovery']})"}
+    for column, (name, generation) in zip(columns, stored["results"].items()):
+        column.subheader(titles[name])
+        column.text(stored["prompt"] + generation.text)
+        column.caption(f"{generation.new_tokens} tokens at {generation.tokens_per_second:.1f} tokens/s (measured, no KV cache).")
 
 
 st.set_page_config(page_title="Prune and evaluate · pruneviz", page_icon="✂️", layout="wide")
@@ -342,11 +492,12 @@ st.markdown(
 )
 ranking_form(model)
 current = plan_editor(model)
+recovery_choice = recovery_input(model, current)
+generation_section(model, current, recovery_choice)
 st.header("Evaluation set")
 tasks = evaluation_inputs(model)
-recovery_choice = recovery_input(model, current)
 if st.button("Run", type="primary"):
     st.session_state[EVALUATION_KEY] = run_evaluations(model, current, tasks, recovery_choice)
 stored = st.session_state.get(EVALUATION_KEY)
 if stored is not None and stored["model"] == model.fingerprint:
-    show_results(stored, current)
+    show_results(stored, current, model)

@@ -68,14 +68,18 @@ def compute(loaded, settings: dict) -> dict:
     """One :func:`pruneviz.curves.pruning_curve` per metric, each with progress bars; return what the page shows."""
     check(settings)
     tasks = [Task(name, options) for name, options in settings["tasks"]]
-    curves = []
-    for metric in settings["metrics"]:
-        with ui.ProgressBar(f"{metric}: ranking units") as ranking_progress, ui.ProgressBar(f"{metric}: evaluating the steps") as progress:
-            ranking = Ranking(metric, settings["data"], {**settings["options"], "progress": ranking_progress})
-            curves.append(ui.run_or_stop(
-                pruning_curve, loaded, ranking, settings["scheme"], settings["steps"], tasks, settings["iterative"], progress
-            ))
+    with ui.cancellable("curves"):
+        curves = [curve_of(loaded, metric, settings, tasks) for metric in settings["metrics"]]
     return {"curve": pd.concat(curves, ignore_index=True), "settings": settings, "model": loaded.fingerprint}
+
+
+def curve_of(loaded, metric: str, settings: dict, tasks: list[Task]) -> pd.DataFrame:
+    """The pruning curve of one ranking metric, with a progress bar for its ranking and one for its steps."""
+    with ui.ProgressBar(f"{metric}: ranking units") as ranking_progress, ui.ProgressBar(f"{metric}: evaluating the steps") as progress:
+        ranking = Ranking(metric, settings["data"], {**settings["options"], "progress": ranking_progress})
+        return ui.run_or_stop(
+            pruning_curve, loaded, ranking, settings["scheme"], settings["steps"], tasks, settings["iterative"], progress
+        )
 
 
 def provenance(settings: dict) -> str:
@@ -91,7 +95,8 @@ def show_charts(curve: pd.DataFrame) -> None:
     panels = plots.curve_panels(curve)
     for start in range(0, len(panels), CHARTS_PER_ROW):
         for column, (task, metric) in zip(st.columns(CHARTS_PER_ROW), panels[start : start + CHARTS_PER_ROW]):
-            column.plotly_chart(plots.curve_figure(curve, task, metric))
+            with column:
+                ui.plotly_chart(plots.curve_figure(curve, task, metric), f"curve_{task}_{metric}")
 
 
 def show_result(result: dict) -> None:

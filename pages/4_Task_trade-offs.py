@@ -27,12 +27,15 @@ def metric_inputs(loaded) -> dict:
         metrics = ui.metric_inputs("tradeoff_metrics", label="Metrics (each computed on each task's data)")
     with right:
         samples_column, length_column = st.columns(2)
+        most, longest = ui.cap("samples", 1024), ui.cap("seq_len", loaded.max_length)
         samples = samples_column.number_input(
-            "Metric samples", 1, 1024, 4, key="tradeoff_samples",
+            "Metric samples", 1, most, min(4, most), key="tradeoff_samples",
             help="Text: calibration documents. MMLU: static metrics use this many prompts in all, adaptive "
             "metrics this many questions per subject (half of them when held out).",
         )
-        seq_len = length_column.number_input("Tokens per document", 2, loaded.max_length, 64, step=32, key="tradeoff_seq_len")
+        seq_len = length_column.number_input(
+            "Tokens per document", 2, longest, min(64, longest), step=32, key="tradeoff_seq_len"
+        )
     with st.expander("Adaptive metrics: Shapley estimator"):
         estimator = ui.estimator_inputs("tradeoff")
         st.caption(ui.ADAPTIVE_COST_NOTE)
@@ -68,7 +71,8 @@ def compute(loaded, settings: dict) -> dict:
     """The trade-off matrix and the rank correlations of every metric@task ranking, with progress bars."""
     check(settings)
     tasks = [Task(name, options) for name, options in settings["tasks"]]
-    with ui.ProgressBar("Ranking units") as ranking_progress, ui.ProgressBar("Evaluating every ranking on every task") as progress:
+    with ui.cancellable("tradeoff"), ui.ProgressBar("Ranking units") as ranking_progress, \
+            ui.ProgressBar("Evaluating every ranking on every task") as progress:
         options = {**settings["options"], "progress": ranking_progress}
         # each metric is computed on each task's own data: the task name is also its dataset name
         rankings = [Ranking(metric, task.name, options) for metric in settings["metrics"] for task in tasks]
@@ -87,7 +91,7 @@ def show_result(result: dict) -> None:
     st.info(ui.heldout_note(settings["heldout"], adaptive_on_mmlu and mmlu_evaluated, mmlu_evaluated))
     st.dataframe(plots.tradeoff_styled(matrix), hide_index=True)
     st.download_button("Download CSV", matrix.to_csv(index=False), file_name="tradeoff_matrix.csv", mime="text/csv")
-    st.plotly_chart(plots.correlation_heatmap(result["correlation"], settings["scheme"]))
+    ui.plotly_chart(plots.correlation_heatmap(result["correlation"], settings["scheme"]), "rank_correlation")
     st.caption("Spearman correlation of the unit orders: 1 = the two metrics prune in the same order, 0 = unrelated, −1 = reversed.")
 
 

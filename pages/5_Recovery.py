@@ -39,7 +39,10 @@ def method_inputs(loaded) -> dict:
     steps, learning_rate = 20, 1e-3
     if fit == "train":
         left, right = st.columns(2)
-        steps = left.number_input("Training steps", 1, 10_000, 20, key="recovery_steps", help="One batch each; early stopping on held-out documents.")
+        most = ui.cap("steps", 10_000)
+        steps = left.number_input(
+            "Training steps", 1, most, min(20, most), key="recovery_steps", help="One batch each; early stopping on held-out documents."
+        )
         learning_rate = right.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.0e", key="recovery_lr")
     return {"method": method, "rank": int(rank), "fit": fit, "inputs": inputs, "steps": int(steps), "learning_rate": float(learning_rate)}
 
@@ -60,7 +63,7 @@ def settings_inputs(loaded) -> dict:
 def fit(loaded, plan, settings: dict) -> ui.FittedRecovery:
     """Fit stand-ins with :func:`pruneviz.api.recover` (progress bar), save them under the cache dir."""
     options = {k: settings[k] for k in ("method", "rank", "fit", "inputs", "data", "samples", "seq_len", "steps", "learning_rate")}
-    with ui.ProgressBar(f"Fitting {settings['method']} stand-ins") as progress:
+    with ui.cancellable("recovery_fit"), ui.ProgressBar(f"Fitting {settings['method']} stand-ins") as progress:
         recovery = ui.run_or_stop(api.recover, loaded, plan, progress=progress, **options)
     name = f"{recovery.label}, {settings['inputs']} inputs, {settings['samples']}×{settings['seq_len']} {settings['data']}"
     directory = recovery.save(ui.output_directory("recoveries", loaded.name, str(plan) or "none", recovery.label))
@@ -70,7 +73,7 @@ def fit(loaded, plan, settings: dict) -> ui.FittedRecovery:
 def compare(loaded, plan, tasks: list[tuple[str, dict]]) -> dict:
     """Evaluate the unpruned model, the plan, and every recovery fitted for it (progress bar)."""
     fitted = list(ui.fitted_recoveries(loaded, plan).values())
-    with ui.ProgressBar("Evaluating every variant") as progress:
+    with ui.cancellable("recovery_compare"), ui.ProgressBar("Evaluating every variant") as progress:
         table = ui.run_or_stop(api.compare_recoveries, loaded, plan, [f.recovery for f in fitted], tasks, progress)
     return {"table": plots.recovery_comparison(table, [f.name for f in fitted]), "plan": str(plan), "model": loaded.fingerprint}
 
@@ -84,7 +87,7 @@ def show_comparison(result: dict) -> None:
     )
     columns = [c for c in table.columns if c not in ("variant", "params added", "% of removed")]
     chart_metric = st.selectbox("Chart", columns, key="recovery_chart")
-    st.plotly_chart(plots.variant_bars(table, chart_metric))
+    ui.plotly_chart(plots.variant_bars(table, chart_metric), f"recovery_{chart_metric}")
 
 
 def show_downloads(loaded, plan) -> None:

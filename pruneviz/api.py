@@ -6,6 +6,8 @@ the plan and every parameter, so repeating it is instant.
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Callable
 
 import pandas as pd
@@ -17,6 +19,7 @@ from .errors import PlanError, SettingError
 from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from .evaluation.perplexity import evaluate_perplexity
 from .evaluation.results import EvaluationResult
+from .incremental import shared_store
 from .objectives import objective_data
 from .plan import PruningPlan, Unit, units_of
 from .recovery import Recovery, fit_recovery
@@ -27,6 +30,8 @@ Progress = Callable[[int, int], None]
 GRANULARITY_KINDS = {"block": ["block"], "sublayer": ["attn", "mlp"], "all": ["block", "attn", "mlp"]}
 SCHEMES = ("block", "attn", "mlp", "both")
 BACKENDS = ("pruneviz", "lm-eval")
+# two-sided 95 % quantile of the standard normal distribution
+Z_95 = 1.959963984540054
 
 
 def calibration_batch(loaded, data: str, samples: int, seq_len: int):
@@ -138,7 +143,9 @@ def influence(
                 key = make_key("adaptive", loaded.fingerprint, data_for_objective.fingerprint, samples, seq_len, kind, settings)
                 result, _ = cached(
                     key,
-                    lambda: adaptive_influence(loaded, data_for_objective, units_of(loaded.n_blocks, kind), progress=progress, **settings),
+                    lambda: adaptive_influence(
+                        loaded, data_for_objective, units_of(loaded.n_blocks, kind), progress=progress, use_cache=use_cache, **settings
+                    ),
                     use_cache,
                 )
                 tables.append(result.table)
@@ -167,6 +174,7 @@ def evaluate(
     progress: Progress | None = None,
     use_cache: bool = True,
     backend: str = "pruneviz",
+    partial: Callable[[EvaluationResult], None] | None = None,
 ) -> EvaluationResult:
     """Evaluate ``loaded`` under ``plan`` on a task (cached).
 
@@ -179,6 +187,9 @@ def evaluate(
         recovery: fitted stand-ins (:mod:`pruneviz.recovery`) applied to the plan's pruned units.
         backend: ``"pruneviz"`` (its own fast evaluators) or ``"lm-eval"`` (lm-evaluation-harness on the
             same model, see :mod:`pruneviz.lm_eval_backend`).
+        partial: (MMLU, pruneviz backend) called with provisional results while the evaluation runs.
+        use_cache: read and write the result cache and, with the pruneviz backend, per-batch checkpoints
+            (an interrupted evaluation resumes from its finished batches).
 
     Raises:
         PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
@@ -198,8 +209,10 @@ def evaluate(
         subset = task.partition(":")[2] or None
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
         key = make_key("mmlu", backend, loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
+        engine_options = {} if backend == "lm-eval" else {"partial": partial, "checkpoint": use_cache}
         compute = lambda: mmlu_evaluator(  # noqa: E731
-            loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins
+            loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins,
+            **engine_options,
         )
     elif backend == "lm-eval" and not lm_eval_backend.is_text_corpus(task):
         key = make_key("lm-eval-task", loaded.fingerprint, lm_eval_backend.task_fingerprint(task), str(plan), recovered, shots, per_subject)
@@ -208,12 +221,23 @@ def evaluate(
         )
     else:
         key = make_key("perplexity", backend, loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
-        compute = lambda: perplexity_evaluator(loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins)  # noqa: E731
+        engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache}
+        compute = lambda: perplexity_evaluator(  # noqa: E731
+            loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins, **engine_options
+        )
     result, hit = cached(key, compute, use_cache)
     result.from_cache = hit
     result.recover = recovery.label if recovery else None
     result.settings.setdefault("backend", backend)
     return result
+
+
+def hidden_store_usage() -> dict[str, int]:
+    """Bytes held by the process-wide block-boundary state store per tier (``gpu``, ``cpu``, ``disk``) and ``entries``.
+
+    See :mod:`pruneviz.incremental`; budgets come from ``$PRUNEVIZ_STATE_{GPU,CPU,DISK}_MB``.
+    """
+    return shared_store().usage()
 
 
 def ranked_units(table: pd.DataFrame, metric: str, scheme: str) -> list[Unit]:
@@ -318,7 +342,46 @@ def compare_recoveries(
     return pd.DataFrame(rows)
 
 
+def confidence_halfwidth(stderr: float, z: float = Z_95) -> float:
+    """Half-width of the normal-approximation confidence interval, ``z × stderr`` (95 % by default; NaN where stderr is NaN).
+
+    Source: the normal approximation lm-evaluation-harness uses for its reported standard errors.
+    """
+    return z * stderr
+
+
+def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str, sigmas: float = 2.0) -> bool:
+    """Whether two results of one metric differ by less than ``sigmas`` combined standard errors.
+
+    ``|a − b| < sigmas × sqrt(se_a² + se_b²)``. The two results usually share their questions or
+    windows, so their errors are positively correlated and this test is conservative (it calls more
+    differences noise than a paired test would). Without a standard error (fewer than two questions or
+    windows) no difference can be told from noise, so the answer is ``True``.
+
+    Raises:
+        SettingError: ``metric`` is missing from either result.
+    """
+    if metric not in first.metrics or metric not in second.metrics:
+        raise SettingError(f"Metric '{metric}' is not in both results; compare a metric both evaluations report.")
+    combined = (first.stderr.get(metric, float("nan")) ** 2 + second.stderr.get(metric, float("nan")) ** 2) ** 0.5
+    if math.isnan(combined):
+        return True
+    return abs(first.metrics[metric] - second.metrics[metric]) < sigmas * combined
+
+
+def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[EvaluationResult, EvaluationResult]]) -> str:
+    """The app's evaluation download: ``{"plan", "recovery", "tasks": {task: {"unpruned": ..., "pruned": ...}}}``.
+
+    Each result is :meth:`EvaluationResult.to_json` (the document ``pruneviz evaluate --json`` writes).
+    """
+    document = {
+        "plan": plan, "recovery": recovery,
+        "tasks": {task: {"unpruned": base.to_json(), "pruned": pruned.to_json()} for task, (base, pruned) in pairs.items()},
+    }
+    return json.dumps(document, indent=2, default=str)
+
+
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "ranked_units", "lowest_plan",
-    "recover", "compare_recoveries",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "hidden_store_usage", "ranked_units", "lowest_plan",
+    "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "comparison_json",
 ]

@@ -108,3 +108,26 @@ def plan_savings(info, plan: PruningPlan, context: int = 1024) -> PlanSavings:
         params, 100.0 * params / info.params_total, pruned_attn * info.kv_bytes_per_token_per_attn,
         flops, 100.0 * flops / full_flops,
     )
+
+
+def generate_side_by_side(
+    loaded, prompt: str, plan: PruningPlan, stand_ins: dict | None = None, max_new_tokens: int = 32
+) -> dict[str, Generation]:
+    """Greedy continuations of one prompt by the unpruned model, the pruned one and (with ``stand_ins``) the recovered one.
+
+    Each runs under its own plan scope, so concurrent sessions never see each other's plan.
+
+    Returns:
+        ``{"unpruned": ..., "pruned": ..., "recovered": ...}`` (``"recovered"`` only with ``stand_ins``),
+        each with its measured tokens/s.
+
+    Raises:
+        SettingError, PlanError: as :func:`generate_greedy`.
+    """
+    variants = {"unpruned": (PruningPlan(), None), "pruned": (plan, None)}
+    if stand_ins:
+        variants["recovered"] = (plan, stand_ins)
+    return {
+        name: generate_greedy(loaded, prompt, variant_plan, max_new_tokens, variant_stand_ins)
+        for name, (variant_plan, variant_stand_ins) in variants.items()
+    }

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from .evaluation.results import EvaluationResult, proportion_stderr
 from .plan import SUBLAYERS
-from .api import METRIC_REGISTRY
+from .api import METRIC_REGISTRY, confidence_halfwidth
 
 # heatmap columns, left to right: the two sublayers, then the whole block
 COLUMN_ORDER = (*SUBLAYERS, "block")
@@ -227,20 +227,29 @@ def mmlu_category_bars(results: list[EvaluationResult], metric: str) -> go.Figur
     return figure
 
 
-def comparison_table(baseline: pd.DataFrame, pruned: pd.DataFrame, key: str, metrics: list[str]) -> pd.DataFrame:
+def comparison_table(
+    baseline: pd.DataFrame, pruned: pd.DataFrame, key: str, metrics: list[str], confidence: bool = False
+) -> pd.DataFrame:
     """Join two per-subject (or per-category) tables on ``key`` with the change of each metric.
 
     Args:
         baseline, pruned: ``per_subject`` / ``per_category`` tables of two evaluations.
         key: ``"subject"`` or ``"category"``.
-        metrics: metric columns to compare.
+        metrics: metric columns to compare (accuracies, fractions in [0, 1]).
+        confidence: also add ``± <m> (95% CI)``: the half-width ``1.96 × sqrt(p (1 − p) / (n − 1))`` of
+            each pruned accuracy's normal-approximation interval (NaN for n < 2), as
+            :func:`pruneviz.evaluation.results.proportion_stderr`.
 
     Returns:
-        ``key, [category,] n, <m> unpruned, <m> pruned, Δ <m>`` for each metric ``m``.
+        ``key, [category,] n, <m> unpruned, <m> pruned, [± <m> (95% CI),] Δ <m>`` for each metric ``m``.
     """
     keep = [c for c in dict.fromkeys((key, "category", "n")) if c in baseline.columns]
     joined = baseline[keep + metrics].merge(pruned[[key] + metrics], on=key, suffixes=(" unpruned", " pruned"))
     for metric in metrics:
+        if confidence:
+            joined[f"± {metric} (95% CI)"] = [
+                confidence_halfwidth(proportion_stderr(p, n)) for p, n in zip(joined[f"{metric} pruned"], joined["n"])
+            ]
         joined[f"Δ {metric}"] = joined[f"{metric} pruned"] - joined[f"{metric} unpruned"]
     return joined
 

@@ -11,7 +11,15 @@
 * :func:`plan_input` edits the pruning plan shared by every page (``st.session_state[PLAN_KEY]``), and
   :func:`fitted_recoveries` / :func:`remember_recovery` keep the recoveries fitted for it;
 * :func:`output_directory` names a fresh directory under the cache dir (a deployment never writes
-  where a user says), and :func:`zip_directory` packs one for a download button.
+  where a user says), and :func:`zip_directory` packs one for a download button;
+* :func:`current_deployment` reads the demo / shared-mode settings (:mod:`pruneviz.deployment`) that
+  turn the model box into a select of configured models and cap every count (:func:`cap`);
+* :func:`load_model_once` keeps one model in memory and frees the previous one on a switch; the
+  sidebar shows the memory in use;
+* :func:`cancellable` draws a Cancel button for long work whose :class:`ProgressBar` callbacks then
+  raise :class:`~pruneviz.errors.Cancelled`;
+* :func:`plotly_chart` draws a figure whose modebar downloads PNG or SVG (the sidebar's choice), and
+  :func:`permalink_params` / :func:`apply_permalink` restore the plan and view settings from a link.
 """
 
 from __future__ import annotations
@@ -19,22 +27,28 @@ from __future__ import annotations
 import io
 import re
 import secrets
+import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlencode
 
 import streamlit as st
 import torch
 
+from . import api
 from .api import ADAPTIVE_METRICS, METRIC_REGISTRY, METRICS
 from .assets import EMBEDDED_MODELS
 from .cache import cache_dir
 from .data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
-from .errors import PlanError, PrunevizError
+from .deployment import Deployment, format_bytes, load_deployment, memory_usage, release_memory
+from .errors import Cancelled, PlanError, PrunevizError
 from .evaluation.mmlu import FORMATS, default_format
+from .hidden_store import format_usage
 from .loading import DEFAULT_MODEL, LoadedModel, load_model
 from .plan import PruningPlan
 from .plots import metric_label
@@ -63,6 +77,16 @@ ESTIMATOR_LABELS = {
     "subsample": "random subnetworks (± stderr)",
     "permutation": "permutation sampling (± stderr)",
 }
+# st.session_state keys of the running work's cancel event and of "the last work was cancelled"
+CANCEL_EVENT_KEY = "_cancel_event"
+CANCELLED_KEY = "_cancelled"
+CANCEL_NOTE = (
+    "Cancelled: the work stopped and the model is unchanged. Press the button again to resume; "
+    "finished parts are cached and not computed twice."
+)
+FIGURE_FORMATS = ("png", "svg")
+FIGURE_FORMAT_KEY = "figure_format"
+PERMALINK_APPLIED_KEY = "_permalink_applied"
 ADAPTIVE_COST_NOTE = (
     "Adaptive metrics (loss_shapley, logit_shapley) are **much slower** than static ones: a static metric "
     "needs one forward pass over its data, an adaptive one evaluates the task objective of many "
@@ -71,12 +95,14 @@ ADAPTIVE_COST_NOTE = (
 )
 
 __all__ = [
-    "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
+    "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
     "FittedRecovery",
-    "ProgressBar", "adaptive_metrics", "calibration_inputs", "dataset_label", "directory_bytes",
-    "estimator_inputs", "fitted_recoveries", "forget_recoveries", "heldout_note", "load_model_cached",
-    "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory",
-    "plan_input", "remember_recovery", "run_or_stop", "sidebar", "stop_with_error", "task_inputs", "zip_directory",
+    "ProgressBar", "adaptive_metrics", "apply_permalink", "calibration_data_options", "calibration_inputs", "cancellable",
+    "cap", "current_deployment", "dataset_label", "directory_bytes", "estimator_inputs", "fitted_recoveries",
+    "forget_recoveries", "heldout_note", "load_model_cached", "load_model_once", "memory_caption", "metric_caption",
+    "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "permalink_params",
+    "plan_input", "plotly_chart", "remember_recovery", "request_cancel", "run_or_stop", "sidebar", "stop_with_error",
+    "task_inputs", "zip_directory",
 ]
 
 
@@ -96,21 +122,55 @@ def _from_current_modules(loaded: LoadedModel) -> bool:
     validate=_from_current_modules,
     show_spinner="Loading the model (a GGUF file is converted once, about a minute) ...",
 )
-def load_model_cached(spec: str, device: str, dtype: str) -> LoadedModel:
-    """Load a model once per process; keeps only the most recent (spec, device, dtype) in memory.
+def load_model_cached(spec: str, device: str, dtype: str, trust_remote_code: bool = False) -> LoadedModel:
+    """Load a model once per process; keeps only the most recent (spec, device, dtype, trust) in memory.
 
     Every argument is part of the cache key, so changing the device or dtype loads the model again.
+    Call it through :func:`load_model_once`, which frees the previous model before loading another.
 
     Raises:
         PrunevizError: as :func:`pruneviz.loading.load_model`.
     """
-    return load_model(spec, device=device, dtype=dtype)
+    return load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+# the arguments of the model load_model_cached holds; the lock makes one session's switch the only one at a time
+_resident: list[tuple] = []
+_resident_lock = threading.Lock()
+
+
+def load_model_once(spec: str, device: str, dtype: str, trust_remote_code: bool = False) -> LoadedModel:
+    """The model for these arguments, with at most one model in memory per process.
+
+    Switching to other arguments drops the model held so far *before* loading the new one (the
+    resource cache alone would hold both until the new one is loaded), collects it and returns CUDA
+    memory (:func:`pruneviz.deployment.release_memory`). Every session shares the one model, so a
+    switch in one session makes the others load their model again on their next run.
+
+    Raises:
+        PrunevizError: as :func:`pruneviz.loading.load_model`.
+    """
+    key = (spec, device, dtype, trust_remote_code)
+    with _resident_lock:
+        if _resident and _resident[0] != key:
+            load_model_cached.clear()
+            _resident.clear()
+            release_memory()
+        loaded = load_model_cached(*key)
+        _resident[:] = [key]
+    return loaded
 
 
 def run_or_stop(function: Callable[..., T], *args, **kwargs) -> T:
-    """Call ``function``; on a :class:`PrunevizError` show its one-sentence message and stop the page."""
+    """Call ``function``; on a :class:`PrunevizError` show its one-sentence message and stop the page.
+
+    A :class:`~pruneviz.errors.Cancelled` run is a warning, not an error: the user asked for it.
+    """
     try:
         return function(*args, **kwargs)
+    except Cancelled as cancelled:
+        st.warning(str(cancelled))
+        st.stop()
     except PrunevizError as error:
         st.error(str(error))
         st.stop()
@@ -126,21 +186,74 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+def request_cancel() -> None:
+    """What the Cancel button does: stop this session's running work at its next progress report.
+
+    A click reaches the server while the work runs; Streamlit (fast reruns) starts a new run of the
+    page at once, which calls this first, so the old run's :class:`ProgressBar` sees the event.
+    """
+    event = st.session_state.get(CANCEL_EVENT_KEY)
+    if event is not None:
+        event.set()
+    st.session_state[CANCELLED_KEY] = True
+
+
+@contextmanager
+def cancellable(key: str) -> Iterator[threading.Event]:
+    """Show a Cancel button while the block runs; :class:`ProgressBar` callbacks inside raise ``Cancelled`` once it is clicked.
+
+    Args:
+        key: keeps the button apart from other Cancel buttons (one per page section).
+    """
+    event = threading.Event()
+    st.session_state[CANCEL_EVENT_KEY] = event
+    st.session_state.pop(CANCELLED_KEY, None)
+    slot = st.empty()
+    slot.button(
+        "Cancel", key=f"cancel_{key}", on_click=request_cancel,
+        help="Stop this computation. Nothing in the model changes; running it again resumes from the cached parts.",
+    )
+    try:
+        yield event
+    finally:
+        slot.empty()
+
+
+def cancel_notice() -> None:
+    """Say, once, that the last run was cancelled (the run after the Cancel click)."""
+    if st.session_state.pop(CANCELLED_KEY, False):
+        st.warning(CANCEL_NOTE)
+
+
 class ProgressBar:
     """A ``progress(done, total)`` callback drawing ``st.progress`` with an estimate of the time left.
 
-    Use it as a context manager so the bar disappears when the work ends::
+    Use it as a context manager so the bar disappears when the work ends; inside :func:`cancellable`
+    it raises :class:`~pruneviz.errors.Cancelled` once the Cancel button is clicked::
 
-        with ProgressBar("Perplexity, unpruned") as progress:
+        with cancellable("evaluate"), ProgressBar("Perplexity, unpruned") as progress:
             api.evaluate(loaded, plan, progress=progress)
+
+    The estimate is ``elapsed / done × (total − done)``: it assumes the remaining steps cost what
+    the finished ones did on average.
     """
 
     def __init__(self, label: str):
         self.label = label
         self.started = time.perf_counter()
+        self.cancel = st.session_state.get(CANCEL_EVENT_KEY)
+        self.done, self.total = 0, 0
         self.bar = st.progress(0.0, text=f"{label} ...")
 
     def __call__(self, done: int, total: int) -> None:
+        """Report ``done`` of ``total`` steps.
+
+        Raises:
+            Cancelled: the Cancel button of the enclosing :func:`cancellable` block was clicked.
+        """
+        self.done, self.total = done, total
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled(f"{self.label} was cancelled after {done} of {total} steps. {CANCEL_NOTE.removeprefix('Cancelled: ')}")
         fraction = done / total if total else 1.0
         elapsed = time.perf_counter() - self.started
         left = elapsed / done * (total - done) if done else None
@@ -154,16 +267,21 @@ class ProgressBar:
         self.bar.empty()
 
 
-def _remembered(name: str, default) -> str:
-    """Widget key for the sidebar setting ``name``, seeded from the page-independent value.
+def _keep_setting(name: str) -> None:
+    """on_change of a sidebar widget: copy its new value to the page-independent setting ``name``."""
+    st.session_state[name] = st.session_state[f"_{name}"]
 
-    Streamlit forgets a widget's state when a page that does not draw it runs, so the chosen value is
-    also kept under ``name`` itself, which survives switching pages.
+
+def _remembered(name: str, default) -> dict:
+    """Keyword arguments for the widget of the sidebar setting ``name``: its key, seeded from the setting, and its on_change.
+
+    Streamlit forgets a widget's state when a page that does not draw it runs (and the same key on
+    another page is another widget), so the chosen value is kept under ``name`` itself, copied there
+    by the widget's on_change (which runs before the page), and every page seeds its widget from it.
     """
     widget_key = f"_{name}"
-    if widget_key not in st.session_state:
-        st.session_state[widget_key] = st.session_state.get(name, default)
-    return widget_key
+    st.session_state[widget_key] = st.session_state.setdefault(name, default)
+    return {"key": widget_key, "on_change": _keep_setting, "args": (name,)}
 
 
 def _devices() -> list[str]:
@@ -171,58 +289,222 @@ def _devices() -> list[str]:
     return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
 
 
-def _model_choice() -> tuple[str, str, str]:
-    """Draw the model, device and dtype pickers; return ``(spec, device, dtype)`` ('' = nothing chosen yet)."""
+def current_deployment() -> Deployment:
+    """The deployment settings (:func:`pruneviz.deployment.load_deployment`); a bad configuration file stops the page with its error."""
+    return run_or_stop(load_deployment)
+
+
+def cap(name: str, maximum: int) -> int:
+    """The largest value a picker for the limit ``name`` offers: ``maximum``, capped by the deployment in demo mode."""
+    return current_deployment().cap(name, maximum)
+
+
+def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
+    """Draw the model pickers; return ``(spec, device, dtype, trust_remote_code)`` ('' = nothing chosen yet).
+
+    In demo mode the model is a select of the configured models only, device and dtype are the
+    configured ones, and remote code is never trusted.
+    """
+    if deployment.demo:
+        choice = st.selectbox(
+            "Model", deployment.models, **_remembered("model_choice", deployment.models[0]),
+            help="This is a shared demo: only the models its operator configured can be loaded.",
+        )
+        return choice, deployment.device, deployment.dtype, False
     options = [*EMBEDDED_MODELS, OTHER_MODEL]
     choice = st.selectbox(
         "Model",
         options,
-        key=_remembered("model_choice", DEFAULT_MODEL),
+        **_remembered("model_choice", DEFAULT_MODEL),
         format_func=lambda o: "another model ..." if o == OTHER_MODEL else f"{o} (embedded)",
         help="The embedded default needs no network. 'another model' takes a Hugging Face model "
         "directory, a .gguf file, or a hub id (where a hub is reachable).",
     )
-    spec = choice
+    spec, trust = choice, False
     if choice == OTHER_MODEL:
         spec = st.text_input(
             "Model directory, .gguf file or hub id",
-            key=_remembered("model_other", ""),
+            **_remembered("model_other", ""),
             placeholder="/models/Llama-3.2-1B or Qwen/Qwen2.5-0.5B",
         ).strip()
-    device = st.selectbox("Device", _devices(), key=_remembered("model_device", "auto"))
+        trust = st.checkbox(
+            "Trust remote code", **_remembered("model_trust", False),
+            help="Run the Python code that ships with the model repository (needed by some architectures). "
+            "That code can do anything your user can: tick this only for repositories you trust.",
+        )
+    device = st.selectbox("Device", _devices(), **_remembered("model_device", "auto"))
     dtype = st.selectbox(
-        "dtype", DTYPES, key=_remembered("model_dtype", "auto"), help="auto: bf16/fp16 on CUDA, fp32 on CPU."
+        "dtype", DTYPES, **_remembered("model_dtype", "auto"), help="auto: bf16/fp16 on CUDA, fp32 on CPU."
     )
-    for name in ("model_choice", "model_other", "model_device", "model_dtype"):
-        if f"_{name}" in st.session_state:
-            st.session_state[name] = st.session_state[f"_{name}"]
-    return spec, device, dtype
+    return spec, device, dtype, trust
+
+
+def memory_caption() -> str:
+    """One line: the process's resident memory, CUDA allocated / reserved where present, and the hidden-state store."""
+    usage = memory_usage()
+    parts = [f"process {format_bytes(usage['rss'])} resident"]
+    if "cuda_allocated" in usage:
+        parts.append(f"CUDA {format_bytes(usage['cuda_allocated'])} allocated, {format_bytes(usage['cuda_reserved'])} reserved")
+    parts.append(f"block-boundary state store {format_usage(api.hidden_store_usage())}")
+    return "Memory: " + "; ".join(parts) + "."
 
 
 def sidebar() -> LoadedModel:
-    """Draw the shared sidebar (model picker) and return the loaded model.
+    """Draw the shared sidebar (model picker, memory, figure format, permalink) and return the loaded model.
 
-    Stops the page with one ``st.error`` when the model cannot be loaded, and with a hint when no
-    model has been named yet.
+    Restores the plan and view settings from the page's query parameters on a session's first run
+    (:func:`apply_permalink`). Stops the page with one ``st.error`` when the model cannot be loaded,
+    and with a hint when no model has been named yet.
     """
+    deployment = current_deployment()
+    apply_permalink(deployment)
     with st.sidebar:
         st.header("Model")
-        spec, device, dtype = _model_choice()
+        if deployment.demo:
+            st.caption("Shared demo: configured models and datasets only, and bounded work per request.")
+        spec, device, dtype, trust = _model_choice(deployment)
     if not spec:
         st.info("Type a model directory, a .gguf file or a hub id in the sidebar to load it.")
         st.stop()
-    loaded = run_or_stop(load_model_cached, spec, device, dtype)
+    loaded = run_or_stop(load_model_once, spec, device, dtype, trust)
     st.sidebar.caption(
         f"Loaded **{loaded.name}**: {loaded.info.family}, {loaded.n_blocks} blocks, "
         f"{loaded.info.params_total / 1e6:,.0f}M parameters, on {loaded.device} in {str(loaded.dtype).removeprefix('torch.')}."
     )
+    st.sidebar.caption(memory_caption(), help="One model is kept in memory; choosing another frees this one first.")
+    st.sidebar.radio(
+        "Figure downloads", FIGURE_FORMATS, **_remembered(FIGURE_FORMAT_KEY, "png"), horizontal=True,
+        format_func=str.upper, help="The camera button of every chart saves it in this format.",
+    )
+    params = permalink_params()
+    st.query_params.from_dict(params)
+    st.sidebar.caption("Permalink (restores the plan and the view settings):")
+    st.sidebar.code(f"{st.context.url or ''}?{urlencode(params)}", language=None, wrap_lines=True)
+    cancel_notice()
     return loaded
 
 
+def plotly_chart(figure, name: str) -> None:
+    """Draw a plotly figure whose modebar camera saves ``<name>.png`` or ``.svg`` (the sidebar's choice)."""
+    fmt = st.session_state.get(FIGURE_FORMAT_KEY, "png")
+    st.plotly_chart(figure, config={"toImageButtonOptions": {"format": fmt, "filename": _slug(name)}, "displaylogo": False})
+
+
+@dataclass(frozen=True)
+class _Param:
+    """One query parameter of the permalink: the session-state key it restores and how to read it.
+
+    ``kind`` is ``str``, ``int`` or ``bool``; ``choices`` limits a ``str``; ``limit`` names the
+    deployment cap of an ``int`` (which is at least 1); ``highest`` is its largest value outside demo mode.
+    """
+
+    key: str
+    kind: type
+    choices: tuple = ()
+    limit: str | None = None
+    highest: int = 1 << 20
+
+
+# query parameter -> setting; the plan is validated against the model by the page that draws it
+PERMALINK = {
+    "plan": _Param(PLAN_KEY, str),
+    "figure": _Param(FIGURE_FORMAT_KEY, str, FIGURE_FORMATS),
+    "metric": _Param("influence_metric", str, METRICS),
+    "log": _Param("influence_log", bool),
+    "wiki": _Param("use_wiki", bool),
+    "windows": _Param("wiki_windows", int, limit="samples", highest=512),
+    "tokens": _Param("wiki_seq_len", int, limit="seq_len"),
+    "mmlu": _Param("use_mmlu", bool),
+    "format": _Param("mmlu_format", str, FORMATS),
+    "per_subject": _Param("mmlu_per_subject", int, limit="per_subject", highest=2000),
+    "chart": _Param("mmlu_chart_metric", str, ("acc", "acc_norm")),
+}
+
+
+def _render(value) -> str:
+    return ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+
+def permalink_params() -> dict[str, str]:
+    """The query parameters that restore this session's plan and view settings (settings never set are left out)."""
+    params = {}
+    choice = st.session_state.get("model_choice")
+    if choice and choice != OTHER_MODEL:
+        params["model"] = choice
+    for name, param in PERMALINK.items():
+        value = st.session_state.get(param.key)
+        if value is not None and value != "":
+            params[name] = _render(value)
+    return params
+
+
+def _parse_param(name: str, text: str, deployment: Deployment):
+    """A query parameter's value as its setting's type (numbers capped by the deployment).
+
+    Raises:
+        ValueError: the value is malformed; its message names the parameter and says it was ignored.
+    """
+    param = PERMALINK[name]
+    if param.kind is bool:
+        if text not in ("0", "1"):
+            raise ValueError(f"The link's '{name}' must be 0 or 1 (got '{text}'); it was ignored.")
+        return text == "1"
+    if param.kind is int:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"The link's '{name}' must be a whole number of at least 1 (got '{text}'); it was ignored.")
+        highest = deployment.cap(param.limit, param.highest) if param.limit else param.highest
+        return min(int(text), highest)
+    if name == "plan":
+        try:
+            return str(PruningPlan.parse(text))
+        except PlanError as error:
+            raise ValueError(f"The link's plan was ignored: {error}") from error
+    if param.choices and text not in param.choices:
+        raise ValueError(f"The link's '{name}' must be one of {', '.join(param.choices)} (got '{text}'); it was ignored.")
+    return text
+
+
+def apply_permalink(deployment: Deployment) -> None:
+    """On a session's first run, copy the query parameters of :data:`PERMALINK` into the session's settings.
+
+    Unknown parameters are ignored; a malformed value is skipped with one warning each; numbers are
+    capped by the deployment's limits. The model is restored only when it is one the picker offers
+    (never a typed path: a link must not make the server load a file).
+    """
+    if st.session_state.get(PERMALINK_APPLIED_KEY):
+        return
+    st.session_state[PERMALINK_APPLIED_KEY] = True
+    for name, text in st.query_params.to_dict().items():
+        if name == "model":
+            offered = deployment.models if deployment.demo else tuple(EMBEDDED_MODELS)
+            if text in offered:
+                st.session_state["model_choice"] = text
+            continue
+        if name not in PERMALINK:
+            continue
+        try:
+            value = _parse_param(name, text, deployment)
+        except ValueError as problem:
+            st.warning(str(problem))
+            continue
+        st.session_state[PERMALINK[name].key] = value
+
+
+def calibration_data_options() -> list[str]:
+    """Calibration datasets offered: :data:`CALIBRATION_DATA`; in demo mode only the configured ones (and their MMLU categories)."""
+    deployment = current_deployment()
+    if not deployment.demo:
+        return list(CALIBRATION_DATA)
+    extra = [d for d in deployment.datasets if d not in CALIBRATION_DATA]
+    return [d for d in CALIBRATION_DATA if deployment.offers_dataset(d)] + extra
+
+
 def dataset_label(data: str) -> str:
-    """Human name of a calibration dataset option, e.g. ``"MMLU STEM prompts"``."""
+    """Human name of a calibration dataset option, e.g. ``"MMLU STEM prompts"`` (a text file: its name)."""
     if data == "wiki":
         return "Wikipedia (calibration half)"
+    if not data.startswith("mmlu"):
+        return f"{Path(data).name} (calibration half)"
     subset = data.partition(":")[2]
     return f"MMLU {subset} prompts (0-shot, letter format)" if subset else "MMLU prompts, all subjects (0-shot, letter format)"
 
@@ -249,11 +531,12 @@ def calibration_inputs(
     Returns:
         ``(data, samples, seq_len)`` for :func:`pruneviz.api.influence`.
     """
-    data = st.selectbox(data_label, CALIBRATION_DATA, key=f"{key}_data", format_func=dataset_label, help=data_help)
+    data = st.selectbox(data_label, calibration_data_options(), key=f"{key}_data", format_func=dataset_label, help=data_help)
     left, right = st.columns(2)
-    count = left.number_input("Sequences", 1, 1024, samples, key=f"{key}_samples", help=samples_help)
+    most, longest = cap("samples", 1024), cap("seq_len", loaded.max_length)
+    count = left.number_input("Sequences", 1, most, min(samples, most), key=f"{key}_samples", help=samples_help)
     length = right.number_input(
-        "Tokens per sequence", 2, loaded.max_length, seq_len, step=32, key=f"{key}_seq_len",
+        "Tokens per sequence", 2, longest, min(seq_len, longest), step=32, key=f"{key}_seq_len",
         help="Each sequence is truncated to this many tokens T.",
     )
     return data, int(count), int(length)
@@ -302,8 +585,9 @@ def estimator_inputs(key: str) -> dict:
         "permutation: Monte-Carlo permutation Shapley with antithetic pairs. subsample and permutation "
         "report a standard error.",
     )
+    most = cap("budget", 4096)
     budget = middle.number_input(
-        "Budget", 1, 4096, 8, key=f"{key}_budget",
+        "Budget", 1, most, min(8, most), key=f"{key}_budget",
         help="subsample: number of random subnetworks; permutation: antithetic permutation pairs (each pair "
         "evaluates up to 2n subnetworks). Unused by loo.",
     )
@@ -349,14 +633,19 @@ def task_inputs(
     """
     left, right = st.columns(2)
     with left:
-        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki, key=f"{key}_wiki")
+        wiki_offered = current_deployment().offers_dataset("wiki")
+        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki and wiki_offered, key=f"{key}_wiki", disabled=not wiki_offered)
         windows_column, length_column = st.columns(2)
-        windows = windows_column.number_input("Windows", 1, 512, 4, key=f"{key}_windows")
-        window_len = length_column.number_input("Tokens per window", 2, loaded.max_length, 64, step=32, key=f"{key}_window_len")
+        most, longest = cap("samples", 512), cap("seq_len", loaded.max_length)
+        windows = windows_column.number_input("Windows", 1, most, min(4, most), key=f"{key}_windows")
+        window_len = length_column.number_input(
+            "Tokens per window", 2, longest, min(64, longest), step=32, key=f"{key}_window_len"
+        )
         st.caption("Windows of the evaluation half of Wikipedia, never the calibration half that metrics and fits use.")
     with right:
+        offered = MMLU_TASKS if current_deployment().offers_dataset("mmlu") else ()
         subsets = st.multiselect(
-            "MMLU", MMLU_TASKS, default=list(mmlu), format_func=mmlu_task_label, key=f"{key}_mmlu",
+            "MMLU", offered, default=[t for t in mmlu if t in offered], format_func=mmlu_task_label, key=f"{key}_mmlu",
             help="Each chosen subset (all subjects, a category or one subject) is a separate task. About a "
             "second per question on a CPU: a category has 12-18 subjects.",
         )
@@ -368,7 +657,8 @@ def task_inputs(
             "likelihood of each answer text (acc, acc_norm); preselected under 1B parameters, where letter "
             "format sits at chance.",
         )
-        count = count_column.number_input("Questions per subject", 1, 2000, per_subject, key=f"{key}_per_subject")
+        most = cap("per_subject", 2000)
+        count = count_column.number_input("Questions per subject", 1, most, min(per_subject, most), key=f"{key}_per_subject")
         heldout = offer_heldout and st.checkbox(
             "Held out (adaptive MMLU metrics never see the evaluated questions)", value=True, key=f"{key}_heldout",
             help="Adaptive metrics on MMLU data use the even-numbered questions of each subject and MMLU is "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 import shutil
@@ -462,3 +463,299 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     assert any("Adaptive cost: loss_shapley/block (subsample): 6 subnetworks" in c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "loss_shapley" in d.value.columns)
     assert "loss_shapley stderr" in table.columns and len(table) == 30
+
+
+# ---------------------------------------------------------------- reliability and conveniences (issue 6)
+
+
+def evaluation(value: float, stderr: float, n: int = 50) -> EvaluationResult:
+    return EvaluationResult("mmlu", n, {"acc": value}, {"acc": stderr}, "", 0.0, {}, pd.DataFrame())
+
+
+def test_within_noise_compares_the_difference_with_two_combined_standard_errors():
+    from pruneviz import api
+
+    # combined standard error sqrt(0.03² + 0.04²) = 0.05, so the noise band is ± 0.10
+    assert api.within_noise(evaluation(0.40, 0.03), evaluation(0.49, 0.04), "acc")
+    assert not api.within_noise(evaluation(0.40, 0.03), evaluation(0.51, 0.04), "acc")
+    assert api.within_noise(evaluation(0.0, math.nan, n=1), evaluation(1.0, math.nan, n=1), "acc")
+    assert api.confidence_halfwidth(0.05) == pytest.approx(0.098, abs=1e-3)
+    with pytest.raises(Exception, match="'loss' is not in both results"):
+        api.within_noise(evaluation(0.4, 0.03), evaluation(0.5, 0.03), "loss")
+
+
+def test_comparison_table_gives_each_subject_its_n_and_confidence_interval():
+    baseline = pd.DataFrame({"subject": ["anatomy", "astronomy"], "category": ["STEM", "STEM"], "n": [5, 1], "acc": [0.6, 1.0]})
+    pruned = baseline.assign(acc=[0.4, 0.0])
+    table = plots.comparison_table(baseline, pruned, "subject", ["acc"], confidence=True)
+    assert list(table["n"]) == [5, 1]
+    assert table["± acc (95% CI)"].iloc[0] == pytest.approx(1.959964 * math.sqrt(0.4 * 0.6 / 4))
+    assert math.isnan(table["± acc (95% CI)"].iloc[1])  # one question: no standard error
+    assert "± acc (95% CI)" not in plots.comparison_table(baseline, pruned, "subject", ["acc"]).columns
+
+
+def test_switching_models_frees_the_previous_one(monkeypatch):
+    import weakref
+
+    from conftest import tiny_llama
+
+    from pruneviz import ui
+    from pruneviz.loading import from_modules
+
+    loads = []
+
+    def load_tiny(spec, device, dtype, trust_remote_code):
+        loads.append((spec, trust_remote_code))
+        return from_modules(spec, tiny_llama(), tokenizer=None)
+
+    monkeypatch.setattr(ui, "load_model", load_tiny)
+    ui.load_model_cached.clear()
+    ui._resident.clear()
+    try:
+        first = ui.load_model_once("a", "cpu", "float32")
+        assert ui.load_model_once("a", "cpu", "float32") is first
+        alive = weakref.ref(first.model)
+        del first
+        second = ui.load_model_once("b", "cpu", "float32", trust_remote_code=True)
+        assert alive() is None, "the previous model is freed when another is loaded"
+        assert second.name == "b" and loads == [("a", False), ("b", True)]
+    finally:
+        ui.load_model_cached.clear()
+        ui._resident.clear()
+
+
+def fresh_app(page: str | None = None, query: dict | None = None):
+    """A new AppTest session (optionally opening ``page`` with query parameters ``query`` on its first run)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    if page:
+        at.switch_page(f"pages/{page}")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def app_model():
+    """The model the app holds (the same object every session uses)."""
+    from pruneviz import ui
+
+    return ui.load_model_once("smollm2", "auto", "auto")
+
+
+def metric_values(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def evaluate_wiki(at, plan: str, windows: int, seq_len: int):
+    at.text_input(key="plan_text").input(plan).run()
+    at.number_input(key="wiki_windows").set_value(windows)
+    at.number_input(key="wiki_seq_len").set_value(seq_len)
+    return next(b for b in at.button if b.label == "Run").click()
+
+
+@pytest.mark.real
+def test_demo_mode_offers_only_configured_choices_and_caps_the_work(tmp_path, monkeypatch):
+    config = tmp_path / "demo.toml"
+    config.write_text('demo = true\nmodels = ["smollm2"]\ndatasets = ["wiki"]\n[limits]\nseq_len = 64\nsamples = 4\n')
+    monkeypatch.setenv("PRUNEVIZ_CONFIG", str(config))
+    at = fresh_app()
+    assert at.sidebar.selectbox(key="_model_choice").options == ["smollm2"]
+    assert not at.sidebar.text_input and not [c for c in at.sidebar.checkbox if c.label == "Trust remote code"]
+    assert not [s for s in at.sidebar.selectbox if s.label in ("Device", "dtype")]
+    at = open_page(at, "1_Influence.py")
+    assert at.selectbox(key="influence_data").options == ["Wikipedia (calibration half)"]
+    assert at.number_input(key="influence_seq_len").max == 64 and at.number_input(key="influence_samples").max == 4
+    assert at.number_input(key="influence_seq_len").value == 64, "the default 128 is capped"
+    at = open_page(at, "2_Prune_and_evaluate.py")
+    assert at.checkbox(key="use_mmlu").disabled and at.number_input(key="wiki_windows").max == 4
+    assert at.number_input(key="generate_tokens").max == 64
+
+
+@pytest.mark.real
+def test_remote_code_is_trusted_only_when_ticked(app, monkeypatch):
+    from pruneviz import ui
+    from pruneviz.errors import ModelLoadError
+
+    asked = []
+
+    def refuse(spec, device, dtype, trust_remote_code):
+        asked.append(trust_remote_code)
+        raise ModelLoadError(f"No model at '{spec}'.")
+
+    monkeypatch.setattr(ui, "load_model", refuse)
+    assert any(c.value.startswith("Memory: process") and "resident" in c.value for c in app.sidebar.caption)
+    app.sidebar.selectbox(key="_model_choice").set_value("other").run()
+    app.sidebar.text_input(key="_model_other").input("/models/custom").run()
+    trust = next(c for c in app.sidebar.checkbox if c.label == "Trust remote code")
+    assert not trust.value and asked == [False]
+    trust.check().run()
+    assert asked == [False, True] and len(app.error) == 1
+
+
+@pytest.mark.real
+def test_two_sessions_with_different_plans_each_show_the_answer_they_would_get_alone():
+    from pruneviz import api
+    from pruneviz.plan import PruningPlan
+
+    # both sessions are opened and set up before either evaluates, then run one after the other and
+    # shown again: each keeps its own plan and result on the one shared model
+    sessions = {"4.attn": fresh_app("2_Prune_and_evaluate.py"), "6.mlp,9": fresh_app("2_Prune_and_evaluate.py")}
+    clicked = [evaluate_wiki(at, plan, windows=3, seq_len=48) for plan, at in sessions.items()]
+    for at in clicked:
+        at.run()
+    for at in clicked:
+        at.run()
+    loaded = app_model()
+    for plan, at in sessions.items():
+        assert not at.exception, at.exception
+        assert at.text_input(key="plan_text").value == plan
+        alone = api.evaluate(loaded, PruningPlan.parse(plan), "wiki", windows=3, seq_len=48, use_cache=False)
+        shown = first_number(metric_values(at)["Perplexity (pruned)"])
+        assert shown == pytest.approx(alone.metrics["perplexity"], abs=0.006), plan
+    first, second = (first_number(metric_values(at)["Perplexity (pruned)"]) for at in sessions.values())
+    assert first != second
+
+
+@pytest.mark.real
+def test_cancel_stops_the_evaluation_and_leaves_the_model_unchanged(app, monkeypatch):
+    from pruneviz import api, ui
+    from pruneviz.plan import PruningPlan
+
+    evaluate = api.evaluate
+
+    def evaluate_while_cancel_is_clicked(*args, progress, **kwargs):
+        def report_after_the_click(done, total):
+            ui.request_cancel()  # what the Cancel button does when its click arrives during the work
+            progress(done, total)
+
+        return evaluate(*args, progress=report_after_the_click, **kwargs)
+
+    monkeypatch.setattr(api, "evaluate", evaluate_while_cancel_is_clicked)
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    evaluate_wiki(at, "2.mlp", windows=2, seq_len=40).run()
+    assert not at.exception, at.exception
+    assert any("was cancelled" in w.value for w in at.warning)
+    assert "evaluation" not in at.session_state and not at.get("plotly_chart")
+    monkeypatch.setattr(api, "evaluate", evaluate)
+    press(at, "Run")
+    assert any(w.value == ui.CANCEL_NOTE for w in at.warning), "the run after a cancel says so once"
+    loaded = app_model()
+    for label, plan in (("Perplexity (unpruned)", PruningPlan()), ("Perplexity (pruned)", PruningPlan.parse("2.mlp"))):
+        alone = api.evaluate(loaded, plan, "wiki", windows=2, seq_len=40, use_cache=False)
+        assert first_number(metric_values(at)[label]) == pytest.approx(alone.metrics["perplexity"], abs=0.006)
+
+
+@pytest.mark.real
+def test_side_by_side_generation_and_what_the_plan_saves(app):
+    from pruneviz.generation import plan_savings
+    from pruneviz.plan import PruningPlan
+
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="plan_text").input("3.attn").run()
+    at.number_input(key="generate_tokens").set_value(6)
+    press(at, "Generate")
+    unpruned, pruned = (t.value for t in at.text)
+    assert unpruned.startswith("The capital of France is") and "Paris" in unpruned
+    assert [s.value for s in at.subheader][:2] == ["Unpruned", "Pruned"]
+    evaluate_wiki(at, "3.attn", windows=2, seq_len=32).run()
+    assert not at.exception, at.exception
+    values = metric_values(at)
+    savings = plan_savings(app_model().info, PruningPlan.parse("3.attn"))
+    assert values["KV cache saved"] == "768 B/token"  # K and V: 2 x 3 KV heads x 64 dims x 2 bytes
+    assert values["Parameters removed"] == f"{savings.params_removed / 1e6:,.2f}M ({savings.params_removed_percent:.1f} %)"
+    assert first_number(values["Tokens/s (pruned)"]) > 0
+    assert "± " in values["Perplexity (pruned)"] and values["Perplexity (pruned)"].endswith("(95% CI)")
+
+
+@pytest.mark.real
+def test_generate_side_by_side_matches_each_model_alone(smollm2):
+    from pruneviz import api
+    from pruneviz.generation import generate_greedy, generate_side_by_side
+    from pruneviz.plan import PruningPlan
+
+    plan = PruningPlan.parse("5,6.attn")
+    recovery = api.recover(smollm2, plan, method="bias", data="wiki", samples=2, seq_len=32)
+    texts = generate_side_by_side(smollm2, "The capital of France is", plan, recovery.stand_ins, max_new_tokens=5)
+    assert list(texts) == ["unpruned", "pruned", "recovered"]
+    assert texts["unpruned"].text == generate_greedy(smollm2, "The capital of France is", max_new_tokens=5).text
+    assert texts["pruned"].text == generate_greedy(smollm2, "The capital of France is", plan, 5).text
+    assert texts["recovered"].text == generate_greedy(smollm2, "The capital of France is", plan, 5, recovery.stand_ins).text
+    assert all(g.tokens_per_second > 0 for g in texts.values())
+    assert "recovered" not in generate_side_by_side(smollm2, "Hello", plan, max_new_tokens=1)
+
+
+@pytest.mark.real
+def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_download(app):
+    from pruneviz import api
+
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="plan_text").input("7.attn").run()
+    at.checkbox(key="use_wiki").uncheck().run()
+    at.checkbox(key="use_mmlu").check().run()
+    at.radio(key="mmlu_subset").set_value("chosen subjects").run()
+    at.multiselect(key="mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
+    at.number_input(key="mmlu_per_subject").set_value(3).run()
+    press(at, "Run")
+    values = metric_values(at)
+    assert values["acc (pruned)"].endswith("(95% CI)") and values["acc (unpruned)"].endswith("(95% CI)")
+    baseline, pruned = at.session_state["evaluation"]["pairs"]["mmlu"]
+    halfwidth = 100 * api.confidence_halfwidth(pruned.stderr["acc"])
+    assert values["acc (pruned)"] == f"{100 * pruned.metrics['acc']:.1f} % ± {halfwidth:.1f} % (95% CI)"
+    noisy = api.within_noise(baseline, pruned, "acc")
+    assert noisy == any("within noise" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table["n"]) == [3, 3] and "± acc (95% CI)" in table.columns
+    download = next(d for d in at.get("download_button") if d.proto.label == "Download JSON")
+    assert download.proto.label == "Download JSON"
+    document = json.loads(api.comparison_json("7.attn", None, at.session_state["evaluation"]["pairs"]))
+    assert document["plan"] == "7.attn" and document["tasks"]["mmlu"]["pruned"]["n"] == 6
+
+
+@pytest.mark.real
+def test_a_permalink_restores_the_plan_and_the_view():
+    query = {"plan": "7,3.attn", "windows": "3", "tokens": "48", "mmlu": "1", "per_subject": "99999", "figure": "svg", "log": "x"}
+    at = fresh_app("2_Prune_and_evaluate.py", query)
+    assert at.text_input(key="plan_text").value == "3.attn,7"
+    assert at.number_input(key="wiki_windows").value == 3 and at.number_input(key="wiki_seq_len").value == 48
+    assert at.checkbox(key="use_mmlu").value and at.number_input(key="mmlu_per_subject").value == 2000
+    assert any("'log' must be 0 or 1" in w.value for w in at.warning)
+    assert at.query_params["plan"] == "3.attn,7" and at.query_params["model"] == "smollm2"
+    assert "plan=3.attn%2C7" in at.sidebar.code[0].value
+    at = open_page(at, "1_Influence.py")
+    config = json.loads(at.get("plotly_chart")[0].proto.config)
+    assert config["toImageButtonOptions"]["format"] == "svg"
+
+
+@pytest.mark.real
+def test_provisional_results_reach_the_page_while_evaluating(app, monkeypatch):
+    from pruneviz import api
+
+    evaluate, seen = api.evaluate, []
+
+    def spying(loaded, plan, task="wiki", partial=None, **options):
+        provisional = []
+
+        def relay(result):
+            provisional.append(result.n)
+            partial(result)  # the page's live placeholder
+
+        result = evaluate(loaded, plan, task, partial=relay, **options)
+        seen.append((task, provisional, result.n))
+        return result
+
+    monkeypatch.setattr(api, "evaluate", spying)
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="plan_text").input("29.attn").run()
+    at.checkbox(key="use_wiki").uncheck().run()
+    at.checkbox(key="use_mmlu").check().run()
+    at.radio(key="mmlu_format").set_value("letter").run()
+    at.radio(key="mmlu_subset").set_value("one category").run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, at.exception
+    assert len(seen) == 2  # unpruned, then pruned
+    for task, provisional, n in seen:
+        # real provisional results from the stratified schedule: growing, and short of the final count
+        assert task.startswith("mmlu") and provisional and provisional == sorted(provisional) and provisional[-1] < n
