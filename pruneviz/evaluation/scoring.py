@@ -40,6 +40,9 @@ ChunkCallback = Callable[[list], None]
 PACK_TOKENS = 1024
 # positions whose full-vocabulary logits are materialised at once ([n, vocab] fp32)
 HEAD_POSITIONS = 512
+# padded tokens per forward pass: on CPU, batching gains little and padding costs in proportion,
+# so batches stay small; a GPU needs large batches to be busy
+BATCH_TOKENS = {"cpu": 512, "cuda": 16384}
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -260,7 +263,7 @@ def score_requests(
     progress: Progress | None = None,
     on_chunk: ChunkCallback | None = None,
     checkpoint: bool = True,
-    max_batch_tokens: int = 8192,
+    max_batch_tokens: int | None = None,
 ) -> list[torch.Tensor]:
     """Log-probabilities of every request's candidates under the active plan (see the module docstring).
 
@@ -273,7 +276,8 @@ def score_requests(
         on_chunk: called after every chunk of the stratified schedule with the results so far (the list
             that is returned at the end, ``None`` where a request is not scored yet).
         checkpoint: keep each finished batch's scores in the result cache (``False``: neither read nor write).
-        max_batch_tokens: padded tokens per forward pass (at most; a single longer row still runs).
+        max_batch_tokens: padded tokens per forward pass (at most; a single longer row still runs);
+            default :data:`BATCH_TOKENS` of the model's device type.
 
     Returns:
         per request, ``[len(positions), C]`` log-probabilities (nats, fp64, CPU). They do not depend on
@@ -292,6 +296,8 @@ def score_requests(
     keys = [request.group if request.group is not None else ("request", i) for i, request in enumerate(requests)]
     rows = plan_groups(tokens, keys, max(PACK_TOKENS, 2 * max(map(len, tokens))))
     lengths = [packed_length([tokens[i] for i in row]) for row in rows]
+    if max_batch_tokens is None:
+        max_batch_tokens = BATCH_TOKENS.get(loaded.device.type, BATCH_TOKENS["cuda"])
     schedule = stratified_schedule(lengths, [requests[row[0]].stratum for row in rows], batch_size, max_batch_tokens)
     signature = plan_signature(loaded.n_blocks)
     results: list[torch.Tensor | None] = [None] * len(requests)
