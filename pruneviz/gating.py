@@ -98,6 +98,8 @@ def _gate_block(module: nn.Module, layer: int) -> None:
                 # transformers 5 decoder layers return the bare hidden-states tensor
                 return _hidden_states_arg(args, kwargs)
             if layer == start:
+                # on a sharded model the block may live on another device than the stored state
+                state = state.to(_hidden_states_arg(args, kwargs).device)
                 if "hidden_states" in kwargs:
                     kwargs = {**kwargs, "hidden_states": state}
                 else:
