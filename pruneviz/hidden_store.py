@@ -35,6 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import SettingError
+from .units import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -300,24 +301,13 @@ class HiddenStateStore:
         return tensor
 
 
-def _format_bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
-
-
 def format_usage(usage: Mapping[str, int]) -> str:
     """One-line summary of :meth:`HiddenStateStore.usage`, e.g. ``"CPU 12.3 MiB, disk 0 B, 41 entries"``.
 
     The GPU tier is named only when it holds something. Sizes use binary units (1 KiB = 1024 bytes).
     """
-    parts = [f"GPU {_format_bytes(usage['gpu'])}"] if usage.get("gpu") else []
-    parts += [f"CPU {_format_bytes(usage['cpu'])}", f"disk {_format_bytes(usage['disk'])}"]
+    parts = [f"GPU {format_bytes(usage['gpu'])}"] if usage.get("gpu") else []
+    parts += [f"CPU {format_bytes(usage['cpu'])}", f"disk {format_bytes(usage['disk'])}"]
     entries = usage["entries"]
     parts.append(f"{entries} {'entry' if entries == 1 else 'entries'}")
     return ", ".join(parts)

@@ -45,7 +45,7 @@ from .api import ADAPTIVE_METRICS, METRIC_REGISTRY, METRICS
 from .assets import EMBEDDED_MODELS
 from .cache import cache_dir
 from .data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
-from .deployment import Deployment, format_bytes, load_deployment, memory_usage, release_memory
+from .deployment import Deployment, load_deployment, memory_usage, release_memory
 from .errors import Cancelled, PlanError, PrunevizError
 from .evaluation.mmlu import FORMATS, default_format
 from .hidden_store import format_usage
@@ -55,6 +55,7 @@ from .plots import metric_label
 from .recovery import Recovery
 from .shapley import ESTIMATORS
 from .static_metrics import STATIC_METRICS
+from .units import format_bytes
 
 T = TypeVar("T")
 OTHER_MODEL = "other"

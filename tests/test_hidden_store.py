@@ -261,7 +261,7 @@ def test_bad_budget_is_a_setting_error(budget):
 def test_format_usage():
     assert format_usage({"gpu": 0, "cpu": 12_897_484, "disk": 0, "entries": 41}) == "CPU 12.3 MiB, disk 0 B, 41 entries"
     assert format_usage({"gpu": 3 * 2**30, "cpu": 1023, "disk": 1536, "entries": 1}) == (
-        "GPU 3.0 GiB, CPU 1023 B, disk 1.5 KiB, 1 entry"
+        "GPU 3.0 GiB, CPU 1,023 B, disk 1.5 KiB, 1 entry"
     )
 
 
