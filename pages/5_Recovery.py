@@ -79,15 +79,20 @@ def compare(loaded, plan, tasks: list[tuple[str, dict]]) -> dict:
 
 
 def show_comparison(result: dict) -> None:
-    """The side-by-side table and a bar chart of one of its task metrics."""
+    """The side-by-side table (values with 95 % confidence intervals), noise warnings, and a bar chart."""
     table = result["table"]
     st.dataframe(
-        table, hide_index=True,
+        plots.with_confidence_columns(table, api.STDERR_SUFFIX), hide_index=True,
         column_config={"% of removed": st.column_config.NumberColumn(help="Parameters added, as % of the parameters the plan removes.")},
     )
-    columns = [c for c in table.columns if c not in ("variant", "params added", "% of removed")]
+    for variant, other, column in api.recoveries_within_noise(table):
+        st.warning(
+            f"{column}: **{variant}** and **{other}** differ by less than two combined standard errors, "
+            "within noise on this evaluation set; evaluate on more questions or windows to separate them."
+        )
+    columns = [c for c in table.columns if c not in ("variant", "params added", "% of removed") and not c.endswith(api.STDERR_SUFFIX)]
     chart_metric = st.selectbox("Chart", columns, key="recovery_chart")
-    ui.plotly_chart(plots.variant_bars(table, chart_metric), f"recovery_{chart_metric}")
+    ui.plotly_chart(plots.variant_bars(table, chart_metric, api.STDERR_SUFFIX), f"recovery_{chart_metric}")
 
 
 def show_downloads(loaded, plan) -> None:

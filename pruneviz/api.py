@@ -18,7 +18,7 @@ from .data.text import document_batch, load_corpus
 from .errors import PlanError, SettingError
 from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from .evaluation.perplexity import evaluate_perplexity
-from .evaluation.results import EvaluationResult
+from .evaluation.results import Z_95, EvaluationResult
 from .incremental import shared_store
 from .objectives import objective_data
 from .plan import PruningPlan, Unit, units_of
@@ -30,8 +30,8 @@ Progress = Callable[[int, int], None]
 GRANULARITY_KINDS = {"block": ["block"], "sublayer": ["attn", "mlp"], "all": ["block", "attn", "mlp"]}
 SCHEMES = ("block", "attn", "mlp", "both")
 BACKENDS = ("pruneviz", "lm-eval")
-# two-sided 95 % quantile of the standard normal distribution
-Z_95 = 1.959963984540054
+# suffix of the standard-error columns of a recovery comparison
+STDERR_SUFFIX = "stderr"
 
 
 def calibration_batch(loaded, data: str, samples: int, seq_len: int):
@@ -322,7 +322,8 @@ def compare_recoveries(
         tasks: ``(task, evaluate options)`` pairs, e.g. ``[("wiki", {"windows": 8})]``.
 
     Returns:
-        one row per variant: ``variant``, ``params added``, ``% of removed``, then ``"<task> <metric>"`` columns.
+        one row per variant: ``variant``, ``params added``, ``% of removed``, then ``"<task> <metric>"`` columns,
+        each followed by its standard error ``"<task> <metric> stderr"`` where the metric has one.
     """
     variants = [("unpruned", PruningPlan(), None), ("pruned", plan, None)] + [(r.label, plan, r) for r in recoveries]
     rows, done = [], 0
@@ -334,12 +335,40 @@ def compare_recoveries(
         }
         for task, options in tasks:
             result = evaluate(loaded, variant_plan, task, recovery=recovery, **options)
-            row.update({f"{result.task} {m}": v for m, v in result.metrics.items() if m != "tokens"})
+            for metric, value in result.metrics.items():
+                if metric != "tokens":
+                    row[f"{result.task} {metric}"] = value
+                    if metric in result.stderr:
+                        row[f"{result.task} {metric} {STDERR_SUFFIX}"] = result.stderr[metric]
             done += 1
             if progress:
                 progress(done, len(variants) * len(tasks))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def recoveries_within_noise(table: pd.DataFrame, sigmas: float = 2.0) -> list[tuple[str, str, str]]:
+    """Pairs of variants of a :func:`compare_recoveries` table whose difference is within noise.
+
+    Each recovery is compared with the plan without recovery (``pruned``) and with every other recovery,
+    on every metric that has a standard error (see :func:`difference_within_noise`).
+
+    Returns:
+        ``(variant, other variant, metric column)`` triples.
+    """
+    recovered = list(table["variant"].iloc[2:])
+    pairs = [("pruned", name) for name in recovered]
+    pairs += [(a, b) for i, a in enumerate(recovered) for b in recovered[i + 1 :]]
+    rows = table.set_index("variant")
+    columns = [c for c in table.columns if f"{c} {STDERR_SUFFIX}" in table.columns]
+    return [
+        (b, a, column)
+        for a, b in pairs
+        for column in columns
+        if difference_within_noise(
+            rows.at[a, column], rows.at[a, f"{column} {STDERR_SUFFIX}"], rows.at[b, column], rows.at[b, f"{column} {STDERR_SUFFIX}"], sigmas
+        )
+    ]
 
 
 def confidence_halfwidth(stderr: float, z: float = Z_95) -> float:
@@ -350,23 +379,31 @@ def confidence_halfwidth(stderr: float, z: float = Z_95) -> float:
     return z * stderr
 
 
+def difference_within_noise(a: float, se_a: float, b: float, se_b: float, sigmas: float = 2.0) -> bool:
+    """Whether ``|a − b| < sigmas × sqrt(se_a² + se_b²)`` (``True`` when a standard error is NaN: no verdict possible).
+
+    The two values usually come from the same questions or windows, so their errors are positively
+    correlated and this test is conservative (it calls more differences noise than a paired test would).
+    """
+    combined = math.sqrt(se_a**2 + se_b**2)
+    return math.isnan(combined) or abs(a - b) < sigmas * combined
+
+
 def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str, sigmas: float = 2.0) -> bool:
     """Whether two results of one metric differ by less than ``sigmas`` combined standard errors.
 
-    ``|a − b| < sigmas × sqrt(se_a² + se_b²)``. The two results usually share their questions or
-    windows, so their errors are positively correlated and this test is conservative (it calls more
-    differences noise than a paired test would). Without a standard error (fewer than two questions or
-    windows) no difference can be told from noise, so the answer is ``True``.
+    See :func:`difference_within_noise`; without a standard error (fewer than two questions or windows)
+    no difference can be told from noise, so the answer is ``True``.
 
     Raises:
         SettingError: ``metric`` is missing from either result.
     """
     if metric not in first.metrics or metric not in second.metrics:
         raise SettingError(f"Metric '{metric}' is not in both results; compare a metric both evaluations report.")
-    combined = (first.stderr.get(metric, float("nan")) ** 2 + second.stderr.get(metric, float("nan")) ** 2) ** 0.5
-    if math.isnan(combined):
-        return True
-    return abs(first.metrics[metric] - second.metrics[metric]) < sigmas * combined
+    return difference_within_noise(
+        first.metrics[metric], first.stderr.get(metric, float("nan")),
+        second.metrics[metric], second.stderr.get(metric, float("nan")), sigmas,
+    )
 
 
 def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[EvaluationResult, EvaluationResult]]) -> str:
@@ -383,5 +420,6 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 __all__ = [
     "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "hidden_store_usage", "ranked_units", "lowest_plan",
-    "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "comparison_json",
+    "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
+    "comparison_json",
 ]

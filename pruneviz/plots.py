@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .evaluation.results import EvaluationResult, proportion_stderr
+from .evaluation.results import Z_95, EvaluationResult, proportion_stderr
 from .plan import SUBLAYERS
 from .api import METRIC_REGISTRY, confidence_halfwidth
 
@@ -414,17 +414,27 @@ def recovery_comparison(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return table.assign(variant=[*table["variant"].iloc[:2], *names])
 
 
-def variant_bars(table: pd.DataFrame, column: str) -> go.Figure:
-    """Bars of one task metric per variant (unpruned, pruned, each recovery) of a recovery comparison."""
+def with_confidence_columns(table: pd.DataFrame, stderr_suffix: str) -> pd.DataFrame:
+    """A recovery comparison for display: each ``"<col> <stderr_suffix>"`` column becomes ``"<col> ±95% CI"`` (1.96 × stderr)."""
+    shown = table.copy()
+    for column in [c for c in table.columns if c.endswith(f" {stderr_suffix}")]:
+        shown[column] = Z_95 * shown[column]
+    return shown.rename(columns=lambda c: c.removesuffix(f" {stderr_suffix}") + " ±95% CI" if c.endswith(f" {stderr_suffix}") else c)
+
+
+def variant_bars(table: pd.DataFrame, column: str, stderr_suffix: str) -> go.Figure:
+    """Bars of one task metric per variant (unpruned, pruned, each recovery), with 95 % CI error bars where known."""
     metric = column.rsplit(" ", 1)[-1]
+    stderr = f"{column} {stderr_suffix}"
     figure = go.Figure(go.Bar(
         x=table["variant"], y=table[column],
+        error_y={"type": "data", "array": Z_95 * table[stderr]} if stderr in table else None,
         marker_color=["#7f7f7f", "#d62728", *["#1f77b4"] * (len(table) - 2)],
         hovertemplate=f"%{{x}}<br>{column} = %{{y:.4g}}<extra></extra>",
     ))
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
     figure.update_layout(
-        title=f"{column} ({better} is better)",
+        title=f"{column} ({better} is better; bars: 95% CI)" if stderr in table else f"{column} ({better} is better)",
         yaxis={"title": column, **({"tickformat": ".0%"} if metric in ACCURACY_METRICS else {})},
         margin={"t": 60},
     )

@@ -236,7 +236,8 @@ class ProgressBar:
             api.evaluate(loaded, plan, progress=progress)
 
     The estimate is ``elapsed / done × (total − done)``: it assumes the remaining steps cost what
-    the finished ones did on average.
+    the finished ones did on average. A report of ``done == 0`` restarts the clock (work that first
+    prepares, e.g. a curve computing its rankings, announces the start of the counted steps that way).
     """
 
     def __init__(self, label: str):
@@ -253,6 +254,8 @@ class ProgressBar:
             Cancelled: the Cancel button of the enclosing :func:`cancellable` block was clicked.
         """
         self.done, self.total = done, total
+        if done == 0:
+            self.started = time.perf_counter()
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled(f"{self.label} was cancelled after {done} of {total} steps. {CANCEL_NOTE.removeprefix('Cancelled: ')}")
         fraction = done / total if total else 1.0

@@ -222,12 +222,17 @@ def test_plan_text_and_block_toggles_share_one_canonical_plan(app):
     assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
 
 
+def mmlu_only(at, plan: str) -> None:
+    """Set the plan on the prune page and choose MMLU as the only evaluation."""
+    at.text_input(key="plan_text").input(plan).run()
+    at.checkbox(key="use_wiki").uncheck().run()
+    at.checkbox(key="use_mmlu").check().run()
+
+
 @pytest.mark.real
 def test_mmlu_results_show_deltas_per_category_and_subject(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("5").run()
-    at.checkbox(key="use_wiki").uncheck().run()
-    at.checkbox(key="use_mmlu").check().run()
+    mmlu_only(at, "5")
     assert at.radio(key="mmlu_format").value == "cloze"
     at.radio(key="mmlu_subset").set_value("chosen subjects").run()
     at.multiselect(key="mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
@@ -305,7 +310,27 @@ def test_recovery_comparison_names_each_recovery():
     assert list(named["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"]
     with pytest.raises(ValueError):
         plots.recovery_comparison(table, ["one"])
-    assert plots.variant_bars(named, "wiki perplexity").layout.title.text == "wiki perplexity (lower is better)"
+    assert plots.variant_bars(named, "wiki perplexity", "stderr").layout.title.text == "wiki perplexity (lower is better)"
+
+
+def test_recovery_comparison_shows_confidence_intervals_and_flags_noise():
+    from pruneviz import api
+
+    table = pd.DataFrame({
+        "variant": ["unpruned", "pruned", "bias", "lowrank"],
+        "wiki perplexity": [10.0, 20.0, 15.0, 14.0],
+        "wiki perplexity stderr": [0.5, 1.0, 1.0, 1.0],
+    })
+    # |15 - 20| = 5 > 2 sqrt(2) ~ 2.83: bias beats pruned; |14 - 15| = 1 < 2.83: bias vs lowrank is noise
+    assert api.recoveries_within_noise(table) == [("lowrank", "bias", "wiki perplexity")]
+    # 4 sigmas: threshold 4 sqrt(2) ~ 5.66 takes in bias vs pruned (5) but not lowrank vs pruned (6)
+    assert api.recoveries_within_noise(table, sigmas=4.0) == [("bias", "pruned", "wiki perplexity"), ("lowrank", "bias", "wiki perplexity")]
+    shown = plots.with_confidence_columns(table, "stderr")
+    assert list(shown.columns) == ["variant", "wiki perplexity", "wiki perplexity ±95% CI"]
+    assert shown["wiki perplexity ±95% CI"].tolist() == pytest.approx([0.98, 1.96, 1.96, 1.96], abs=1e-3)
+    bars = plots.variant_bars(table, "wiki perplexity", "stderr")
+    assert list(bars.data[0].error_y.array) == pytest.approx([0.98, 1.96, 1.96, 1.96], abs=1e-3)
+    assert "95% CI" in bars.layout.title.text
 
 
 def test_shapley_standard_errors_reach_the_hover_and_the_table():
@@ -692,9 +717,7 @@ def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_downl
     from pruneviz import api
 
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("7.attn").run()
-    at.checkbox(key="use_wiki").uncheck().run()
-    at.checkbox(key="use_mmlu").check().run()
+    mmlu_only(at, "7.attn")
     at.radio(key="mmlu_subset").set_value("chosen subjects").run()
     at.multiselect(key="mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
     at.number_input(key="mmlu_per_subject").set_value(3).run()
@@ -748,9 +771,7 @@ def test_provisional_results_reach_the_page_while_evaluating(app, monkeypatch):
 
     monkeypatch.setattr(api, "evaluate", spying)
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("29.attn").run()
-    at.checkbox(key="use_wiki").uncheck().run()
-    at.checkbox(key="use_mmlu").check().run()
+    mmlu_only(at, "29.attn")
     at.radio(key="mmlu_format").set_value("letter").run()
     at.radio(key="mmlu_subset").set_value("one category").run()
     next(b for b in at.button if b.label == "Run").click().run()

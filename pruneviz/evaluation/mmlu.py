@@ -80,10 +80,11 @@ def letter_requests(tokenizer, prompts: list[str], subjects: list[str]) -> list[
     return requests
 
 
-def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects: list[str]) -> list[Request]:
+def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects: list[str], shots: int = 0) -> list[Request]:
     """Four requests per prompt (question-major): each answer text's tokens as continuation " {answer}".
 
-    The four answers of one question form one packing group (their shared context is computed once).
+    0-shot, the four answers of one question form one packing group (the question is computed once);
+    k-shot, all answers of one subject do (the exemplars, the longer part, are computed once per row).
     """
     requests = []
     for question, (prompt, options, subject) in enumerate(zip(prompts, choices, subjects)):
@@ -92,7 +93,8 @@ def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects
             # position p predicts token p + 1, so the continuation is predicted from len(context) - 1 on
             positions = tuple(range(len(context) - 1, len(context) - 1 + len(continuation)))
             tokens = tuple(context + continuation)[:-1]
-            requests.append(Request(tokens, positions, tuple((t,) for t in continuation), group=question, stratum=subject))
+            group = subject if shots else question
+            requests.append(Request(tokens, positions, tuple((t,) for t in continuation), group=group, stratum=subject))
     return requests
 
 
@@ -170,7 +172,7 @@ def evaluate_mmlu(
     if fmt == "letter":
         requests = letter_requests(loaded.tokenizer, prompts, names)
     else:
-        requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names)
+        requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names, shots)
     per_question = 1 if fmt == "letter" else 4
     items = scored[["subject", "category", "answer"]].reset_index(drop=True)
     if fmt == "cloze":

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+# two-sided 95 % quantile of the standard normal distribution (confidence intervals are z × stderr)
+Z_95 = 1.959963984540054
+
 
 @dataclass
 class EvaluationResult:
