@@ -32,7 +32,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pruneviz import api  # noqa: E402
+from pruneviz import api, lm_eval_backend  # noqa: E402
 from pruneviz.data.mmlu import SUBJECTS  # noqa: E402
 from pruneviz.hidden_store import HiddenStateStore  # noqa: E402
 from pruneviz.incremental import using_store  # noqa: E402
@@ -107,9 +107,16 @@ def evaluate_both(loaded, plan: PruningPlan, backend: str, args, store: HiddenSt
     """
     with peak_memory(loaded.device) as peak, using_store(store or fresh_store(loaded)):
         started = time.perf_counter()
-        mmlu = api.evaluate(loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
-                            use_cache=False, backend=backend)
-        wiki = api.evaluate(loaded, plan, "wiki", windows=args.windows, seq_len=args.window_len, use_cache=False, backend=backend)
+        if backend == "lm-eval":
+            subset = args.task.partition(":")[2] or None
+            mmlu = lm_eval_backend.evaluate_mmlu(loaded, plan, subset, args.format, args.shots, args.per_subject,
+                                                 batch_size=args.lm_eval_batch_size)
+            wiki = lm_eval_backend.evaluate_perplexity(loaded, plan, "wiki", args.windows, args.window_len,
+                                                       batch_size=args.lm_eval_batch_size)
+        else:
+            mmlu = api.evaluate(loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
+                                use_cache=False)
+            wiki = api.evaluate(loaded, plan, "wiki", windows=args.windows, seq_len=args.window_len, use_cache=False)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
         seconds = time.perf_counter() - started
@@ -180,6 +187,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8, help="Wikipedia windows")
     parser.add_argument("--window-len", type=int, default=256, help="tokens per window")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method (best is reported)")
+    parser.add_argument("--lm-eval-batch-size", type=int, default=16,
+                        help="HFLM batch size (its default is 1: no padding, but one forward pass per request)")
     parser.add_argument("--no-toggle", action="store_true", help="skip the toggle-to-result latency")
     args = parser.parse_args()
     subset = ",".join(SUBJECTS[: int(args.subjects)]) if args.subjects.isdigit() else args.subjects
@@ -194,7 +203,8 @@ def main() -> None:
     first = {backend: runs[backend][0] for backend in BACKENDS}
     print(f"model {loaded.name} ({loaded.info.n_blocks} blocks) on {loaded.device}; MMLU {args.format} {args.shots}-shot, "
           f"{first['pruneviz'].mmlu.n} questions ({args.per_subject} per subject, subjects: {args.subjects}); "
-          f"wiki {args.windows} windows x {args.window_len} tokens; best of {args.repeats}")
+          f"wiki {args.windows} windows x {args.window_len} tokens; best of {args.repeats}; lm-eval batch size "
+          f"{args.lm_eval_batch_size}")
     print(f"{'backend':<10}{'best s':>9}{'all runs s':>22}{'best MMLU s':>13}{'best wiki s':>13}{'peak MiB':>10}")
     best = {}
     for backend in BACKENDS:

@@ -306,6 +306,7 @@ def recover(
         lambda: fit_recovery(
             loaded, plan, fit_part, method, rank, fit, inputs, f"{label}, {samples} documents x {seq_len} tokens",
             heldout=heldout, steps=steps, learning_rate=learning_rate, progress=progress,
+            checkpoint=make_key("recover-partial", key) if use_cache else None,
         ),
         use_cache,
     )

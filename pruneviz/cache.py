@@ -77,6 +77,27 @@ def cached(key: str, compute: Callable[[], T], use_cache: bool = True) -> tuple[
     return value, False
 
 
+def read_partial(key: str) -> Any | None:
+    """A partial result saved by :func:`write_partial` (``None`` if absent or unreadable; an unreadable one is deleted)."""
+    cache = results_cache()
+    try:
+        return cache.get(key, default=None)
+    except Exception as error:  # corrupt or truncated entry: start over rather than trust it
+        log.warning("Checkpoint %s is unreadable (%s); starting over.", key[:12], error)
+        cache.delete(key)
+        return None
+
+
+def write_partial(key: str, value: Any) -> None:
+    """Save a partial result (a checkpoint of long work) under ``key``, replacing the previous one."""
+    results_cache().set(key, value)
+
+
+def drop_partial(key: str) -> None:
+    """Delete the partial result under ``key`` (the work it belonged to has finished)."""
+    results_cache().delete(key)
+
+
 def file_fingerprint(path: Path, whole: bool = False) -> str:
     """Digest of a file: its size plus its first and last MiB (or all of it with ``whole=True``)."""
     digest = hashlib.sha256()

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .cache import drop_partial, read_partial, write_partial
 from .errors import DataError, SettingError
 from .gating import STAND_IN_INPUT, apply_plan, record_residuals
 from .plan import PruningPlan, Unit
@@ -286,6 +287,7 @@ def fit_recovery(
     patience: int = 3,
     batch_size: int = 8,
     progress: Progress | None = None,
+    checkpoint: str | None = None,
 ) -> Recovery:
     """Fit stand-ins for every unit of ``plan``.
 
@@ -299,6 +301,8 @@ def fit_recovery(
         steps: ``train``: most optimiser steps (one batch each); evaluation every ``max(1, steps // 10)``.
         patience: ``train``: stop after this many evaluations without improvement (best parameters kept).
         progress: ``progress(done, total)``; may raise ``Cancelled``.
+        checkpoint: ``train``: a cache key under which training saves its state at every held-out
+            evaluation, so that a cancelled or interrupted fit resumes from there (``None``: no checkpoints).
 
     Raises:
         SettingError: empty plan, unknown method/fit/inputs, bad rank, ``train`` without ``heldout``.
@@ -326,7 +330,7 @@ def fit_recovery(
         if heldout is None:
             raise SettingError("Training stand-ins needs held-out documents for early stopping.")
         recovery.history = _train(loaded, recovery, batch, heldout, steps, learning_rate, patience, batch_size,
-                                  lambda done: progress(len(units) + done, total) if progress else None)
+                                  lambda done: progress(len(units) + done, total) if progress else None, checkpoint)
     recovery.seconds = time.perf_counter() - started
     return recovery
 
@@ -340,8 +344,13 @@ def lm_loss(loaded, plan: PruningPlan, stand_ins: dict, ids: torch.Tensor, mask:
     return nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
 
 
-def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, patience, batch_size, tick) -> list[float]:
-    """Adam on the LM loss of the stand-ins only; returns held-out losses; keeps the best parameters."""
+def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, patience, batch_size, tick, checkpoint) -> list[float]:
+    """Adam on the LM loss of the stand-ins only; returns held-out losses; keeps the best parameters.
+
+    With a ``checkpoint`` key the whole state (step, parameters, optimiser moments, best parameters,
+    history) is saved at every held-out evaluation and restored on the next call, so training resumes
+    where it stopped and ends exactly as an uninterrupted run would.
+    """
     parameters = [p for s in recovery.stand_ins.values() for p in s.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -350,10 +359,20 @@ def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, pat
         with torch.no_grad():
             return lm_loss(loaded, recovery.plan, recovery.stand_ins, heldout["input_ids"], heldout["attention_mask"]).item()
 
-    history = [heldout_loss()]
-    best = [p.detach().clone() for p in parameters]
-    stale, every = 0, max(1, steps // 10)
-    for step in range(1, steps + 1):
+    saved = read_partial(checkpoint) if checkpoint else None
+    if saved is None:
+        history, first = [heldout_loss()], 1
+        best = [p.detach().clone() for p in parameters]
+        stale = 0
+    else:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, saved["parameters"]):
+                parameter.copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
+        history, best, stale, first = saved["history"], saved["best"], saved["stale"], saved["step"] + 1
+        tick(saved["step"])
+    every = max(1, steps // 10)
+    for step in range(first, steps + 1):
         start = ((step - 1) * batch_size) % len(ids)
         optimizer.zero_grad()
         loss = lm_loss(loaded, recovery.plan, recovery.stand_ins, ids[start : start + batch_size], mask[start : start + batch_size])
@@ -361,16 +380,23 @@ def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, pat
             break
         loss.backward()
         optimizer.step()
-        tick(step)
         if step % every == 0:
             history.append(heldout_loss())
             if history[-1] < min(history[:-1]):
                 best, stale = [p.detach().clone() for p in parameters], 0
             else:
                 stale += 1
-                if stale >= patience:
-                    break
+            if checkpoint:
+                write_partial(checkpoint, {
+                    "step": step, "parameters": [p.detach().clone() for p in parameters], "optimizer": optimizer.state_dict(),
+                    "best": best, "stale": stale, "history": history,
+                })
+            if stale >= patience:
+                break
+        tick(step)
     with torch.no_grad():
         for parameter, value in zip(parameters, best):
             parameter.copy_(value)
+    if checkpoint:
+        drop_partial(checkpoint)
     return history

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pruneviz import api
-from pruneviz.errors import SettingError
+from pruneviz.errors import Cancelled, SettingError
 from pruneviz.export import export_model, load_exported
 from pruneviz.gating import apply_plan, record_residuals
 from pruneviz.loading import from_modules
@@ -180,3 +180,32 @@ def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):
     assert ticks[-1][0] <= ticks[-1][1] and ticks[0] == (1, 21)
     with pytest.raises(SettingError, match="held-out"):
         fit_recovery(tiny, plan, fit_batch, method="bias", fit="train")
+
+
+def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(tiny, monkeypatch):
+    from pruneviz import recovery as recovery_module
+    from pruneviz.cache import read_partial
+
+    fit_batch, heldout = random_batch(rows=8, seq=16, seed=3), random_batch(rows=4, seq=16, seed=4)
+    plan = PruningPlan.parse("2.mlp")
+    options = dict(method="lowrank", rank=4, fit="train", heldout=heldout, steps=20, learning_rate=1e-2, patience=100)
+    whole = fit_recovery(tiny, plan, fit_batch, **options)
+
+    def cancel_at_step_12(done, total):
+        if done == 1 + 12:  # one emulated unit, then training steps
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        fit_recovery(tiny, plan, fit_batch, progress=cancel_at_step_12, checkpoint="train-checkpoint-test", **options)
+    assert read_partial("train-checkpoint-test")["step"] == 12  # saved at the evaluation of step 12 (every 2 steps)
+    losses = []
+    original = recovery_module.lm_loss
+    monkeypatch.setattr(recovery_module, "lm_loss", lambda *args: losses.append(1) or original(*args))
+    resumed = fit_recovery(tiny, plan, fit_batch, checkpoint="train-checkpoint-test", **options)
+    # 8 training steps and 4 held-out evaluations are left; the first 12 steps are not repeated
+    assert len(losses) == 8 + 4
+    assert resumed.history == whole.history
+    for key, stand_in in whole.stand_ins.items():
+        for mine, theirs in zip(resumed.stand_ins[key].parameters(), stand_in.parameters()):
+            torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
+    assert read_partial("train-checkpoint-test") is None  # finished: the checkpoint is gone
