@@ -145,18 +145,19 @@ def test_stratified_schedule_deals_strata_round_robin_in_growing_chunks():
     lengths = [10, 50, 20, 40, 30, 60, 70, 5]
     strata = ["a", "a", "a", "a", "b", "b", "c", "c"]
     chunks = stratified_schedule(lengths, strata, batch_size=2, max_batch_tokens=100)
-    rows = [row for chunk in chunks for batch in chunk for row in batch]
-    assert sorted(rows) == list(range(8))
-    assert [sum(len(b) for b in chunk) for chunk in chunks] == [2, 4, 2]
-    # the first three rows dealt cover all three strata
-    first_round = [row for chunk in chunks[:2] for batch in chunk for row in batch][:3]
-    assert len(first_round) == 3
-    dealt_strata = {strata[row] for chunk in chunks[:2] for batch in chunk for row in batch}
-    assert dealt_strata == {"a", "b", "c"}
+    order = [row for chunk in chunks for batch in chunk for row in batch]
+    assert sorted(order) == list(range(8))
+    # chunk token budgets 100, 200, 400: the dealt order is a round robin over the (shuffled) strata
+    tokens = [sum(lengths[r] for batch in chunk for r in batch) for chunk in chunks]
+    assert all(t <= 100 * 2**c for c, t in enumerate(tokens)) and len(chunks) >= 2
+    first_two = [row for chunk in chunks[:2] for batch in chunk for row in batch]
+    assert {strata[row] for row in first_two} == {"a", "b", "c"}
     for chunk in chunks:
         for batch in chunk:
             assert len(batch) <= 2 and (len(batch) == 1 or len(batch) * lengths[batch[0]] <= 100)
             assert [lengths[r] for r in batch] == sorted((lengths[r] for r in batch), reverse=True)
+    # a row longer than the budget still gets a chunk of its own
+    assert stratified_schedule([500, 10], ["a", "b"], 4, 100)[0] in ([[0]], [[1]])
 
 
 def test_cancelled_scoring_resumes_from_checkpointed_batches(tiny_tok, monkeypatch):

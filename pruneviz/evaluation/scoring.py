@@ -36,8 +36,9 @@ T = TypeVar("T")
 Progress = Callable[[int, int], None]
 # on_chunk(scores): after each chunk, every request's scores so far (None where not yet scored)
 ChunkCallback = Callable[[list], None]
-# packed rows hold at least this many tokens (more when single sequences are longer, see score_requests)
-PACK_TOKENS = 1024
+# packed rows hold at least this many tokens (more when single sequences are longer, see score_requests);
+# small rows keep the first progressive estimate quick and spread over subjects
+PACK_TOKENS = 512
 # positions whose full-vocabulary logits are materialised at once ([n, vocab] fp32)
 HEAD_POSITIONS = 512
 # padded tokens per forward pass: on CPU, batching gains little and padding costs in proportion,
@@ -160,11 +161,12 @@ def stratified_schedule(
 ) -> list[list[list[int]]]:
     """Order rows into chunks of batches: stratified across strata, growing chunks, length-sorted batches.
 
-    Rows are dealt round-robin over the strata (whose order is shuffled with ``seed`` so that the first
-    chunk is not biased towards, say, the alphabetically first subjects). Chunk ``c`` takes the next
-    ``batch_size * 2**c`` rows, so the first estimate comes after one batch and later chunks approach
-    a fully length-sorted schedule. Inside a chunk rows are sorted by length (longest first) and cut into
-    batches of at most ``batch_size`` rows and ``max_batch_tokens`` padded tokens (at least one row).
+    Rows are dealt round-robin over the strata (whose order is shuffled with ``seed`` so that early
+    chunks are not biased towards, say, the alphabetically first subjects). Chunk ``c`` takes the next
+    rows up to ``max_batch_tokens * 2**c`` tokens (at least one row), so the first estimate comes after
+    about one forward pass and later chunks approach a fully length-sorted schedule. Inside a chunk rows
+    are sorted by length (longest first) and cut into batches of at most ``batch_size`` rows and
+    ``max_batch_tokens`` padded tokens (at least one row).
 
     Args:
         lengths: tokens per row.
@@ -180,9 +182,13 @@ def stratified_schedule(
     random.Random(seed).shuffle(order_of_strata)
     queues = [by_stratum[s] for s in order_of_strata]
     dealt = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
-    chunks, start, size = [], 0, batch_size
+    chunks, start, budget = [], 0, max_batch_tokens
     while start < len(dealt):
-        chunk = sorted(dealt[start : start + size], key=lambda row: (-lengths[row], row))
+        end, tokens = start + 1, lengths[dealt[start]]
+        while end < len(dealt) and tokens + lengths[dealt[end]] <= budget:
+            tokens += lengths[dealt[end]]
+            end += 1
+        chunk = sorted(dealt[start:end], key=lambda row: (-lengths[row], row))
         batches, batch = [], []
         for row in chunk:
             # rows are sorted longest first, so the first row of a batch sets its padded width
@@ -193,8 +199,7 @@ def stratified_schedule(
             batch.append(row)
         batches.append(batch)
         chunks.append(batches)
-        start += size
-        size *= 2
+        start, budget = end, budget * 2
     return chunks
 
 
