@@ -101,10 +101,9 @@ def show_result(result: dict) -> None:
         )
 
 
-st.set_page_config(page_title="Influence · pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("Influence of blocks and sublayers")
-st.markdown(
+model = ui.page(
+    "Influence",
+    "Influence of blocks and sublayers",
     "Static metrics measure how much each unit changes the residual stream in one forward pass over "
     "calibration text: for input `x` and output `y = x + f(x)` of a unit, averaged over tokens. Adaptive "
     "metrics (`loss_shapley`, `logit_shapley`) measure what each unit is worth to a task objective by "
@@ -112,8 +111,7 @@ st.markdown(
     "Higher = more important; ascending order is the pruning order."
 )
 chosen, pressed = settings_form(model)
-previous = st.session_state.get(RESULT_KEY)
 # compute on the first visit too, so the page never opens empty (repeats come from the cache)
-if pressed or previous is None or previous["model"] != model.fingerprint:
+if pressed or ui.stored_result(RESULT_KEY, model) is None:
     st.session_state[RESULT_KEY] = compute(model, chosen)
 show_result(st.session_state[RESULT_KEY])

@@ -396,8 +396,8 @@ def show_mmlu(baseline, pruned) -> None:
 
 def measured_speed(loaded, plan: PruningPlan) -> dict | None:
     """Tokens/s of the last side-by-side generation with this model and plan (None if there was none)."""
-    stored = st.session_state.get(GENERATION_KEY)
-    if stored is None or stored["model"] != loaded.fingerprint or stored["plan"] != str(plan):
+    stored = ui.stored_result(GENERATION_KEY, loaded)
+    if stored is None or stored["plan"] != str(plan):
         return None
     return {name: g.tokens_per_second for name, g in stored["results"].items()}
 
@@ -470,8 +470,8 @@ def generation_section(loaded, plan: PruningPlan, recovery: tuple) -> None:
         st.session_state[GENERATION_KEY] = {
             "model": loaded.fingerprint, "plan": str(plan), "recovery": recovery_name, "prompt": prompt, "results": results,
         }
-    stored = st.session_state.get(GENERATION_KEY)
-    if stored is None or stored["model"] != loaded.fingerprint:
+    stored = ui.stored_result(GENERATION_KEY, loaded)
+    if stored is None:
         return
     if stored["plan"] != str(plan):
         st.warning(f"This text is from the plan '{stored['plan'] or 'nothing pruned'}'; press Generate for the current plan.")
@@ -483,10 +483,9 @@ def generation_section(loaded, plan: PruningPlan, recovery: tuple) -> None:
         column.caption(f"{generation.new_tokens} tokens at {generation.tokens_per_second:.1f} tokens/s (measured, no KV cache).")
 
 
-st.set_page_config(page_title="Prune and evaluate · pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("Prune and evaluate")
-st.markdown(
+model = ui.page(
+    "Prune and evaluate",
+    "Prune and evaluate",
     "Choose units to prune: a pruned sublayer adds nothing to the residual stream. Then compare the pruned "
     "model with the unpruned baseline; every evaluation is cached, so repeating one is instant."
 )
@@ -498,6 +497,6 @@ st.header("Evaluation set")
 tasks = evaluation_inputs(model)
 if st.button("Run", type="primary"):
     st.session_state[EVALUATION_KEY] = run_evaluations(model, current, tasks, recovery_choice)
-stored = st.session_state.get(EVALUATION_KEY)
-if stored is not None and stored["model"] == model.fingerprint:
+stored = ui.stored_result(EVALUATION_KEY, model)
+if stored is not None:
     show_results(stored, current, model)

@@ -60,8 +60,7 @@ def check(settings: dict) -> None:
         ui.stop_with_error("Pick at least one ranking metric.")
     if not settings["tasks"]:
         ui.stop_with_error("Choose Wikipedia perplexity, at least one MMLU subset, or both.")
-    if settings["heldout"] and any(o.get("per_subject") == 1 for _, o in settings["tasks"]):
-        ui.stop_with_error("Held-out MMLU needs at least 2 questions per subject: one half ranks, the other is evaluated.")
+    ui.check_heldout(settings["heldout"], settings["tasks"])
 
 
 def compute(loaded, settings: dict) -> dict:
@@ -116,10 +115,9 @@ def show_result(result: dict) -> None:
         )
 
 
-st.set_page_config(page_title="Pruning curves · pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("Greedy pruning curves")
-st.markdown(
+model = ui.page(
+    "Pruning curves",
+    "Greedy pruning curves",
     "Sort the units by a metric (least important first), remove 0, 1, ..., K of them and evaluate every step. "
     "Several metrics overlay on one chart per task metric, as in Siddiqui et al. (2024, §4). Every "
     "evaluation is cached, so overlapping curves share their steps."
@@ -127,6 +125,6 @@ st.markdown(
 chosen, pressed = settings_form(model)
 if pressed:
     st.session_state[RESULT_KEY] = compute(model, chosen)
-stored = st.session_state.get(RESULT_KEY)
-if stored is not None and stored["model"] == model.fingerprint:
+stored = ui.stored_result(RESULT_KEY, model)
+if stored is not None:
     show_result(stored)

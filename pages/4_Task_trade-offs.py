@@ -63,8 +63,7 @@ def check(settings: dict) -> None:
         ui.stop_with_error("Choose at least two tasks (e.g. Wikipedia and an MMLU category): a trade-off needs two.")
     if not settings["metrics"]:
         ui.stop_with_error("Pick at least one metric.")
-    if settings["heldout"] and any(o.get("per_subject") == 1 for _, o in settings["tasks"]):
-        ui.stop_with_error("Held-out MMLU needs at least 2 questions per subject: one half ranks, the other is evaluated.")
+    ui.check_heldout(settings["heldout"], settings["tasks"])
 
 
 def compute(loaded, settings: dict) -> dict:
@@ -95,16 +94,15 @@ def show_result(result: dict) -> None:
     st.caption("Spearman correlation of the unit orders: 1 = the two metrics prune in the same order, 0 = unrelated, −1 = reversed.")
 
 
-st.set_page_config(page_title="Task trade-offs · pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("Task trade-offs")
-st.markdown(
+model = ui.page(
+    "Task trade-offs",
+    "Task trade-offs",
     "Which units matter depends on the task. Compute metrics on each task's data, prune the K least "
     "important units by each, and evaluate every task (Siddiqui et al. 2024, §4: e.g. Wikipedia vs MMLU)."
 )
 chosen, pressed = settings_form(model)
 if pressed:
     st.session_state[RESULT_KEY] = compute(model, chosen)
-stored = st.session_state.get(RESULT_KEY)
-if stored is not None and stored["model"] == model.fingerprint:
+stored = ui.stored_result(RESULT_KEY, model)
+if stored is not None:
     show_result(stored)

@@ -112,10 +112,9 @@ def show_downloads(loaded, plan) -> None:
         )
 
 
-st.set_page_config(page_title="Recovery · pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("Recovery")
-st.markdown(
+model = ui.page(
+    "Recovery",
+    "Recovery",
     "Replace each pruned unit's update f(x) by a cheap function of its residual-stream input x, fitted on "
     "calibration text, and compare the unpruned model, the pruned one and every recovery side by side "
     "(Siddiqui et al. 2024, §5). Fit several methods one after another: each joins the table."
@@ -135,8 +134,8 @@ if fit_column.button("Fit and compare", type="primary"):
 if ui.fitted_recoveries(model, current) and forget_column.button("Forget the fitted recoveries"):
     ui.forget_recoveries(model, current)
     st.session_state.pop(RESULT_KEY, None)
-stored = st.session_state.get(RESULT_KEY)
-if stored is not None and stored["model"] == model.fingerprint and stored["plan"] == str(current):
+stored = ui.stored_result(RESULT_KEY, model)
+if stored is not None and stored["plan"] == str(current):
     st.header("Comparison")
     show_comparison(stored)
     st.subheader("Fitted stand-ins")

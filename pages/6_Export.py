@@ -82,10 +82,9 @@ def show_report(result: dict) -> None:
     )
 
 
-st.set_page_config(page_title="Export · pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("Export")
-st.markdown(
+model = ui.page(
+    "Export",
+    "Export",
     "Write the pruned model to disk. Removing only whole blocks gives a smaller model that stock "
     "`transformers` loads as it is; any other plan keeps the weights and records the plan beside them."
 )
@@ -94,8 +93,8 @@ chosen = recovery_input(model, current)
 st.markdown(expected_kind(current, chosen))
 if st.button("Export", type="primary"):
     st.session_state[RESULT_KEY] = export(model, current, chosen)
-stored = st.session_state.get(RESULT_KEY)
-if stored is not None and stored["model"] == model.fingerprint:
+stored = ui.stored_result(RESULT_KEY, model)
+if stored is not None:
     if stored["plan"] != str(current):
         st.warning(f"This export is of the plan '{stored['plan'] or 'nothing pruned'}'; press Export for the current plan.")
     show_report(stored)

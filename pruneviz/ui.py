@@ -388,6 +388,22 @@ def sidebar() -> LoadedModel:
     return loaded
 
 
+def page(name: str, title: str, introduction: str) -> LoadedModel:
+    """Start a page: its browser title ``"<name> · pruneviz"``, the sidebar (model choice), the heading and
+    an introduction paragraph. Returns the loaded model."""
+    st.set_page_config(page_title=f"{name} · pruneviz", page_icon="✂️", layout="wide")
+    model = sidebar()
+    st.title(title)
+    st.markdown(introduction)
+    return model
+
+
+def stored_result(key: str, model: LoadedModel):
+    """The result this session stored under ``key`` for ``model`` (``None`` if none, or for another model)."""
+    stored = st.session_state.get(key)
+    return stored if stored is not None and stored["model"] == model.fingerprint else None
+
+
 def plotly_chart(figure, name: str) -> None:
     """Draw a plotly figure whose modebar camera saves ``<name>.png`` or ``.svg`` (the sidebar's choice)."""
     fmt = st.session_state.get(FIGURE_FORMAT_KEY, "png")
@@ -672,6 +688,12 @@ def task_inputs(
     tasks = [("wiki", {"windows": int(windows), "seq_len": int(window_len)})] if use_wiki else []
     tasks += [(task, {"fmt": fmt, "per_subject": int(count), "half": "test" if heldout else "all"}) for task in subsets]
     return tasks, heldout
+
+
+def check_heldout(heldout: bool, tasks: list[tuple[str, dict]]) -> None:
+    """Stop with one error sentence when held-out MMLU cannot split a subject's questions into two halves."""
+    if heldout and any(options.get("per_subject") == 1 for _, options in tasks):
+        stop_with_error("Held-out MMLU needs at least 2 questions per subject: one half ranks, the other is evaluated.")
 
 
 def heldout_note(heldout: bool, adaptive_on_mmlu: bool, mmlu_evaluated: bool) -> str:
