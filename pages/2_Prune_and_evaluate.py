@@ -404,7 +404,7 @@ def measured_speed(loaded, plan: PruningPlan) -> dict | None:
 
 def show_savings(loaded, plan: PruningPlan) -> None:
     """What the plan saves: parameters, KV-cache bytes and FLOPs per token, and the measured tokens/s."""
-    savings = plan_savings(loaded.info, plan, FLOPS_CONTEXT)
+    savings = plan_savings(loaded.info, plan, FLOPS_CONTEXT, loaded.dtype.itemsize)
     columns = st.columns(4)
     columns[0].metric(
         "Parameters removed", f"{savings.params_removed / 1e6:,.2f}M ({savings.params_removed_percent:.1f} %)",
@@ -413,8 +413,8 @@ def show_savings(loaded, plan: PruningPlan) -> None:
     )
     columns[1].metric(
         "KV cache saved", f"{savings.kv_bytes_per_token:,} B/token",
-        help="Per pruned attention sublayer: 2 (K and V) × KV heads × head dim × 2 bytes (bf16/fp16 serving) "
-        "that are no longer stored for each token of the context.",
+        help=f"Per pruned attention sublayer: 2 (K and V) × KV heads × head dim × {loaded.dtype.itemsize} bytes "
+        f"({str(loaded.dtype).removeprefix('torch.')}, the loaded dtype) no longer stored for each token of the context.",
     )
     columns[2].metric(
         "FLOPs/token saved", f"{savings.flops_per_token / 1e6:,.1f}M ({savings.flops_percent:.1f} %)",

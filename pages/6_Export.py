@@ -91,7 +91,11 @@ model = ui.page(
 current = ui.plan_input(model, "export")
 chosen = recovery_input(model, current)
 st.markdown(expected_kind(current, chosen))
-if st.button("Export", type="primary"):
+demo = ui.current_deployment().demo
+if demo:
+    st.info("Export is off in this shared demo: every export writes a copy of the model to the server's disk. "
+            "Run pruneviz on your own machine (`make run`) to export.")
+if st.button("Export", type="primary", disabled=demo):
     st.session_state[RESULT_KEY] = export(model, current, chosen)
 stored = ui.stored_result(RESULT_KEY, model)
 if stored is not None:

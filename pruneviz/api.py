@@ -195,6 +195,11 @@ def evaluate(
         PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
     """
     plan.validate(loaded.n_blocks)
+    if recovery is not None and recovery.plan != plan:
+        raise SettingError(
+            f"This recovery was fitted for the plan '{recovery.plan}', not '{plan}'; evaluate it with that plan "
+            "(--prune) or fit one for this plan."
+        )
     if backend not in BACKENDS:
         raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
     recovered = recovery.fingerprint if recovery else None
@@ -352,7 +357,8 @@ def recoveries_within_noise(table: pd.DataFrame, sigmas: float = 2.0) -> list[tu
     """Pairs of variants of a :func:`compare_recoveries` table whose difference is within noise.
 
     Each recovery is compared with the plan without recovery (``pruned``) and with every other recovery,
-    on every metric that has a standard error (see :func:`difference_within_noise`).
+    on every metric that has a standard error (see :func:`difference_within_noise`); ``nll`` is left out
+    where ``perplexity`` (its exponential, with the same verdict) is there.
 
     Returns:
         ``(variant, other variant, metric column)`` triples.
@@ -361,7 +367,10 @@ def recoveries_within_noise(table: pd.DataFrame, sigmas: float = 2.0) -> list[tu
     pairs = [("pruned", name) for name in recovered]
     pairs += [(a, b) for i, a in enumerate(recovered) for b in recovered[i + 1 :]]
     rows = table.set_index("variant")
-    columns = [c for c in table.columns if f"{c} {STDERR_SUFFIX}" in table.columns]
+    columns = [
+        c for c in table.columns
+        if f"{c} {STDERR_SUFFIX}" in table.columns and not (c.endswith(" nll") and c.removesuffix(" nll") + " perplexity" in table.columns)
+    ]
     return [
         (b, a, column)
         for a, b in pairs

@@ -147,10 +147,13 @@ class ModelInfo:
         """Parameters of one whole block (attention + MLP with their norms)."""
         return self.params_attn + self.params_mlp
 
-    @property
-    def kv_bytes_per_token_per_attn(self) -> int:
-        """KV-cache bytes one attention sublayer stores per token in fp16/bf16 (2 bytes, K and V)."""
-        return 2 * self.n_kv_heads * self.head_dim * 2
+    def kv_bytes_per_token_per_attn(self, value_bytes: int) -> int:
+        """KV-cache bytes one attention sublayer stores per token: K and V, ``n_kv_heads × head_dim`` values each.
+
+        Args:
+            value_bytes: bytes per cached value (the model's dtype: 4 for fp32, 2 for bf16/fp16).
+        """
+        return 2 * self.n_kv_heads * self.head_dim * value_bytes
 
 
 def _count(module: nn.Module) -> int:

@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -37,10 +39,23 @@ def cache_dir() -> Path:
 
 
 def results_cache() -> diskcache.Cache:
-    """The process-wide diskcache instance under :func:`cache_dir` (thread-safe)."""
+    """The process-wide diskcache instance under :func:`cache_dir` (thread-safe).
+
+    A cache whose database cannot be read (truncated or overwritten) is moved aside to
+    ``results.corrupt-<time>`` with a warning and a fresh one is started: results are recomputed, and the
+    old files stay for inspection.
+    """
     path = cache_dir() / "results"
     if path not in _caches:
-        _caches[path] = diskcache.Cache(str(path))
+        try:
+            cache = diskcache.Cache(str(path))
+            len(cache)  # reads the database: a damaged one fails here rather than mid-computation
+        except sqlite3.DatabaseError as error:
+            aside = path.with_name(f"results.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            log.warning("The result cache at %s is unreadable (%s); moved it to %s and starting a new one.", path, error, aside)
+            path.rename(aside)
+            cache = diskcache.Cache(str(path))
+        _caches[path] = cache
     return _caches[path]
 
 

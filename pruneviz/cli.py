@@ -65,7 +65,13 @@ def _say(text: str) -> None:
 
 
 def _load(args):
+    from .export import pending_plan
     from .loading import load_model, parse_max_memory
+
+    pending = pending_plan(args.model)
+    if pending is not None and args.command != "evaluate":
+        _say(f"Note: {args.model} is a pruneviz export whose plan '{pending}' is not in its weights; this command "
+             "sees the full model (evaluate applies the plan; in Python use pruneviz.export.load_exported).")
 
     return load_model(
         args.model, device=distributed.local_device(args.device), dtype=args.dtype, trust_remote_code=args.trust_remote_code,
@@ -117,11 +123,19 @@ def cmd_influence(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from . import api
+    from .export import pending_plan
     from .plan import PruningPlan
-
     from .recovery import Recovery
 
     loaded = _load(args)
+    pending = pending_plan(args.model)
+    if pending is not None and not args.prune:
+        # a sublayer export keeps the full weights and its plan beside them: evaluating it means applying both
+        args.prune = pending
+        exported_recovery = Path(args.model) / "recovery"
+        if not args.recover and exported_recovery.is_dir():
+            args.recover = str(exported_recovery)
+        _say(f"{args.model} is a pruneviz export: applying its plan '{pending}'" + (" and its recovery" if args.recover else "") + ".")
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
     recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
     if recovery is not None:
@@ -137,7 +151,10 @@ def cmd_evaluate(args) -> None:
     if args.json:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
-    _say(f"{result.task} n={result.n} prune='{result.prune}': {summary}")
+    recovered = f" recover='{result.recover}'" if result.recover else ""
+    _say(f"{result.task} n={result.n} prune='{result.prune}'{recovered}: {summary}")
+    if plan.is_everything(loaded.n_blocks):
+        _say("Note: the plan prunes every block, so the embeddings go straight to the output head.")
 
 
 def cmd_curve(args) -> None:

@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from .errors import DataError, SettingError
 from .loading import LoadedModel, load_model
@@ -119,10 +118,9 @@ def export_model(
         if recovery is not None:
             recovery.save(out / "recovery")
     loaded.tokenizer.save_pretrained(out)
-    element = torch.finfo(loaded.dtype).bits // 8
     report = ExportReport(
         out, standalone, loaded.n_blocks - len(removed_blocks), info.params_total,
-        info.params_total - removed_params + added, removed_attn * 2 * info.n_kv_heads * info.head_dim * element,
+        info.params_total - removed_params + added, removed_attn * info.kv_bytes_per_token_per_attn(loaded.dtype.itemsize),
     )
     (out / PLAN_FILE).write_text(json.dumps({
         "source_model": loaded.name, "plan": str(plan), "standalone": standalone,
@@ -131,6 +129,19 @@ def export_model(
         "kv_bytes_per_token_saved": report.kv_bytes_per_token_saved,
     }, indent=2) + "\n")
     return report
+
+
+def pending_plan(model: str) -> str | None:
+    """The plan an export directory still needs applied (its weights hold the full model), else ``None``.
+
+    ``None`` for anything that is not such a directory (the embedded model, hub ids, standalone exports).
+    """
+    path = Path(model).expanduser() / PLAN_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return None if meta.get("standalone", True) else meta.get("plan", "")
 
 
 def load_exported(directory: str | Path, device: str = "auto") -> tuple[LoadedModel, PruningPlan, Recovery | None]:

@@ -79,7 +79,7 @@ class PlanSavings:
         params_removed: parameters of the pruned units (count).
         params_removed_percent: as % of all parameters.
         kv_bytes_per_token: KV-cache bytes per token no longer stored (K and V of each pruned attention
-            sublayer at 2 bytes per value, the bf16/fp16 serving case).
+            sublayer, in the model's dtype).
         flops_per_token: estimated forward FLOPs per token saved: 2 per weight of each pruned unit plus,
             for attention, 4 * heads * head_dim * context (the QK^T and AV products).
         flops_percent: as % of the full model's estimate at the same context.
@@ -92,11 +92,12 @@ class PlanSavings:
     flops_percent: float
 
 
-def plan_savings(info, plan: PruningPlan, context: int = 1024) -> PlanSavings:
+def plan_savings(info, plan: PruningPlan, context: int = 1024, value_bytes: int = 2) -> PlanSavings:
     """Estimate what ``plan`` saves on a model described by ``info`` (a ``ModelInfo``).
 
     Args:
         context: tokens attended to, for the attention-score FLOPs.
+        value_bytes: bytes per KV-cache value (the model's dtype, e.g. ``loaded.dtype.itemsize``).
     """
     attn_score_flops = 4 * info.n_heads * info.head_dim * context
     pruned_attn = sum(1 for _, name in plan.pruned if name == "attn")
@@ -105,7 +106,7 @@ def plan_savings(info, plan: PruningPlan, context: int = 1024) -> PlanSavings:
     flops = 2 * params + pruned_attn * attn_score_flops
     full_flops = 2 * info.params_total + info.n_blocks * attn_score_flops
     return PlanSavings(
-        params, 100.0 * params / info.params_total, pruned_attn * info.kv_bytes_per_token_per_attn,
+        params, 100.0 * params / info.params_total, pruned_attn * info.kv_bytes_per_token_per_attn(value_bytes),
         flops, 100.0 * flops / full_flops,
     )
 

@@ -119,10 +119,10 @@ class PruningPlan:
         Raises:
             PlanError: names the first unit whose block does not exist.
         """
-        for layer, name in sorted(self.pruned):
-            if not 0 <= layer < n_blocks:
+        for unit in self.units():
+            if not 0 <= unit.layer < n_blocks:
                 raise PlanError(
-                    f"The plan names '{layer}.{name}' but the model has blocks 0-{n_blocks - 1}; "
+                    f"The plan names '{unit}' but the model has blocks 0-{n_blocks - 1}; "
                     "remove it or pick an index in range."
                 )
         return self

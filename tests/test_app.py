@@ -323,6 +323,9 @@ def test_recovery_comparison_shows_confidence_intervals_and_flags_noise():
     })
     # |15 - 20| = 5 > 2 sqrt(2) ~ 2.83: bias beats pruned; |14 - 15| = 1 < 2.83: bias vs lowrank is noise
     assert api.recoveries_within_noise(table) == [("lowrank", "bias", "wiki perplexity")]
+    # nll says what perplexity says: flagged once
+    with_nll = table.assign(**{"wiki nll": [2.3, 3.0, 2.7, 2.64], "wiki nll stderr": [0.05, 0.05, 0.05, 0.05]})
+    assert api.recoveries_within_noise(with_nll) == [("lowrank", "bias", "wiki perplexity")]
     # 4 sigmas: threshold 4 sqrt(2) ~ 5.66 takes in bias vs pruned (5) but not lowrank vs pruned (6)
     assert api.recoveries_within_noise(table, sigmas=4.0) == [("bias", "pruned", "wiki perplexity"), ("lowrank", "bias", "wiki perplexity")]
     shown = plots.with_confidence_columns(table, "stderr")
@@ -597,6 +600,8 @@ def test_demo_mode_offers_only_configured_choices_and_caps_the_work(tmp_path, mo
     at = open_page(at, "2_Prune_and_evaluate.py")
     assert at.checkbox(key="use_mmlu").disabled and at.number_input(key="wiki_windows").max == 4
     assert at.number_input(key="generate_tokens").max == 64
+    at = open_page(at, "6_Export.py")
+    assert next(b for b in at.button if b.label == "Export").disabled  # exports would fill the server's disk
 
 
 @pytest.mark.real
@@ -688,8 +693,8 @@ def test_side_by_side_generation_and_what_the_plan_saves(app):
     evaluate_wiki(at, "3.attn", windows=2, seq_len=32).run()
     assert not at.exception, at.exception
     values = metric_values(at)
-    savings = plan_savings(app_model().info, PruningPlan.parse("3.attn"))
-    assert values["KV cache saved"] == "768 B/token"  # K and V: 2 x 3 KV heads x 64 dims x 2 bytes
+    savings = plan_savings(app_model().info, PruningPlan.parse("3.attn"), value_bytes=4)
+    assert values["KV cache saved"] == "1,536 B/token"  # K and V: 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
     assert values["Parameters removed"] == f"{savings.params_removed / 1e6:,.2f}M ({savings.params_removed_percent:.1f} %)"
     assert first_number(values["Tokens/s (pruned)"]) > 0
     assert "± " in values["Perplexity (pruned)"] and values["Perplexity (pruned)"].endswith("(95% CI)")

@@ -129,7 +129,7 @@ def test_model_info_of_tiny_llama():
         "llama", 4, 32, 4, 2, 8)
     assert (info.intermediate_size, info.vocab_size, info.max_position_embeddings) == (64, 128, 256)
     assert info.tied_embeddings is True
-    assert info.kv_bytes_per_token_per_attn == 2 * 2 * 8 * 2
+    assert info.kv_bytes_per_token_per_attn(2) == 2 * 2 * 8 * 2
 
 
 def test_model_info_untied_head():

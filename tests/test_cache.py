@@ -79,6 +79,22 @@ def test_corrupt_entry_is_recomputed(fresh_cache, size):
     np.testing.assert_array_equal(value, payload * 2)
 
 
+def test_unreadable_cache_database_is_moved_aside_and_replaced(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "broken"
+    (root / "results").mkdir(parents=True)
+    (root / "results" / "cache.db").write_bytes(GARBAGE * 300)
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(root))
+    results = cache.results_cache()
+    try:
+        assert cache.cached("k", lambda: 41 + 1) == (42, False)
+        assert cache.cached("k", lambda: 0) == (42, True)
+    finally:
+        results.close()
+    aside = [p.name for p in root.iterdir() if p.name.startswith("results.corrupt-")]
+    assert len(aside) == 1 and (root / aside[0] / "cache.db").read_bytes() == GARBAGE * 300
+    assert "unreadable" in caplog.text and "starting a new one" in caplog.text
+
+
 def test_missing_value_file_is_a_miss(fresh_cache):
     key = cache.make_key("missing-file")
     cache.cached(key, lambda: np.zeros(100_000))

@@ -58,6 +58,12 @@ def test_curve_recover_export_and_evaluate_with_recovery(tmp_path):
     document = json.loads(evaluated.read_text())
     assert document["recover"] == "bias/emulate"
     assert document["metrics"]["perplexity"] == pytest.approx(float(report[2]["wiki perplexity"]), rel=1e-9)
+    # a recovery fitted for another plan is refused, not silently ignored
+    refused = subprocess.run([sys.executable, "-m", "pruneviz", "evaluate", "--prune", "5", "--recover", str(recovery),
+                              "--windows", "2", "--window-len", "64"], cwd=REPO, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert refused.returncode == 2 and "fitted for the plan '2', not '5'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
     exported = tmp_path / "exported"
     result = run_cli("export", "--prune", "2,9", "--out", str(exported))

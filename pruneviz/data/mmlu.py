@@ -118,7 +118,10 @@ def read_mmlu_file(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"No MMLU file at {path}; give an existing .jsonl/.json/.csv/.parquet file.")
     if path.suffix in (".csv", ".parquet"):
-        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        try:
+            frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, ValueError) as error:
+            raise DataError(f"{path} cannot be read as a {path.suffix[1:].upper()} table ({error}); fix or replace the file.") from None
         records = frame.to_dict("records")
     elif path.suffix == ".json":
         try:
