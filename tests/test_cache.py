@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pruneviz import api, cache
+from pruneviz.evaluation.results import EvaluationResult
 from pruneviz.loading import from_modules
 from pruneviz.plan import PruningPlan
 from pruneviz.static_metrics import CSV_COLUMNS
@@ -140,9 +141,10 @@ def test_evaluate_twice_hits_the_cache(smollm2, fresh_cache):
     second = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
     assert (first.from_cache, second.from_cache) == (False, True)
     assert second.metrics == first.metrics and second.prune == "2.attn"
-    assert len(fresh_cache) == 1
-    # corrupt the stored entry: it is recomputed, not trusted
-    (key,) = list(fresh_cache.iterkeys())
+    # the result, plus the checkpoint of its one batch (2 windows of 16 tokens)
+    assert len(fresh_cache) == 2
+    (key,) = [k for k in fresh_cache.iterkeys() if isinstance(fresh_cache[k], EvaluationResult)]
+    # corrupt the stored result: it is recomputed, not trusted
     _corrupt(fresh_cache, key)
     third = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
     assert third.from_cache is False
