@@ -50,6 +50,7 @@ from .errors import Cancelled, PlanError, PrunevizError
 from .evaluation.mmlu import FORMATS, default_format
 from .hidden_store import format_usage
 from .loading import DEFAULT_MODEL, LoadedModel, load_model
+from .permalink import Param, parse, render
 from .plan import PruningPlan
 from .plots import metric_label
 from .recovery import Recovery
@@ -410,39 +411,20 @@ def plotly_chart(figure, name: str) -> None:
     st.plotly_chart(figure, config={"toImageButtonOptions": {"format": fmt, "filename": _slug(name)}, "displaylogo": False})
 
 
-@dataclass(frozen=True)
-class _Param:
-    """One query parameter of the permalink: the session-state key it restores and how to read it.
-
-    ``kind`` is ``str``, ``int`` or ``bool``; ``choices`` limits a ``str``; ``limit`` names the
-    deployment cap of an ``int`` (which is at least 1); ``highest`` is its largest value outside demo mode.
-    """
-
-    key: str
-    kind: type
-    choices: tuple = ()
-    limit: str | None = None
-    highest: int = 1 << 20
-
-
 # query parameter -> setting; the plan is validated against the model by the page that draws it
 PERMALINK = {
-    "plan": _Param(PLAN_KEY, str),
-    "figure": _Param(FIGURE_FORMAT_KEY, str, FIGURE_FORMATS),
-    "metric": _Param("influence_metric", str, METRICS),
-    "log": _Param("influence_log", bool),
-    "wiki": _Param("use_wiki", bool),
-    "windows": _Param("wiki_windows", int, limit="samples", highest=512),
-    "tokens": _Param("wiki_seq_len", int, limit="seq_len"),
-    "mmlu": _Param("use_mmlu", bool),
-    "format": _Param("mmlu_format", str, FORMATS),
-    "per_subject": _Param("mmlu_per_subject", int, limit="per_subject", highest=2000),
-    "chart": _Param("mmlu_chart_metric", str, ("acc", "acc_norm")),
+    "plan": Param(PLAN_KEY, str),
+    "figure": Param(FIGURE_FORMAT_KEY, str, FIGURE_FORMATS),
+    "metric": Param("influence_metric", str, METRICS),
+    "log": Param("influence_log", bool),
+    "wiki": Param("use_wiki", bool),
+    "windows": Param("wiki_windows", int, limit="samples", highest=512),
+    "tokens": Param("wiki_seq_len", int, limit="seq_len"),
+    "mmlu": Param("use_mmlu", bool),
+    "format": Param("mmlu_format", str, FORMATS),
+    "per_subject": Param("mmlu_per_subject", int, limit="per_subject", highest=2000),
+    "chart": Param("mmlu_chart_metric", str, ("acc", "acc_norm")),
 }
-
-
-def _render(value) -> str:
-    return ("1" if value else "0") if isinstance(value, bool) else str(value)
 
 
 def permalink_params() -> dict[str, str]:
@@ -454,34 +436,8 @@ def permalink_params() -> dict[str, str]:
     for name, param in PERMALINK.items():
         value = st.session_state.get(param.key)
         if value is not None and value != "":
-            params[name] = _render(value)
+            params[name] = render(value)
     return params
-
-
-def _parse_param(name: str, text: str, deployment: Deployment):
-    """A query parameter's value as its setting's type (numbers capped by the deployment).
-
-    Raises:
-        ValueError: the value is malformed; its message names the parameter and says it was ignored.
-    """
-    param = PERMALINK[name]
-    if param.kind is bool:
-        if text not in ("0", "1"):
-            raise ValueError(f"The link's '{name}' must be 0 or 1 (got '{text}'); it was ignored.")
-        return text == "1"
-    if param.kind is int:
-        if not text.isdigit() or int(text) < 1:
-            raise ValueError(f"The link's '{name}' must be a whole number of at least 1 (got '{text}'); it was ignored.")
-        highest = deployment.cap(param.limit, param.highest) if param.limit else param.highest
-        return min(int(text), highest)
-    if name == "plan":
-        try:
-            return str(PruningPlan.parse(text))
-        except PlanError as error:
-            raise ValueError(f"The link's plan was ignored: {error}") from error
-    if param.choices and text not in param.choices:
-        raise ValueError(f"The link's '{name}' must be one of {', '.join(param.choices)} (got '{text}'); it was ignored.")
-    return text
 
 
 def apply_permalink(deployment: Deployment) -> None:
@@ -503,7 +459,7 @@ def apply_permalink(deployment: Deployment) -> None:
         if name not in PERMALINK:
             continue
         try:
-            value = _parse_param(name, text, deployment)
+            value = parse(name, PERMALINK[name], text, deployment)
         except ValueError as problem:
             st.warning(str(problem))
             continue
