@@ -280,11 +280,14 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery: tuple) ->
 
 
 def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-    """``"12.34 ± 1.10 (95% CI)"``: the value and the half-width 1.96 × stderr (only where a standard error is defined)."""
+    """``"12.34 ± 1.10"``: the value and its 95 % CI half-width 1.96 × stderr (only where a standard error is defined).
+
+    The metric's tooltip says it is a 95 % interval; the card has no room for the words.
+    """
     text = f"{value * scale:.{digits}f}{unit}"
     if math.isnan(stderr):
         return text
-    return f"{text} ± {api.confidence_halfwidth(stderr) * scale:.{digits}f}{unit} (95% CI)"
+    return f"{text} ± {api.confidence_halfwidth(stderr) * scale:.{digits}f}{unit}"
 
 
 def noise_warning(baseline, pruned, metric: str, what: str) -> None:
@@ -351,7 +354,7 @@ def accuracy_metrics(result) -> list[str]:
 
 
 def show_mmlu_metric(baseline, pruned, name: str) -> None:
-    """One MMLU metric, pruned (with its change) beside unpruned, ± one standard error."""
+    """One MMLU metric, pruned (with its change) beside unpruned, each ± its 95 % confidence half-width."""
     is_loss = name == "loss"
     scale, digits, unit = (1, 3, "") if is_loss else (100, 1, " %")
     change = pruned.metrics[name] - baseline.metrics[name]
@@ -359,7 +362,7 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     formula = {
         "loss": "MMLU loss: −log softmax over the four letter logits at the gold letter, in nats (Siddiqui et al. 2024, §3.1)",
         "acc": "acc: fraction of questions whose highest-scoring answer is the gold one (lm-evaluation-harness)",
-        "acc_norm": "acc_norm: acc with each answer's log-likelihood divided by its length in bytes (lm-evaluation-harness)",
+        "acc_norm": "acc_norm: acc with each answer's log-likelihood divided by its length in characters (lm-evaluation-harness)",
     }[name]
     interval = f"± 1.96 standard errors over the n = {pruned.n} questions (normal-approximation 95 % CI)"
     left.metric(
