@@ -291,7 +291,7 @@ def test_mmlu_incremental_toggles_equal_the_plain_path(smollm2, fmt):
                 assert work.computed > 0 and work.computed * 9 == work.reused  # per batch: blocks 27-29 run, 0-26 reused
             if fmt == "letter":
                 gold = result.items["answer"].to_numpy()
-                loss = -torch.log_softmax(torch.from_numpy(theirs), 1)[torch.arange(len(gold)), torch.from_numpy(gold)]
+                loss = -torch.log_softmax(torch.tensor(theirs), 1)[torch.arange(len(gold)), torch.tensor(gold)]
                 np.testing.assert_allclose(result.items["loss"].to_numpy(), loss.numpy(), atol=1e-4, rtol=0)
 
 
