@@ -1,24 +1,25 @@
 """Shared-prefix packing: run the tokens that several sequences share once, in one row (issue #5).
 
 MMLU cloze scores four continuations of one question context, and k-shot prompts of one subject
-share the few-shot prefix. Instead of recomputing the shared tokens once per sequence, a *group* of
-sequences is packed into ONE row::
+share the few-shot exemplars. Instead of recomputing the shared tokens once per sequence, a *group* of
+sequences is packed into ONE row that holds their token trie in depth-first order: every distinct
+prefix appears once (the exemplars once per row, each question once for its four answers), e.g.::
 
-    [common prefix][suffix of seq 1][suffix of seq 2]...[padding]
+    [exemplars][question 1][answer A][answer B]...[question 2][answer A]...[padding]
 
 with a custom attention mask and explicit position ids, so that every real token sees exactly what it
 would see if its sequence ran alone:
 
-* a prefix token at column ``c`` attends to prefix columns ``<= c`` and has position ``c``;
-* a token of suffix ``j`` attends to the whole prefix and to the earlier tokens of suffix ``j`` only,
-  and its position continues from ``len(prefix)`` (``len(prefix) + offset in the suffix``);
+* a token attends to its ancestors in the trie (the earlier tokens of every sequence through it) and
+  to itself; in depth-first order those are the columns ``k <= q`` whose subtree reaches ``q``;
+* its position is its depth in the trie (its position in each of those sequences);
 * a padding column (right padding) attends to itself only, so no softmax row is fully masked (a fully
   masked row gives NaN under SDPA on GPU); padding never feeds a real token.
 
 Since a causal decoder's hidden state at position ``p`` depends only on tokens ``0..p`` and on the
 position ids (rotary embeddings), this is mathematically the same computation as running every sequence
-alone; it is the single-pass equivalent of computing the prefix once and reusing its KV cache for each
-continuation. Numerically the results agree to float rounding (about 1e-6 in fp32).
+alone; it is the single-pass equivalent of computing each shared prefix once and reusing its KV cache for
+every continuation. Numerically the results agree to float rounding (about 1e-6 in fp32).
 
 Mask convention (what ``transformers`` 5.x models accept unchanged): a 4D additive float mask
 ``[B, 1, T, T]`` in the model's dtype, ``0`` where query ``q`` may attend key ``k`` and
@@ -54,37 +55,33 @@ class PackedBatch:
 
     Attributes:
         input_ids: ``[B, T]`` long token ids, right-padded with the pad id.
-        position_ids: ``[B, T]`` long; the prefix has ``0..P-1``, each suffix continues from ``P``;
-            padding has 0.
+        position_ids: ``[B, T]`` long; a token's position is its depth in the row's token trie (its
+            position in every sequence that contains it); padding has 0.
         attention_mask: ``[B, 1, T, T]`` additive float mask (0 = attend, ``finfo(dtype).min`` = masked),
             or ``{layer_type: mask}`` for models with sliding-window layers (see the module docstring).
-        spans: sequence index -> ``(row, prefix_length, suffix_start_column, length)``; use :meth:`locate`.
+        placements: sequence index -> ``(row, columns)``; use :meth:`locate`.
     """
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     attention_mask: torch.Tensor | dict[str, torch.Tensor]
-    spans: dict[int, tuple[int, int, int, int]] = field(default_factory=dict, repr=False)
+    placements: dict[int, tuple[int, list[int]]] = field(default_factory=dict, repr=False)
 
     def locate(self, index: int) -> tuple[int, torch.Tensor]:
         """Where the tokens of original sequence ``index`` sit in the packed batch.
 
         Returns:
             ``(row, columns)``: ``columns`` is ``[len(sequences[index])]`` long (on the batch's device);
-            token ``p`` of the sequence is at ``input_ids[row, columns[p]]``. A sequence equal to its
-            group's common prefix points into the prefix only.
+            token ``p`` of the sequence is at ``input_ids[row, columns[p]]``. Tokens a sequence shares with
+            others of its group point into the shared part.
 
         Raises:
             SettingError: ``index`` was not in any packed group.
         """
-        if index not in self.spans:
+        if index not in self.placements:
             raise SettingError(f"Sequence {index} is not in this packed batch; pack it in one of the groups first.")
-        row, prefix, start, length = self.spans[index]
-        device = self.input_ids.device
-        columns = torch.cat(
-            [torch.arange(prefix, device=device), torch.arange(start, start + length - prefix, device=device)]
-        )
-        return row, columns
+        row, columns = self.placements[index]
+        return row, torch.tensor(columns, dtype=torch.long, device=self.input_ids.device)
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -109,13 +106,62 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
 
 
 def packed_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Tokens in the packed row of ``sequences``: ``P + sum(len_i - P)`` with ``P`` their common prefix length.
+    """Tokens in the packed row of ``sequences``: the nodes of their token trie (every distinct prefix once).
+
+    In lexicographic order each sequence adds its length minus its common prefix with the one before.
 
     Raises:
         SettingError: ``sequences`` is empty.
     """
-    prefix = common_prefix_length(sequences)
-    return sum(len(s) for s in sequences) - (len(sequences) - 1) * prefix
+    if len(sequences) == 0:
+        raise SettingError("packed_length needs at least one sequence; pass a non-empty list.")
+    ordered = sorted(list(s) for s in sequences)
+    return len(ordered[0]) + sum(len(b) - common_prefix_length([a, b]) for a, b in zip(ordered, ordered[1:]))
+
+
+def _trie_layout(members: list[list[int]]) -> tuple[list[int], list[int], list[int], list[list[int]]]:
+    """Lay out the token trie of ``members`` in depth-first (pre-)order, one column per node.
+
+    Returns:
+        ``(tokens, positions, ends, paths)``: per column its token, its depth (= position), and the last
+        column of its subtree; per member, the columns of its tokens. In pre-order a node's subtree is the
+        contiguous range ``[column, end]``, so the ancestors of column ``q`` (itself included) are exactly
+        the columns ``k`` with ``k <= q <= ends[k]``.
+    """
+    children: list[dict[int, int]] = [{}]  # node 0 is the root (no token)
+    token_of, depth_of = [-1], [-1]
+    node_paths = []
+    for seq in members:
+        node, path = 0, []
+        for token in seq:
+            child = children[node].get(token)
+            if child is None:
+                child = len(children)
+                children.append({})
+                token_of.append(token)
+                depth_of.append(depth_of[node] + 1)
+                children[node][token] = child
+            node = child
+            path.append(node)
+        node_paths.append(path)
+    column_of = [0] * len(children)
+    order: list[int] = []
+    end_of = [0] * len(children)
+    stack = [(0, iter(children[0].values()))]
+    while stack:
+        node, pending = stack[-1]
+        child = next(pending, None)
+        if child is None:
+            stack.pop()
+            end_of[node] = len(order) - 1
+            continue
+        column_of[child] = len(order)
+        order.append(child)
+        stack.append((child, iter(children[child].values())))
+    tokens = [token_of[n] for n in order]
+    positions = [depth_of[n] for n in order]
+    ends = [end_of[n] for n in order]
+    return tokens, positions, ends, [[column_of[n] for n in path] for path in node_paths]
 
 
 def _mask_layout(config) -> tuple[list[str], int | None]:
@@ -170,7 +216,7 @@ def pack_groups(
     dtype: torch.dtype,
     device=None,
 ) -> PackedBatch:
-    """Pack each group of sequences into one row sharing the group's longest common token prefix.
+    """Pack each group of sequences into one row holding their token trie: every shared prefix once.
 
     Args:
         sequences: token-id lists (each non-empty).
@@ -183,7 +229,7 @@ def pack_groups(
 
     Returns:
         :class:`PackedBatch` with ``B = len(groups)`` rows of width ``T`` = the longest packed row
-        (``P + sum(len_i - P)`` tokens for a group with common prefix ``P``).
+        (:func:`packed_length` of its group).
 
     Raises:
         SettingError: no groups, an empty group, an index out of range or in two groups, an empty
@@ -207,47 +253,32 @@ def pack_groups(
                 raise SettingError(f"Sequence {index} is empty; every packed sequence needs at least one token.")
             seen.add(index)
 
-    rows, segments, positions, spans = [], [], [], {}
-    for row, group in enumerate(groups):
-        members = [list(sequences[i]) for i in group]
-        prefix = common_prefix_length(members)
-        tokens, segment, position = members[0][:prefix], [0] * prefix, list(range(prefix))
-        for j, (index, seq) in enumerate(zip(group, members), start=1):
-            spans[index] = (row, prefix, len(tokens), len(seq))
-            tokens += seq[prefix:]
-            segment += [j] * (len(seq) - prefix)
-            position += range(prefix, len(seq))
-        rows.append(tokens)
-        segments.append(segment)
-        positions.append(position)
-
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    segment_ids = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 = padding, 0 = prefix, j = suffix j
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, (tokens, segment, position) in enumerate(zip(rows, segments, positions)):
+    layouts = [_trie_layout([list(sequences[i]) for i in group]) for group in groups]
+    width = max(len(tokens) for tokens, _, _, _ in layouts)
+    input_ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(groups), width), dtype=torch.long)
+    # a padding column's subtree is itself, so it attends to itself only
+    ends = torch.arange(width).repeat(len(groups), 1)
+    placements = {}
+    for row, (group, (tokens, positions, subtree_ends, paths)) in enumerate(zip(groups, layouts)):
         input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        segment_ids[row, : len(tokens)] = torch.tensor(segment, dtype=torch.long)
-        position_ids[row, : len(tokens)] = torch.tensor(position, dtype=torch.long)
-    input_ids, segment_ids, position_ids = (t.to(device) for t in (input_ids, segment_ids, position_ids))
+        position_ids[row, : len(tokens)] = torch.tensor(positions, dtype=torch.long)
+        ends[row, : len(tokens)] = torch.tensor(subtree_ends, dtype=torch.long)
+        placements.update({index: (row, path) for index, path in zip(group, paths)})
+    input_ids, position_ids, ends = (t.to(device) for t in (input_ids, position_ids, ends))
 
-    seg_q, seg_k = segment_ids[:, :, None], segment_ids[:, None, :]  # [B, T, 1], [B, 1, T]
     columns = torch.arange(width, device=input_ids.device)
-    causal = columns[None, :, None] >= columns[None, None, :]  # [1, T, T]: key column not after query column
-    # a key is visible when it is real, in the prefix or in the query's own suffix, and not in the future;
-    # within one sequence columns and positions increase together, so column order is position order
-    allowed = causal & (seg_k >= 0) & (seg_q >= 0) & ((seg_k == 0) | (seg_k == seg_q))  # [B, T, T]
-    allowed |= torch.eye(width, dtype=torch.bool, device=input_ids.device)[None]  # padding attends to itself
+    # key k is visible from query q when k is an ancestor of q (or q itself) in the row's token trie
+    allowed = (columns[None, None, :] <= columns[None, :, None]) & (columns[None, :, None] <= ends[:, None, :])  # [B, T, T]
     if window is not None:
-        # pos_q - pos_k < window, written so that no [B, T, T] integer tensor is materialised
-        # (the diagonal has distance 0, so padding keeps its self-attention)
-        sliding = allowed & (position_ids[:, None, :] > position_ids[:, :, None] - window)  # [B, T, T]
+        distance = position_ids[:, :, None] - position_ids[:, None, :]  # [B, T, T] pos_q - pos_k
+        sliding = (allowed & (distance < window)) | torch.eye(width, dtype=torch.bool, device=input_ids.device)[None]
     if layer_types:
         masks = {FULL_ATTENTION: allowed, SLIDING_ATTENTION: sliding if window is not None else allowed}
         mask: torch.Tensor | dict[str, torch.Tensor] = {t: _additive(masks[t], dtype) for t in layer_types}
     else:
         mask = _additive(sliding if window is not None else allowed, dtype)
-    return PackedBatch(input_ids, position_ids, mask, spans)
+    return PackedBatch(input_ids, position_ids, mask, placements)
 
 
 def plan_groups(sequences: Sequence[Sequence[int]], keys: Sequence[Hashable], max_tokens: int) -> list[list[int]]:
@@ -284,16 +315,17 @@ def plan_groups(sequences: Sequence[Sequence[int]], keys: Sequence[Hashable], ma
     for members in by_key.values():
         members = sorted(members, key=lambda i: (list(sequences[i]), i))
         group: list[int] = []
-        total, prefix = 0, 0  # the open group's summed length and common prefix length
+        total = 0  # the open group's trie size (packed length)
         for index in members:
             seq = sequences[index]
             if group:
-                shared = min(prefix, common_prefix_length([sequences[group[0]], seq]))
-                if total + len(seq) - len(group) * shared <= max_tokens:
+                # in lexicographic order a sequence shares most with the one before it
+                added = len(seq) - common_prefix_length([sequences[group[-1]], seq])
+                if total + added <= max_tokens:
                     group.append(index)
-                    total, prefix = total + len(seq), shared
+                    total += added
                     continue
                 groups.append(group)
-            group, total, prefix = [index], len(seq), len(seq)
+            group, total = [index], len(seq)
         groups.append(group)
     return groups

@@ -155,6 +155,27 @@ def test_tiny_llama_packed_equals_alone(llama_case, attn):
     assert _max_difference(base, sequences, batch, _packed(base, batch, position_ids=running), [1, 3]) > 1e-3
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_nested_prefixes_are_shared_at_every_level(attn):
+    """k-shot cloze shape: exemplars shared by two questions, each question's context shared by its answers."""
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama()
+    model.set_attn_implementation(attn)
+    base = _base(model)
+    shots, first, second = [5, 6, 7, 8, 9], [20, 21, 22], [30, 31]
+    answers = ([40, 41], [42], [43, 44, 45])
+    sequences = [shots + question + answer for question in (first, second) for answer in answers]
+    assert packed_length(sequences) == len(shots) + len(first) + len(second) + 2 * sum(map(len, answers))
+    batch = pack_groups(sequences, [list(range(6))], pad_id=0, config=model.config, dtype=torch.float32)
+    assert batch.input_ids.shape == (1, packed_length(sequences))
+    assert _max_difference(base, sequences, batch, _packed(base, batch), range(6)) < TOL_FP32
+    # each question's context appears once, before its answers
+    row, columns = batch.locate(4)
+    assert columns.tolist()[: len(shots)] == list(range(len(shots)))
+    assert batch.position_ids[0, columns].tolist() == list(range(len(sequences[4])))
+
+
 def test_tiny_llama_through_loaded_model(tiny, llama_case):
     """The session's gated tiny model (what evaluations use) agrees too."""
     base = resolve(tiny.model, tiny.adapter.base)

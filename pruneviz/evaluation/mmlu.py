@@ -80,21 +80,20 @@ def letter_requests(tokenizer, prompts: list[str], subjects: list[str]) -> list[
     return requests
 
 
-def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects: list[str], shots: int = 0) -> list[Request]:
+def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects: list[str]) -> list[Request]:
     """Four requests per prompt (question-major): each answer text's tokens as continuation " {answer}".
 
-    0-shot, the four answers of one question form one packing group (the question is computed once);
-    k-shot, all answers of one subject do (the exemplars, the longer part, are computed once per row).
+    The answers of one subject form one packing group: their token trie holds the description and the
+    k-shot exemplars once per row, and each question once for its four answers.
     """
     requests = []
-    for question, (prompt, options, subject) in enumerate(zip(prompts, choices, subjects)):
+    for prompt, options, subject in zip(prompts, choices, subjects):
         for option in options:
             context, continuation = encode_pair(tokenizer, prompt, f" {option}")
             # position p predicts token p + 1, so the continuation is predicted from len(context) - 1 on
             positions = tuple(range(len(context) - 1, len(context) - 1 + len(continuation)))
             tokens = tuple(context + continuation)[:-1]
-            group = subject if shots else question
-            requests.append(Request(tokens, positions, tuple((t,) for t in continuation), group=group, stratum=subject))
+            requests.append(Request(tokens, positions, tuple((t,) for t in continuation), group=subject, stratum=subject))
     return requests
 
 
@@ -172,7 +171,7 @@ def evaluate_mmlu(
     if fmt == "letter":
         requests = letter_requests(loaded.tokenizer, prompts, names)
     else:
-        requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names, shots)
+        requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names)
     per_question = 1 if fmt == "letter" else 4
     items = scored[["subject", "category", "answer"]].reset_index(drop=True)
     if fmt == "cloze":
