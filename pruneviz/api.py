@@ -75,6 +75,17 @@ METRIC_REGISTRY = {**STATIC_METRICS, **ADAPTIVE_METRICS}
 METRICS = tuple(METRIC_REGISTRY)
 
 
+def check_metrics(metrics: list[str]) -> None:
+    """Check metric names against :data:`METRICS` (before any model is loaded).
+
+    Raises:
+        SettingError: names the first unknown metric and lists the available ones.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise SettingError(f"Metric '{unknown[0]}' is not available; choose from {', '.join(METRICS)}.")
+
+
 def influence(
     loaded,
     data: str = "wiki",
@@ -116,9 +127,7 @@ def influence(
     Raises:
         SettingError: unknown metric, granularity or estimator setting; plus :func:`calibration_batch`'s errors.
     """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise SettingError(f"Metric '{unknown[0]}' is not available; choose from {', '.join(METRICS)}.")
+    check_metrics(metrics)
     if granularity not in GRANULARITY_KINDS:
         raise SettingError(f"Granularity '{granularity}' is unknown; use block, sublayer or all.")
     plan.validate(loaded.n_blocks)
@@ -429,7 +438,7 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "influence", "evaluate", "hidden_store_usage", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_metrics", "influence", "evaluate", "hidden_store_usage", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
     "comparison_json",
 ]

@@ -101,8 +101,9 @@ def cmd_info(args) -> None:
 def cmd_influence(args) -> None:
     from . import api
 
-    loaded = _load(args)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    api.check_metrics(metrics)  # before the model loads: a typo should not cost a load
+    loaded = _load(args)
     with _progress("influence") as progress:
         table = api.influence(
             loaded, args.data, metrics, args.granularity, args.samples, args.seq_len,
@@ -160,8 +161,11 @@ def cmd_evaluate(args) -> None:
 def cmd_curve(args) -> None:
     import pandas as pd
 
+    from .api import check_metrics
     from .curves import Ranking, Task, pruning_curve
 
+    metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+    check_metrics(metrics)
     loaded = _load(args)
     metric_options = {
         "samples": args.samples, "seq_len": args.seq_len, "estimator": args.estimator, "fraction": args.fraction,
@@ -173,7 +177,7 @@ def cmd_curve(args) -> None:
     }
     tasks = [Task(name.strip(), task_options) for name in args.tasks.split(",") if name.strip()]
     curves = []
-    for metric in (m.strip() for m in args.metric.split(",") if m.strip()):
+    for metric in metrics:
         with _progress(f"curve {metric}") as progress:
             curves.append(pruning_curve(loaded, Ranking(metric, args.data, metric_options), args.scheme, args.steps, tasks, args.iterative, progress))
     table = pd.concat(curves, ignore_index=True)

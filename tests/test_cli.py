@@ -178,3 +178,16 @@ class TestOnEmbeddedModel:
         _assert_one_line_error(result, *fragments)
         assert result.stdout == ""
         assert not (REPO / "never.csv").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["influence", "--metrics", "cosine,cosinus", "--out", "never.csv"],
+    ["curve", "--metric", "cosinus", "--steps", "2", "--out", "never.csv"],
+])
+def test_unknown_metric_is_refused_before_the_model_loads(command, capsys):
+    # the model path does not exist: had it been loaded first, the error would name the path
+    assert main([*command, "--model", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "'cosinus' is not available" in error and "nonexistent" not in error
+    assert len(error.splitlines()) == 1
+
