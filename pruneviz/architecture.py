@@ -31,6 +31,9 @@ class ArchitectureAdapter:
         mlp: attribute of a block holding the feed-forward sublayer (returns a tensor).
         attn_norm: attribute of the pre-norm applied to ``resid_pre`` before attention.
         mlp_norm: attribute of the pre-norm applied to ``resid_mid`` before the MLP.
+        post_norms: attributes of the norms applied to the attention and the MLP outputs before they join
+            the residual stream (Gemma-2/3: ``post_attention_layernorm``, ``post_feedforward_layernorm``);
+            empty for pre-norm-only blocks. Counted with their sublayer's parameters.
         embed: dotted path to the token embedding.
         final_norm: dotted path to the norm applied after the last block.
         lm_head: dotted path to the output head.
@@ -46,6 +49,7 @@ class ArchitectureAdapter:
     embed: str = "model.embed_tokens"
     final_norm: str = "model.norm"
     lm_head: str = "lm_head"
+    post_norms: tuple[str, str] | tuple[()] = ()
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         """Return the decoder blocks of ``model``, in order."""
@@ -57,7 +61,8 @@ class ArchitectureAdapter:
 
 
 _LLAMA_LIKE = ArchitectureAdapter("llama")
-_GEMMA2_LIKE = ArchitectureAdapter("gemma2", mlp_norm="pre_feedforward_layernorm")
+_GEMMA_POST_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")
+_GEMMA2_LIKE = ArchitectureAdapter("gemma2", mlp_norm="pre_feedforward_layernorm", post_norms=_GEMMA_POST_NORMS)
 
 ADAPTERS: dict[str, ArchitectureAdapter] = {
     "llama": _LLAMA_LIKE,
@@ -66,7 +71,7 @@ ADAPTERS: dict[str, ArchitectureAdapter] = {
     "qwen3": ArchitectureAdapter("qwen3"),
     "gemma": ArchitectureAdapter("gemma"),
     "gemma2": _GEMMA2_LIKE,
-    "gemma3_text": ArchitectureAdapter("gemma3", mlp_norm="pre_feedforward_layernorm"),
+    "gemma3_text": ArchitectureAdapter("gemma3", mlp_norm="pre_feedforward_layernorm", post_norms=_GEMMA_POST_NORMS),
 }
 SUPPORTED = tuple(sorted(ADAPTERS))
 
@@ -124,7 +129,8 @@ class ModelInfo:
         vocab_size: output vocabulary size.
         max_position_embeddings: longest context the model was trained for (tokens).
         params_total: all parameters (tied weights counted once).
-        params_attn / params_mlp: parameters of one block's attention / MLP sublayer, each with its pre-norm.
+        params_attn / params_mlp: parameters of one block's attention / MLP sublayer, each with its pre-norm
+            (and its post-norm where the architecture has one, as Gemma-2/3 do).
         tied_embeddings: whether ``lm_head`` shares the embedding matrix.
     """
 
@@ -160,6 +166,10 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _sublayer_params(block: nn.Module, sublayer: str, pre_norm: str, post_norms: tuple[str, ...]) -> int:
+    return sum(_count(resolve(block, name)) for name in (sublayer, pre_norm, *post_norms))
+
+
 def model_info(model: nn.Module) -> ModelInfo:
     """Summarise ``model``'s architecture.
 
@@ -184,7 +194,7 @@ def model_info(model: nn.Module) -> ModelInfo:
         vocab_size=cfg.vocab_size,
         max_position_embeddings=getattr(cfg, "max_position_embeddings", 2048),
         params_total=_count(model),  # parameters() yields tied weights once
-        params_attn=_count(resolve(block, adapter.attn)) + _count(resolve(block, adapter.attn_norm)),
-        params_mlp=_count(resolve(block, adapter.mlp)) + _count(resolve(block, adapter.mlp_norm)),
+        params_attn=_sublayer_params(block, adapter.attn, adapter.attn_norm, adapter.post_norms[:1]),
+        params_mlp=_sublayer_params(block, adapter.mlp, adapter.mlp_norm, adapter.post_norms[1:]),
         tied_embeddings=head.weight is embed.weight,
     )

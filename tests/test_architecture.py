@@ -148,7 +148,11 @@ def test_real_gemma2_tiny_model_is_adapted():
     torch.manual_seed(0)
     info = model_info(Gemma2ForCausalLM(config))
     assert info.family == "gemma2" and info.n_blocks == 2 and info.head_dim == 8
-    # attention: q (16x16), k, v (16x8), o (16x16) + its pre-norm input_layernorm (16);
-    # MLP: gate, up, down + its pre-norm pre_feedforward_layernorm (16)
-    assert info.params_attn == 16 * 16 + 2 * 16 * 8 + 16 * 16 + 16
-    assert info.params_mlp == 3 * 16 * 32 + 16
+    # attention: q (16x16), k, v (16x8), o (16x16) + its pre-norm input_layernorm and post-norm
+    # post_attention_layernorm (16 each); MLP: gate, up, down + pre_feedforward_layernorm and
+    # post_feedforward_layernorm (16 each)
+    assert info.params_attn == 16 * 16 + 2 * 16 * 8 + 16 * 16 + 2 * 16
+    assert info.params_mlp == 3 * 16 * 32 + 2 * 16
+    # every block parameter belongs to one sublayer
+    block = Gemma2ForCausalLM(config).model.layers[0]
+    assert info.params_block == sum(p.numel() for p in block.parameters())
