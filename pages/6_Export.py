@@ -7,7 +7,7 @@ path a visitor types.
 import streamlit as st
 
 from pruneviz import ui
-from pruneviz.export import export_model
+from pruneviz.export import delete_export, export_model
 
 RESULT_KEY = "export_result"
 NO_RECOVERY = "none"
@@ -80,6 +80,12 @@ def show_report(result: dict) -> None:
         file_name=f"{report.directory.name}.zip", mime="application/zip", on_click="ignore", key="export_zip",
         help="The zip is built when you click; the directory also stays on the server.",
     )
+    if st.button("Delete this export from the server", key="export_delete",
+                 help="Removes the directory (a full copy of the weights); download the zip first if you need it."):
+        freed = ui.run_or_stop(delete_export, report.directory)
+        st.session_state.pop(RESULT_KEY, None)
+        st.success(f"Deleted {report.directory} ({freed / 1e6:,.0f} MB freed).")
+        st.stop()
 
 
 model = ui.page(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,20 @@ def export_model(
         "kv_bytes_per_token_saved": report.kv_bytes_per_token_saved,
     }, indent=2) + "\n")
     return report
+
+
+def delete_export(directory: str | Path) -> int:
+    """Delete an :func:`export_model` directory (it holds a full copy of the weights); return the bytes freed.
+
+    Raises:
+        DataError: ``directory`` has no ``pruning_plan.json``, so it is not an export (nothing is deleted).
+    """
+    directory = Path(directory)
+    if not (directory / PLAN_FILE).is_file():
+        raise DataError(f"{directory} is not a pruneviz export (no {PLAN_FILE}); nothing was deleted.")
+    freed = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+    shutil.rmtree(directory)
+    return freed
 
 
 def pending_plan(model: str) -> str | None:

@@ -6,7 +6,6 @@ import ast
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -475,7 +474,10 @@ def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
     assert values["KV cache saved"] == "1,536 B/token"  # keys and values: 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
     directory = at.session_state["export_result"]["report"].directory
     assert directory.parent.name == "exports" and (directory / "pruning_plan.json").exists()
-    shutil.rmtree(directory)  # half a gigabyte of weights; pytest keeps its last temporary directories
+    # half a gigabyte of weights: the page deletes it on request
+    press(at, "Delete this export from the server")
+    assert not directory.exists() and "export_result" not in at.session_state
+    assert any("MB freed" in s.value for s in at.success)
 
 
 @pytest.mark.real

@@ -192,6 +192,21 @@ def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):
         fit_recovery(tiny, plan, fit_batch, method="bias", fit="train")
 
 
+def test_delete_export_refuses_a_directory_that_is_not_an_export(tmp_path):
+    from pruneviz.errors import DataError
+    from pruneviz.export import PLAN_FILE, delete_export
+
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "weights.bin").write_bytes(b"x" * 10)
+    with pytest.raises(DataError, match="not a pruneviz export"):
+        delete_export(tmp_path / "keep")
+    assert (tmp_path / "keep" / "weights.bin").exists()
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / PLAN_FILE).write_text("{}")
+    (tmp_path / "export" / "model.safetensors").write_bytes(b"y" * 100)
+    assert delete_export(tmp_path / "export") == 102 and not (tmp_path / "export").exists()
+
+
 def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(tiny, monkeypatch):
     from pruneviz import recovery as recovery_module
     from pruneviz.cache import read_partial
