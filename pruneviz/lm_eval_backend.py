@@ -35,11 +35,10 @@ import yaml
 from lm_eval.models.huggingface import HFLM
 
 from .cache import cache_dir, file_fingerprint
-from .data.mmlu import load_mmlu, mmlu_fingerprint, mmlu_half, select_subjects, split_exemplars
-from .data.text import load_corpus, token_windows
+from .data.mmlu import mmlu_fingerprint
 from .errors import DataError, SettingError
-from .evaluation.mmlu import FORMATS, group_items, summarise_items
-from .evaluation.perplexity import perplexity_result
+from .evaluation.mmlu import group_items, mmlu_questions, summarise_items
+from .evaluation.perplexity import perplexity_result, perplexity_windows
 from .evaluation.results import EvaluationResult
 from .evaluation.scoring import Progress, run_batched
 from .gating import apply_plan
@@ -259,17 +258,8 @@ def evaluate_mmlu(
     from lm_eval.tasks import TaskManager
 
     plan.validate(loaded.n_blocks)
-    if fmt not in FORMATS:
-        raise SettingError(f"MMLU format '{fmt}' is unknown; use letter or cloze.")
     started = time.perf_counter()
-    table = load_mmlu(source)
-    exemplars, scored = split_exemplars(table, select_subjects(table, subset), shots, per_subject)
-    scored = mmlu_half(scored, half)
-    if scored.empty:
-        raise DataError(
-            f"No MMLU questions are left to score ({half} half of {per_subject} per subject after {shots} "
-            "exemplars); raise the questions per subject."
-        )
+    exemplars, scored = mmlu_questions(fmt, source, subset, shots, per_subject, half)
     folder, names = write_mmlu_tasks(scored, exemplars, shots, fmt)
     if progress:
         progress(0, len(scored))
@@ -331,11 +321,9 @@ def evaluate_perplexity(
         PlanError: the plan names a block the model lacks.
     """
     plan.validate(loaded.n_blocks)
-    if not 2 <= seq_len <= loaded.max_length:
-        raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
     started = time.perf_counter()
-    data = load_corpus(corpus, "evaluation")
-    requests = [(None, ids[:1], ids[1:]) for ids in token_windows(loaded.tokenizer, data.texts, seq_len, windows).tolist()]
+    data, ids = perplexity_windows(loaded, corpus, windows, seq_len)
+    requests = [(None, window[:1], window[1:]) for window in ids.tolist()]
     model = PlannedHFLM(loaded, plan, stand_ins, batch_size)
 
     def nll_sums(chunk) -> list[float]:

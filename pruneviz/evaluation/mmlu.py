@@ -64,6 +64,32 @@ def build_prompt(row, exemplars: pd.DataFrame, fmt: str) -> str:
     return description + shots + cloze_question(row)
 
 
+def mmlu_questions(
+    fmt: str, source: str, subset: str | None, shots: int, per_subject: int | None, half: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The exemplars and the questions to score of one MMLU evaluation (shared by both backends).
+
+    Returns:
+        ``(exemplars, scored)``: the first ``shots`` questions of each chosen subject, and the rest
+        (at most ``per_subject`` per subject, then the ``half`` of them, see :func:`mmlu_half`).
+
+    Raises:
+        SettingError: unknown format.
+        DataError: unknown subset, too many shots for a subject, malformed question file, or no question left.
+    """
+    if fmt not in FORMATS:
+        raise SettingError(f"MMLU format '{fmt}' is unknown; use letter or cloze.")
+    table = load_mmlu(source)
+    exemplars, scored = split_exemplars(table, select_subjects(table, subset), shots, per_subject)
+    scored = mmlu_half(scored, half)
+    if scored.empty:
+        raise DataError(
+            f"No MMLU questions are left to score ({half} half of {per_subject} per subject after {shots} "
+            "exemplars); raise the questions per subject."
+        )
+    return exemplars, scored
+
+
 def letter_requests(tokenizer, prompts: list[str], subjects: list[str]) -> list[Request]:
     """One request per prompt: the log-probabilities of " A".." D" at its last position.
 
@@ -151,18 +177,8 @@ def evaluate_mmlu(
         PlanError: the plan names a block the model lacks.
     """
     plan.validate(loaded.n_blocks)
-    if fmt not in FORMATS:
-        raise SettingError(f"MMLU format '{fmt}' is unknown; use letter or cloze.")
     started = time.perf_counter()
-    table = load_mmlu(source)
-    subjects = select_subjects(table, subset)
-    exemplars, scored = split_exemplars(table, subjects, shots, per_subject)
-    scored = mmlu_half(scored, half)
-    if scored.empty:
-        raise DataError(
-            f"No MMLU questions are left to score ({half} half of {per_subject} per subject after {shots} "
-            "exemplars); raise the questions per subject."
-        )
+    exemplars, scored = mmlu_questions(fmt, source, subset, shots, per_subject, half)
     by_subject = {s: g for s, g in exemplars.groupby("subject")}
     empty = exemplars.iloc[:0]
     rows = list(scored.itertuples())

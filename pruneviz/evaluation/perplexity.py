@@ -45,16 +45,29 @@ def evaluate_perplexity(
         PlanError: the plan names a block the model lacks.
     """
     plan.validate(loaded.n_blocks)
-    if not 2 <= seq_len <= loaded.max_length:
-        raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
     started = time.perf_counter()
-    data = load_corpus(corpus, "evaluation")
-    ids = token_windows(loaded.tokenizer, data.texts, seq_len, windows)
+    data, ids = perplexity_windows(loaded, corpus, windows, seq_len)
     requests = [window_request(window.tolist()) for window in ids]
     with apply_plan(plan, stand_ins):
         scores = score_requests(loaded, requests, batch_size, progress, checkpoint=checkpoint)
     sums = [-float(score.sum()) for score in scores]
     return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
+
+
+def perplexity_windows(loaded, corpus: str, windows: int, seq_len: int) -> tuple[TextCorpus, torch.Tensor]:
+    """The evaluation half of ``corpus`` and its first ``windows`` non-overlapping windows (shared by both backends).
+
+    Returns:
+        ``(data, ids)``: the corpus split and ``[windows, seq_len]`` token ids.
+
+    Raises:
+        SettingError: ``seq_len`` above the model's context or below 2.
+        DataError: the corpus is too short or malformed.
+    """
+    if not 2 <= seq_len <= loaded.max_length:
+        raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
+    data = load_corpus(corpus, "evaluation")
+    return data, token_windows(loaded.tokenizer, data.texts, seq_len, windows)
 
 
 def window_request(window: list[int]) -> Request:
