@@ -9,6 +9,10 @@ CPU: resident set size sampled every 2 ms). Then the toggle-to-result latency: r
 pruning one late attention sublayer vs one early block, starting from an evaluation of the unpruned
 model (lm-eval recomputes everything; pruneviz resumes from the stored block-boundary states).
 
+For the letter format it also times, on the MMLU part, the recipe issue #5 names as the floor of a cold
+evaluation: a plain batched forward pass (stock decoder over length-sorted, right-padded batches of
+16 prompts) with the output head only at each prompt's answer position, and no packing or stored states.
+
 Run: ``.venv/bin/python bench/lm_eval_speed.py [--subjects K|NAMES] [--per-subject N] [--repeats R]``.
 """
 
@@ -34,6 +38,9 @@ import torch  # noqa: E402
 
 from pruneviz import api, lm_eval_backend  # noqa: E402
 from pruneviz.data.mmlu import SUBJECTS  # noqa: E402
+from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests  # noqa: E402
+from pruneviz.evaluation.scoring import pad_right  # noqa: E402
+from pruneviz.gating import apply_plan  # noqa: E402
 from pruneviz.hidden_store import HiddenStateStore  # noqa: E402
 from pruneviz.incremental import using_store  # noqa: E402
 from pruneviz.loading import load_model  # noqa: E402
@@ -123,13 +130,49 @@ def evaluate_both(loaded, plan: PruningPlan, backend: str, args, store: HiddenSt
     return Run(mmlu, wiki, seconds, peak[0])
 
 
-def side_by_side(loaded, plan: PruningPlan, args) -> dict[str, list[Run]]:
-    """``repeats`` runs of each backend, alternating which goes first so that machine noise hits both alike."""
+@dataclass
+class PlainRun:
+    """One timed plain batched forward over the MMLU letter prompts: predicted letters and wall seconds."""
+
+    predictions: list[int]
+    seconds: float
+
+
+def plain_batched_forward(loaded, plan: PruningPlan, args, batch_size: int = 16) -> PlainRun:
+    """The MMLU letter prompts through the stock decoder in length-sorted, right-padded batches of
+    ``batch_size``, the output head applied at each prompt's last token only (issue #5's reference recipe)."""
+    subset = args.task.partition(":")[2] or None
+    started = time.perf_counter()
+    exemplars, scored = mmlu_questions("letter", "mmlu", subset, args.shots, args.per_subject, "all")
+    requests = mmlu_requests(loaded.tokenizer, exemplars, scored, "letter")
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].tokens))
+    predictions = [0] * len(requests)
+    with torch.no_grad(), apply_plan(plan):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            ids, mask = pad_right([requests[i].tokens for i in batch], loaded.tokenizer.pad_token_id)
+            hidden = loaded.hidden_states(ids, mask)  # [B, T, d]
+            last = (mask.sum(1) - 1).to(hidden.device)
+            log_probs = torch.log_softmax(loaded.logits(hidden[torch.arange(len(batch), device=hidden.device), last]), dim=-1)
+            letters = torch.tensor([requests[i].candidates[0] for i in batch], device=hidden.device)  # [B, 4]
+            for i, choice in zip(batch, log_probs.gather(1, letters).argmax(1).tolist()):
+                predictions[i] = choice
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize(loaded.device)
+    return PlainRun(predictions, time.perf_counter() - started)
+
+
+def side_by_side(loaded, plan: PruningPlan, args) -> tuple[dict[str, list[Run]], list[PlainRun]]:
+    """``repeats`` runs of each backend, alternating which goes first so that machine noise hits both alike,
+    and (letter format) as many plain batched forward passes over the MMLU prompts between them."""
     runs: dict[str, list[Run]] = {backend: [] for backend in BACKENDS}
+    plain: list[PlainRun] = []
     for repeat in range(args.repeats):
         for backend in BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]:
             runs[backend].append(evaluate_both(loaded, plan, backend, args))
-    return runs
+            if args.format == "letter" and backend == BACKENDS[0]:
+                plain.append(plain_batched_forward(loaded, plan, args))
+    return runs, plain
 
 
 def agreement(lm_eval_run: Run, pruneviz_run: Run) -> str:
@@ -202,7 +245,7 @@ def main() -> None:
     loaded = load_model(args.model, device=args.device)
     print(f"machine: {machine(loaded)}")
     plan = PruningPlan()
-    runs = side_by_side(loaded, plan, args)
+    runs, plain = side_by_side(loaded, plan, args)
     first = {backend: runs[backend][0] for backend in BACKENDS}
     print(f"model {loaded.name} ({loaded.info.n_blocks} blocks) on {loaded.device}; MMLU {args.format} {args.shots}-shot, "
           f"{first['pruneviz'].mmlu.n} questions ({args.per_subject} per subject, subjects: {args.subjects}); "
@@ -219,6 +262,12 @@ def main() -> None:
     ratios = [theirs / ours for theirs, ours in zip(best["lm-eval"], best["pruneviz"])]
     print(f"speed ratio lm-eval / pruneviz: {ratios[0]:.2f}x in all (MMLU {ratios[1]:.2f}x, wiki {ratios[2]:.2f}x)")
     print(agreement(first["lm-eval"], first["pruneviz"]))
+    if plain:
+        plain_s = min(run.seconds for run in plain)
+        same = sum(a == b for a, b in zip(plain[0].predictions, first["pruneviz"].mmlu.items["pred"]))
+        print(f"plain batched forward, head at the answer only (MMLU): best {plain_s:.2f} s "
+              f"({' '.join(f'{run.seconds:.2f}' for run in plain)}); lm-eval / plain {best['lm-eval'][1] / plain_s:.2f}x, "
+              f"plain / pruneviz {plain_s / best['pruneviz'][1]:.2f}x; predictions {same}/{len(plain[0].predictions)} equal to pruneviz's")
     print(f"process peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if not args.no_toggle:
         late = PruningPlan.parse(f"{loaded.n_blocks - 2}.attn", loaded.n_blocks)

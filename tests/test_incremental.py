@@ -258,18 +258,12 @@ SUBSET = "anatomy,astronomy,virology"
 
 def _reference_mmlu_scores(loaded, result, plan: PruningPlan, fmt: str) -> np.ndarray:
     """Per-choice scores of each question computed alone with the stock model forward (the plain path)."""
-    from pruneviz.data.mmlu import load_mmlu, select_subjects, split_exemplars
-    from pruneviz.evaluation.mmlu import build_prompt, cloze_requests, letter_requests
+    from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests
 
-    table = load_mmlu("mmlu")
-    _, scored = split_exemplars(table, select_subjects(table, SUBSET), 0, 2)
-    rows = list(scored.itertuples())
-    prompts = [build_prompt(row, scored.iloc[:0], fmt) for row in rows]
-    names = [row.subject for row in rows]
+    exemplars, scored = mmlu_questions(fmt, "mmlu", SUBSET, 0, 2, "all")
+    requests = mmlu_requests(loaded.tokenizer, exemplars, scored, fmt)
     if fmt == "letter":
-        requests = letter_requests(loaded.tokenizer, prompts, names)
         return torch.cat(_plain(loaded, requests, plan)).numpy()
-    requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names)
     sums = [float(s.sum()) for s in _plain(loaded, requests, plan)]
     return np.array(sums).reshape(-1, 4)
 

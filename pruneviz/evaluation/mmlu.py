@@ -123,6 +123,25 @@ def cloze_requests(tokenizer, prompts: list[str], choices: list[tuple], subjects
     return requests
 
 
+def mmlu_requests(tokenizer, exemplars: pd.DataFrame, scored: pd.DataFrame, fmt: str) -> list[Request]:
+    """The scoring requests of the questions in ``scored``, as :func:`mmlu_questions` returns them.
+
+    Each prompt holds its subject's exemplars (k-shot; none at 0-shot). Letter: one request per question
+    (:func:`letter_requests`); cloze: four per question, question-major (:func:`cloze_requests`).
+
+    Raises:
+        TokenizationError: (letter format) a letter is not a single token after the prompt.
+    """
+    by_subject = {s: g for s, g in exemplars.groupby("subject")}
+    empty = exemplars.iloc[:0]
+    rows = list(scored.itertuples())
+    prompts = [build_prompt(row, by_subject.get(row.subject, empty), fmt) for row in rows]
+    names = [row.subject for row in rows]
+    if fmt == "letter":
+        return letter_requests(tokenizer, prompts, names)
+    return cloze_requests(tokenizer, prompts, [row.choices for row in rows], names)
+
+
 def question_scores(fmt: str, scores: list[torch.Tensor | None], questions: list[int]) -> torch.Tensor:
     """``[len(questions), 4]`` per-choice scores from :func:`score_requests` output.
 
@@ -179,19 +198,11 @@ def evaluate_mmlu(
     plan.validate(loaded.n_blocks)
     started = time.perf_counter()
     exemplars, scored = mmlu_questions(fmt, source, subset, shots, per_subject, half)
-    by_subject = {s: g for s, g in exemplars.groupby("subject")}
-    empty = exemplars.iloc[:0]
-    rows = list(scored.itertuples())
-    prompts = [build_prompt(row, by_subject.get(row.subject, empty), fmt) for row in rows]
-    names = [row.subject for row in rows]
-    if fmt == "letter":
-        requests = letter_requests(loaded.tokenizer, prompts, names)
-    else:
-        requests = cloze_requests(loaded.tokenizer, prompts, [row.choices for row in rows], names)
+    requests = mmlu_requests(loaded.tokenizer, exemplars, scored, fmt)
     per_question = 1 if fmt == "letter" else 4
     items = scored[["subject", "category", "answer"]].reset_index(drop=True)
     if fmt == "cloze":
-        items["answer_chars"] = [[len(c) for c in row.choices] for row in rows]
+        items["answer_chars"] = [[len(c) for c in row.choices] for row in scored.itertuples()]
     settings = {
         "format": fmt, "shots": shots, "per_subject": per_subject, "source": source, "half": half,
         "data_fingerprint": mmlu_fingerprint(source),
