@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 from .errors import DataError, SettingError
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, full_state_dict, load_model
 from .plan import PruningPlan
 from .recovery import Recovery
 
@@ -58,7 +58,7 @@ def block_pruned_state(loaded: LoadedModel, removed: list[int]) -> tuple[dict, d
     kept = [i for i in range(loaded.n_blocks) if i not in set(removed)]
     new_index = {old: new for new, old in enumerate(kept)}
     state = {}
-    for key, tensor in loaded.model.state_dict().items():
+    for key, tensor in full_state_dict(loaded.model).items():
         parsed = _layer_key(key)
         if parsed is None:
             state[key] = tensor
@@ -114,7 +114,7 @@ def export_model(
     else:
         config = AutoConfig.for_model(**{k: v for k, v in loaded.model.config.to_dict().items() if k != "quantization_config"})
         model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
-        model.load_state_dict(loaded.model.state_dict())
+        model.load_state_dict(full_state_dict(loaded.model))
         model.save_pretrained(out)
         if recovery is not None:
             recovery.save(out / "recovery")
@@ -159,6 +159,29 @@ def pending_plan(model: str) -> str | None:
     return None if meta.get("standalone", True) else meta.get("plan", "")
 
 
+def exported_plan(directory: str | Path, loaded: LoadedModel) -> tuple[PruningPlan, Recovery | None]:
+    """The plan and recovery an export directory still needs applied to ``loaded`` (its weights, loaded).
+
+    For standalone exports the plan is empty and there is no recovery (the blocks are gone from the
+    weights). The stand-ins are moved to the model's device.
+
+    Raises:
+        DataError: no readable ``pruning_plan.json`` in ``directory``.
+        PlanError: the stored plan does not fit ``loaded`` (another model was loaded).
+    """
+    directory = Path(directory).expanduser()
+    try:
+        meta = json.loads((directory / PLAN_FILE).read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{directory} has no readable {PLAN_FILE}; export it with `pruneviz export` first.") from None
+    if meta.get("standalone", True):
+        return PruningPlan(), None
+    recovery = Recovery.load(directory / "recovery", loaded.info.hidden_size) if meta.get("recovery") else None
+    if recovery is not None:
+        recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
+    return PruningPlan.parse(meta.get("plan", ""), loaded.n_blocks), recovery
+
+
 def load_exported(directory: str | Path, device: str = "auto") -> tuple[LoadedModel, PruningPlan, Recovery | None]:
     """Load an :func:`export_model` directory: the model, the plan still to apply, and its recovery.
 
@@ -167,15 +190,8 @@ def load_exported(directory: str | Path, device: str = "auto") -> tuple[LoadedMo
     Raises:
         DataError: no ``pruning_plan.json`` in ``directory``.
     """
-    directory = Path(directory)
-    try:
-        meta = json.loads((directory / PLAN_FILE).read_text())
-    except (OSError, ValueError):
-        raise DataError(f"{directory} has no readable {PLAN_FILE}; export it with `pruneviz export` first.") from None
+    if not (Path(directory).expanduser() / PLAN_FILE).is_file():
+        # before the (slow) load: a directory that is no export should fail at once
+        raise DataError(f"{directory} has no readable {PLAN_FILE}; export it with `pruneviz export` first.")
     loaded = load_model(str(directory), device=device, self_check=False)
-    if meta["standalone"]:
-        return loaded, PruningPlan(), None
-    recovery = Recovery.load(directory / "recovery", loaded.info.hidden_size) if meta.get("recovery") else None
-    if recovery is not None:
-        recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
-    return loaded, PruningPlan.parse(meta["plan"], loaded.n_blocks), recovery
+    return (loaded, *exported_plan(directory, loaded))

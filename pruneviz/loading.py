@@ -398,6 +398,18 @@ def _placement(device: str, device_map, max_memory, offload_folder, spec: str) -
     return {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(folder)}
 
 
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with every weight readable: a model sharded with disk or CPU offload keeps
+    those weights on the meta device between forward passes, so they are read back (to CPU) one module
+    at a time (accelerate's ``get_state_dict_offloaded_model``)."""
+    state = model.state_dict()
+    if any(tensor.is_meta for tensor in state.values()):
+        from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+        state = get_state_dict_offloaded_model(model)
+    return state
+
+
 def from_modules(name: str, model: nn.Module, tokenizer) -> LoadedModel:
     """Wrap an already-built model (e.g. a tiny random Llama in tests) as a :class:`LoadedModel`.
 
@@ -411,13 +423,8 @@ def from_modules(name: str, model: nn.Module, tokenizer) -> LoadedModel:
     model.eval().requires_grad_(False)
     adapter = adapter_for(model)
     install_gates_inside_hooks(model, adapter)
-    state = model.state_dict()
-    if any(tensor.is_meta for tensor in state.values()):
-        from accelerate.utils.modeling import get_state_dict_offloaded_model
-
-        state = get_state_dict_offloaded_model(model)
     digest = hashlib.sha256()
-    for key, tensor in sorted(state.items()):
+    for key, tensor in sorted(full_state_dict(model).items()):
         digest.update(key.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     dtype = next(model.parameters()).dtype

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from pruneviz import api
+from pruneviz import api, lm_eval_backend
 from pruneviz.engine import PrefixRunner
 from pruneviz.errors import ModelLoadError
+from pruneviz.export import export_model, load_exported
 from pruneviz.gating import apply_plan, record_residuals
+from pruneviz.generation import generate_greedy
 from pruneviz.loading import from_modules, load_model, parse_max_memory
 from pruneviz.objectives import objective_data
 from pruneviz.plan import PruningPlan, units_of
@@ -154,6 +156,25 @@ def test_recovery_stand_ins_on_a_sharded_model(sharded, whole):
     assert results[1].metrics["perplexity"] != pytest.approx(pruned.metrics["perplexity"], rel=1e-6)
 
 
+def test_lm_eval_backend_generation_and_export_on_a_sharded_model(sharded, whole, tmp_path):
+    plan = PruningPlan.parse("1.attn,3.mlp")
+    for evaluate, args in [(lm_eval_backend.evaluate_perplexity, ("wiki", 2, 32)),
+                           (lm_eval_backend.evaluate_mmlu, ("high school biology", "letter", 0, 3))]:
+        expected, got = (evaluate(m, plan, *args).metrics for m in (whole, sharded))
+        assert got == pytest.approx(expected, rel=1e-5)
+    generated = [generate_greedy(m, "The history of", plan, max_new_tokens=6) for m in (whole, sharded)]
+    assert generated[1].new_tokens == 6 and generated[1].text == generated[0].text
+    # offloaded weights sit on the meta device between forward passes; an export reads them back
+    for exported in (PruningPlan.parse("1,2"), plan):
+        directory = tmp_path / str(exported).replace(",", "_")
+        assert export_model(sharded, exported, directory).standalone == (exported.units()[0].sublayer is None)
+        reloaded, pending, _ = load_exported(directory, device="cpu")
+        options = dict(windows=2, seq_len=32, use_cache=False)
+        assert api.evaluate(reloaded, pending, "wiki", **options).metrics["perplexity"] == pytest.approx(
+            api.evaluate(whole, exported, "wiki", **options).metrics["perplexity"], rel=1e-5
+        )
+
+
 def test_gates_installed_before_dispatch_act_the_same(tiny_dir, whole, tmp_path):
     """Gates first, then accelerate's hooks (dispatch_model) = hooks first, then gates (load_model)."""
     from accelerate import dispatch_model
@@ -200,8 +221,9 @@ def test_bad_sharding_settings_are_clear_errors(tiny_dir):
 
 
 @pytest.mark.real
-def test_real_model_sharded_to_disk_gives_the_same_perplexity(smollm2, tmp_path):
-    """SmolLM2 (540 MB in fp32) with 200 MB of CPU memory allowed: most blocks go to disk."""
+def test_real_model_sharded_to_disk_gives_the_same_results(smollm2, tmp_path):
+    """SmolLM2 (540 MB in fp32) with 200 MB of CPU memory allowed: most blocks go to disk; both backends and
+    generation give the unsharded model's results."""
     from pruneviz.evaluation.perplexity import evaluate_perplexity
 
     sharded = load_model("smollm2", device_map="auto", max_memory={"cpu": "200MB"}, offload_folder=tmp_path)
@@ -210,3 +232,8 @@ def test_real_model_sharded_to_disk_gives_the_same_perplexity(smollm2, tmp_path)
         expected = evaluate_perplexity(smollm2, plan, "wiki", windows=2, seq_len=32)
         got = evaluate_perplexity(sharded, plan, "wiki", windows=2, seq_len=32)
         assert got.metrics["perplexity"] == pytest.approx(expected.metrics["perplexity"], rel=1e-5)
+    plan = PruningPlan.parse("5.attn,20")
+    through_lm_eval = lm_eval_backend.evaluate_perplexity(sharded, plan, "wiki", windows=2, seq_len=32)
+    assert through_lm_eval.metrics["perplexity"] == pytest.approx(expected.metrics["perplexity"], rel=1e-5)
+    generated = [generate_greedy(m, "The capital of France is", plan, max_new_tokens=4) for m in (smollm2, sharded)]
+    assert generated[1].text == generated[0].text
