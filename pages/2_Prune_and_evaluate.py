@@ -57,8 +57,11 @@ def current_plan(n_blocks: int) -> PruningPlan:
         plan = PruningPlan()
         set_plan(plan, n_blocks)
     widget_keys = [PLAN_TEXT_KEY] + [toggle_key(i, k) for i in range(n_blocks) for k in (*SUBLAYERS, "block")]
-    # Streamlit forgets widget state while another page runs; redraw the widgets from the plan
-    if any(key not in st.session_state for key in widget_keys):
+    # Streamlit forgets widget state while another page runs, and the sidebar may adopt an export's plan:
+    # redraw the widgets from the shared plan unless the text box holds the user's rejected edit
+    if any(key not in st.session_state for key in widget_keys) or (
+        PLAN_ERROR_KEY not in st.session_state and st.session_state[PLAN_TEXT_KEY] != str(plan)
+    ):
         set_plan(plan, n_blocks)
     return plan
 

@@ -16,7 +16,7 @@ from pruneviz.gating import apply_plan, record_residuals
 from pruneviz.loading import from_modules
 from pruneviz.plan import PruningPlan
 from pruneviz.recovery import Recovery, _Moments, fit_closed_form, fit_recovery
-from tests.conftest import tiny_llama
+from tests.conftest import REPO, tiny_llama
 
 
 def random_batch(vocab=128, rows=4, seq=16, seed=0):
@@ -152,24 +152,48 @@ def test_exported_block_pruned_model_loads_in_stock_transformers(smollm2, tmp_pa
 
 
 @pytest.mark.real
-def test_sublayer_export_round_trips_through_load_exported(smollm2, tmp_path):
+def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(smollm2, tmp_path):
     plan = PruningPlan.parse("20.attn")
-    report = export_model(smollm2, plan, tmp_path / "sub")
+    batch, _, _ = api.calibration_batch(smollm2, "wiki", 4, 32)
+    bias = fit_recovery(smollm2, plan, batch, method="bias")
+    report = export_model(smollm2, plan, tmp_path / "sub", recovery=bias)
     assert not report.standalone
     loaded, restored_plan, recovery = load_exported(tmp_path / "sub", device="cpu")
-    assert restored_plan == plan and recovery is None
+    assert restored_plan == plan and recovery.label == bias.label
     options = {"windows": 2, "seq_len": 64}
-    assert api.evaluate(loaded, restored_plan, "wiki", **options).metrics["perplexity"] == pytest.approx(
-        api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"], rel=1e-6
+    expected = api.evaluate(smollm2, plan, "wiki", recovery=bias, **options).metrics["perplexity"]
+    unrecovered = api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"]
+    assert expected != pytest.approx(unrecovered, rel=1e-6), "the bias must change the result for this test to mean anything"
+    assert api.evaluate(loaded, restored_plan, "wiki", recovery=recovery, **options).metrics["perplexity"] == pytest.approx(
+        expected, rel=1e-6
     )
-    # the CLI pointed at the export applies the plan kept beside the weights
+    # the CLI pointed at the export applies the plan and the recovery kept beside the weights
     from pruneviz.cli import main
 
     assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--windows", "2", "--window-len", "64",
                  "--json", str(tmp_path / "sub.json")]) == 0
     document = json.loads((tmp_path / "sub.json").read_text())
     assert document["prune"] == "20.attn"
-    assert document["metrics"]["perplexity"] == pytest.approx(api.evaluate(smollm2, plan, "wiki", **options).metrics["perplexity"], rel=1e-6)
+    assert document["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-6)
+    # the app's "another model" box adopts the plan and offers the recovery (it used to show the full model)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at.run()
+    at.sidebar.selectbox(key="_model_choice").set_value("other").run()
+    at.sidebar.text_input(key="_model_other").input(str(tmp_path / "sub")).run()
+    assert not at.exception, at.exception
+    assert any("20.attn" in info.value and "export" in info.value for info in at.sidebar.info)
+    at.switch_page("pages/2_Prune_and_evaluate.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="plan_text").value == "20.attn"
+    assert at.checkbox(key="toggle_20_attn").value
+    assert at.selectbox(key="prune_recovery").options == ["none", f"exported: {bias.label}"]
+    # clearing the plan sticks: the export's plan is adopted once per load, not on every rerun
+    at.text_input(key="plan_text").input("").run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="plan_text").value == "" and not at.checkbox(key="toggle_20_attn").value
 
 
 def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):

@@ -1,0 +1,60 @@
+"""Streamlit helpers shared by ``app.py`` and ``pages/`` (the only pruneviz package that imports Streamlit).
+
+Pages call every helper as ``ui.<name>``; the names below are re-exported from these modules:
+
+* :mod:`.sidebar`: :func:`page` starts a page and :func:`sidebar` draws the model picker (its state lives
+  in ``st.session_state`` so every page sees the same choice) and returns the loaded model; a sublayer
+  export's plan is adopted there (:func:`~.sidebar.adopt_export_plan`); :func:`plotly_chart` draws a
+  figure whose modebar downloads PNG or SVG (the sidebar's choice); :func:`stored_result` finds a
+  result stored for the current model;
+* :mod:`.models`: :func:`load_model_once` keeps one model in memory (:func:`load_model_cached`) and frees
+  the previous one on a switch; :func:`memory_caption` is the memory line of the sidebar;
+* :mod:`.feedback`: :class:`ProgressBar` adapts ``st.progress`` to the library's ``progress(done, total)``
+  callbacks; :func:`run_or_stop` turns a :class:`~pruneviz.errors.PrunevizError` into one ``st.error`` and
+  stops the page, :func:`stop_with_error` does the same for a page's own input checks; :func:`cancellable`
+  draws a Cancel button for long work whose :class:`ProgressBar` callbacks then raise
+  :class:`~pruneviz.errors.Cancelled`;
+* :mod:`.state`: the ``st.session_state`` keys every page shares (the plan under :data:`PLAN_KEY`), the
+  sidebar settings remembered across pages, and :func:`current_deployment`, the demo / shared-mode
+  settings (:mod:`pruneviz.deployment`) that turn the model box into a select of configured models and
+  cap every count (:func:`cap`);
+* :mod:`.inputs`: :func:`calibration_inputs` and :func:`task_inputs` keep the data pickers of every page
+  the same and fill them from the registries; :func:`heldout_note` says which questions ranked and which
+  were evaluated; :func:`plan_input` edits the pruning plan shared by every page;
+* :mod:`.ranking`: :func:`metric_inputs` and :func:`estimator_inputs` pick how units are ranked;
+  :func:`metric_label`, :func:`metrics_help` and :func:`metric_caption` describe each metric with its
+  formula and source;
+* :mod:`.recoveries`: :func:`fitted_recoveries` / :func:`remember_recovery` keep the recoveries fitted
+  for a plan;
+* :mod:`.permalinks`: :func:`permalink_params` / :func:`apply_permalink` restore the plan and view
+  settings from a link;
+* :mod:`.files`: :func:`output_directory` names a fresh directory under the cache dir (a deployment
+  never writes where a user says), and :func:`zip_directory` packs one for a download button.
+"""
+
+from .feedback import CANCEL_NOTE, ProgressBar, cancellable, request_cancel, run_or_stop, stop_with_error
+from .files import directory_bytes, output_directory, zip_directory
+from .inputs import (
+    CALIBRATION_DATA, MMLU_TASKS, calibration_data_options, calibration_inputs, check_heldout, dataset_label,
+    heldout_note, mmlu_task_label, plan_input, task_inputs,
+)
+from .models import load_model_cached, load_model_once, memory_caption
+from .permalinks import apply_permalink, permalink_params
+from .ranking import (
+    ADAPTIVE_COST_NOTE, SCHEME_LABELS, adaptive_metrics, estimator_inputs, metric_caption, metric_inputs, metric_label,
+    metrics_help,
+)
+from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery
+from .sidebar import page, plotly_chart, sidebar, stored_result
+from .state import PLAN_KEY, RECOVERIES_KEY, cap, current_deployment
+
+__all__ = [
+    "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
+    "FittedRecovery",
+    "ProgressBar", "adaptive_metrics", "apply_permalink", "calibration_data_options", "calibration_inputs", "cancellable",
+    "cap", "check_heldout", "current_deployment", "dataset_label", "directory_bytes", "estimator_inputs",
+    "fitted_recoveries", "forget_recoveries", "heldout_note", "load_model_cached", "load_model_once", "memory_caption",
+    "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page",
+    "permalink_params", "plan_input", "plotly_chart", "remember_recovery", "request_cancel", "run_or_stop", "sidebar",
+    "stop_with_error", "stored_result", "task_inputs", "zip_directory",
+]

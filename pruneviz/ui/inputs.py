@@ -1,0 +1,210 @@
+"""Pickers for what a computation reads: calibration data, evaluation tasks, and the shared pruning plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
+from ..errors import PlanError
+from ..evaluation.mmlu import FORMATS, default_format
+from ..loading import LoadedModel
+from ..plan import PruningPlan
+from .feedback import stop_with_error
+from .state import PLAN_KEY, cap, current_deployment
+
+CALIBRATION_DATA = ("wiki", "mmlu", *(f"mmlu:{c}" for c in CATEGORIES))
+MMLU_TASKS = ("mmlu", *(f"mmlu:{c}" for c in CATEGORIES), *(f"mmlu:{s}" for s in SUBJECTS))
+
+
+def calibration_data_options() -> list[str]:
+    """Calibration datasets offered: :data:`CALIBRATION_DATA`; in demo mode only the configured ones (and their MMLU categories)."""
+    deployment = current_deployment()
+    if not deployment.demo:
+        return list(CALIBRATION_DATA)
+    extra = [d for d in deployment.datasets if d not in CALIBRATION_DATA]
+    return [d for d in CALIBRATION_DATA if deployment.offers_dataset(d)] + extra
+
+
+def dataset_label(data: str) -> str:
+    """Human name of a calibration dataset option, e.g. ``"MMLU STEM prompts"`` (a text file: its name)."""
+    if data == "wiki":
+        return "Wikipedia (calibration half)"
+    if not data.startswith("mmlu"):
+        return f"{Path(data).name} (calibration half)"
+    subset = data.partition(":")[2]
+    return f"MMLU {subset} prompts (0-shot, letter format)" if subset else "MMLU prompts, all subjects (0-shot, letter format)"
+
+
+def calibration_inputs(
+    loaded: LoadedModel,
+    key: str,
+    samples: int = 8,
+    seq_len: int = 128,
+    data_help: str = "Static metrics are computed on the calibration half of Wikipedia, never on the evaluation "
+    "half that perplexity is measured on.",
+    samples_help: str = "Number of calibration sequences N.",
+    data_label: str = "Calibration data",
+) -> tuple[str, int, int]:
+    """Draw the calibration-data pickers used by metrics and recovery fits.
+
+    Args:
+        loaded: the model (its context length bounds the sequence length).
+        key: prefix that keeps these widgets apart from others on the same page.
+        samples, seq_len: defaults, small so that a CPU answers in seconds.
+        data_help, samples_help: tooltips of the dataset and sample-count pickers.
+        data_label: label of the dataset picker.
+
+    Returns:
+        ``(data, samples, seq_len)`` for :func:`pruneviz.api.influence`.
+    """
+    data = st.selectbox(data_label, calibration_data_options(), key=f"{key}_data", format_func=dataset_label, help=data_help)
+    left, right = st.columns(2)
+    most, longest = cap("samples", 1024), cap("seq_len", loaded.max_length)
+    count = left.number_input("Sequences", 1, most, min(samples, most), key=f"{key}_samples", help=samples_help)
+    length = right.number_input(
+        "Tokens per sequence", 2, longest, min(seq_len, longest), step=32, key=f"{key}_seq_len",
+        help="Each sequence is truncated to this many tokens T.",
+    )
+    return data, int(count), int(length)
+
+
+def mmlu_task_label(task: str) -> str:
+    """Picker label of an MMLU task: ``"all subjects"``, ``"STEM (category)"`` or ``"anatomy (STEM)"``."""
+    subset = task.partition(":")[2]
+    if not subset:
+        return "all subjects"
+    return f"{subset} (category)" if subset in CATEGORIES else f"{subset} ({SUBJECT_CATEGORY[subset]})"
+
+
+def task_inputs(
+    loaded: LoadedModel,
+    key: str,
+    wiki: bool = True,
+    mmlu: tuple[str, ...] = (),
+    per_subject: int = 1,
+    offer_heldout: bool = False,
+) -> tuple[list[tuple[str, dict]], bool]:
+    """Draw the evaluation-task pickers: Wikipedia perplexity and any number of MMLU subsets.
+
+    Args:
+        loaded: the model (its size preselects the MMLU format).
+        key: prefix of the widget keys.
+        wiki, mmlu, per_subject: defaults (Wikipedia on, MMLU subsets from :data:`MMLU_TASKS`).
+        offer_heldout: also draw the "held out" checkbox (on by default): MMLU is then evaluated on the
+            ``test`` half of each subject, and metrics should be computed on the ``fit`` half.
+
+    Returns:
+        ``(tasks, heldout)``: ``(task, options)`` pairs for :func:`pruneviz.api.evaluate` (and
+        :class:`pruneviz.curves.Task`), and whether the held-out protocol was chosen.
+    """
+    left, right = st.columns(2)
+    with left:
+        wiki_offered = current_deployment().offers_dataset("wiki")
+        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki and wiki_offered, key=f"{key}_wiki", disabled=not wiki_offered)
+        windows_column, length_column = st.columns(2)
+        most, longest = cap("samples", 512), cap("seq_len", loaded.max_length)
+        windows = windows_column.number_input("Windows", 1, most, min(4, most), key=f"{key}_windows")
+        window_len = length_column.number_input(
+            "Tokens per window", 2, longest, min(64, longest), step=32, key=f"{key}_window_len"
+        )
+        st.caption("Windows of the evaluation half of Wikipedia, never the calibration half that metrics and fits use.")
+    with right:
+        offered = MMLU_TASKS if current_deployment().offers_dataset("mmlu") else ()
+        subsets = st.multiselect(
+            "MMLU", offered, default=[t for t in mmlu if t in offered], format_func=mmlu_task_label, key=f"{key}_mmlu",
+            help="Each chosen subset (all subjects, a category or one subject) is a separate task. About a "
+            "second per question on a CPU: a category has 12-18 subjects.",
+        )
+        format_column, count_column = st.columns(2)
+        preset = default_format(loaded.info.params_total)
+        fmt = format_column.radio(
+            "Format", FORMATS, index=FORMATS.index(preset), horizontal=True, key=f"{key}_format",
+            help="letter: the lm-eval-harness prompt scored on ' A'..' D' (acc, MMLU loss). cloze: the "
+            "likelihood of each answer text (acc, acc_norm); preselected under 1B parameters, where letter "
+            "format sits at chance.",
+        )
+        most = cap("per_subject", 2000)
+        count = count_column.number_input("Questions per subject", 1, most, min(per_subject, most), key=f"{key}_per_subject")
+        heldout = offer_heldout and st.checkbox(
+            "Held out (adaptive MMLU metrics never see the evaluated questions)", value=True, key=f"{key}_heldout",
+            help="Adaptive metrics on MMLU data use the even-numbered questions of each subject and MMLU is "
+            "evaluated on the odd-numbered ones. Off: the metrics are computed on the evaluated questions "
+            "themselves (optimistic: it flatters them on their own task).",
+        )
+    tasks = [("wiki", {"windows": int(windows), "seq_len": int(window_len)})] if use_wiki else []
+    tasks += [(task, {"fmt": fmt, "per_subject": int(count), "half": "test" if heldout else "all"}) for task in subsets]
+    return tasks, heldout
+
+
+def check_heldout(heldout: bool, tasks: list[tuple[str, dict]]) -> None:
+    """Stop with one error sentence when held-out MMLU cannot split a subject's questions into two halves."""
+    if heldout and any(options.get("per_subject") == 1 for _, options in tasks):
+        stop_with_error("Held-out MMLU needs at least 2 questions per subject: one half ranks, the other is evaluated.")
+
+
+def heldout_note(heldout: bool, adaptive_on_mmlu: bool, mmlu_evaluated: bool) -> str:
+    """One sentence saying which MMLU questions ranked the units and which were evaluated.
+
+    Args:
+        heldout: whether metrics used the ``fit`` half and MMLU was evaluated on the ``test`` half.
+        adaptive_on_mmlu: whether an adaptive metric was computed on MMLU data.
+        mmlu_evaluated: whether any MMLU task was evaluated.
+    """
+    if not mmlu_evaluated:
+        return "Perplexity uses the evaluation half of Wikipedia, so no text both ranks units and judges them."
+    if heldout and adaptive_on_mmlu:
+        return (
+            "**Held out**: adaptive MMLU metrics used the even-numbered questions of each subject; MMLU is "
+            "evaluated on the odd-numbered ones."
+        )
+    if heldout:
+        return "MMLU is evaluated on the held-out half (the odd-numbered questions of each subject)."
+    if adaptive_on_mmlu:
+        return "Adaptive MMLU metrics were **computed on the evaluated questions (optimistic)**."
+    return "MMLU is evaluated on all chosen questions; static metrics read the prompts but never the answers."
+
+
+def _canonical_plan_text(widget: str, n_blocks: int) -> None:
+    """Callback of a plan text box: adopt a valid plan as the shared one, or remember the error."""
+    try:
+        plan = PruningPlan.parse(st.session_state[widget], n_blocks)
+    except PlanError as error:
+        st.session_state[f"{widget}_error"] = str(error)
+        return
+    st.session_state.pop(f"{widget}_error", None)
+    st.session_state[PLAN_KEY] = str(plan)
+    st.session_state[widget] = str(plan)
+
+
+def plan_input(loaded: LoadedModel, key: str) -> PruningPlan:
+    """A text box editing the pruning plan shared with every page; returns the valid current plan.
+
+    A plan that does not fit this model (it was made for another one) is cleared with a warning; a
+    malformed edit shows one ``st.error`` and stops the page.
+    """
+    n_blocks = loaded.n_blocks
+    try:
+        plan = PruningPlan.parse(st.session_state.get(PLAN_KEY, ""), n_blocks)
+    except PlanError as error:
+        st.warning(f"The previous plan does not fit this model and was cleared: {error}")
+        plan = PruningPlan()
+    st.session_state[PLAN_KEY] = str(plan)
+    widget = f"{key}_plan"
+    # Streamlit forgets widget state while another page runs, and the sidebar may adopt an export's plan:
+    # redraw the box from the shared plan unless it holds the user's rejected edit
+    if widget not in st.session_state or (
+        f"{widget}_error" not in st.session_state and st.session_state[widget] != str(plan)
+    ):
+        st.session_state[widget] = str(plan)
+        st.session_state.pop(f"{widget}_error", None)
+    st.text_input(
+        "Pruning plan", key=widget, on_change=_canonical_plan_text, args=(widget, n_blocks),
+        placeholder="nothing pruned; e.g. 3.attn,7,12.mlp",
+        help=f"Shared with the Prune and evaluate page. Comma-separated units: a block index (0-{n_blocks - 1}) "
+        "for the whole block, or '<i>.attn' / '<i>.mlp'. Press Enter to apply.",
+    )
+    if f"{widget}_error" in st.session_state:
+        stop_with_error(st.session_state[f"{widget}_error"])
+    return plan

@@ -1,0 +1,90 @@
+"""Pickers for how units are ranked: pruning schemes, metrics (with formulas and sources) and Shapley estimators."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ..api import ADAPTIVE_METRICS, METRIC_REGISTRY, METRICS
+from ..plots import metric_label
+from ..shapley import ESTIMATORS
+from ..static_metrics import STATIC_METRICS
+from .state import cap
+
+# pruning schemes of pruneviz.api.SCHEMES: which kind of unit is ranked and removed
+SCHEME_LABELS = {
+    "block": "whole blocks",
+    "attn": "attention sublayers",
+    "mlp": "MLP sublayers",
+    "both": "attn and mlp sublayers together",
+}
+ESTIMATOR_LABELS = {
+    "loo": "leave-one-out (the paper's default)",
+    "subsample": "random subnetworks (± stderr)",
+    "permutation": "permutation sampling (± stderr)",
+}
+ADAPTIVE_COST_NOTE = (
+    "Adaptive metrics (loss_shapley, logit_shapley) are **much slower** than static ones: a static metric "
+    "needs one forward pass over its data, an adaptive one evaluates the task objective of many "
+    "subnetworks (leave-one-out: n + 1 for n units; subsample: the budget; permutation: up to "
+    "2 × budget × n). Expect minutes on a CPU; results are cached."
+)
+
+
+def _metric_help_line(name: str) -> str:
+    """One markdown bullet: a metric's name, label, formula and source."""
+    metric = METRIC_REGISTRY[name]
+    kind = " (adaptive, slow)" if name in ADAPTIVE_METRICS else ""
+    return f"- **{name}**{kind}, {metric.label}: {metric.formula}. {metric.source}."
+
+
+def metrics_help(adaptive: bool = False) -> str:
+    """Markdown listing every static metric (and, with ``adaptive``, the Shapley metrics) with formula and source."""
+    names = METRICS if adaptive else tuple(STATIC_METRICS)
+    return "\n".join(_metric_help_line(name) for name in names)
+
+
+def metric_caption(name: str) -> str:
+    """One sentence for under a chart: what a metric's value is and where it comes from."""
+    metric = METRIC_REGISTRY[name]
+    if name in STATIC_METRICS:
+        return f"**{metric.label}** = mean over tokens of {metric.formula}. Source: {metric.source}."
+    return f"**{name}**: {metric.formula}. Source: {metric.source}."
+
+
+def metric_inputs(key: str, default: tuple[str, ...] = ("cosine",), label: str = "Metrics") -> list[str]:
+    """Multiselect of every ranking metric (static and adaptive), with formulas and sources in its tooltip."""
+    return st.multiselect(
+        label, list(METRICS), default=list(default), format_func=metric_label, key=key,
+        help=metrics_help(adaptive=True),
+    )
+
+
+def estimator_inputs(key: str) -> dict:
+    """Draw the Shapley-estimator settings of the adaptive metrics.
+
+    Returns:
+        ``{"estimator", "budget", "fraction"}`` for :func:`pruneviz.api.influence` (static metrics ignore them).
+    """
+    left, middle, right = st.columns(3)
+    estimator = left.selectbox(
+        "Shapley estimator", ESTIMATORS, format_func=ESTIMATOR_LABELS.get, key=f"{key}_estimator",
+        help="loo: Shapley_i ≈ v(all) − v(all∖i), n + 1 subnetworks, no standard error. subsample: random "
+        "subnetworks keeping a fraction of the units; Shapley_i = mean v with i − mean v without i. "
+        "permutation: Monte-Carlo permutation Shapley with antithetic pairs. subsample and permutation "
+        "report a standard error.",
+    )
+    most = cap("budget", 4096)
+    budget = middle.number_input(
+        "Budget", 1, most, min(8, most), key=f"{key}_budget",
+        help="subsample: number of random subnetworks; permutation: antithetic permutation pairs (each pair "
+        "evaluates up to 2n subnetworks). Unused by loo.",
+    )
+    fraction = right.slider(
+        "Fraction kept", 0.1, 0.9, 0.5, 0.05, key=f"{key}_fraction", help="subsample: share of the units present in each subnetwork.",
+    )
+    return {"estimator": estimator, "budget": int(budget), "fraction": float(fraction)}
+
+
+def adaptive_metrics(metrics: list[str]) -> list[str]:
+    """The adaptive (Shapley) metrics among ``metrics``."""
+    return [m for m in metrics if m in ADAPTIVE_METRICS]

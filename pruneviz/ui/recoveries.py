@@ -1,0 +1,46 @@
+"""The recoveries fitted (or adopted from an export) in this session, kept per model and plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ..loading import LoadedModel
+from ..plan import PruningPlan
+from ..recovery import Recovery
+from .state import RECOVERIES_KEY
+
+
+@dataclass
+class FittedRecovery:
+    """A recovery fitted in this session, with the name it is shown under and where it was saved.
+
+    Attributes:
+        name: display name (method/fit plus the inputs and calibration data that tell fits apart).
+        recovery: the fitted stand-ins.
+        directory: where :meth:`pruneviz.recovery.Recovery.save` wrote them (under the cache dir).
+    """
+
+    name: str
+    recovery: Recovery
+    directory: Path
+
+
+def fitted_recoveries(loaded: LoadedModel, plan: PruningPlan) -> dict[str, FittedRecovery]:
+    """Recoveries fitted in this session for ``plan`` on this model, oldest first."""
+    return st.session_state.get(RECOVERIES_KEY, {}).get((loaded.fingerprint, str(plan)), {})
+
+
+def remember_recovery(loaded: LoadedModel, plan: PruningPlan, fitted: FittedRecovery) -> None:
+    """Keep ``fitted`` for ``plan`` (a refit under the same name replaces the old one and becomes the newest)."""
+    store = st.session_state.setdefault(RECOVERIES_KEY, {})
+    entries = store.setdefault((loaded.fingerprint, str(plan)), {})
+    entries.pop(fitted.name, None)
+    entries[fitted.name] = fitted
+
+
+def forget_recoveries(loaded: LoadedModel, plan: PruningPlan) -> None:
+    """Drop the recoveries fitted for ``plan`` on this model (their saved directories stay)."""
+    st.session_state.get(RECOVERIES_KEY, {}).pop((loaded.fingerprint, str(plan)), None)

@@ -1,0 +1,152 @@
+"""The frame of every page: its heading, the shared sidebar (model picker, memory, figure format, permalink) and its charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlencode
+
+import streamlit as st
+import torch
+
+from ..assets import EMBEDDED_MODELS
+from ..deployment import Deployment
+from ..export import exported_plan, pending_plan
+from ..loading import DEFAULT_MODEL, LoadedModel
+from .feedback import cancel_notice, run_or_stop
+from .files import _slug
+from .models import load_model_once, memory_caption
+from .permalinks import apply_permalink, permalink_params
+from .recoveries import FittedRecovery, remember_recovery
+from .state import (
+    ADOPTED_EXPORT_KEY, FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, _remembered, current_deployment,
+)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _devices() -> list[str]:
+    """Devices offered in the picker: ``auto``, ``cpu`` and every visible CUDA device."""
+    return ["auto", "cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+
+
+def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
+    """Draw the model pickers; return ``(spec, device, dtype, trust_remote_code)`` ('' = nothing chosen yet).
+
+    In demo mode the model is a select of the configured models only, device and dtype are the
+    configured ones, and remote code is never trusted.
+    """
+    if deployment.demo:
+        choice = st.selectbox(
+            "Model", deployment.models, **_remembered("model_choice", deployment.models[0]),
+            help="This is a shared demo: only the models its operator configured can be loaded.",
+        )
+        return choice, deployment.device, deployment.dtype, False
+    options = [*EMBEDDED_MODELS, OTHER_MODEL]
+    choice = st.selectbox(
+        "Model",
+        options,
+        **_remembered("model_choice", DEFAULT_MODEL),
+        format_func=lambda o: "another model ..." if o == OTHER_MODEL else f"{o} (embedded)",
+        help="The embedded default needs no network. 'another model' takes a Hugging Face model "
+        "directory, a .gguf file, or a hub id (where a hub is reachable).",
+    )
+    spec, trust = choice, False
+    if choice == OTHER_MODEL:
+        spec = st.text_input(
+            "Model directory, .gguf file or hub id",
+            **_remembered("model_other", ""),
+            placeholder="/models/Llama-3.2-1B or Qwen/Qwen2.5-0.5B",
+        ).strip()
+        trust = st.checkbox(
+            "Trust remote code", **_remembered("model_trust", False),
+            help="Run the Python code that ships with the model repository (needed by some architectures). "
+            "That code can do anything your user can: tick this only for repositories you trust.",
+        )
+    device = st.selectbox("Device", _devices(), **_remembered("model_device", "auto"))
+    dtype = st.selectbox(
+        "dtype", DTYPES, **_remembered("model_dtype", "auto"), help="auto: bf16/fp16 on CUDA, fp32 on CPU."
+    )
+    return spec, device, dtype, trust
+
+
+def sidebar() -> LoadedModel:
+    """Draw the shared sidebar (model picker, memory, figure format, permalink) and return the loaded model.
+
+    Restores the plan and view settings from the page's query parameters on a session's first run
+    (:func:`apply_permalink`). Stops the page with one ``st.error`` when the model cannot be loaded,
+    and with a hint when no model has been named yet.
+    """
+    deployment = current_deployment()
+    apply_permalink(deployment)
+    with st.sidebar:
+        st.header("Model")
+        if deployment.demo:
+            st.caption("Shared demo: configured models and datasets only, and bounded work per request.")
+        spec, device, dtype, trust = _model_choice(deployment)
+    if not spec:
+        st.info("Type a model directory, a .gguf file or a hub id in the sidebar to load it.")
+        st.stop()
+    loaded = run_or_stop(load_model_once, spec, device, dtype, trust)
+    adopt_export_plan(spec, loaded)
+    st.sidebar.caption(
+        f"Loaded **{loaded.name}**: {loaded.info.family}, {loaded.n_blocks} blocks, "
+        f"{loaded.info.params_total / 1e6:,.0f}M parameters, on {loaded.device} in {str(loaded.dtype).removeprefix('torch.')}."
+    )
+    st.sidebar.caption(memory_caption(), help="One model is kept in memory; choosing another frees this one first.")
+    st.sidebar.radio(
+        "Figure downloads", FIGURE_FORMATS, **_remembered(FIGURE_FORMAT_KEY, "png"), horizontal=True,
+        format_func=str.upper, help="The camera button of every chart saves it in this format.",
+    )
+    params = permalink_params()
+    st.query_params.from_dict(params)
+    st.sidebar.caption("Permalink (restores the plan and the view settings):")
+    st.sidebar.code(f"{st.context.url or ''}?{urlencode(params)}", language=None, wrap_lines=True)
+    cancel_notice()
+    return loaded
+
+
+def adopt_export_plan(spec: str, loaded: LoadedModel) -> None:
+    """Make a sublayer export's plan (and recovery) this session's, once per loaded export, and say so.
+
+    Such an export (:mod:`pruneviz.export`) holds the full model's weights with ``pruning_plan.json``
+    beside them; shown without its plan, it would pass for the pruned model. The plan goes into the
+    shared plan box (the user may then edit or clear it) and the export's recovery is offered for
+    that plan like one fitted on the Recovery page.
+    """
+    pending = pending_plan(spec)
+    if pending is None:
+        return
+    adopted = (loaded.fingerprint, spec)
+    if st.session_state.get(ADOPTED_EXPORT_KEY) != adopted:
+        plan, recovery = run_or_stop(exported_plan, spec, loaded)
+        st.session_state[PLAN_KEY] = str(plan)
+        if recovery is not None:
+            name = f"exported: {recovery.label}"
+            remember_recovery(loaded, plan, FittedRecovery(name, recovery, Path(spec).expanduser() / "recovery"))
+        st.session_state[ADOPTED_EXPORT_KEY] = adopted
+    st.sidebar.info(
+        f"This is a pruneviz export whose weights are the full model: its plan `{pending or 'none'}` was put in the "
+        "plan box when it loaded (and its recovery, if any, offered for it). Clear the plan to see the full model."
+    )
+
+
+def page(name: str, title: str, introduction: str) -> LoadedModel:
+    """Start a page: its browser title ``"<name> · pruneviz"``, the sidebar (model choice), the heading and
+    an introduction paragraph. Returns the loaded model."""
+    st.set_page_config(page_title=f"{name} · pruneviz", page_icon="✂️", layout="wide")
+    model = sidebar()
+    st.title(title)
+    st.markdown(introduction)
+    return model
+
+
+def stored_result(key: str, model: LoadedModel):
+    """The result this session stored under ``key`` for ``model`` (``None`` if none, or for another model)."""
+    stored = st.session_state.get(key)
+    return stored if stored is not None and stored["model"] == model.fingerprint else None
+
+
+def plotly_chart(figure, name: str) -> None:
+    """Draw a plotly figure whose modebar camera saves ``<name>.png`` or ``.svg`` (the sidebar's choice)."""
+    fmt = st.session_state.get(FIGURE_FORMAT_KEY, "png")
+    st.plotly_chart(figure, config={"toImageButtonOptions": {"format": fmt, "filename": _slug(name)}, "displaylogo": False})
