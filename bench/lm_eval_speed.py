@@ -41,14 +41,13 @@ from pruneviz.data.mmlu import SUBJECTS  # noqa: E402
 from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests  # noqa: E402
 from pruneviz.evaluation.scoring import pad_right  # noqa: E402
 from pruneviz.gating import apply_plan  # noqa: E402
-from pruneviz.hidden_store import HiddenStateStore  # noqa: E402
-from pruneviz.incremental import using_store  # noqa: E402
+from pruneviz.hidden_store import HiddenStateStore, format_usage  # noqa: E402
+from pruneviz.incremental import budgets_from_environment, using_store  # noqa: E402
 from pruneviz.loading import load_model  # noqa: E402
 from pruneviz.plan import PruningPlan  # noqa: E402
 
 BACKENDS = ("lm-eval", "pruneviz")
 RSS_INTERVAL_S = 0.002
-STORE_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -101,10 +100,11 @@ def peak_memory(device: torch.device):
         peak[0] = max(highest[0], _rss_bytes()) - start
 
 
-def fresh_store(loaded) -> HiddenStateStore:
-    """An empty store of block-boundary states in the model's memory (what a cold pruneviz session has)."""
-    on_gpu = loaded.device.type == "cuda"
-    return HiddenStateStore(gpu_bytes=STORE_BYTES if on_gpu else 0, cpu_bytes=0 if on_gpu else STORE_BYTES)
+def fresh_store() -> HiddenStateStore:
+    """An empty store of block-boundary states with the budgets the app and CLI get (``PRUNEVIZ_STATE_*_MB``,
+    default 1 GiB GPU when there is one, 1 GiB CPU, 4 GiB disk): what a cold pruneviz session has."""
+    budgets = budgets_from_environment()
+    return HiddenStateStore(budgets["gpu"], budgets["cpu"], budgets["disk"])
 
 
 def evaluate_both(loaded, plan: PruningPlan, backend: str, args, store: HiddenStateStore | None = None) -> Run:
@@ -112,7 +112,7 @@ def evaluate_both(loaded, plan: PruningPlan, backend: str, args, store: HiddenSt
 
     pruneviz uses ``store`` (default: a fresh, empty one, i.e. a cold evaluation).
     """
-    with peak_memory(loaded.device) as peak, using_store(store or fresh_store(loaded)):
+    with peak_memory(loaded.device) as peak, using_store(store or fresh_store()):
         started = time.perf_counter()
         if backend == "lm-eval":
             subset = args.task.partition(":")[2] or None
@@ -190,25 +190,27 @@ def agreement(lm_eval_run: Run, pruneviz_run: Run) -> str:
     )
 
 
-def toggle_latency(loaded, late: PruningPlan, early: PruningPlan, args) -> dict[tuple[str, str], tuple[float, float, float]]:
-    """Best-of-``repeats`` seconds ``(all, MMLU, wiki)`` to re-evaluate after one toggle from the unpruned model.
+def toggle_latency(loaded, late: PruningPlan, early: PruningPlan, args) -> tuple[dict[tuple[str, str], tuple[float, float, float]], str]:
+    """Best-of-``repeats`` seconds ``(all, MMLU, wiki)`` to re-evaluate after one toggle from the unpruned model,
+    keyed by ``(backend, plan)``, and what the state store held after its warm-up evaluation.
 
-    Keyed by ``(backend, plan)``. Each pruneviz measurement starts from a fresh store warmed by one
-    (untimed) evaluation of the unpruned model, as in the app after the first evaluation; lm-eval has no
-    such state and recomputes everything.
+    Each pruneviz measurement starts from a fresh store warmed by one (untimed) evaluation of the unpruned
+    model, as in the app after the first evaluation; lm-eval has no such state and recomputes everything.
     """
     best: dict[tuple[str, str], tuple[float, float, float]] = {}
+    held = ""
     for repeat in range(args.repeats):
         for plan in (late, early) if repeat % 2 == 0 else (early, late):
             for backend in BACKENDS if repeat % 2 == 0 else BACKENDS[::-1]:
-                store = fresh_store(loaded)
+                store = fresh_store()
                 if backend == "pruneviz":
                     evaluate_both(loaded, PruningPlan(), backend, args, store)
+                    held = format_usage(store.usage())
                 run = evaluate_both(loaded, plan, backend, args, store)
                 times = (run.seconds, run.mmlu.seconds, run.wiki.seconds)
                 previous = best.get((backend, str(plan)), (float("inf"),) * 3)
                 best[backend, str(plan)] = tuple(min(a, b) for a, b in zip(times, previous))
-    return best
+    return best, held
 
 
 def machine(loaded) -> str:
@@ -272,7 +274,8 @@ def main() -> None:
     if not args.no_toggle:
         late = PruningPlan.parse(f"{loaded.n_blocks - 2}.attn", loaded.n_blocks)
         early = PruningPlan.parse("1", loaded.n_blocks)
-        best_toggle = toggle_latency(loaded, late, early, args)
+        best_toggle, held = toggle_latency(loaded, late, early, args)
+        print(f"state store after evaluating the unpruned model: {held}")
         print("toggle-to-result latency from the unpruned model (result cache bypassed, best of repeats), s: all (MMLU + wiki)")
         for backend in BACKENDS:
             late_s, early_s = best_toggle[backend, str(late)], best_toggle[backend, str(early)]
