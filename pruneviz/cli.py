@@ -227,12 +227,44 @@ def cmd_export(args) -> None:
           f"{report.params_after:,}, KV cache saved {report.kv_bytes_per_token_saved:,} bytes/token")
 
 
+def _check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file path that cannot be written, before any work is done.
+
+    Raises:
+        PrunevizError: its folder is missing, or it is a folder, device, pipe or socket.
+    """
+    if not path.parent.exists():
+        raise PrunevizError(f"The output folder {path.parent} for {option} does not exist; create it or choose another path.")
+    if path.is_dir():
+        raise PrunevizError(f"{option} {path} is a folder; give a file path inside it instead.")
+    if path.exists() and not path.resolve().is_file():
+        raise PrunevizError(f"{option} {path} is not a regular file (a device, pipe or socket); give the path of a file to write.")
+
+
+def _check_output_directory(path: Path, option: str) -> None:
+    """Refuse an output directory that exists and is not empty (nothing is overwritten), before any work is done.
+
+    Raises:
+        PrunevizError: ``path`` is a file, or a non-empty folder.
+    """
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PrunevizError(f"{option} {path} exists and is not an empty folder; choose a new directory (nothing is overwritten).")
+
+
+def _check_outputs(args) -> None:
+    for option, kind in getattr(args, "outputs", {}).items():
+        value = getattr(args, option.removeprefix("--"), None)
+        if value:
+            (_check_output_file if kind == "file" else _check_output_directory)(Path(value), option)
+
+
 def _write(path: Path, writer) -> None:
-    """Write via a temporary file so a failure never leaves a half-written output; rank 0 only."""
-    if path.parent and not path.parent.exists():
-        raise PrunevizError(f"The output folder {path.parent} does not exist; create it or choose another --out.")
+    """Write via a temporary file so a failure never leaves a half-written output; rank 0 only.
+
+    A symbolic link keeps pointing where it did: its target is replaced."""
     if not distributed.is_main():
         return
+    path = path.resolve()
     staging = path.with_name(f".{path.name}.partial")
     writer(staging)
     os.replace(staging, path)
@@ -303,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")
     influence.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset")
-    influence.set_defaults(run=cmd_influence)
+    influence.set_defaults(run=cmd_influence, outputs={"--out": "file"})
 
     evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity or MMLU")
     model_args(evaluate)
@@ -316,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--recover", help="directory written by `recover`: apply its stand-ins to the pruned units")
     evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     evaluate.add_argument("--json", help="write the result as JSON to this file")
-    evaluate.set_defaults(run=cmd_evaluate)
+    evaluate.set_defaults(run=cmd_evaluate, outputs={"--json": "file"})
 
     curve = commands.add_parser("curve", help="greedy pruning curve: remove the K least important units one by one, evaluate each step")
     model_args(curve)
@@ -330,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--iterative", action="store_true", help="recompute the metric on the pruned model after every removal")
     curve.add_argument("--heldout", action="store_true", help="MMLU: compute adaptive metrics on one half of each subject, evaluate on the other")
     curve.add_argument("--out", required=True, help="CSV: ranking,scheme,step,removed,plan,task,metric,value,stderr")
-    curve.set_defaults(run=cmd_curve)
+    curve.set_defaults(run=cmd_curve, outputs={"--out": "file"})
 
     recover = commands.add_parser("recover", help="fit cheap stand-ins for pruned units and report before/after")
     model_args(recover)
@@ -347,15 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--lr", type=float, default=1e-3, help="train: Adam learning rate")
     recover.add_argument("--tasks", default="wiki", help="before/after evaluation tasks (comma list)")
     recover.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
-    recover.add_argument("--out", required=True, help="directory for stand_ins.safetensors, recovery.json, report.csv")
-    recover.set_defaults(run=cmd_recover)
+    recover.add_argument("--out", required=True, help="new (or empty) directory for stand_ins.safetensors, recovery.json, report.csv")
+    recover.set_defaults(run=cmd_recover, outputs={"--out": "directory"})
 
     export = commands.add_parser("export", help="write the pruned model (standalone for whole-block plans) + pruning_plan.json")
     model_args(export)
     export.add_argument("--prune", required=True, help="plan to export")
     export.add_argument("--recover", help="directory written by `recover` to include")
-    export.add_argument("--out", required=True, help="new directory")
-    export.set_defaults(run=cmd_export)
+    export.add_argument("--out", required=True, help="new (or empty) directory")
+    export.set_defaults(run=cmd_export, outputs={"--out": "directory"})
     return parser
 
 
@@ -370,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers_logging.disable_progress_bar()
     try:
         here = distributed.init()
+        _check_outputs(args)
         args.run(args)
     except PrunevizError as error:
         if args.debug:

@@ -93,8 +93,8 @@ def export_model(
             f"The recovery was fitted for plan '{recovery.plan}', not '{plan}'; fit one for this plan or export without it."
         )
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise SettingError(f"{out} exists and is not empty; choose a new --out directory.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SettingError(f"{out} exists and is not an empty folder; choose a new --out directory.")
     units = plan.units()
     removed_blocks = [u.layer for u in units if u.sublayer is None]
     standalone = recovery is None and len(removed_blocks) == len(units)

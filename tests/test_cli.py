@@ -191,3 +191,49 @@ def test_unknown_metric_is_refused_before_the_model_loads(command, capsys):
     assert "'cosinus' is not available" in error and "nonexistent" not in error
     assert len(error.splitlines()) == 1
 
+
+
+def test_no_metric_is_refused_before_the_model_loads(capsys):
+    assert main(["influence", "--metrics", " , ", "--out", "never.csv", "--model", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "No metric was given" in error and "nonexistent" not in error
+
+
+def _unusable_outputs(tmp_path):
+    """(command, what the error names) pairs whose output path cannot be used, made under ``tmp_path``."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "important.txt").write_text("keep me")
+    a_file = tmp_path / "a_file.csv"
+    a_file.write_text("keep me")
+    return [
+        (["influence", "--out", str(folder)], "is a folder"),
+        (["evaluate", "--json", str(folder)], "is a folder"),
+        (["curve", "--steps", "1", "--out", str(tmp_path / "missing" / "c.csv")], "does not exist"),
+        (["evaluate", "--json", "/dev/null"], "not a regular file"),
+        (["recover", "--prune", "3", "--out", str(tmp_path / "full")], "not an empty folder"),
+        (["recover", "--prune", "3", "--out", str(a_file)], "not an empty folder"),
+        (["export", "--prune", "3", "--out", str(a_file)], "not an empty folder"),
+    ]
+
+
+def test_unusable_outputs_are_refused_before_any_work_and_nothing_is_overwritten(tmp_path, capsys):
+    for command, fragment in _unusable_outputs(tmp_path):
+        # the model path does not exist: had any work started, the error would name the path
+        assert main([*command, "--model", "/nonexistent/model"]) == 2, command
+        error = capsys.readouterr().err.strip()
+        assert fragment in error and "nonexistent" not in error and len(error.splitlines()) == 1, (command, error)
+    assert (tmp_path / "full" / "important.txt").read_text() == "keep me"
+    assert (tmp_path / "a_file.csv").read_text() == "keep me"
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+@pytest.mark.real
+def test_json_written_through_a_symbolic_link_keeps_the_link(tmp_path):
+    target = tmp_path / "result.json"
+    target.write_text("{}")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    assert main(["evaluate", "--device", "cpu", "--windows", "1", "--window-len", "8", "--json", str(link)]) == 0
+    assert link.is_symlink() and json.loads(target.read_text())["task"] == "wiki"
