@@ -79,8 +79,10 @@ def check_metrics(metrics: list[str]) -> None:
     """Check metric names against :data:`METRICS` (before any model is loaded).
 
     Raises:
-        SettingError: names the first unknown metric and lists the available ones.
+        SettingError: no metric, or names the first unknown metric and lists the available ones.
     """
+    if not metrics:
+        raise SettingError(f"No metric was given; choose one or more of {', '.join(METRICS)}.")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise SettingError(f"Metric '{unknown[0]}' is not available; choose from {', '.join(METRICS)}.")
@@ -408,20 +410,33 @@ def difference_within_noise(a: float, se_a: float, b: float, se_b: float, sigmas
     return math.isnan(combined) or abs(a - b) < sigmas * combined
 
 
+def noise_metric(metric: str) -> str:
+    """The metric on whose scale a difference in ``metric`` is judged against noise: ``nll`` for perplexity.
+
+    Perplexity's standard error is the delta-method ``exp(nll) × se(nll)``, valid only for small
+    changes; judging the difference of mean NLL (nats per token) holds at any size.
+    """
+    return "nll" if metric == "perplexity" else metric
+
+
 def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str, sigmas: float = 2.0) -> bool:
     """Whether two results of one metric differ by less than ``sigmas`` combined standard errors.
 
-    See :func:`difference_within_noise`; without a standard error (fewer than two questions or windows)
-    no difference can be told from noise, so the answer is ``True``.
+    Judged on :func:`noise_metric`'s scale (perplexity by its NLL); see :func:`difference_within_noise`.
+    Without a standard error (fewer than two questions or windows) no difference can be told from
+    noise, so the answer is ``True``.
 
     Raises:
         SettingError: ``metric`` is missing from either result.
     """
     if metric not in first.metrics or metric not in second.metrics:
         raise SettingError(f"Metric '{metric}' is not in both results; compare a metric both evaluations report.")
+    judged = noise_metric(metric)
+    if judged not in first.metrics or judged not in second.metrics:
+        judged = metric
     return difference_within_noise(
-        first.metrics[metric], first.stderr.get(metric, float("nan")),
-        second.metrics[metric], second.stderr.get(metric, float("nan")), sigmas,
+        first.metrics[judged], first.stderr.get(judged, float("nan")),
+        second.metrics[judged], second.stderr.get(judged, float("nan")), sigmas,
     )
 
 
@@ -438,7 +453,7 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_metrics", "influence", "evaluate", "hidden_store_usage", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_metrics", "influence", "evaluate", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
     "comparison_json",
 ]

@@ -190,6 +190,14 @@ def test_mmlu_file_bad_json_names_the_line(tmp_path):
     assert "line 3" in str(caught.value) and str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize("name", ["binary.jsonl", "binary.json", "binary.txt"])
+def test_mmlu_file_that_is_not_text(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(DataError, match="is not UTF-8 text"):
+        read_mmlu_file(path)
+
+
 def test_mmlu_file_wrong_columns(tmp_path):
     path = _write_jsonl(tmp_path / "cols.jsonl", [{"prompt": "Q?", "label": 1}])
     with pytest.raises(DataError) as caught:

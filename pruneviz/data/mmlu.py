@@ -125,14 +125,14 @@ def read_mmlu_file(path: str | Path) -> pd.DataFrame:
         records = frame.to_dict("records")
     elif path.suffix == ".json":
         try:
-            records = json.loads(path.read_text())
+            records = json.loads(_text_of(path))
         except json.JSONDecodeError as error:
             raise DataError(f"{path} is not valid JSON ({error}); fix the file.") from None
         if not isinstance(records, list):
             raise DataError(f"{path} must hold a JSON list of questions.")
     else:
         records = []
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(_text_of(path).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -142,6 +142,18 @@ def read_mmlu_file(path: str | Path) -> pd.DataFrame:
             if not isinstance(records[-1], dict):
                 raise DataError(f"{path} line {number} is not a JSON object.")
     return _finish([_row_from_record(r, f"{path} line {i + 1}") for i, r in enumerate(records)], str(path))
+
+
+def _text_of(path: Path) -> str:
+    """The UTF-8 text of a question file.
+
+    Raises:
+        DataError: the file is not UTF-8 text (e.g. a binary file).
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; give a JSON, JSONL, CSV or Parquet question file.") from None
 
 
 @lru_cache(maxsize=4)
