@@ -57,11 +57,10 @@ def current_plan(n_blocks: int) -> PruningPlan:
         plan = PruningPlan()
         set_plan(plan, n_blocks)
     widget_keys = [PLAN_TEXT_KEY] + [toggle_key(i, k) for i in range(n_blocks) for k in (*SUBLAYERS, "block")]
-    # Streamlit forgets widget state while another page runs, and the sidebar may adopt an export's plan:
-    # redraw the widgets from the shared plan unless the text box holds the user's rejected edit
-    if any(key not in st.session_state for key in widget_keys) or (
-        PLAN_ERROR_KEY not in st.session_state and st.session_state[PLAN_TEXT_KEY] != str(plan)
-    ):
+    # Every run redraws the widgets from the shared plan (the callbacks have already folded the user's last
+    # edit into it), unless the text box holds a rejected edit: widget state Streamlit dropped while the page
+    # was not drawn (another page, a model switch) would otherwise come back from the browser stale or empty
+    if PLAN_ERROR_KEY not in st.session_state or any(key not in st.session_state for key in widget_keys):
         set_plan(plan, n_blocks)
     return plan
 
@@ -287,20 +286,25 @@ def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, un
 
     The metric's tooltip says it is a 95 % interval; the card has no room for the words.
     """
-    text = f"{value * scale:.{digits}f}{unit}"
+    def number(x: float) -> str:
+        # a perplexity of 1e45 (every block pruned) would otherwise print 46 digits
+        return f"{x:.{digits}f}" if abs(x) < 1e6 else f"{x:.3g}"
+
+    text = f"{number(value * scale)}{unit}"
     if math.isnan(stderr):
         return text
-    return f"{text} ± {api.confidence_halfwidth(stderr) * scale:.{digits}f}{unit}"
+    return f"{text} ± {number(api.confidence_halfwidth(stderr) * scale)}{unit}"
 
 
 def noise_warning(baseline, pruned, metric: str, what: str) -> None:
     """Warn when the pruned and unpruned values of ``metric`` differ by less than two combined standard errors."""
     if not api.within_noise(baseline, pruned, metric):
         return
-    se = math.hypot(baseline.stderr.get(metric, math.nan), pruned.stderr.get(metric, math.nan))
+    judged = api.noise_metric(metric)
+    se = math.hypot(baseline.stderr.get(judged, math.nan), pruned.stderr.get(judged, math.nan))
     bound = f"no standard error with fewer than 2 {what}" if math.isnan(se) else f"less than 2 combined standard errors, {2 * se:.3g}"
     st.warning(
-        f"The {metric} of the pruned and unpruned model differ by {abs(pruned.metrics[metric] - baseline.metrics[metric]):.3g}: "
+        f"The {judged} of the pruned and unpruned model differ by {abs(pruned.metrics[judged] - baseline.metrics[judged]):.3g}: "
         f"within noise ({bound}). Evaluate more {what} before reading anything into it."
     )
 

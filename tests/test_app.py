@@ -537,6 +537,22 @@ def test_within_noise_compares_the_difference_with_two_combined_standard_errors(
         api.within_noise(evaluation(0.4, 0.03), evaluation(0.5, 0.03), "loss")
 
 
+def test_perplexity_is_judged_against_noise_by_its_nll():
+    from pruneviz import api
+
+    def wiki(nll: float, se_nll: float) -> EvaluationResult:
+        # the delta-method standard error of perplexity, exp(nll) x se(nll), as the evaluator reports it
+        ppl = math.exp(nll)
+        return EvaluationResult("wiki", 8, {"perplexity": ppl, "nll": nll}, {"perplexity": ppl * se_nll, "nll": se_nll}, "", 0.0, {}, pd.DataFrame())
+
+    # every block pruned: NLL 3.14 -> 103.9 nats is far outside noise, though the perplexity band is wider still
+    unpruned, everything = wiki(3.14, 0.1), wiki(103.9, 4.0)
+    assert api.difference_within_noise(unpruned.metrics["perplexity"], unpruned.stderr["perplexity"],
+                                       everything.metrics["perplexity"], everything.stderr["perplexity"])
+    assert not api.within_noise(unpruned, everything, "perplexity")
+    assert api.within_noise(wiki(3.14, 0.1), wiki(3.30, 0.1), "perplexity")
+
+
 def test_comparison_table_gives_each_subject_its_n_and_confidence_interval():
     baseline = pd.DataFrame({"subject": ["anatomy", "astronomy"], "category": ["STEM", "STEM"], "n": [5, 1], "acc": [0.6, 1.0]})
     pruned = baseline.assign(acc=[0.4, 0.0])

@@ -3,7 +3,8 @@
 One session walks the README's path: the model loads (sidebar), the Influence page draws its heatmap,
 one attention sublayer is switched off on the Prune and evaluate page, an evaluation runs, and the
 perplexity shown for the pruned model differs from the unpruned one and equals the library's own
-result for the same plan and settings. A full-page screenshot is saved after every step under
+result for the same plan and settings; after switching to another model and back, the page still
+shows the plan in force. A full-page screenshot is saved after every step under
 ``test-artifacts/browser/`` (with the server log and the browser console), also when a step fails.
 
 Needs ``/usr/bin/chromium`` (``make test`` installs Debian's package where it can); without it the
@@ -165,6 +166,16 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             wait_for(page, result, "evaluating the plan")
             shoot(page, steps, "evaluation-result")
             shown = {which: shown_number(page, f"Perplexity ({which})") for which in ("unpruned", "pruned")}
+
+            # away to "another model" (the page stops, Streamlit drops its widgets) and back: the plan box
+            # and toggles must show the plan still in force (they used to come back empty while it applied)
+            for model in ("another model ...", "smollm2 (embedded)"):
+                page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+                page.get_by_role("option", name=model, exact=True).click()
+                shoot(page, steps, f"model-{model.split()[0]}")
+            wait_for(page, plan_box, "coming back to the embedded model")
+            expect(plan_box).to_have_value(SUBLAYER)
+            expect(page.get_by_role("checkbox", name=SUBLAYER, exact=True)).to_be_checked()
         except BaseException:  # pytest.fail and playwright timeouts alike: keep the page as it was
             with contextlib.suppress(Exception):  # a dead browser must not hide the original failure
                 steps.shot("failed")

@@ -192,11 +192,10 @@ def plan_input(loaded: LoadedModel, key: str) -> PruningPlan:
         plan = PruningPlan()
     st.session_state[PLAN_KEY] = str(plan)
     widget = f"{key}_plan"
-    # Streamlit forgets widget state while another page runs, and the sidebar may adopt an export's plan:
-    # redraw the box from the shared plan unless it holds the user's rejected edit
-    if widget not in st.session_state or (
-        f"{widget}_error" not in st.session_state and st.session_state[widget] != str(plan)
-    ):
+    # every run redraws the box from the shared plan (its callback has already folded the user's last edit
+    # into it) unless it holds a rejected edit: widget state Streamlit dropped while the page was not drawn
+    # (another page, a model switch) would otherwise come back from the browser stale or empty
+    if widget not in st.session_state or f"{widget}_error" not in st.session_state:
         st.session_state[widget] = str(plan)
         st.session_state.pop(f"{widget}_error", None)
     st.text_input(
