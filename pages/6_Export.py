@@ -28,6 +28,8 @@ def recovery_input(loaded, plan):
 def expected_kind(plan, recovery) -> str:
     """What the export will be, said before it is made."""
     units = plan.units()
+    if not units:
+        return "The plan is empty, so the export is a **standalone** copy of the unpruned model."
     if recovery is None and all(unit.sublayer is None for unit in units):
         return "This plan removes whole blocks only, so the export is a **standalone** model that stock `transformers` loads."
     return (

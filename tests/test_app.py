@@ -485,6 +485,7 @@ def test_recovery_page_compares_a_bias_recovery(app):
 @pytest.mark.real
 def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
     at = open_page(app, "6_Export.py")
+    assert any("plan is empty" in md.value for md in at.markdown)
     at.text_input(key="export_plan").input("99.attn").run()
     assert not at.exception
     assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
