@@ -221,3 +221,14 @@ def test_mmlu_k_shot_holds_out_exemplars(smollm2):
     assert 0 <= result.metrics["acc"] <= 1 and result.metrics["loss"] > 0
     with pytest.raises(SettingError, match="'essay'"):
         evaluate_mmlu(smollm2, PruningPlan(), "anatomy", "essay")
+
+
+@pytest.mark.real
+def test_a_k_shot_prompt_longer_than_the_context_is_refused(smollm2):
+    import dataclasses
+
+    # the same weights, declared with a 300-token context (a copy: the shared fixture stays as it is)
+    short = dataclasses.replace(smollm2, info=dataclasses.replace(smollm2.info, max_position_embeddings=300))
+    assert evaluate_mmlu(short, PruningPlan(), "anatomy", "letter", shots=0, per_subject=1).n == 1
+    with pytest.raises(SettingError, match=r"5-shot MMLU prompt has [\d,]+ tokens, more than this model's 300-token context"):
+        evaluate_mmlu(short, PruningPlan(), "anatomy", "letter", shots=5, per_subject=1)

@@ -192,6 +192,7 @@ def evaluate_mmlu(
 
     Raises:
         DataError: unknown subset, too many shots for a subject, malformed question file.
+        SettingError: a k-shot prompt is longer than the model's context.
         TokenizationError: (letter format) a letter is not a single token after the prompt.
         PlanError: the plan names a block the model lacks.
     """
@@ -199,6 +200,12 @@ def evaluate_mmlu(
     started = time.perf_counter()
     exemplars, scored = mmlu_questions(fmt, source, subset, shots, per_subject, half)
     requests = mmlu_requests(loaded.tokenizer, exemplars, scored, fmt)
+    longest = max(len(request.tokens) for request in requests)
+    if longest > loaded.max_length:
+        raise SettingError(
+            f"The longest {shots}-shot MMLU prompt has {longest:,} tokens, more than this model's "
+            f"{loaded.max_length:,}-token context; use fewer shots."
+        )
     per_question = 1 if fmt == "letter" else 4
     items = scored[["subject", "category", "answer"]].reset_index(drop=True)
     if fmt == "cloze":
