@@ -129,15 +129,17 @@ def cmd_evaluate(args) -> None:
     from .recovery import Recovery
 
     loaded = _load(args)
-    pending = pending_plan(args.model)
-    if pending is not None and not args.prune:
-        # a sublayer export keeps the full weights and its plan beside them: evaluating it means applying both
-        args.prune = pending
-        exported_recovery = Path(args.model) / "recovery"
-        if not args.recover and exported_recovery.is_dir():
-            args.recover = str(exported_recovery)
-        _say(f"{args.model} is a pruneviz export: applying its plan '{pending}'" + (" and its recovery" if args.recover else "") + ".")
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
+    pending = pending_plan(args.model)
+    if pending is not None:
+        # a sublayer export keeps the full weights and its plan beside them: evaluating it means applying both;
+        # --prune adds units on top (the export is the pruned model)
+        plan = plan | PruningPlan.parse(pending, loaded.n_blocks)
+        exported_recovery = Path(args.model) / "recovery"
+        if not args.recover and exported_recovery.is_dir() and str(plan) == pending:
+            args.recover = str(exported_recovery)
+        extra = f" plus --prune '{args.prune}'" if args.prune else ""
+        _say(f"{args.model} is a pruneviz export: applying its plan '{pending}'{extra}" + (" and its recovery" if args.recover else "") + ".")
     recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
     if recovery is not None:
         recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
@@ -340,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity or MMLU")
     model_args(evaluate)
     evaluation_args(evaluate)
-    evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned)")
+    evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned; on a sublayer export, units added to its plan)")
     evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>; with --backend lm-eval also any lm-eval task name or task YAML file")
     evaluate.add_argument("--backend", choices=BACKENDS, default="pruneviz", help="pruneviz (fast, default) or lm-eval (lm-evaluation-harness on the same model and plan)")
     evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions, or the held-out test half (odd questions per subject)")

@@ -175,6 +175,14 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
     document = json.loads((tmp_path / "sub.json").read_text())
     assert document["prune"] == "20.attn"
     assert document["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-6)
+    # --prune on an export adds units to its plan (it used to replace it); the export's recovery fits only its own plan
+    assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--windows", "2", "--window-len", "64",
+                 "--prune", "3", "--json", str(tmp_path / "more.json")]) == 0
+    more = json.loads((tmp_path / "more.json").read_text())
+    assert more["prune"] == "3,20.attn" and more["recover"] is None
+    assert more["metrics"]["perplexity"] == pytest.approx(
+        api.evaluate(smollm2, PruningPlan.parse("3,20.attn"), "wiki", **options).metrics["perplexity"], rel=1e-6
+    )
     # the app's "another model" box adopts the plan and offers the recovery (it used to show the full model)
     from streamlit.testing.v1 import AppTest
 
