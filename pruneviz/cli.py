@@ -124,25 +124,22 @@ def cmd_influence(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from . import api
-    from .export import pending_plan
+    from .export import exported_plan, pending_plan
     from .plan import PruningPlan
     from .recovery import Recovery
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
-    pending = pending_plan(args.model)
-    if pending is not None:
+    recovery = Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
+    if pending_plan(args.model) is not None:
         # a sublayer export keeps the full weights and its plan beside them: evaluating it means applying both;
-        # --prune adds units on top (the export is the pruned model)
-        plan = plan | PruningPlan.parse(pending, loaded.n_blocks)
-        exported_recovery = Path(args.model) / "recovery"
-        if not args.recover and exported_recovery.is_dir() and str(plan) == pending:
-            args.recover = str(exported_recovery)
+        # --prune adds units on top (the export is the pruned model), and its recovery fits its own plan only
+        exported, exported_recovery = exported_plan(args.model, loaded)
+        if recovery is None and plan.pruned <= exported.pruned:
+            recovery = exported_recovery
+        plan = plan | exported
         extra = f" plus --prune '{args.prune}'" if args.prune else ""
-        _say(f"{args.model} is a pruneviz export: applying its plan '{pending}'{extra}" + (" and its recovery" if args.recover else "") + ".")
-    recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
-    if recovery is not None:
-        recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
+        _say(f"{args.model} is a pruneviz export: applying its plan '{exported}'{extra}" + (" and its recovery" if recovery else "") + ".")
     with _progress(f"evaluate {args.task}") as progress:
         result = api.evaluate(
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
@@ -222,7 +219,7 @@ def cmd_export(args) -> None:
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
-    recovery = Recovery.load(args.recover, loaded.info.hidden_size) if args.recover else None
+    recovery = Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
     report = export_model(loaded, plan, args.out, recovery)
     kind = "standalone transformers model" if report.standalone else "full model + pruning_plan.json (load with pruneviz.export.load_exported)"
     _say(f"wrote {report.directory}: {kind}; {report.blocks_kept} blocks, parameters {report.params_before:,} -> "

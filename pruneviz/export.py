@@ -176,9 +176,7 @@ def exported_plan(directory: str | Path, loaded: LoadedModel) -> tuple[PruningPl
         raise DataError(f"{directory} has no readable {PLAN_FILE}; export it with `pruneviz export` first.") from None
     if meta.get("standalone", True):
         return PruningPlan(), None
-    recovery = Recovery.load(directory / "recovery", loaded.info.hidden_size) if meta.get("recovery") else None
-    if recovery is not None:
-        recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
+    recovery = Recovery.load(directory / "recovery", loaded.info.hidden_size, loaded.device) if meta.get("recovery") else None
     return PruningPlan.parse(meta.get("plan", ""), loaded.n_blocks), recovery
 
 

@@ -224,8 +224,8 @@ class Recovery:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, d: int) -> "Recovery":
-        """Read a :meth:`save`d recovery.
+    def load(cls, directory: str | Path, d: int, device: torch.device | str | None = None) -> "Recovery":
+        """Read a :meth:`save`d recovery; its stand-ins go to ``device`` (default: CPU).
 
         Raises:
             DataError: the directory lacks the files or they do not fit a model of width ``d``.
@@ -246,7 +246,7 @@ class Recovery:
                 module.load_state_dict({k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == key})
             except RuntimeError:
                 raise DataError(f"{directory} holds stand-ins for another model width; refit them for this model.") from None
-            stand_ins[(int(layer), slot)] = module
+            stand_ins[(int(layer), slot)] = module.to(device) if device is not None else module
         return cls(PruningPlan.parse(meta["plan"]), meta["method"], meta["rank"], meta["fit"], stand_ins,
                    meta["removed_params"], meta["calibration"], meta.get("seconds", 0.0), meta.get("history", []))
 
