@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import platform
 import resource
@@ -117,7 +116,7 @@ def evaluate_both(loaded, plan: PruningPlan, backend: str, args, store: HiddenSt
         if backend == "lm-eval":
             subset = args.task.partition(":")[2] or None
             mmlu = lm_eval_backend.evaluate_mmlu(loaded, plan, subset, args.format, args.shots, args.per_subject,
-                                                 batch_size=args.lm_eval_batch_size)
+                                                 batch_size=args.lm_eval_batch_size, logits_cache=not args.no_logits_cache)
             wiki = lm_eval_backend.evaluate_perplexity(loaded, plan, "wiki", args.windows, args.window_len,
                                                        batch_size=args.lm_eval_batch_size)
         else:
@@ -237,12 +236,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method (best is reported)")
     parser.add_argument("--lm-eval-batch-size", type=int, default=16,
                         help="HFLM batch size (its default is 1: no padding, but one forward pass per request)")
+    parser.add_argument("--no-logits-cache", action="store_true",
+                        help="HFLM without its logits cache: one forward pass per MMLU letter, as lm-eval before February 2024 (PR #1425)")
     parser.add_argument("--no-toggle", action="store_true", help="skip the toggle-to-result latency")
     args = parser.parse_args()
     subset = ",".join(SUBJECTS[: int(args.subjects)]) if args.subjects.isdigit() else args.subjects
     args.task = "mmlu" if subset == "all" else f"mmlu:{subset}"
-    # lm-eval logs a warning per HFLM built around an already-loaded model; the numbers are what matter here
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
     loaded = load_model(args.model, device=args.device)
     print(f"machine: {machine(loaded)}")
@@ -252,7 +251,7 @@ def main() -> None:
     print(f"model {loaded.name} ({loaded.info.n_blocks} blocks) on {loaded.device}; MMLU {args.format} {args.shots}-shot, "
           f"{first['pruneviz'].mmlu.n} questions ({args.per_subject} per subject, subjects: {args.subjects}); "
           f"wiki {args.windows} windows x {args.window_len} tokens; best of {args.repeats}; lm-eval batch size "
-          f"{args.lm_eval_batch_size}")
+          f"{args.lm_eval_batch_size}, logits cache {'off' if args.no_logits_cache else 'on'}")
     print(f"{'backend':<10}{'best s':>9}{'all runs s':>22}{'best MMLU s':>13}{'best wiki s':>13}{'peak MiB':>10}")
     best = {}
     for backend in BACKENDS:

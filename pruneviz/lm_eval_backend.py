@@ -21,6 +21,7 @@ import difflib
 import functools
 import hashlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -56,6 +57,19 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
 BOOTSTRAP_ITERS = 1000
 
 
+class _LoadedModelWarnings(logging.Filter):
+    """Drops HFLM's two warnings about being handed a model object instead of a name: this module does so
+    on purpose (no reload), in one process, so the advice they give (no accelerate launch) is already kept."""
+
+    STARTS = ("`pretrained` model kwarg is not of type `str`", "Passed an already-initialized model through `pretrained`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.STARTS)
+
+
+logging.getLogger(HFLM.__module__).addFilter(_LoadedModelWarnings())
+
+
 class PlannedHFLM(HFLM):
     """lm-eval's ``HFLM`` over an already-loaded model, with every forward pass run under one plan.
 
@@ -64,6 +78,9 @@ class PlannedHFLM(HFLM):
         plan: units pruned in every forward pass (validated against the model).
         stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
         batch_size: sequences per forward pass.
+        logits_cache: HFLM's reuse of one forward pass for the requests that share a context and score a
+            one-token continuation (an MMLU letter prompt's four letters; lm-eval PR #1425, February 2024).
+            ``False`` runs every request, as lm-eval did before; results are the same.
 
     Log-softmax runs in fp32 (``softmax_dtype``), as pruneviz's own evaluators do, so that bf16/fp16
     models give the same predictions in both backends.
@@ -72,11 +89,14 @@ class PlannedHFLM(HFLM):
         PlanError: the plan names a block the model lacks.
     """
 
-    def __init__(self, loaded, plan: PruningPlan = PruningPlan(), stand_ins: dict | None = None, batch_size: int = 16):
+    def __init__(
+        self, loaded, plan: PruningPlan = PruningPlan(), stand_ins: dict | None = None, batch_size: int = 16,
+        logits_cache: bool = True,
+    ):
         plan.validate(loaded.n_blocks)
         super().__init__(
             pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=batch_size,
-            max_length=loaded.max_length, softmax_dtype=torch.float32,
+            max_length=loaded.max_length, softmax_dtype=torch.float32, logits_cache=logits_cache,
         )
         self.plan = plan
         self.stand_ins = dict(stand_ins or {})
@@ -228,6 +248,7 @@ def evaluate_mmlu(
     batch_size: int = 16,
     progress: Progress | None = None,
     stand_ins: dict | None = None,
+    logits_cache: bool = True,
 ) -> EvaluationResult:
     """Evaluate MMLU under ``plan`` with lm-eval (same questions and arguments as pruneviz's ``evaluate_mmlu``).
 
@@ -244,6 +265,7 @@ def evaluate_mmlu(
         batch_size: sequences per forward pass.
         progress: ``progress(done, total)`` in questions, before and after lm-eval runs; may raise ``Cancelled``.
         stand_ins: recovery stand-ins for pruned units.
+        logits_cache: see :class:`PlannedHFLM` (``False``: one forward pass per letter, as lm-eval before PR #1425).
 
     Returns:
         :class:`EvaluationResult`: letter ``acc`` and ``loss``, cloze ``acc`` and ``acc_norm`` (lm-eval's
@@ -263,7 +285,7 @@ def evaluate_mmlu(
     folder, names = write_mmlu_tasks(scored, exemplars, shots, fmt)
     if progress:
         progress(0, len(scored))
-    model = PlannedHFLM(loaded, plan, stand_ins, batch_size)
+    model = PlannedHFLM(loaded, plan, stand_ins, batch_size, logits_cache)
     # the task configs carry num_fewshot, so lm-eval is given none to override them with
     out = _simple_evaluate(model, list(names.values()), None, TaskManager(include_path=str(folder), include_defaults=False))
     if progress:

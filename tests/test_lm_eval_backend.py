@@ -8,6 +8,7 @@ predictions; the plan must change lm-eval's log-likelihoods (so it is applied in
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,17 @@ def test_mmlu_tasks_are_lm_evals_templates_over_local_files(tmp_path):
     assert zero["doc_to_text"] == yaml.safe_load((LM_EVAL_MMLU / "continuation" / "_continuation_template_yaml").read_text())["doc_to_text"]
 
 
+@pytest.mark.real
+def test_hflm_warnings_about_being_handed_the_loaded_model_are_dropped(smollm2, caplog, monkeypatch):
+    logger = logging.getLogger(backend.HFLM.__module__)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        backend.PlannedHFLM(smollm2)
+        assert caplog.records == []
+        monkeypatch.setattr(logger, "filters", [])
+        backend.PlannedHFLM(smollm2)
+    assert len([r for r in caplog.records if "pretrained" in r.getMessage()]) == 2
+
+
 def test_unknown_backend_is_a_setting_error(tiny):
     with pytest.raises(SettingError, match="Backend 'lmeval' is unknown"):
         api.evaluate(tiny, PruningPlan(), "wiki", backend="lmeval")
@@ -95,6 +107,28 @@ def test_mmlu_agrees_with_pruneviz_unpruned_and_pruned(smollm2, fmt):
     # the plan reached the forward passes inside HFLM, and left nothing behind
     assert np.abs(theirs[PLAN] - theirs[""]).max() > 1e-2
     assert active_plan() == PruningPlan()
+
+
+@pytest.mark.real
+def test_without_logits_cache_every_letter_is_its_own_forward_row(smollm2, monkeypatch):
+    """lm-eval's logits cache (the bench's reference point) scores a letter prompt's four letters with one
+    forward row; without it, four rows, and the same log-likelihoods."""
+    rows = []
+    model_call = backend.PlannedHFLM._model_call
+
+    def counting_call(self, inps, *args, **kwargs):
+        rows.append(inps.shape[0])
+        return model_call(self, inps, *args, **kwargs)
+
+    monkeypatch.setattr(backend.PlannedHFLM, "_model_call", counting_call)
+    scores = {}
+    for logits_cache in (True, False):
+        rows.clear()
+        result = backend.evaluate_mmlu(smollm2, PruningPlan(), "virology,global facts", "letter", 0, per_subject=2,
+                                       logits_cache=logits_cache)
+        scores[logits_cache] = np.array(result.items["loglikelihoods"].tolist())  # [4 questions, 4 letters] nats
+        assert sum(rows) == (4 if logits_cache else 16)
+    np.testing.assert_allclose(scores[False], scores[True], atol=1e-5, rtol=0)
 
 
 @pytest.mark.real
