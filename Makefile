@@ -23,7 +23,7 @@ $(STAMP): requirements.txt Makefile
 setup: $(STAMP)
 
 run: setup
-	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false --server.fileWatcherType none
 
 # installs chromium as root, or with password-less sudo in CI; elsewhere tests/test_browser.py fails and says how
 chromium:
