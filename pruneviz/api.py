@@ -15,7 +15,7 @@ import pandas as pd
 from .cache import cached, make_key
 from .data.mmlu import load_mmlu, mmlu_fingerprint, select_subjects, split_exemplars
 from .data.text import document_batch, load_corpus
-from .errors import PlanError, SettingError
+from .errors import DataError, PlanError, SettingError
 from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from .evaluation.perplexity import evaluate_perplexity
 from .evaluation.results import Z_95, EvaluationResult
@@ -56,18 +56,46 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
         raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
     if samples < 1:
         raise SettingError(f"--samples must be at least 1 (got {samples}).")
-    if data == "mmlu" or data.startswith("mmlu:"):
-        subset = data.partition(":")[2] or None
+    if is_mmlu(data):
         table = load_mmlu("mmlu")
-        _, scored = split_exemplars(table, select_subjects(table, subset), 0, None)
+        _, scored = split_exemplars(table, select_subjects(table, mmlu_subset(data)), 0, None)
         # round-robin over subjects so a small sample covers all of them
         scored = scored.sort_values(["index", "subject"]).head(samples)
         texts = tuple(build_prompt(row, scored.iloc[:0], "letter") for row in scored.itertuples())
-        label, fingerprint = data, mmlu_fingerprint("mmlu")
-    else:
-        corpus = load_corpus(data, "calibration")
-        texts, label, fingerprint = corpus.texts, corpus.label, corpus.fingerprint
-    return document_batch(loaded.tokenizer, texts, samples, seq_len), label, fingerprint
+        batch = document_batch(loaded.tokenizer, texts, samples, seq_len, data, "question")
+        return batch, data, mmlu_fingerprint("mmlu")
+    corpus = load_corpus(data, "calibration")
+    return document_batch(loaded.tokenizer, corpus.texts, samples, seq_len, corpus.description), corpus.label, corpus.fingerprint
+
+
+def is_mmlu(spec: str) -> bool:
+    """Whether a dataset or task spec names MMLU (``mmlu`` or ``mmlu:<subset>``) rather than text."""
+    return spec == "mmlu" or spec.startswith("mmlu:")
+
+
+def mmlu_subset(spec: str) -> str | None:
+    """The subset an MMLU spec names: ``None`` for ``mmlu`` (all 57 subjects), else the text after ``mmlu:``.
+
+    Raises:
+        DataError: ``mmlu:`` names no subject or category (read as all of MMLU, it would hide a missing name).
+    """
+    subset = spec.partition(":")[2]
+    if ":" in spec and not subset.replace(",", " ").strip():
+        raise DataError(
+            f"'{spec}' names no MMLU subject or category after the colon; give one (e.g. mmlu:anatomy or mmlu:STEM, "
+            "see `python -m pruneviz info --subjects`) or plain 'mmlu' for all 57 subjects."
+        )
+    return subset or None
+
+
+def check_dataset(spec: str) -> None:
+    """Check a dataset or task spec that can be judged without a model (before one is loaded).
+
+    Raises:
+        DataError: see :func:`mmlu_subset`.
+    """
+    if is_mmlu(spec):
+        mmlu_subset(spec)
 
 
 # every metric by name; each entry has .label, .formula and .source for pickers and tooltips
@@ -130,6 +158,8 @@ def influence(
         SettingError: unknown metric, granularity or estimator setting; plus :func:`calibration_batch`'s errors.
     """
     check_metrics(metrics)
+    # objective_data reads "mmlu:" as all of MMLU: refuse it here for adaptive metrics too
+    check_dataset(data)
     if granularity not in GRANULARITY_KINDS:
         raise SettingError(f"Granularity '{granularity}' is unknown; use block, sublayer or all.")
     plan.validate(loaded.n_blocks)
@@ -221,8 +251,8 @@ def evaluate(
         from . import lm_eval_backend
 
         mmlu_evaluator, perplexity_evaluator = lm_eval_backend.evaluate_mmlu, lm_eval_backend.evaluate_perplexity
-    if task == "mmlu" or task.startswith("mmlu:"):
-        subset = task.partition(":")[2] or None
+    if is_mmlu(task):
+        subset = mmlu_subset(task)
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
         key = make_key("mmlu", backend, loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
         engine_options = {} if backend == "lm-eval" else {"partial": partial, "checkpoint": use_cache}
@@ -453,7 +483,7 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_metrics", "influence", "evaluate", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_dataset", "check_metrics", "influence", "is_mmlu", "mmlu_subset", "evaluate", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
     "comparison_json",
 ]

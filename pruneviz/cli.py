@@ -18,9 +18,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from . import distributed
-from .errors import PrunevizError
+from .errors import DataError, PrunevizError
 
 log = logging.getLogger("pruneviz")
 
@@ -126,11 +127,10 @@ def cmd_evaluate(args) -> None:
     from . import api
     from .export import exported_plan, pending_plan
     from .plan import PruningPlan
-    from .recovery import Recovery
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
-    recovery = Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
+    recovery = _recovery(args, loaded)
     if pending_plan(args.model) is not None:
         # a sublayer export keeps the full weights and its plan beside them: evaluating it means applying both;
         # --prune adds units on top (the export is the pruned model), and its recovery fits its own plan only
@@ -215,15 +215,46 @@ def cmd_recover(args) -> None:
 def cmd_export(args) -> None:
     from .export import export_model
     from .plan import PruningPlan
-    from .recovery import Recovery
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
-    recovery = Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
+    recovery = _recovery(args, loaded)
     report = export_model(loaded, plan, args.out, recovery)
     kind = "standalone transformers model" if report.standalone else "full model + pruning_plan.json (load with pruneviz.export.load_exported)"
     _say(f"wrote {report.directory}: {kind}; {report.blocks_kept} blocks, parameters {report.params_before:,} -> "
           f"{report.params_after:,}, KV cache saved {report.kv_bytes_per_token_saved:,} bytes/token")
+
+
+def _recovery(args, loaded):
+    """The recovery ``--recover`` names, placed on the model's device; ``None`` without ``--recover``."""
+    from .recovery import Recovery
+
+    return Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
+
+
+def _check_recovery_folder(value: str) -> None:
+    """Refuse a model passed as ``--recover``: ``Recovery.load`` would suggest running `recover --out` into the model's folder.
+
+    Raises:
+        DataError: ``value`` is a model directory (it has ``config.json``) or a ``.gguf`` file.
+    """
+    path = Path(value)
+    if (path / "config.json").is_file() or (path.is_file() and path.suffix == ".gguf"):
+        raise DataError(
+            f"--recover {value} is a model, not a recovery written by `recover`; pass the model as --model and give "
+            "--recover the --out folder of `python -m pruneviz recover`."
+        )
+
+
+def _check_inputs(args) -> None:
+    """Refuse inputs that can be judged without a model, before one is loaded."""
+    from .api import check_dataset
+
+    specs = [getattr(args, "data", None) or "", getattr(args, "task", None) or ""] + getattr(args, "tasks", "").split(",")
+    for spec in specs:
+        check_dataset(spec.strip())
+    if getattr(args, "recover", None):
+        _check_recovery_folder(args.recover)
 
 
 def _check_output_file(path: Path, option: str) -> None:
@@ -269,18 +300,30 @@ def _write(path: Path, writer) -> None:
     os.replace(staging, path)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {value})")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, without the usage block (subcommand parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message (see 'prog --help')`` on stderr and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _integer(text: str, lowest: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got '{text}')") from None
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"must be {lowest} or more (got {value})")
     return value
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
-    return value
+    return _integer(text, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .recovery import FITS, METHODS
     from .shapley import ESTIMATORS
 
-    parser = argparse.ArgumentParser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
+    parser = _Parser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -355,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation_args(curve)
     curve.add_argument("--metric", default="cosine", help=f"ranking metric, or a comma list to overlay several: {', '.join(METRICS)}")
     curve.add_argument("--scheme", choices=["block", "attn", "mlp", "both"], default="block")
-    curve.add_argument("--steps", type=_non_negative, required=True, help="K, the most units removed")
+    curve.add_argument("--steps", type=_positive, required=True, help="K, the most units removed (at least 1)")
     curve.add_argument("--tasks", default="wiki", help="comma list of wiki, text files, mmlu, mmlu:<subject|category>")
     curve.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
     curve.add_argument("--iterative", action="store_true", help="recompute the metric on the pruned model after every removal")
@@ -401,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers_logging.disable_progress_bar()
     try:
         here = distributed.init()
+        _check_inputs(args)
         _check_outputs(args)
         args.run(args)
     except PrunevizError as error:

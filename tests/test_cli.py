@@ -229,6 +229,80 @@ def test_unusable_outputs_are_refused_before_any_work_and_nothing_is_overwritten
     assert list((tmp_path / "folder").iterdir()) == []
 
 
+def _parse_error(argv, capsys) -> str:
+    """The stderr of an argument error, checked to be one line after exit status 2."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["evaluate", "--windows", "0"], "python -m pruneviz evaluate: error: argument --windows: must be 1 or more (got 0)"),
+        (["evaluate", "--windows", "many"], "python -m pruneviz evaluate: error: argument --windows: must be a whole number (got 'many')"),
+        (["influence", "--samples", "-3", "--out", "x.csv"], "python -m pruneviz influence: error: argument --samples: must be 1 or more (got -3)"),
+        (["curve", "--steps", "0", "--out", "never.csv"], "python -m pruneviz curve: error: argument --steps: must be 1 or more (got 0)"),
+        (["evaluate", "--shots", "-1"], "python -m pruneviz evaluate: error: argument --shots: must be 0 or more (got -1)"),
+        ([], "python -m pruneviz: error: the following arguments are required: command"),
+    ],
+    ids=["windows-zero", "windows-not-a-number", "samples-negative", "curve-steps-zero", "shots-negative", "no-command"],
+)
+def test_argument_errors_are_one_line_without_the_usage(argv, expected, capsys):
+    prog = expected.split(": error: ")[0]
+    assert _parse_error(argv, capsys) == f"{expected} (see '{prog} --help')"
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_subcommand_parser_prints_one_line_errors(command, capsys):
+    line = _parse_error([command, "--device-map", "nowhere"], capsys)
+    assert line.startswith(f"python -m pruneviz {command}: error: argument --device-map: invalid choice: 'nowhere'")
+    assert line.endswith(f"(see 'python -m pruneviz {command} --help')")
+
+
+@pytest.mark.parametrize(
+    ("command", "spec"),
+    [
+        (["evaluate", "--task"], "mmlu:"),
+        (["influence", "--out", "never.csv", "--data"], "mmlu: , "),
+        (["curve", "--steps", "2", "--out", "never.csv", "--tasks"], "wiki,mmlu:"),
+        (["curve", "--steps", "2", "--out", "never.csv", "--data"], "mmlu:"),
+        (["recover", "--prune", "3", "--out", "never", "--tasks"], "mmlu:,"),
+    ],
+    ids=["evaluate-task", "influence-data", "curve-tasks", "curve-data", "recover-tasks"],
+)
+def test_mmlu_colon_without_a_subject_is_refused_before_the_model_loads(command, spec, capsys):
+    assert main([*command, spec, "--model", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "nonexistent" not in error
+    assert "names no MMLU subject or category after the colon" in error and "plain 'mmlu' for all 57 subjects" in error
+    assert not (REPO / "never.csv").exists() and not (REPO / "never").exists()
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["export", "--prune", "3", "--out", "never"]])
+@pytest.mark.parametrize("kind", ["directory", "gguf"])
+def test_a_model_given_as_recovery_is_named_as_a_model(command, kind, tmp_path, capsys):
+    if kind == "directory":
+        model = tmp_path / "some-model"
+        model.mkdir()
+        (model / "config.json").write_text('{"model_type": "llama"}')
+    else:
+        model = tmp_path / "model.gguf"
+        model.write_bytes(b"GGUF")
+    # the model path does not exist: had it been loaded first, the error would name the path
+    assert main([*command, "--recover", str(model), "--model", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"error: --recover {model} is a model, not a recovery written by `recover`; pass the model as --model and give "
+        "--recover the --out folder of `python -m pruneviz recover`."
+    )
+    assert not (REPO / "never").exists()
+
+
 @pytest.mark.real
 def test_json_written_through_a_symbolic_link_keeps_the_link(tmp_path):
     target = tmp_path / "result.json"

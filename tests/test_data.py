@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -263,9 +264,10 @@ def test_json_text_file_title_to_extract(tmp_path):
         ("empty.txt", "", "contains no text"),
         ("blank.txt", "\n\n  \n\n", "contains no text"),
         ("bad.jsonl", '{"text": "ok"}\n{"text": "fine"}\n{"text": broken}\n', "line 3 is not valid JSON"),
-        ("field.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', "line 2 has no string 'text' field"),
+        ("field.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', "line 2 has no text field"),
         ("bad.json", '{"a": ', "not valid JSON"),
-        ("numbers.json", "[1, 2, 3]", "JSON list of strings"),
+        ("numbers.json", "[1, 2, 3]", "record 1 is a number, not a text or a record"),
+        ("scalar.json", '"just one string"', "holds a string; give a JSON list of records"),
     ],
 )
 def test_malformed_text_files(tmp_path, name, content, message):
@@ -286,9 +288,107 @@ def test_empty_half_is_reported(tmp_path):
     path = tmp_path / "one.txt"
     path.write_text("A single document.")
     halves = [load_corpus(str(path), "all")]
-    with pytest.raises(DataError, match="half of .* is empty"):
+    with pytest.raises(DataError, match="half of .* is empty") as caught:
         for split in ("calibration", "evaluation"):
             halves.append(load_corpus(str(path), split))
+    # the CLI cannot choose split 'all', so the message must not suggest it
+    assert "all 1 document went to the other" in str(caught.value) and "split 'all'" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("random.txt", bytes(range(256)) * 8),
+        ("compressed.txt", gzip.compress(b"A document.\n\nAnother document.\n" * 50)),
+        ("utf16.txt", "A document.\n\nAnother document.".encode("utf-16-le")),
+        ("random.jsonl", bytes(range(128, 256)) * 4),
+        ("random.json", bytes(range(128, 256)) * 4),
+    ],
+    ids=["random-bytes", "gzip", "utf16-no-bom", "jsonl", "json"],
+)
+def test_binary_text_file_is_refused(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as caught:
+        load_corpus(str(path), "all")
+    message = str(caught.value)
+    assert message.startswith(f"{path} is not UTF-8 text") and ".txt file (documents separated by blank lines)" in message
+
+
+def test_utf8_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes("\ufeff".encode() + json.dumps(["first", "second"]).encode())
+    assert sorted(load_corpus(str(path), "all").texts) == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where", "keys"),
+    [
+        ("records.jsonl", '{"content": "Hello there.", "id": "a1"}\n{"content": "Bye.", "id": "a2"}\n', "line 1", "'content', 'id'"),
+        ("records.json", '[{"content": "Hello there."}, {"content": "Bye."}]', "record 1", "'content'"),
+        ("titled.json", '{"Hello": {"body": "Hello there."}, "Bye": {"body": "Bye."}}', "entry 'Hello'", "'body'"),
+        ("null.jsonl", '{"text": null}\n', "line 1", "'text'"),
+    ],
+)
+def test_records_without_a_text_field_say_so(tmp_path, name, content, where, keys):
+    path = tmp_path / name
+    path.write_text(content)
+    for split in ("all", "calibration", "evaluation"):
+        with pytest.raises(DataError) as caught:
+            load_corpus(str(path), split)
+        assert str(caught.value) == (
+            f"{path} {where} has no text field (its keys: {keys}); give every record a string 'text' or 'extract' field."
+        )
+
+
+def test_a_list_is_not_stringified_into_a_document(tmp_path):
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"data": [{"text": "Hello there."}, {"text": "Bye."}]}))
+    with pytest.raises(DataError, match="entry 'data' is a list, not a text or a record"):
+        load_corpus(str(path), "all")
+
+
+def test_records_in_every_json_layout(tmp_path):
+    expected = sorted(f"text {i}" for i in range(6))
+    layouts = {
+        "extract.jsonl": "".join(json.dumps({"extract": f"text {i}", "id": i}) + "\n" for i in range(6)),
+        "plain.jsonl": "".join(json.dumps(f"text {i}") + "\n" for i in range(6)),
+        "records.json": json.dumps([{"text": f"text {i}"} for i in range(6)]),
+        "titled.json": json.dumps({f"T{i}": {"text": f"text {i}", "extract": "not this"} for i in range(6)}),
+        "strings.json": json.dumps({f"T{i}": f"text {i}" for i in range(6)}),
+    }
+    for name, content in layouts.items():
+        path = tmp_path / name
+        path.write_text(content)
+        assert sorted(load_corpus(str(path), "all").texts) == expected, name
+
+
+def test_corpus_description_names_the_half():
+    assert load_corpus("wiki", "calibration").description == "the calibration half of wiki"
+    assert load_corpus("wiki", "all").description == "wiki"
+
+
+@pytest.mark.parametrize(("count", "phrase"), [(1, "only 1 document;"), (2, "only 2 documents;")])
+def test_too_few_documents_names_the_half_in_good_english(tmp_path, count, phrase):
+    from types import SimpleNamespace
+
+    from pruneviz.api import calibration_batch
+
+    texts = ("first",) * count
+    with pytest.raises(DataError) as caught:
+        document_batch(_WordTokenizer(), texts, 3, 8)
+    assert str(caught.value) == f"Asked for 3 samples but the calibration half has {phrase} lower --samples."
+    # through calibration_batch, the message names the file and its half
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(f"Document number {i}." for i in range(12)))
+    calibration = load_corpus(str(path), "calibration").texts
+    loaded = SimpleNamespace(max_length=64, tokenizer=_WordTokenizer())
+    with pytest.raises(DataError) as caught:
+        calibration_batch(loaded, str(path), len(calibration) + 1, 8)
+    assert str(caught.value) == (
+        f"Asked for {len(calibration) + 1} samples but the calibration half of {path} has only "
+        f"{len(calibration)} documents; lower --samples."
+    )
 
 
 class _WordTokenizer:
@@ -322,6 +422,34 @@ def test_token_windows_and_document_batch_real(smollm2):
     assert batch["attention_mask"][0, : lengths[0]].all() and not batch["attention_mask"][0, lengths[0]:].any()
     with pytest.raises(DataError, match="lower --samples"):
         document_batch(smollm2.tokenizer, short, 4, 8)
+
+
+def test_mmlu_spec_subsets():
+    from pruneviz.api import is_mmlu, mmlu_subset
+
+    assert mmlu_subset("mmlu") is None and mmlu_subset("mmlu:anatomy, STEM") == "anatomy, STEM"
+    assert is_mmlu("mmlu") and is_mmlu("mmlu:STEM") and not is_mmlu("wiki") and not is_mmlu("mmlu.txt")
+
+
+@pytest.mark.parametrize("spec", ["mmlu:", "mmlu: ", "mmlu:,", "mmlu: , ,"])
+def test_mmlu_colon_without_a_subject_is_refused(spec):
+    from types import SimpleNamespace
+
+    from pruneviz import api
+    from pruneviz.plan import PruningPlan
+
+    expected = f"'{spec}' names no MMLU subject or category after the colon"
+    # refused before any model is used: the stand-in model has nothing but its block count
+    loaded = SimpleNamespace(n_blocks=4, max_length=64)
+    for attempt in (
+        lambda: api.mmlu_subset(spec),
+        lambda: api.evaluate(loaded, PruningPlan(), spec, use_cache=False),
+        lambda: api.influence(loaded, spec, ["loss_shapley"], use_cache=False),
+        lambda: api.calibration_batch(loaded, spec, 4, 8),
+    ):
+        with pytest.raises(DataError) as caught:
+            attempt()
+        assert str(caught.value).startswith(expected) and "plain 'mmlu' for all 57 subjects" in str(caught.value)
 
 
 def test_heldout_halves_are_disjoint_whatever_the_shots():

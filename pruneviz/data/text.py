@@ -20,6 +20,8 @@ from ..cache import file_fingerprint
 from ..errors import DataError
 
 SPLITS = ("calibration", "evaluation", "all")
+# fields a JSON/JSONL record may hold its text in, in order of preference ("extract": the embedded Wikipedia file)
+TEXT_FIELDS = ("text", "extract")
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,82 @@ class TextCorpus:
         """Human label, e.g. ``"wiki (evaluation half)"``."""
         return f"{self.name} ({self.split} half)" if self.split != "all" else self.name
 
+    @property
+    def description(self) -> str:
+        """The split in words for messages, e.g. ``"the calibration half of wiki"``."""
+        return f"the {self.split} half of {self.name}" if self.split != "all" else self.name
+
 
 def _hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
-def _documents_from_file(path: Path) -> list[tuple[str, str]]:
-    """``(key, text)`` pairs from a .txt (blank-line separated), .jsonl (``text`` field) or .json file."""
+def _count(number: int, noun: str) -> str:
+    """``"1 document"``, ``"2 documents"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a corpus file (a leading byte-order mark is dropped).
+
+    Raises:
+        DataError: the file is missing, or is not UTF-8 text (a binary or compressed file, UTF-16 text).
+    """
     if not path.is_file():
         raise DataError(f"No text file at {path}; give an existing .txt, .jsonl or .json file.")
-    raw = path.read_text(errors="replace")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+        # NUL is valid UTF-8 but never occurs in text: it marks binaries and UTF-16 text that happen to decode
+        binary = "\x00" in raw
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise DataError(
+            f"{path} is not UTF-8 text (it looks like a binary or compressed file); give a UTF-8 .txt file "
+            "(documents separated by blank lines), a .jsonl file or a .json file."
+        )
+    return raw
+
+
+def _json_kind(value) -> str:
+    """The JSON name of a parsed value's type, for messages: ``"a list"``, ``"a number"``, ``"null"`` ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), "a number")
+
+
+def _record_text(path: Path, where: str, record) -> str:
+    """The text of one JSON/JSONL record: a string, or an object with a string field in :data:`TEXT_FIELDS`.
+
+    Raises:
+        DataError: the record is an object without such a field, or neither an object nor a string.
+    """
+    if isinstance(record, str):
+        return record
+    if isinstance(record, dict):
+        for field in TEXT_FIELDS:
+            if isinstance(record.get(field), str):
+                return record[field]
+        keys = ", ".join(f"'{key}'" for key in record) or "none"
+        raise DataError(
+            f"{path} {where} has no text field (its keys: {keys}); give every record a string "
+            f"{' or '.join(repr(field) for field in TEXT_FIELDS)} field."
+        )
+    raise DataError(
+        f"{path} {where} is {_json_kind(record)}, not a text or a record; give a string or an object with a "
+        f"string {' or '.join(repr(field) for field in TEXT_FIELDS)} field."
+    )
+
+
+def _documents_from_file(path: Path) -> list[tuple[str, str]]:
+    """``(key, text)`` pairs from a .txt (blank-line separated), .jsonl (one record a line) or .json file.
+
+    A JSON(L) record is a string or an object with a ``text`` or ``extract`` field; a .json file holds a
+    list of records or an object of title -> record. The key (which picks the half) is the title, else the text.
+    """
+    raw = _read_text(path)
     if path.suffix == ".jsonl":
         docs = []
         for number, line in enumerate(raw.splitlines(), start=1):
@@ -62,20 +130,20 @@ def _documents_from_file(path: Path) -> list[tuple[str, str]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"{path} line {number} is not valid JSON; fix or remove that line.") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataError(f"{path} line {number} has no string 'text' field; each line needs {{\"text\": ...}}.")
-            docs.append((record["text"], record["text"]))
+            text = _record_text(path, f"line {number}", record)
+            docs.append((text, text))
     elif path.suffix == ".json":
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as error:
             raise DataError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); fix the file.") from None
         if isinstance(data, dict):
-            docs = [(title, v.get("extract", "") if isinstance(v, dict) else str(v)) for title, v in data.items()]
-        elif isinstance(data, list) and all(isinstance(t, str) for t in data):
-            docs = [(t, t) for t in data]
+            docs = [(title, _record_text(path, f"entry '{title}'", record)) for title, record in data.items()]
+        elif isinstance(data, list):
+            texts = [_record_text(path, f"record {number}", record) for number, record in enumerate(data, start=1)]
+            docs = [(text, text) for text in texts]
         else:
-            raise DataError(f"{path} must be a JSON list of strings or an object of title -> text.")
+            raise DataError(f"{path} holds {_json_kind(data)}; give a JSON list of records or an object of title -> record.")
     else:
         docs = [(p.strip(), p.strip()) for p in raw.split("\n\n")]
     docs = [(key, text) for key, text in docs if text and text.strip()]
@@ -104,17 +172,26 @@ def load_corpus(spec: str = "wiki", split: str = "evaluation") -> TextCorpus:
         raise DataError(f"Split '{split}' is unknown; use one of {', '.join(SPLITS)}.")
     path = EMBEDDED_DATA["wiki"].path() if spec == "wiki" else Path(spec)
     fingerprint = file_fingerprint(path) if path.is_file() else ""
-    docs = _load(str(path), fingerprint)
+    docs = everything = _load(str(path), fingerprint)
     if split != "all":
         parity = 0 if split == "calibration" else 1
         docs = tuple(doc for doc in docs if _hash(doc[0]) % 2 == parity)
     if not docs:
-        raise DataError(f"The {split} half of {spec} is empty; give a file with more documents or use split 'all'.")
+        raise DataError(
+            f"The {split} half of {spec} is empty: a hash of each document's title or text puts it in one half, and all "
+            f"{_count(len(everything), 'document')} went to the other; give a file with more documents."
+        )
     return TextCorpus(spec, split, tuple(text for _, text in docs), f"{fingerprint}:{split}")
 
 
-def document_batch(tokenizer, texts: tuple[str, ...], samples: int, seq_len: int) -> dict[str, torch.Tensor]:
+def document_batch(
+    tokenizer, texts: tuple[str, ...], samples: int, seq_len: int, source: str = "the calibration half", unit: str = "document"
+) -> dict[str, torch.Tensor]:
     """Tokenise the first ``samples`` documents, each truncated to ``seq_len`` tokens, right-padded.
+
+    Args:
+        source, unit: what ``texts`` are, for the error message (e.g. :attr:`TextCorpus.description` and
+            ``"document"``); the default fits every text caller, which batch a calibration half.
 
     Returns:
         ``{"input_ids": [N, T'], "attention_mask": [N, T']}`` with ``T' <= seq_len`` (1 = real token).
@@ -123,7 +200,7 @@ def document_batch(tokenizer, texts: tuple[str, ...], samples: int, seq_len: int
         DataError: fewer than ``samples`` documents.
     """
     if samples > len(texts):
-        raise DataError(f"Asked for {samples} samples but the corpus has {len(texts)} documents; lower --samples.")
+        raise DataError(f"Asked for {samples} samples but {source} has only {_count(len(texts), unit)}; lower --samples.")
     encoded = tokenizer(
         list(texts[:samples]), truncation=True, max_length=seq_len, padding=True, return_tensors="pt"
     )
