@@ -13,7 +13,7 @@ from typing import Callable
 import pandas as pd
 
 from .cache import cached, make_key
-from .data.mmlu import load_mmlu, mmlu_fingerprint, select_subjects, split_exemplars
+from .data.mmlu import is_mmlu, load_mmlu, mmlu_fingerprint, mmlu_subset, select_subjects, split_exemplars
 from .data.text import document_batch, load_corpus
 from .errors import DataError, PlanError, SettingError
 from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
@@ -66,26 +66,6 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
         return batch, data, mmlu_fingerprint("mmlu")
     corpus = load_corpus(data, "calibration")
     return document_batch(loaded.tokenizer, corpus.texts, samples, seq_len, corpus.description), corpus.label, corpus.fingerprint
-
-
-def is_mmlu(spec: str) -> bool:
-    """Whether a dataset or task spec names MMLU (``mmlu`` or ``mmlu:<subset>``) rather than text."""
-    return spec == "mmlu" or spec.startswith("mmlu:")
-
-
-def mmlu_subset(spec: str) -> str | None:
-    """The subset an MMLU spec names: ``None`` for ``mmlu`` (all 57 subjects), else the text after ``mmlu:``.
-
-    Raises:
-        DataError: ``mmlu:`` names no subject or category (read as all of MMLU, it would hide a missing name).
-    """
-    subset = spec.partition(":")[2]
-    if ":" in spec and not subset.replace(",", " ").strip():
-        raise DataError(
-            f"'{spec}' names no MMLU subject or category after the colon; give one (e.g. mmlu:anatomy or mmlu:STEM, "
-            "see `python -m pruneviz info --subjects`) or plain 'mmlu' for all 57 subjects."
-        )
-    return subset or None
 
 
 def check_dataset(spec: str) -> None:
@@ -158,8 +138,6 @@ def influence(
         SettingError: unknown metric, granularity or estimator setting; plus :func:`calibration_batch`'s errors.
     """
     check_metrics(metrics)
-    # objective_data reads "mmlu:" as all of MMLU: refuse it here for adaptive metrics too
-    check_dataset(data)
     if granularity not in GRANULARITY_KINDS:
         raise SettingError(f"Granularity '{granularity}' is unknown; use block, sublayer or all.")
     plan.validate(loaded.n_blocks)
@@ -336,14 +314,20 @@ def recover(
     """Fit recovery stand-ins for ``plan``'s units on calibration text (cached).
 
     The first ``samples`` calibration documents fit the stand-ins; for ``fit="train"`` the next
-    ``max(2, samples // 4)`` documents are the held-out split for early stopping.
+    ``max(2, samples // 4)`` documents are the held-out split for early stopping (other fits read no more).
 
     Raises:
-        SettingError, PlanError, DataError: see :func:`pruneviz.recovery.fit_recovery` and :func:`calibration_batch`.
+        SettingError, PlanError, DataError: see :func:`pruneviz.recovery.fit_recovery` and :func:`calibration_batch`;
+            a too-small corpus for ``train`` names the held-out documents it needs beyond ``samples``.
     """
     plan.validate(loaded.n_blocks)
-    heldout_count = max(2, samples // 4)
-    batch, label, fingerprint = calibration_batch(loaded, data, samples + heldout_count, seq_len)
+    heldout_count = max(2, samples // 4) if fit == "train" else 0
+    try:
+        batch, label, fingerprint = calibration_batch(loaded, data, samples + heldout_count, seq_len)
+    except DataError as error:
+        if not heldout_count:
+            raise
+        raise DataError(f"{error} (fit 'train' holds out {heldout_count} documents beyond --samples {samples} for early stopping)") from None
     fit_part = {k: v[:samples] for k, v in batch.items()}
     heldout = {k: v[samples:] for k, v in batch.items()}
     key = make_key("recover", loaded.fingerprint, fingerprint, str(plan), method, rank, fit, inputs, samples, seq_len, steps, learning_rate)
@@ -483,7 +467,7 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_dataset", "check_metrics", "influence", "is_mmlu", "mmlu_subset", "evaluate", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_dataset", "check_metrics", "influence", "evaluate", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
     "comparison_json",
 ]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import distributed
-from .errors import DataError, PrunevizError
+from .errors import PrunevizError
 
 log = logging.getLogger("pruneviz")
 
@@ -232,29 +232,16 @@ def _recovery(args, loaded):
     return Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
 
 
-def _check_recovery_folder(value: str) -> None:
-    """Refuse a model passed as ``--recover``: ``Recovery.load`` would suggest running `recover --out` into the model's folder.
-
-    Raises:
-        DataError: ``value`` is a model directory (it has ``config.json``) or a ``.gguf`` file.
-    """
-    path = Path(value)
-    if (path / "config.json").is_file() or (path.is_file() and path.suffix == ".gguf"):
-        raise DataError(
-            f"--recover {value} is a model, not a recovery written by `recover`; pass the model as --model and give "
-            "--recover the --out folder of `python -m pruneviz recover`."
-        )
-
-
 def _check_inputs(args) -> None:
     """Refuse inputs that can be judged without a model, before one is loaded."""
     from .api import check_dataset
+    from .recovery import refuse_model_as_recovery
 
     specs = [getattr(args, "data", None) or "", getattr(args, "task", None) or ""] + getattr(args, "tasks", "").split(",")
     for spec in specs:
         check_dataset(spec.strip())
     if getattr(args, "recover", None):
-        _check_recovery_folder(args.recover)
+        refuse_model_as_recovery(args.recover)
 
 
 def _check_output_file(path: Path, option: str) -> None:

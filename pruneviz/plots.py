@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from .data.mmlu import is_mmlu, mmlu_subset
 from .evaluation.results import Z_95, EvaluationResult, proportion_stderr
 from .plan import SUBLAYERS
 from .api import METRIC_REGISTRY, confidence_halfwidth
@@ -258,8 +259,8 @@ def task_label(task: str) -> str:
     """Human name of an evaluation task, e.g. ``"Wikipedia"`` or ``"MMLU STEM"``."""
     if task == "wiki":
         return "Wikipedia"
-    if task == "mmlu" or task.startswith("mmlu:"):
-        return "MMLU " + (task.partition(":")[2] or "all subjects")
+    if is_mmlu(task):
+        return "MMLU " + (mmlu_subset(task) or "all subjects")
     return task
 
 

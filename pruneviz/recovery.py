@@ -228,16 +228,18 @@ class Recovery:
         """Read a :meth:`save`d recovery; its stand-ins go to ``device`` (default: CPU).
 
         Raises:
-            DataError: the directory lacks the files or they do not fit a model of width ``d``.
+            DataError: the path is a model (see :func:`refuse_model_as_recovery`), the directory lacks the
+                files, or they do not fit a model of width ``d``.
         """
         from safetensors.torch import load_file
 
         directory = Path(directory)
+        refuse_model_as_recovery(directory)
         try:
             meta = json.loads((directory / "recovery.json").read_text())
             tensors = load_file(str(directory / "stand_ins.safetensors"))
         except (OSError, ValueError) as error:
-            raise DataError(f"{directory} is not a saved recovery ({error}); run `pruneviz recover --out {directory}` first.") from None
+            raise DataError(f"{directory} is not a saved recovery ({error}); run `python -m pruneviz recover --out {directory}` first.") from None
         stand_ins: dict[tuple[int, str], StandIn] = {}
         for key in sorted({k.rsplit(".", 1)[0] for k in tensors}):
             layer, slot = key.split(".")
@@ -249,6 +251,21 @@ class Recovery:
             stand_ins[(int(layer), slot)] = module.to(device) if device is not None else module
         return cls(PruningPlan.parse(meta["plan"]), meta["method"], meta["rank"], meta["fit"], stand_ins,
                    meta["removed_params"], meta["calibration"], meta.get("seconds", 0.0), meta.get("history", []))
+
+
+def refuse_model_as_recovery(path: str | Path) -> None:
+    """Refuse a model given where a saved recovery is expected (the "not a saved recovery" advice, to run
+    ``recover --out`` into that path, would be wrong for it).
+
+    Raises:
+        DataError: ``path`` is a model folder (it holds ``config.json``) or a ``.gguf`` file.
+    """
+    path = Path(path)
+    if (path / "config.json").is_file() or (path.is_file() and path.suffix == ".gguf"):
+        raise DataError(
+            f"{path} is a model, not a saved recovery; give it as the model, and as the recovery the folder "
+            "`python -m pruneviz recover --out` wrote."
+        )
 
 
 def _capture_moments(loaded, batch, unit: Unit, plan: PruningPlan, stand_ins: dict, batch_size: int) -> _Moments:

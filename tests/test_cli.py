@@ -297,8 +297,8 @@ def test_a_model_given_as_recovery_is_named_as_a_model(command, kind, tmp_path, 
     assert main([*command, "--recover", str(model), "--model", "/nonexistent/model"]) == 2
     error = capsys.readouterr().err.strip()
     assert error == (
-        f"error: --recover {model} is a model, not a recovery written by `recover`; pass the model as --model and give "
-        "--recover the --out folder of `python -m pruneviz recover`."
+        f"error: {model} is a model, not a saved recovery; give it as the model, and as the recovery the folder "
+        "`python -m pruneviz recover --out` wrote."
     )
     assert not (REPO / "never").exists()
 

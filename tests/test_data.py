@@ -425,7 +425,7 @@ def test_token_windows_and_document_batch_real(smollm2):
 
 
 def test_mmlu_spec_subsets():
-    from pruneviz.api import is_mmlu, mmlu_subset
+    from pruneviz.data.mmlu import is_mmlu, mmlu_subset
 
     assert mmlu_subset("mmlu") is None and mmlu_subset("mmlu:anatomy, STEM") == "anatomy, STEM"
     assert is_mmlu("mmlu") and is_mmlu("mmlu:STEM") and not is_mmlu("wiki") and not is_mmlu("mmlu.txt")
@@ -436,13 +436,14 @@ def test_mmlu_colon_without_a_subject_is_refused(spec):
     from types import SimpleNamespace
 
     from pruneviz import api
+    from pruneviz.data.mmlu import mmlu_subset
     from pruneviz.plan import PruningPlan
 
     expected = f"'{spec}' names no MMLU subject or category after the colon"
     # refused before any model is used: the stand-in model has nothing but its block count
     loaded = SimpleNamespace(n_blocks=4, max_length=64)
     for attempt in (
-        lambda: api.mmlu_subset(spec),
+        lambda: mmlu_subset(spec),
         lambda: api.evaluate(loaded, PruningPlan(), spec, use_cache=False),
         lambda: api.influence(loaded, spec, ["loss_shapley"], use_cache=False),
         lambda: api.calibration_batch(loaded, spec, 4, 8),

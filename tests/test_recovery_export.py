@@ -266,3 +266,30 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_an_uninterru
         for mine, theirs in zip(resumed.stand_ins[key].parameters(), stand_in.parameters()):
             torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
     assert read_partial("train-checkpoint-test") is None  # finished: the checkpoint is gone
+
+
+@pytest.mark.real
+def test_recover_reads_held_out_documents_for_train_only(smollm2, tmp_path):
+    from pruneviz.data.text import load_corpus
+    from pruneviz.errors import DataError
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n\n".join(f"document {i} says something about topic {i * 7}." for i in range(24)))
+    calibration = len(load_corpus(str(corpus), "calibration").texts)
+    plan = PruningPlan.parse("1")
+    # every calibration document fits a closed-form stand-in; none is kept back
+    fitted = api.recover(smollm2, plan, "bias", data=str(corpus), samples=calibration, seq_len=16, use_cache=False)
+    assert fitted.calibration == f"{corpus} (calibration half), {calibration} documents x 16 tokens"
+    with pytest.raises(DataError) as caught:
+        api.recover(smollm2, plan, "lowrank", 2, fit="train", data=str(corpus), samples=calibration, seq_len=16, use_cache=False)
+    assert str(caught.value).endswith(f"(fit 'train' holds out 2 documents beyond --samples {calibration} for early stopping)")
+
+
+def test_loading_a_model_folder_as_a_recovery_names_it_a_model(tmp_path):
+    from pruneviz.errors import DataError
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(DataError, match=r"is a model, not a saved recovery; give it as the model"):
+        Recovery.load(tmp_path, 32)
+    with pytest.raises(DataError, match=r"is not a saved recovery .*; run `python -m pruneviz recover --out"):
+        Recovery.load(tmp_path / "missing", 32)

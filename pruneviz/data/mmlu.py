@@ -190,6 +190,26 @@ def mmlu_fingerprint(source: str = "mmlu") -> str:
     return file_fingerprint(path) if path.is_file() else source
 
 
+def is_mmlu(spec: str) -> bool:
+    """Whether a dataset or task spec names MMLU (``mmlu`` or ``mmlu:<subset>``) rather than text."""
+    return spec == "mmlu" or spec.startswith("mmlu:")
+
+
+def mmlu_subset(spec: str) -> str | None:
+    """The subset an MMLU spec names: ``None`` for ``mmlu`` (all 57 subjects), else the text after ``mmlu:``.
+
+    Raises:
+        DataError: ``mmlu:`` names no subject or category (read as all of MMLU, it would hide a missing name).
+    """
+    subset = spec.partition(":")[2]
+    if ":" in spec and not subset.replace(",", " ").strip():
+        raise DataError(
+            f"'{spec}' names no MMLU subject or category after the colon; give one (e.g. mmlu:anatomy or mmlu:STEM, "
+            "see `python -m pruneviz info --subjects`) or plain 'mmlu' for all 57 subjects."
+        )
+    return subset or None
+
+
 def select_subjects(table: pd.DataFrame, subset: str | None) -> list[str]:
     """Subjects named by ``subset``: ``None``/``"all"``, a subject, a category, or a comma list of these.
 
