@@ -178,6 +178,18 @@ def influence(
     return table
 
 
+def lm_eval_draws_progress(task: str, backend: str) -> bool:
+    """Whether ``backend`` runs ``task`` as an lm-eval task (MMLU, a task name or YAML), which draws its own
+    progress bars; a ``progress`` callback then hears only the start and the end. lm-eval's perplexity path
+    (``wiki``, text files) reports each batch to the callback instead.
+    """
+    if backend != "lm-eval":
+        return False
+    from . import lm_eval_backend
+
+    return is_mmlu(task) or not lm_eval_backend.is_text_corpus(task)
+
+
 def evaluate(
     loaded,
     plan: PruningPlan,
@@ -467,7 +479,7 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_dataset", "check_metrics", "influence", "evaluate", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_dataset", "check_metrics", "influence", "evaluate", "lm_eval_draws_progress", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
     "comparison_json",
 ]

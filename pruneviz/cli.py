@@ -140,7 +140,9 @@ def cmd_evaluate(args) -> None:
         plan = plan | exported
         extra = f" plus --prune '{args.prune}'" if args.prune else ""
         _say(f"{args.model} is a pruneviz export: applying its plan '{exported}'{extra}" + (" and its recovery" if recovery else "") + ".")
-    with _progress(f"evaluate {args.task}") as progress:
+    # ours would stay at 0 under lm-eval's own bars until it returns
+    own_bar = not api.lm_eval_draws_progress(args.task, args.backend)
+    with _progress(f"evaluate {args.task}") if own_bar else contextlib.nullcontext() as progress:
         result = api.evaluate(
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
             windows=args.windows, seq_len=args.window_len, mmlu_source=args.mmlu_source, half=args.half,

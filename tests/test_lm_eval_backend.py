@@ -181,6 +181,22 @@ def test_cli_evaluate_with_lm_eval_backend(tmp_path):
     assert document["settings"]["backend"] == "lm-eval" and document["prune"] == "29.attn" and document["n"] == 2
 
 
+def test_lm_eval_draws_progress_for_its_own_tasks_only(tmp_path):
+    text = tmp_path / "docs.txt"
+    text.write_text("one\n\ntwo")
+    assert [api.lm_eval_draws_progress(task, "lm-eval") for task in ("mmlu", "mmlu:STEM", "hellaswag", "wiki", str(text))] == [
+        True, True, True, False, False]
+    assert not api.lm_eval_draws_progress("mmlu", "pruneviz")
+
+
+@pytest.mark.real
+def test_cli_lm_eval_mmlu_shows_lm_evals_bars_only(tmp_path, capfd):
+    assert main(["evaluate", "--backend", "lm-eval", "--task", "mmlu:virology", "--per-subject", "1", "--no-cache"]) == 0
+    err = capfd.readouterr().err
+    assert "Running loglikelihood requests" in err
+    assert "evaluate mmlu:virology" not in err and "Generating test split" not in err and "pretrained" not in err
+
+
 def test_unknown_task_names_the_closest(tiny, tmp_path, monkeypatch):
     from lm_eval.tasks import TaskManager
 
