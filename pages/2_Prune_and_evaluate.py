@@ -15,6 +15,7 @@ from pruneviz.evaluation.mmlu import CLOZE_BELOW_PARAMS, FORMATS, default_format
 from pruneviz.generation import MAX_NEW_TOKENS, generate_side_by_side, plan_savings
 from pruneviz.plan import SUBLAYERS, PruningPlan
 from pruneviz.static_metrics import STATIC_METRICS
+from pruneviz.units import format_bytes
 
 PLAN_KEY = ui.PLAN_KEY
 PLAN_TEXT_KEY = "plan_text"
@@ -126,7 +127,7 @@ def plan_editor(loaded) -> PruningPlan:
         help=f"Comma-separated units: a block index (0-{n_blocks - 1}) for the whole block, or '<i>.attn' / '<i>.mlp'. Press Enter to apply.",
     )
     if PLAN_ERROR_KEY in st.session_state:
-        st.error(st.session_state[PLAN_ERROR_KEY])
+        st.error(ui.rejected_plan_message(st.session_state[PLAN_ERROR_KEY], plan))
     st.caption(plan_summary(plan, loaded.info))
     with st.expander("Toggle units", expanded=True):
         groups = math.ceil(n_blocks / GROUP_ROWS)
@@ -146,12 +147,12 @@ def plan_editor(loaded) -> PruningPlan:
 
 def mmlu_task_inputs() -> str | None:
     """Draw the MMLU subset picker; return the task (``mmlu``, ``mmlu:<category>``, ``mmlu:<s1>,<s2>``) or None."""
-    subset = st.radio("Subset", SUBSETS, horizontal=True, key="mmlu_subset")
+    subset = st.radio("Subset", SUBSETS, horizontal=True, **ui.remembered("mmlu_subset", SUBSETS[0]))
     if subset == SUBSETS[1]:
-        return f"mmlu:{st.selectbox('Category', CATEGORIES, key='mmlu_category')}"
+        return f"mmlu:{st.selectbox('Category', CATEGORIES, **ui.remembered('mmlu_category', CATEGORIES[0]))}"
     if subset == SUBSETS[2]:
         chosen = st.multiselect(
-            "Subjects", SUBJECTS, key="mmlu_subjects", format_func=lambda s: f"{s} ({SUBJECT_CATEGORY[s]})"
+            "Subjects", SUBJECTS, **ui.remembered("mmlu_subjects", []), format_func=lambda s: f"{s} ({SUBJECT_CATEGORY[s]})"
         )
         return "mmlu:" + ",".join(chosen) if chosen else None
     return "mmlu"
@@ -160,7 +161,7 @@ def mmlu_task_inputs() -> str | None:
 def format_input(params_total: int) -> str:
     """The MMLU format picker, preselected by model size, with the reason."""
     preset = default_format(params_total)
-    fmt = st.radio("Format", FORMATS, index=FORMATS.index(preset), horizontal=True, key="mmlu_format")
+    fmt = st.radio("Format", FORMATS, horizontal=True, **ui.remembered("mmlu_format", preset))
     size = f"{params_total / 1e6:,.0f}M"
     if preset == "cloze":
         why = (
@@ -175,33 +176,41 @@ def format_input(params_total: int) -> str:
 
 
 def evaluation_inputs(loaded) -> dict:
-    """Draw the evaluation-set pickers (capped and limited to configured data in demo mode); return the chosen settings."""
+    """Draw the evaluation-set pickers (capped and limited to configured data in demo mode); return the chosen settings.
+
+    Every choice is a remembered setting (:func:`pruneviz.ui.remembered`): it outlives a visit to another
+    page or a model switch, as the plan does.
+    """
     deployment = ui.current_deployment()
     wiki_column, mmlu_column = st.columns(2)
     with wiki_column:
         wiki_offered = deployment.offers_dataset("wiki")
-        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki_offered, key="use_wiki", disabled=not wiki_offered)
+        use_wiki = st.checkbox(
+            "Wikipedia perplexity", **ui.remembered("use_wiki", wiki_offered), disabled=not wiki_offered
+        ) and wiki_offered
         left, right = st.columns(2)
         most, longest = deployment.cap("samples", 512), deployment.cap("seq_len", loaded.max_length)
-        windows = left.number_input("Windows", 1, most, min(8, most), key="wiki_windows", disabled=not use_wiki)
+        windows = left.number_input(
+            "Windows", 1, most, **ui.remembered("wiki_windows", min(8, most), (1, most)), disabled=not use_wiki
+        )
         seq_len = right.number_input(
-            "Tokens per window", 2, longest, min(128, longest), step=32, key="wiki_seq_len", disabled=not use_wiki
+            "Tokens per window", 2, longest, step=32, **ui.remembered("wiki_seq_len", min(128, longest), (2, longest)),
+            disabled=not use_wiki,
         )
         st.caption("Non-overlapping windows cut from the evaluation half of the embedded Wikipedia leads.")
     with mmlu_column:
         mmlu_offered = deployment.offers_dataset("mmlu")
         use_mmlu = st.checkbox(
-            "MMLU", value=False, key="use_mmlu", disabled=not mmlu_offered, help="About a second per question on a CPU."
-        )
+            "MMLU", **ui.remembered("use_mmlu", False), disabled=not mmlu_offered, help="About a second per question on a CPU."
+        ) and mmlu_offered
         task, fmt, shots, per_subject = None, None, 0, 1
         if use_mmlu:
             task = mmlu_task_inputs()
             fmt = format_input(loaded.info.params_total)
             left, right = st.columns(2)
-            per_subject = left.number_input(
-                "Questions per subject", 1, deployment.cap("per_subject", 2000), 1, key="mmlu_per_subject"
-            )
-            shots = right.number_input("Shots (k)", 0, 5, 0, key="mmlu_shots")
+            most = deployment.cap("per_subject", 2000)
+            per_subject = left.number_input("Questions per subject", 1, most, **ui.remembered("mmlu_per_subject", 1, (1, most)))
+            shots = right.number_input("Shots (k)", 0, 5, **ui.remembered("mmlu_shots", 0, (0, 5)))
             st.caption("k-shot: the first k questions of each subject are held out as exemplars and are not scored.")
     return {
         "wiki": {"task": "wiki", "windows": int(windows), "seq_len": int(seq_len)} if use_wiki else None,
@@ -413,24 +422,31 @@ def measured_speed(loaded, plan: PruningPlan) -> dict | None:
 
 
 def show_savings(loaded, plan: PruningPlan) -> None:
-    """What the plan saves: parameters, KV-cache bytes and FLOPs per token, and the measured tokens/s."""
+    """What the plan saves: parameters, KV-cache bytes and FLOPs per token, and the measured tokens/s.
+
+    Each card holds a short label and value (exact counts in its tooltip) with the unit or the share of
+    the model in grey below: a card cuts longer text off.
+    """
     savings = plan_savings(loaded.info, plan, FLOPS_CONTEXT, loaded.dtype.itemsize)
     columns = st.columns(4)
     columns[0].metric(
-        "Parameters removed", f"{savings.params_removed / 1e6:,.2f}M ({savings.params_removed_percent:.1f} %)",
-        help="Sum of the parameters of the pruned sublayers, each with its pre-norm: attn = q, k, v, o projections; "
-        "mlp = gate, up, down projections (counted from the loaded weights).",
+        "Params removed", ui.short_count(savings.params_removed),
+        delta=f"{savings.params_removed_percent:.1f} % of the model", delta_color="off", delta_arrow="off",
+        help=f"{savings.params_removed:,} parameters: the sum over the pruned sublayers, each with its pre-norm: "
+        "attn = q, k, v, o projections; mlp = gate, up, down projections (counted from the loaded weights).",
     )
     columns[1].metric(
-        "KV cache saved", f"{savings.kv_bytes_per_token:,} B/token",
-        help=f"Per pruned attention sublayer: 2 (K and V) × KV heads × head dim × {loaded.dtype.itemsize} bytes "
-        f"({str(loaded.dtype).removeprefix('torch.')}, the loaded dtype) no longer stored for each token of the context.",
+        "KV cache saved", format_bytes(savings.kv_bytes_per_token), delta="per token", delta_color="off", delta_arrow="off",
+        help=f"{savings.kv_bytes_per_token:,} bytes per token. Per pruned attention sublayer: 2 (K and V) × KV heads × "
+        f"head dim × {loaded.dtype.itemsize} bytes ({str(loaded.dtype).removeprefix('torch.')}, the loaded dtype) no "
+        "longer stored for each token of the context.",
     )
     columns[2].metric(
-        "FLOPs/token saved", f"{savings.flops_per_token / 1e6:,.1f}M ({savings.flops_percent:.1f} %)",
-        help=f"Estimate: 2 FLOPs per weight of each pruned sublayer (one multiply-add) plus, per pruned attention "
-        f"sublayer, 4 × heads × head dim × context for QKᵀ and AV, at a context of {FLOPS_CONTEXT} tokens "
-        "(Kaplan et al. 2020, §2.1).",
+        "FLOPs saved", ui.short_count(savings.flops_per_token),
+        delta=f"per token ({savings.flops_percent:.1f} %)", delta_color="off", delta_arrow="off",
+        help=f"{savings.flops_per_token:,} FLOPs per token, {savings.flops_percent:.1f} % of the full model's. Estimate: "
+        "2 FLOPs per weight of each pruned sublayer (one multiply-add) plus, per pruned attention sublayer, 4 × heads × "
+        f"head dim × context for QKᵀ and AV, at a context of {FLOPS_CONTEXT} tokens (Kaplan et al. 2020, §2.1).",
     )
     speed = measured_speed(loaded, plan)
     if speed is None:

@@ -56,7 +56,7 @@ def settings_inputs(loaded) -> dict:
         samples_help="Calibration documents the stand-ins are fitted on (train also holds out a quarter more for early stopping).",
     )
     st.subheader("Compared on")
-    tasks, _ = ui.task_inputs(loaded, "recovery")
+    tasks, _ = ui.task_inputs(loaded, "recovery", remember=True)
     return {**settings, "data": data, "samples": samples, "seq_len": seq_len, "tasks": tasks}
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from pruneviz import ui
 from pruneviz.export import delete_export, export_model
+from pruneviz.units import format_bytes
 
 RESULT_KEY = "export_result"
 NO_RECOVERY = "none"
@@ -65,16 +66,20 @@ def show_report(result: dict) -> None:
             f"`pruneviz.export.load_exported(\"{report.directory}\")`."
         )
     removed = report.params_before - report.params_after
+    # short values (exact counts in the tooltips): a card cuts a longer value off
     columns = st.columns(4)
     columns[0].metric("Blocks kept", report.blocks_kept)
-    columns[1].metric("Parameters before", f"{report.params_before / 1e6:,.2f}M")
+    columns[1].metric("Params before", ui.short_count(report.params_before, 4), help=f"{report.params_before:,} parameters.")
     columns[2].metric(
-        "Parameters after", f"{report.params_after / 1e6:,.2f}M",
-        delta=f"{-removed / 1e6:,.2f}M ({-removed / report.params_before:.1%})", delta_color="inverse",
+        "Params after", ui.short_count(report.params_after, 4),
+        delta=f"{ui.short_count(-removed)} ({-removed / report.params_before:.1%})", delta_color="inverse",
+        help=f"{report.params_after:,} parameters, {removed:,} fewer.",
     )
     columns[3].metric(
-        "KV cache saved", f"{report.kv_bytes_per_token_saved:,} B/token",
-        help="Keys and values no longer stored per token (removed attention sublayers, at the model's dtype size).",
+        "KV cache saved", format_bytes(report.kv_bytes_per_token_saved), delta="per token", delta_color="off",
+        delta_arrow="off",
+        help=f"{report.kv_bytes_per_token_saved:,} bytes: keys and values no longer stored per token (removed "
+        "attention sublayers, at the model's dtype size).",
     )
     st.caption(f"Plan '{result['plan'] or 'nothing pruned'}'; {result['size'] / 1e6:,.0f} MB in `{report.directory}`.")
     st.download_button(

@@ -257,10 +257,13 @@ def _locate(spec: str) -> tuple[str, Path | None]:
         return "gguf", path
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is a directory but has no config.json; point --model at a Hugging Face model directory.")
+            raise ModelLoadError(
+                f"The folder {path} holds no config.json, so it is not a Hugging Face model folder; give the path of a "
+                "folder that holds config.json, or of a .gguf file."
+            )
         return "dir", path
     if path.exists():
-        raise ModelLoadError(f"{path} is neither a model directory nor a .gguf file; pass one of those, or a hub id.")
+        raise ModelLoadError(f"{path} is neither a model directory nor a .gguf file; give one of those, or a hub id.")
     if spec.endswith(".gguf") or spec.startswith(("/", ".", "~")) or spec.count("/") > 1:
         raise ModelLoadError(f"No model at '{spec}'; check the path (or use the embedded default 'smollm2').")
     return "hub", None
@@ -332,7 +335,9 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement)
     except torch.OutOfMemoryError as error:
-        hint = "lower --max-memory or use --device-map auto" if placement else "use --device-map auto, a smaller model or dtype"
+        # the app cannot shard a model; name the command-line options that do
+        hint = ("give it less memory per device (--max-memory)" if placement
+                else "use a smaller model or dtype, or shard it across devices (--device-map auto on the command line)")
         raise ModelLoadError(f"Out of memory loading '{spec}' on {torch_device}; {hint}.") from error
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"Could not load '{spec}': {error}") from error

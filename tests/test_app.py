@@ -189,6 +189,18 @@ def test_an_unloadable_model_gives_one_error_not_a_traceback(app):
 
 
 @pytest.mark.real
+def test_a_folder_without_config_json_is_refused_in_the_apps_words(app, tmp_path):
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    app.sidebar.selectbox(key="_model_choice").set_value("other").run()
+    app.sidebar.text_input(key="_model_other").input(str(tmp_path)).run()
+    assert not app.exception
+    assert len(app.error) == 1
+    message = app.error[0].value
+    assert str(tmp_path) in message and "holds no config.json" in message and "give the path of a folder" in message
+    assert "--" not in message, "the app has no command-line flags to point at"
+
+
+@pytest.mark.real
 def test_influence_page_draws_heatmaps(app):
     at = open_page(app, "1_Influence.py")
     assert at.get("plotly_chart"), "the first visit computes the default influences"
@@ -208,8 +220,8 @@ def test_pruning_one_attention_sublayer_changes_perplexity(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
     at.checkbox(key="toggle_3_attn").check().run()
     assert at.text_input(key="plan_text").value == "3.attn"
-    at.number_input(key="wiki_windows").set_value(2)
-    at.number_input(key="wiki_seq_len").set_value(64)
+    at.number_input(key="_wiki_windows").set_value(2)
+    at.number_input(key="_wiki_seq_len").set_value(64)
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, at.exception
     values = {m.label: first_number(m.value) for m in at.metric}
@@ -242,22 +254,25 @@ def test_plan_text_and_block_toggles_share_one_canonical_plan(app):
     at.text_input(key="plan_text").input("99.attn").run()
     assert not at.exception
     assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
+    # the error itself says the edit changed nothing, and which plan applies
+    assert "the previous plan '12.mlp' stays in force" in at.error[0].value
+    assert at.session_state["plan"] == "12.mlp"
 
 
 def mmlu_only(at, plan: str) -> None:
     """Set the plan on the prune page and choose MMLU as the only evaluation."""
     at.text_input(key="plan_text").input(plan).run()
-    at.checkbox(key="use_wiki").uncheck().run()
-    at.checkbox(key="use_mmlu").check().run()
+    at.checkbox(key="_use_wiki").uncheck().run()
+    at.checkbox(key="_use_mmlu").check().run()
 
 
 @pytest.mark.real
 def test_mmlu_results_show_deltas_per_category_and_subject(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
     mmlu_only(at, "5")
-    assert at.radio(key="mmlu_format").value == "cloze"
-    at.radio(key="mmlu_subset").set_value("chosen subjects").run()
-    at.multiselect(key="mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
+    assert at.radio(key="_mmlu_format").value == "cloze"
+    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
+    at.multiselect(key="_mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
@@ -410,7 +425,7 @@ def press(at, label: str):
 
 
 def tiny_wiki(at, key: str) -> None:
-    """Two Wikipedia windows of 32 tokens for the task pickers with prefix ``key``."""
+    """Two Wikipedia windows of 32 tokens for the task pickers with prefix ``key`` (``_<prefix>`` where they are remembered)."""
     at.number_input(key=f"{key}_windows").set_value(2)
     at.number_input(key=f"{key}_window_len").set_value(32)
 
@@ -462,7 +477,7 @@ def test_recovery_page_compares_a_bias_recovery(app):
     assert at.session_state["plan"] == "3.attn,5.attn"
     at.number_input(key="recovery_samples").set_value(2)
     at.number_input(key="recovery_seq_len").set_value(32)
-    tiny_wiki(at, "recovery")
+    tiny_wiki(at, "_recovery")
     press(at, "Fit and compare")
     table = at.dataframe[0].value
     assert list(table["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs, 2×32 wiki"]
@@ -472,8 +487,8 @@ def test_recovery_page_compares_a_bias_recovery(app):
     # the prune page's recovery toggle applies the same stand-ins to its evaluation
     at = open_page(at, "2_Prune_and_evaluate.py")
     at.selectbox(key="prune_recovery").set_value("bias/emulate, pruned inputs, 2×32 wiki").run()
-    at.number_input(key="wiki_windows").set_value(2)
-    at.number_input(key="wiki_seq_len").set_value(32)
+    at.number_input(key="_wiki_windows").set_value(2)
+    at.number_input(key="_wiki_seq_len").set_value(32)
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, at.exception
     assert any("recovery bias/emulate" in info.value for info in at.info)
@@ -489,14 +504,21 @@ def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
     at.text_input(key="export_plan").input("99.attn").run()
     assert not at.exception
     assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
+    assert "the previous plan (nothing pruned) stays in force" in at.error[0].value
     at.text_input(key="export_plan").input("3").run()
     assert not at.error
     press(at, "Export")
     assert len(at.success) == 1 and "standalone" in at.success[0].value
     values = {m.label: m.value for m in at.metric}
     assert values["Blocks kept"] == "29"
-    assert values["KV cache saved"] == "1,536 B/token"  # keys and values: 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
-    directory = at.session_state["export_result"]["report"].directory
+    assert values["KV cache saved"] == "1.5 KiB"  # 1,536 bytes per token: K and V, 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
+    assert next(m.delta for m in at.metric if m.label == "KV cache saved") == "per token"
+    report = at.session_state["export_result"]["report"]
+    for label, count in (("Params before", report.params_before), ("Params after", report.params_after)):
+        # 4 significant digits in millions, the exact count in the tooltip
+        assert values[label].endswith("M") and first_number(values[label]) * 1e6 == pytest.approx(count, rel=1e-3)
+        assert f"{count:,} parameters" in next(m.help for m in at.metric if m.label == label)
+    directory = report.directory
     assert directory.parent.name == "exports" and (directory / "pruning_plan.json").exists()
     # half a gigabyte of weights: the page deletes it on request
     press(at, "Delete this export from the server")
@@ -621,8 +643,8 @@ def metric_values(at) -> dict[str, str]:
 
 def evaluate_wiki(at, plan: str, windows: int, seq_len: int):
     at.text_input(key="plan_text").input(plan).run()
-    at.number_input(key="wiki_windows").set_value(windows)
-    at.number_input(key="wiki_seq_len").set_value(seq_len)
+    at.number_input(key="_wiki_windows").set_value(windows)
+    at.number_input(key="_wiki_seq_len").set_value(seq_len)
     return next(b for b in at.button if b.label == "Run").click()
 
 
@@ -640,7 +662,7 @@ def test_demo_mode_offers_only_configured_choices_and_caps_the_work(tmp_path, mo
     assert at.number_input(key="influence_seq_len").max == 64 and at.number_input(key="influence_samples").max == 4
     assert at.number_input(key="influence_seq_len").value == 64, "the default 128 is capped"
     at = open_page(at, "2_Prune_and_evaluate.py")
-    assert at.checkbox(key="use_mmlu").disabled and at.number_input(key="wiki_windows").max == 4
+    assert at.checkbox(key="_use_mmlu").disabled and at.number_input(key="_wiki_windows").max == 4
     assert at.number_input(key="generate_tokens").max == 64
     at = open_page(at, "6_Export.py")
     assert next(b for b in at.button if b.label == "Export").disabled  # exports would fill the server's disk
@@ -736,8 +758,14 @@ def test_side_by_side_generation_and_what_the_plan_saves(app):
     assert not at.exception, at.exception
     values = metric_values(at)
     savings = plan_savings(app_model().info, PruningPlan.parse("3.attn"), value_bytes=4)
-    assert values["KV cache saved"] == "1,536 B/token"  # K and V: 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
-    assert values["Parameters removed"] == f"{savings.params_removed / 1e6:,.2f}M ({savings.params_removed_percent:.1f} %)"
+    assert values["KV cache saved"] == "1.5 KiB"  # 1,536 bytes per token: K and V, 2 x 3 KV heads x 64 dims x 4 bytes (fp32)
+    removed = next(m for m in at.metric if m.label == "Params removed")
+    assert removed.value == "885K" and savings.params_removed == 885_312  # q, o 576², k, v 576 x 192, pre-norm 576
+    assert removed.delta == f"{savings.params_removed_percent:.1f} % of the model"
+    assert "885,312 parameters" in removed.help
+    flops = next(m for m in at.metric if m.label == "FLOPs saved")
+    assert first_number(flops.value) * 1e6 == pytest.approx(savings.flops_per_token, rel=1e-2) and flops.value.endswith("M")
+    assert flops.delta == f"per token ({savings.flops_percent:.1f} %)" and f"{savings.flops_per_token:,} FLOPs" in flops.help
     assert first_number(values["Tokens/s (pruned)"]) > 0
     assert re.fullmatch(r"[\d.]+ ± [\d.]+", values["Perplexity (pruned)"])  # value ± 95 % CI half-width
 
@@ -765,9 +793,9 @@ def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_downl
 
     at = open_page(app, "2_Prune_and_evaluate.py")
     mmlu_only(at, "7.attn")
-    at.radio(key="mmlu_subset").set_value("chosen subjects").run()
-    at.multiselect(key="mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
-    at.number_input(key="mmlu_per_subject").set_value(3).run()
+    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
+    at.multiselect(key="_mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
+    at.number_input(key="_mmlu_per_subject").set_value(3).run()
     press(at, "Run")
     values = metric_values(at)
     assert " ± " in values["acc (pruned)"] and " ± " in values["acc (unpruned)"]
@@ -786,12 +814,16 @@ def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_downl
 
 @pytest.mark.real
 def test_a_permalink_restores_the_plan_and_the_view():
-    query = {"plan": "7,3.attn", "windows": "3", "tokens": "48", "mmlu": "1", "per_subject": "99999", "figure": "svg", "log": "x"}
+    query = {
+        "plan": "7,3.attn", "windows": "3", "tokens": "48", "mmlu": "1", "per_subject": "99999", "figure": "svg",
+        "chart": "x", "log": "x",
+    }
     at = fresh_app("2_Prune_and_evaluate.py", query)
     assert at.text_input(key="plan_text").value == "3.attn,7"
-    assert at.number_input(key="wiki_windows").value == 3 and at.number_input(key="wiki_seq_len").value == 48
-    assert at.checkbox(key="use_mmlu").value and at.number_input(key="mmlu_per_subject").value == 2000
-    assert any("'log' must be 0 or 1" in w.value for w in at.warning)
+    assert at.number_input(key="_wiki_windows").value == 3 and at.number_input(key="_wiki_seq_len").value == 48
+    assert at.checkbox(key="_use_mmlu").value and at.number_input(key="_mmlu_per_subject").value == 2000
+    # one warning, for this page's malformed setting; 'log' belongs to the Influence page and is ignored here
+    assert [w.value for w in at.warning] == ["The link's 'chart' must be one of acc, acc_norm (got 'x'); it was ignored."]
     assert at.query_params["plan"] == "3.attn,7" and at.query_params["model"] == "smollm2"
     assert "plan=3.attn%2C7" in at.sidebar.code[0].value
     at = open_page(at, "1_Influence.py")
@@ -819,11 +851,100 @@ def test_provisional_results_reach_the_page_while_evaluating(app, monkeypatch):
     monkeypatch.setattr(api, "evaluate", spying)
     at = open_page(app, "2_Prune_and_evaluate.py")
     mmlu_only(at, "29.attn")
-    at.radio(key="mmlu_format").set_value("letter").run()
-    at.radio(key="mmlu_subset").set_value("one category").run()
+    at.radio(key="_mmlu_format").set_value("letter").run()
+    at.radio(key="_mmlu_subset").set_value("one category").run()
     next(b for b in at.button if b.label == "Run").click().run()
     assert not at.exception, at.exception
     assert len(seen) == 2  # unpruned, then pruned
     for task, provisional, n in seen:
         # real provisional results from the stratified schedule: growing, and short of the final count
         assert task.startswith("mmlu") and provisional and provisional == sorted(provisional) and provisional[-1] < n
+
+
+# ---------------------------------------------------------------- settings that outlive pages, and links per page
+
+
+def test_short_counts_fit_a_card_at_any_model_size():
+    from pruneviz import ui
+
+    assert [ui.short_count(n) for n in (576, 885_312, 28_311_552, 999_999, 70_553_706_496)] == ["576", "885K", "28.3M", "1M", "70.6B"]
+    assert ui.short_count(134_515_008, 4) == "134.5M" and ui.short_count(-2_831_616) == "-2.83M"
+    # the longest a four-digit value gets (a card in a row of four holds about ten characters)
+    assert max(len(ui.short_count(n, 4)) for n in (999_949, 123_456_789_012, -123_456_789)) <= 8
+
+
+def test_every_page_with_its_own_link_settings_is_a_page():
+    from pruneviz.ui.permalinks import PAGE_PARAMS, page_params
+
+    names = set()
+    for path in APP_FILES[1:]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "page" and node.args:
+                names.add(node.args[0].value)
+    assert set(PAGE_PARAMS) <= names, f"link settings for pages that do not exist: {set(PAGE_PARAMS) - names}"
+    assert page_params("Recovery")["windows"].key == "recovery_windows"
+    assert page_params("Prune and evaluate")["windows"].key == "wiki_windows"
+    assert set(page_params(None)) == {"plan", "figure"}
+
+
+def switch_model_away_and_back(at):
+    """Choose 'another model' (no path typed: the page stops before its widgets) and the embedded model again."""
+    at.sidebar.selectbox(key="_model_choice").set_value("other").run()
+    assert any("Type a model directory" in info.value for info in at.info)
+    at.sidebar.selectbox(key="_model_choice").set_value("smollm2").run()
+    assert not at.exception, at.exception
+
+
+@pytest.mark.real
+def test_evaluation_settings_survive_a_model_switch_like_the_plan(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="plan_text").input("4.attn").run()
+    at.number_input(key="_wiki_windows").set_value(3)
+    at.number_input(key="_wiki_seq_len").set_value(48)
+    at.checkbox(key="_use_mmlu").check().run()
+    at.number_input(key="_mmlu_per_subject").set_value(2).run()
+    switch_model_away_and_back(at)
+    assert at.text_input(key="plan_text").value == "4.attn"
+    assert at.number_input(key="_wiki_windows").value == 3 and at.number_input(key="_wiki_seq_len").value == 48
+    assert at.checkbox(key="_use_mmlu").value and at.number_input(key="_mmlu_per_subject").value == 2
+    assert at.query_params["windows"] == "3" and at.query_params["tokens"] == "48"
+
+
+@pytest.mark.real
+def test_a_recovery_permalink_carries_the_recovery_pages_own_settings(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="plan_text").input("3.attn").run()
+    at.number_input(key="_wiki_windows").set_value(5)
+    at.number_input(key="_wiki_seq_len").set_value(96).run()
+    at = open_page(at, "5_Recovery.py")
+    # the first visit's link is made before the page draws its pickers: no settings are the defaults
+    assert "windows" not in at.query_params and "tokens" not in at.query_params
+    at.run()
+    assert at.query_params["windows"] == "4" and at.query_params["tokens"] == "64", "the Recovery page's defaults"
+    at.number_input(key="_recovery_windows").set_value(2)
+    at.number_input(key="_recovery_window_len").set_value(32).run()
+    assert at.query_params["windows"] == "2" and at.query_params["tokens"] == "32"
+    assert "mmlu" not in at.query_params and at.query_params["plan"] == "3.attn", "no Prune page settings"
+    # the link opens the Recovery page with those settings
+    restored = fresh_app("5_Recovery.py", dict(at.query_params.items()))
+    assert restored.number_input(key="_recovery_windows").value == 2
+    assert restored.number_input(key="_recovery_window_len").value == 32
+
+
+@pytest.mark.real
+def test_a_permalink_seeds_each_widget_one_way_only(monkeypatch):
+    """Streamlit logs a warning (once per process) for a widget given a default and a Session State value."""
+    from streamlit.elements.lib import policies
+
+    warned = []
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    monkeypatch.setattr(policies._LOGGER, "warning", lambda message, *args, **kwargs: warned.append(message % args))
+    prune = {"plan": "3.attn", "wiki": "1", "windows": "3", "tokens": "99999", "mmlu": "1", "format": "letter", "per_subject": "2"}
+    at = fresh_app("2_Prune_and_evaluate.py", prune)
+    assert at.number_input(key="_wiki_windows").value == 3 and at.radio(key="_mmlu_format").value == "letter"
+    longest = at.number_input(key="_wiki_seq_len").max
+    assert at.number_input(key="_wiki_seq_len").value == longest, "a link's 99999 tokens become the model's context"
+    recovery = {"plan": "3.attn", "wiki": "1", "windows": "3", "tokens": "48", "format": "letter", "per_subject": "2"}
+    at = fresh_app("5_Recovery.py", recovery)
+    assert at.number_input(key="_recovery_windows").value == 3 and at.radio(key="_recovery_format").value == "letter"
+    assert not warned, warned

@@ -3,9 +3,10 @@
 One session walks the README's path: the model loads (sidebar), the Influence page draws its heatmap,
 one attention sublayer is switched off on the Prune and evaluate page, an evaluation runs, and the
 perplexity shown for the pruned model differs from the unpruned one and equals the library's own
-result for the same plan and settings; after switching to another model and back, the page still
-shows the plan in force. A full-page screenshot is saved after every step under
-``test-artifacts/browser/`` (with the server log and the browser console), also when a step fails.
+result for the same plan and settings, and no savings card cuts its text off, also in a narrow window;
+after switching to another model and back, the page still shows the plan in force and the evaluation
+settings chosen. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
+(with the server log and the browser console), also when a step fails.
 
 Needs ``/usr/bin/chromium`` (``make test`` installs Debian's package where it can); without it the
 test fails with the install command. Playwright never downloads a browser here.
@@ -33,6 +34,9 @@ STEP_MS = 120_000  # one page run or evaluation with the small settings below, o
 SUBLAYER = "10.attn"
 WINDOWS, WINDOW_TOKENS = 2, 32  # a short Wikipedia evaluation: 2 windows of 32 tokens
 VIEWPORT = {"width": 1400, "height": 1000}
+# a small laptop screen with the sidebar open: a row of four cards gets about 150 pixels each
+NARROW = {"width": 1024, "height": 1000}
+SAVINGS_CARDS = ("Params removed", "KV cache saved", "FLOPs saved")
 # Streamlit runs each page in the browser session; a server error shows up as one of these
 EXCEPTION = "stException"
 # shown while a script run is in progress, removed when it ends
@@ -73,6 +77,16 @@ def set_number(page: Page, label: str, value: int) -> None:
     field.fill(str(value))
     field.press("Enter")
     expect(field).to_have_value(str(value))
+
+
+def cut_off_cards(page: Page, labels: tuple[str, ...]) -> list[str]:
+    """Those of the ``st.metric`` cards named ``labels`` whose label, value or delta does not fit (the card cuts it off)."""
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid="stMetric"]')]
+            .filter(card => [...card.querySelectorAll('*')].some(part => part.scrollWidth > part.clientWidth + 1))
+            .map(card => card.querySelector('[data-testid="stMetricLabel"]').innerText)"""
+    )
+    return [label for label in cut if label in labels]
 
 
 def heatmap_grid(page: Page) -> list[list[float]]:
@@ -166,9 +180,18 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             wait_for(page, result, "evaluating the plan")
             shoot(page, steps, "evaluation-result")
             shown = {which: shown_number(page, f"Perplexity ({which})") for which in ("unpruned", "pruned")}
+            # the savings cards show their whole label and value, also on a small screen
+            for label in SAVINGS_CARDS:
+                expect(page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)).to_be_visible()
+            page.set_viewport_size(NARROW)
+            shoot(page, steps, "results-narrow")
+            cut = cut_off_cards(page, SAVINGS_CARDS)
+            page.set_viewport_size(VIEWPORT)
+            assert not cut, f"at {NARROW['width']} pixels these cards cut their value off: {cut}"
 
             # away to "another model" (the page stops, Streamlit drops its widgets) and back: the plan box
-            # and toggles must show the plan still in force (they used to come back empty while it applied)
+            # and toggles must show the plan still in force (they used to come back empty while it applied),
+            # and the evaluation settings the ones chosen (they used to come back at their defaults)
             for model in ("another model ...", "smollm2 (embedded)"):
                 page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
                 page.get_by_role("option", name=model, exact=True).click()
@@ -176,6 +199,8 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             wait_for(page, plan_box, "coming back to the embedded model")
             expect(plan_box).to_have_value(SUBLAYER)
             expect(page.get_by_role("checkbox", name=SUBLAYER, exact=True)).to_be_checked()
+            expect(page.get_by_role("spinbutton", name="Windows", exact=True)).to_have_value(str(WINDOWS))
+            expect(page.get_by_role("spinbutton", name="Tokens per window", exact=True)).to_have_value(str(WINDOW_TOKENS))
         except BaseException:  # pytest.fail and playwright timeouts alike: keep the page as it was
             with contextlib.suppress(Exception):  # a dead browser must not hide the original failure
                 steps.shot("failed")

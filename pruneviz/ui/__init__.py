@@ -15,28 +15,31 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
   draws a Cancel button for long work whose :class:`ProgressBar` callbacks then raise
   :class:`~pruneviz.errors.Cancelled`;
 * :mod:`.state`: the ``st.session_state`` keys every page shares (the plan under :data:`PLAN_KEY`), the
-  sidebar settings remembered across pages, and :func:`current_deployment`, the demo / shared-mode
-  settings (:mod:`pruneviz.deployment`) that turn the model box into a select of configured models and
-  cap every count (:func:`cap`);
+  settings :func:`remembered` across pages and model switches (sidebar, evaluation sets), and
+  :func:`current_deployment`, the demo / shared-mode settings (:mod:`pruneviz.deployment`) that turn the
+  model box into a select of configured models and cap every count (:func:`cap`);
 * :mod:`.inputs`: :func:`calibration_inputs` and :func:`task_inputs` keep the data pickers of every page
   the same and fill them from the registries; :func:`heldout_note` says which questions ranked and which
-  were evaluated; :func:`plan_input` edits the pruning plan shared by every page;
+  were evaluated; :func:`plan_input` edits the pruning plan shared by every page, and
+  :func:`rejected_plan_message` says that a rejected edit left the previous plan in force;
 * :mod:`.ranking`: :func:`metric_inputs` and :func:`estimator_inputs` pick how units are ranked;
   :func:`metric_label`, :func:`metrics_help` and :func:`metric_caption` describe each metric with its
   formula and source;
 * :mod:`.recoveries`: :func:`fitted_recoveries` / :func:`remember_recovery` keep the recoveries fitted
   for a plan;
-* :mod:`.permalinks`: :func:`permalink_params` / :func:`apply_permalink` restore the plan and view
-  settings from a link;
+* :mod:`.permalinks`: :func:`permalink_params` / :func:`apply_permalink` restore the plan and a page's
+  own view settings from a link;
+* :mod:`.cards`: :func:`short_count` writes a count short enough for an ``st.metric`` card;
 * :mod:`.files`: :func:`output_directory` names a fresh directory under the cache dir (a deployment
   never writes where a user says), and :func:`zip_directory` packs one for a download button.
 """
 
+from .cards import short_count
 from .feedback import CANCEL_NOTE, ProgressBar, cancellable, request_cancel, run_or_stop, stop_with_error
 from .files import directory_bytes, output_directory, zip_directory
 from .inputs import (
     CALIBRATION_DATA, MMLU_TASKS, calibration_data_options, calibration_inputs, check_heldout, dataset_label,
-    heldout_note, mmlu_task_label, plan_input, task_inputs,
+    heldout_note, mmlu_task_label, plan_input, rejected_plan_message, task_inputs,
 )
 from .models import load_model_cached, load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
@@ -46,7 +49,7 @@ from .ranking import (
 )
 from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery
 from .sidebar import page, plotly_chart, sidebar, stored_result
-from .state import PLAN_KEY, RECOVERIES_KEY, cap, current_deployment
+from .state import PLAN_KEY, RECOVERIES_KEY, cap, current_deployment, remembered
 
 __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
@@ -55,6 +58,7 @@ __all__ = [
     "cap", "check_heldout", "current_deployment", "dataset_label", "directory_bytes", "estimator_inputs",
     "fitted_recoveries", "forget_recoveries", "heldout_note", "load_model_cached", "load_model_once", "memory_caption",
     "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page",
-    "permalink_params", "plan_input", "plotly_chart", "remember_recovery", "request_cancel", "run_or_stop", "sidebar",
-    "stop_with_error", "stored_result", "task_inputs", "zip_directory",
+    "permalink_params", "plan_input", "plotly_chart", "rejected_plan_message", "remember_recovery", "remembered",
+    "request_cancel", "run_or_stop", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",
+    "zip_directory",
 ]

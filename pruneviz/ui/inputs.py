@@ -12,7 +12,7 @@ from ..evaluation.mmlu import FORMATS, default_format
 from ..loading import LoadedModel
 from ..plan import PruningPlan
 from .feedback import stop_with_error
-from .state import PLAN_KEY, cap, current_deployment
+from .state import PLAN_KEY, cap, current_deployment, remembered
 
 CALIBRATION_DATA = ("wiki", "mmlu", *(f"mmlu:{c}" for c in CATEGORIES))
 MMLU_TASKS = ("mmlu", *(f"mmlu:{c}" for c in CATEGORIES), *(f"mmlu:{s}" for s in SUBJECTS))
@@ -85,6 +85,7 @@ def task_inputs(
     mmlu: tuple[str, ...] = (),
     per_subject: int = 1,
     offer_heldout: bool = False,
+    remember: bool = False,
 ) -> tuple[list[tuple[str, dict]], bool]:
     """Draw the evaluation-task pickers: Wikipedia perplexity and any number of MMLU subsets.
 
@@ -94,20 +95,31 @@ def task_inputs(
         wiki, mmlu, per_subject: defaults (Wikipedia on, MMLU subsets from :data:`MMLU_TASKS`).
         offer_heldout: also draw the "held out" checkbox (on by default): MMLU is then evaluated on the
             ``test`` half of each subject, and metrics should be computed on the ``fit`` half.
+        remember: keep the Wikipedia and format choices and the counts as settings (:func:`remembered`,
+            restored by the page's permalink, :func:`pruneviz.ui.permalinks.task_params`) that outlive
+            other pages and model switches; not inside a ``st.form``, whose widgets take no callbacks.
 
     Returns:
         ``(tasks, heldout)``: ``(task, options)`` pairs for :func:`pruneviz.api.evaluate` (and
         :class:`pruneviz.curves.Task`), and whether the held-out protocol was chosen.
     """
+    def seeded(name: str, default, bounds: tuple[int, int] | None = None, options: tuple | None = None) -> dict:
+        """The widget ``<key>_<name>``: remembered, or given ``default`` directly (a radio's by its index in ``options``)."""
+        if remember:
+            return remembered(f"{key}_{name}", default, bounds)
+        return {"key": f"{key}_{name}", **({"value": default} if options is None else {"index": options.index(default)})}
+
     left, right = st.columns(2)
     with left:
         wiki_offered = current_deployment().offers_dataset("wiki")
-        use_wiki = st.checkbox("Wikipedia perplexity", value=wiki and wiki_offered, key=f"{key}_wiki", disabled=not wiki_offered)
+        use_wiki = st.checkbox(
+            "Wikipedia perplexity", **seeded("wiki", wiki and wiki_offered), disabled=not wiki_offered
+        ) and wiki_offered
         windows_column, length_column = st.columns(2)
         most, longest = cap("samples", 512), cap("seq_len", loaded.max_length)
-        windows = windows_column.number_input("Windows", 1, most, min(4, most), key=f"{key}_windows")
+        windows = windows_column.number_input("Windows", 1, most, **seeded("windows", min(4, most), (1, most)))
         window_len = length_column.number_input(
-            "Tokens per window", 2, longest, min(64, longest), step=32, key=f"{key}_window_len"
+            "Tokens per window", 2, longest, step=32, **seeded("window_len", min(64, longest), (2, longest))
         )
         st.caption("Windows of the evaluation half of Wikipedia, never the calibration half that metrics and fits use.")
     with right:
@@ -120,13 +132,15 @@ def task_inputs(
         format_column, count_column = st.columns(2)
         preset = default_format(loaded.info.params_total)
         fmt = format_column.radio(
-            "Format", FORMATS, index=FORMATS.index(preset), horizontal=True, key=f"{key}_format",
+            "Format", FORMATS, horizontal=True, **seeded("format", preset, options=FORMATS),
             help="letter: the lm-eval-harness prompt scored on ' A'..' D' (acc, MMLU loss). cloze: the "
             "likelihood of each answer text (acc, acc_norm); preselected under 1B parameters, where letter "
             "format sits at chance.",
         )
         most = cap("per_subject", 2000)
-        count = count_column.number_input("Questions per subject", 1, most, min(per_subject, most), key=f"{key}_per_subject")
+        count = count_column.number_input(
+            "Questions per subject", 1, most, **seeded("per_subject", min(per_subject, most), (1, most))
+        )
         heldout = offer_heldout and st.checkbox(
             "Held out (adaptive MMLU metrics never see the evaluated questions)", value=True, key=f"{key}_heldout",
             help="Adaptive metrics on MMLU data use the even-numbered questions of each subject and MMLU is "
@@ -164,6 +178,12 @@ def heldout_note(heldout: bool, adaptive_on_mmlu: bool, mmlu_evaluated: bool) ->
     if adaptive_on_mmlu:
         return "Adaptive MMLU metrics were **computed on the evaluated questions (optimistic)**."
     return "MMLU is evaluated on all chosen questions; static metrics read the prompts but never the answers."
+
+
+def rejected_plan_message(error: str, plan: PruningPlan) -> str:
+    """The error shown for a rejected plan edit: the problem, and that ``plan`` (the one before the edit) still applies."""
+    kept = f"'{plan}'" if len(plan) else "(nothing pruned)"
+    return f"{error} The edit was not applied: the previous plan {kept} stays in force."
 
 
 def _canonical_plan_text(widget: str, n_blocks: int) -> None:
@@ -205,5 +225,5 @@ def plan_input(loaded: LoadedModel, key: str) -> PruningPlan:
         "for the whole block, or '<i>.attn' / '<i>.mlp'. Press Enter to apply.",
     )
     if f"{widget}_error" in st.session_state:
-        stop_with_error(st.session_state[f"{widget}_error"])
+        stop_with_error(rejected_plan_message(st.session_state[f"{widget}_error"], plan))
     return plan

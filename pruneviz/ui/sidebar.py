@@ -18,7 +18,7 @@ from .models import load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
 from .recoveries import FittedRecovery, remember_recovery
 from .state import (
-    ADOPTED_EXPORT_KEY, FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, _remembered, current_deployment,
+    ADOPTED_EXPORT_KEY, FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, current_deployment, remembered,
 )
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -37,7 +37,7 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
     """
     if deployment.demo:
         choice = st.selectbox(
-            "Model", deployment.models, **_remembered("model_choice", deployment.models[0]),
+            "Model", deployment.models, **remembered("model_choice", deployment.models[0]),
             help="This is a shared demo: only the models its operator configured can be loaded.",
         )
         return choice, deployment.device, deployment.dtype, False
@@ -45,7 +45,7 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
     choice = st.selectbox(
         "Model",
         options,
-        **_remembered("model_choice", DEFAULT_MODEL),
+        **remembered("model_choice", DEFAULT_MODEL),
         format_func=lambda o: "another model ..." if o == OTHER_MODEL else f"{o} (embedded)",
         help="The embedded default needs no network. 'another model' takes a Hugging Face model "
         "directory, a .gguf file, or a hub id (where a hub is reachable).",
@@ -54,30 +54,33 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
     if choice == OTHER_MODEL:
         spec = st.text_input(
             "Model directory, .gguf file or hub id",
-            **_remembered("model_other", ""),
+            **remembered("model_other", ""),
             placeholder="/models/Llama-3.2-1B or Qwen/Qwen2.5-0.5B",
         ).strip()
         trust = st.checkbox(
-            "Trust remote code", **_remembered("model_trust", False),
+            "Trust remote code", **remembered("model_trust", False),
             help="Run the Python code that ships with the model repository (needed by some architectures). "
             "That code can do anything your user can: tick this only for repositories you trust.",
         )
-    device = st.selectbox("Device", _devices(), **_remembered("model_device", "auto"))
+    device = st.selectbox("Device", _devices(), **remembered("model_device", "auto"))
     dtype = st.selectbox(
-        "dtype", DTYPES, **_remembered("model_dtype", "auto"), help="auto: bf16/fp16 on CUDA, fp32 on CPU."
+        "dtype", DTYPES, **remembered("model_dtype", "auto"), help="auto: bf16/fp16 on CUDA, fp32 on CPU."
     )
     return spec, device, dtype, trust
 
 
-def sidebar() -> LoadedModel:
+def sidebar(page: str | None = None) -> LoadedModel:
     """Draw the shared sidebar (model picker, memory, figure format, permalink) and return the loaded model.
 
-    Restores the plan and view settings from the page's query parameters on a session's first run
-    (:func:`apply_permalink`). Stops the page with one ``st.error`` when the model cannot be loaded,
-    and with a hint when no model has been named yet.
+    Restores the plan and ``page``'s view settings from the query parameters on a session's first run
+    (:func:`apply_permalink`); the permalink shown carries them. Stops the page with one ``st.error``
+    when the model cannot be loaded, and with a hint when no model has been named yet.
+
+    Args:
+        page: the page's name as :func:`page` is given it (``None``: the landing page, which has no view settings).
     """
     deployment = current_deployment()
-    apply_permalink(deployment)
+    apply_permalink(deployment, page)
     with st.sidebar:
         st.header("Model")
         if deployment.demo:
@@ -86,6 +89,7 @@ def sidebar() -> LoadedModel:
     if not spec:
         st.info("Type a model directory, a .gguf file or a hub id in the sidebar to load it.")
         st.stop()
+    # a typed path, not a model from the picker's list (a demo offers no box to type into)
     loaded = run_or_stop(load_model_once, spec, device, dtype, trust)
     adopt_export_plan(spec, loaded)
     st.sidebar.caption(
@@ -94,10 +98,10 @@ def sidebar() -> LoadedModel:
     )
     st.sidebar.caption(memory_caption(), help="One model is kept in memory; choosing another frees this one first.")
     st.sidebar.radio(
-        "Figure downloads", FIGURE_FORMATS, **_remembered(FIGURE_FORMAT_KEY, "png"), horizontal=True,
+        "Figure downloads", FIGURE_FORMATS, **remembered(FIGURE_FORMAT_KEY, "png"), horizontal=True,
         format_func=str.upper, help="The camera button of every chart saves it in this format.",
     )
-    params = permalink_params()
+    params = permalink_params(page)
     st.query_params.from_dict(params)
     st.sidebar.caption("Permalink (restores the plan and the view settings):")
     st.sidebar.code(f"{st.context.url or ''}?{urlencode(params)}", language=None, wrap_lines=True)
@@ -134,7 +138,7 @@ def page(name: str, title: str, introduction: str) -> LoadedModel:
     """Start a page: its browser title ``"<name> · pruneviz"``, the sidebar (model choice), the heading and
     an introduction paragraph. Returns the loaded model."""
     st.set_page_config(page_title=f"{name} · pruneviz", page_icon="✂️", layout="wide")
-    model = sidebar()
+    model = sidebar(name)
     st.title(title)
     st.markdown(introduction)
     return model

@@ -24,15 +24,30 @@ def _keep_setting(name: str) -> None:
     st.session_state[name] = st.session_state[f"_{name}"]
 
 
-def _remembered(name: str, default) -> dict:
-    """Keyword arguments for the widget of the sidebar setting ``name``: its key, seeded from the setting, and its on_change.
+def remembered(name: str, default, bounds: tuple[int, int] | None = None) -> dict:
+    """Keyword arguments for the widget of the setting ``name``: its key, seeded from the setting, and its on_change.
 
-    Streamlit forgets a widget's state when a page that does not draw it runs (and the same key on
-    another page is another widget), so the chosen value is kept under ``name`` itself, copied there
-    by the widget's on_change (which runs before the page), and every page seeds its widget from it.
+    Streamlit forgets a widget's state when a run does not draw it (another page; a model switch that
+    stops the page, after which the browser redraws the widget at its default) and the same key on
+    another page is another widget, so the chosen value is kept under ``name`` itself, copied there by
+    the widget's on_change (which runs before the page, so the sidebar's permalink sees it), and every
+    run seeds the widget from it. A permalink restores the setting by writing ``name``. Give the widget
+    no default of its own (no ``value`` / ``index``): Streamlit warns about a widget set both ways;
+    ``default`` is the setting's first value. Widgets in a ``st.form`` take no on_change, so they cannot
+    be remembered this way.
+
+    Args:
+        name: the setting's ``st.session_state`` key; the widget's key is ``_<name>``.
+        default: the setting's value until one is chosen.
+        bounds: ``(lowest, highest)`` of a number input: a remembered value outside them (chosen for a
+            model with a longer context, or written by a link) is brought inside, where Streamlit would
+            silently show the lowest value instead.
     """
     widget_key = f"_{name}"
-    st.session_state[widget_key] = st.session_state.setdefault(name, default)
+    value = st.session_state.setdefault(name, default)
+    if bounds is not None:
+        value = st.session_state[name] = min(max(value, bounds[0]), bounds[1])
+    st.session_state[widget_key] = value
     return {"key": widget_key, "on_change": _keep_setting, "args": (name,)}
 
 

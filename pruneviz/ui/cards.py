@@ -1,0 +1,22 @@
+"""Numbers short enough for an ``st.metric`` card, which cuts a long value off with an ellipsis.
+
+A card in a row of four in the wide layout holds about ten characters of its value (the browser test
+checks that none is cut); the exact count goes into the card's tooltip.
+"""
+
+from __future__ import annotations
+
+SUFFIXES = ("", "K", "M", "B", "T")
+
+
+def short_count(count: float, digits: int = 3) -> str:
+    """``count`` to ``digits`` significant digits with a thousands suffix, e.g. ``"885K"``, ``"28.3M"``, ``"70.55B"``.
+
+    Counts below a thousand have no suffix (``"576"``). The suffix is chosen after rounding, so
+    999,999 is ``"1M"``, not ``"1e+03K"``.
+    """
+    power = 0
+    while abs(float(f"{count:.{digits}g}")) >= 1000 and power < len(SUFFIXES) - 1:
+        count /= 1000
+        power += 1
+    return f"{float(f'{count:.{digits}g}'):g}{SUFFIXES[power]}"
