@@ -290,19 +290,28 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery: tuple) ->
     return {"plan": str(plan), "model": loaded.fingerprint, "pairs": pairs, "recovery": recovery_name}
 
 
+def number(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, or 3 significant digits from a million on (a perplexity of 1e45, every
+    block pruned, would otherwise print 46 digits)."""
+    return f"{x:.{digits}f}" if abs(x) < 1e6 else f"{x:.3g}"
+
+
 def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
     """``"12.34 ± 1.10"``: the value and its 95 % CI half-width 1.96 × stderr (only where a standard error is defined).
 
     The metric's tooltip says it is a 95 % interval; the card has no room for the words.
     """
-    def number(x: float) -> str:
-        # a perplexity of 1e45 (every block pruned) would otherwise print 46 digits
-        return f"{x:.{digits}f}" if abs(x) < 1e6 else f"{x:.3g}"
-
-    text = f"{number(value * scale)}{unit}"
+    text = f"{number(value * scale, digits)}{unit}"
     if math.isnan(stderr):
         return text
-    return f"{text} ± {number(api.confidence_halfwidth(stderr) * scale)}{unit}"
+    return f"{text} ± {number(api.confidence_halfwidth(stderr) * scale, digits)}{unit}"
+
+
+def ci_caption(stderr: float) -> str:
+    """The line under a card too narrow for its interval: ``"95 % CI ± 1.10"`` (1.96 × stderr), or why there is none."""
+    if math.isnan(stderr):
+        return "no confidence interval from a single window"
+    return f"95 % CI ± {number(api.confidence_halfwidth(stderr))}"
 
 
 def noise_warning(baseline, pruned, metric: str, what: str) -> None:
@@ -312,8 +321,15 @@ def noise_warning(baseline, pruned, metric: str, what: str) -> None:
     judged = api.noise_metric(metric)
     se = math.hypot(baseline.stderr.get(judged, math.nan), pruned.stderr.get(judged, math.nan))
     bound = f"no standard error with fewer than 2 {what}" if math.isnan(se) else f"less than 2 combined standard errors, {2 * se:.3g}"
+    difference = abs(pruned.metrics[judged] - baseline.metrics[judged])
+    if difference == 0:
+        st.warning(
+            f"The {judged} of the pruned and unpruned model is the same on these {what}; a difference smaller than the "
+            f"noise ({bound.removeprefix('less than ')}) would not show. Evaluate more {what} to see one."
+        )
+        return
     st.warning(
-        f"The {judged} of the pruned and unpruned model differ by {abs(pruned.metrics[judged] - baseline.metrics[judged]):.3g}: "
+        f"The {judged} of the pruned and unpruned model differ by {difference:.3g}: "
         f"within noise ({bound}). Evaluate more {what} before reading anything into it."
     )
 
@@ -325,14 +341,14 @@ def provenance(baseline, pruned) -> str:
     return f"{one(baseline, 'Unpruned')}; {one(pruned, 'pruned')}."
 
 
-def delta_colour(change: float, lower_is_better: bool) -> str:
-    """Streamlit's delta colour: red for a change for the worse, grey for none.
+def delta_style(change: float, lower_is_better: bool) -> dict:
+    """Streamlit's delta colour and arrow: red for a change for the worse, grey and no arrow for none.
 
-    A text delta such as "+0.0 pp" would otherwise count as an improvement.
+    A text delta such as "+0.0 pp" would otherwise count as an improvement, with an up arrow.
     """
     if change == 0:
-        return "off"
-    return "inverse" if lower_is_better else "normal"
+        return {"delta_color": "off", "delta_arrow": "off"}
+    return {"delta_color": "inverse" if lower_is_better else "normal"}
 
 
 def show_perplexity(baseline, pruned) -> None:
@@ -340,20 +356,23 @@ def show_perplexity(baseline, pruned) -> None:
     st.subheader("Wikipedia perplexity")
     change = pruned.metrics["perplexity"] - baseline.metrics["perplexity"]
     nll_change = pruned.metrics["nll"] - baseline.metrics["nll"]
+    # three cards a row leave no room for "± CI" in the value: it goes on a line below
     columns = st.columns(3)
     columns[0].metric(
-        "Perplexity (pruned)", with_ci(pruned.metrics["perplexity"], pruned.stderr["perplexity"]),
-        delta=f"{change:+.2f}", delta_color=delta_colour(change, lower_is_better=True),
-        help="exp(mean next-token NLL) over the windows; lower is better. ± 1.96 standard errors over windows "
-        "(normal-approximation 95 % confidence interval).",
+        "Perplexity (pruned)", number(pruned.metrics["perplexity"]),
+        delta=f"{change:+.2f}", **delta_style(change, lower_is_better=True),
+        help="exp(mean next-token NLL) over the windows; lower is better. Below it: ± 1.96 standard errors over "
+        "windows (normal-approximation 95 % confidence interval).",
     )
+    columns[0].caption(ci_caption(pruned.stderr["perplexity"]))
     columns[1].metric(
-        "Perplexity (unpruned)", with_ci(baseline.metrics["perplexity"], baseline.stderr["perplexity"]),
-        help="The same windows without pruning. ± 1.96 standard errors (95 % CI).",
+        "Perplexity (unpruned)", number(baseline.metrics["perplexity"]),
+        help="The same windows without pruning. Below it: ± 1.96 standard errors (95 % CI).",
     )
+    columns[1].caption(ci_caption(baseline.stderr["perplexity"]))
     columns[2].metric(
         "NLL, nats/token (pruned)", f"{pruned.metrics['nll']:.3f}",
-        delta=f"{nll_change:+.3f}", delta_color=delta_colour(nll_change, lower_is_better=True),
+        delta=f"{nll_change:+.3f}", **delta_style(nll_change, lower_is_better=True),
         help="Mean next-token negative log-likelihood −log p(token | prefix), in nats; perplexity = exp(NLL).",
     )
     settings = pruned.settings
@@ -384,7 +403,7 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     left.metric(
         f"{name} (pruned)", with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
         delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",
-        delta_color=delta_colour(change, lower_is_better=is_loss),
+        **delta_style(change, lower_is_better=is_loss),
         help=f"{formula}. {interval}." + ("" if is_loss else " Chance is 25 %."),
     )
     right.metric(
@@ -407,10 +426,16 @@ def show_mmlu(baseline, pruned) -> None:
     metric = st.radio("Per-category chart", names, horizontal=True, key="mmlu_chart_metric")
     ui.plotly_chart(plots.mmlu_category_bars([baseline, pruned], metric), f"mmlu_{metric}_per_category")
     table = plots.comparison_table(baseline.per_subject, pruned.per_subject, "subject", names, confidence=True)
+    intervals = [c for c in table.columns if c.startswith("± ")]
+    note = "± is the half-width of the pruned accuracy's 95 % CI, 1.96 × sqrt(p (1 − p) / (n − 1))."
+    if table[intervals].isna().all().all():
+        # one question per subject: an interval needs two, and a column of blanks says nothing
+        table = table.drop(columns=intervals)
+        note = "no confidence interval with one question per subject (it needs n ≥ 2)."
     percent = {c: st.column_config.NumberColumn(format="percent") for c in table.columns if c not in ("subject", "category", "n")}
     percent["n"] = st.column_config.NumberColumn(help="Questions scored in this subject.")
     st.dataframe(table, hide_index=True, column_config=percent)
-    st.caption("Per subject: n questions; ± is the half-width of the pruned accuracy's 95 % CI, 1.96 × sqrt(p (1 − p) / (n − 1)).")
+    st.caption(f"Per subject: n questions; {note}")
 
 
 def measured_speed(loaded, plan: PruningPlan) -> dict | None:
@@ -455,7 +480,7 @@ def show_savings(loaded, plan: PruningPlan) -> None:
     change = speed["pruned"] - speed["unpruned"]
     columns[3].metric(
         "Tokens/s (pruned)", f"{speed['pruned']:.1f}", delta=f"{change:+.1f} vs unpruned",
-        delta_color=delta_colour(change, lower_is_better=False),
+        **delta_style(change, lower_is_better=False),
         help="Generated tokens / wall seconds of the greedy generation above (no KV cache, this machine); "
         "one short run, so expect a few % of timing noise.",
     )

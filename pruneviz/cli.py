@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned; on a sublayer export, units added to its plan)")
     evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>; with --backend lm-eval also any lm-eval task name or task YAML file")
     evaluate.add_argument("--backend", choices=BACKENDS, default="pruneviz", help="pruneviz (fast, default) or lm-eval (lm-evaluation-harness on the same model and plan)")
-    evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions, or the held-out test half (odd questions per subject)")
+    evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions; fit = the even-numbered questions of each subject (the half held-out metrics rank on); test = the odd-numbered ones (evaluate a plan ranked with influence --half fit)")
     evaluate.add_argument("--window-len", "--seq-len", dest="window_len", type=_positive, default=256, help="perplexity: tokens per window")
     evaluate.add_argument("--recover", help="directory written by `recover`: apply its stand-ins to the pruned units")
     evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")

@@ -228,18 +228,28 @@ class Recovery:
         """Read a :meth:`save`d recovery; its stand-ins go to ``device`` (default: CPU).
 
         Raises:
-            DataError: the path is a model (see :func:`refuse_model_as_recovery`), the directory lacks the
-                files, or they do not fit a model of width ``d``.
+            DataError: the path is a model (see :func:`refuse_model_as_recovery`), is missing, lacks
+                ``recovery.json``, holds damaged files, or stand-ins that do not fit a model of width ``d``.
         """
         from safetensors.torch import load_file
 
         directory = Path(directory)
         refuse_model_as_recovery(directory)
+        if not directory.exists():
+            raise DataError(f"There is no recovery at {directory}; fit one with `python -m pruneviz recover --out {directory}`.")
+        if not (directory / "recovery.json").is_file():
+            raise DataError(
+                f"{directory} holds no recovery.json, so it is not a saved recovery; give the folder that "
+                "`python -m pruneviz recover --out` wrote."
+            )
         try:
             meta = json.loads((directory / "recovery.json").read_text())
             tensors = load_file(str(directory / "stand_ins.safetensors"))
         except (OSError, ValueError) as error:
-            raise DataError(f"{directory} is not a saved recovery ({error}); run `python -m pruneviz recover --out {directory}` first.") from None
+            raise DataError(
+                f"The recovery in {directory} is damaged ({error}); fit it again with `python -m pruneviz recover --out` "
+                "into a new folder."
+            ) from None
         stand_ins: dict[tuple[int, str], StandIn] = {}
         for key in sorted({k.rsplit(".", 1)[0] for k in tensors}):
             layer, slot = key.split(".")

@@ -767,7 +767,8 @@ def test_side_by_side_generation_and_what_the_plan_saves(app):
     assert first_number(flops.value) * 1e6 == pytest.approx(savings.flops_per_token, rel=1e-2) and flops.value.endswith("M")
     assert flops.delta == f"per token ({savings.flops_percent:.1f} %)" and f"{savings.flops_per_token:,} FLOPs" in flops.help
     assert first_number(values["Tokens/s (pruned)"]) > 0
-    assert re.fullmatch(r"[\d.]+ ± [\d.]+", values["Perplexity (pruned)"])  # value ± 95 % CI half-width
+    assert re.fullmatch(r"[\d.]+", values["Perplexity (pruned)"])
+    assert sum(re.fullmatch(r"95 % CI ± [\d.]+", c.value) is not None for c in at.caption) == 2  # under both perplexity cards
 
 
 @pytest.mark.real
@@ -788,6 +789,25 @@ def test_generate_side_by_side_matches_each_model_alone(smollm2):
 
 
 @pytest.mark.real
+def test_one_question_per_subject_and_no_change_read_as_such(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    mmlu_only(at, "29.attn")
+    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
+    at.multiselect(key="_mmlu_subjects").set_value(["anatomy", "virology"]).run()
+    press(at, "Run")
+    baseline, pruned = at.session_state["evaluation"]["pairs"]["mmlu"]
+    # the last block's attention changes neither answer: one right, one wrong, before and after
+    assert list(pruned.items["pred"]) == list(baseline.items["pred"]) and pruned.metrics["acc"] == 0.5
+    card = next(m for m in at.metric if m.label == "acc (pruned)")
+    Metric = type(card.proto)
+    assert card.delta == "+0.0 pp" and card.proto.direction == Metric.NONE and card.proto.color == Metric.GRAY  # no arrow, grey
+    assert any("is the same on these questions; a difference smaller than the noise" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table["n"]) == [1, 1] and not [c for c in table.columns if c.startswith("± ")]
+    assert any("no confidence interval with one question per subject" in c.value for c in at.caption)
+
+
+@pytest.mark.real
 def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_download(app):
     from pruneviz import api
 
@@ -803,7 +823,8 @@ def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_downl
     halfwidth = 100 * api.confidence_halfwidth(pruned.stderr["acc"])
     assert values["acc (pruned)"] == f"{100 * pruned.metrics['acc']:.1f} % ± {halfwidth:.1f} %"
     noisy = api.within_noise(baseline, pruned, "acc")
-    assert noisy == any("within noise" in w.value for w in at.warning)
+    same = pruned.metrics["acc"] == baseline.metrics["acc"]
+    assert noisy == any(("is the same on these questions" if same else "within noise") in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert list(table["n"]) == [3, 3] and "± acc (95% CI)" in table.columns
     download = next(d for d in at.get("download_button") if d.proto.label == "Download JSON")

@@ -3,7 +3,7 @@
 One session walks the README's path: the model loads (sidebar), the Influence page draws its heatmap,
 one attention sublayer is switched off on the Prune and evaluate page, an evaluation runs, and the
 perplexity shown for the pruned model differs from the unpruned one and equals the library's own
-result for the same plan and settings, and no savings card cuts its text off, also in a narrow window;
+result for the same plan and settings, and no result or savings card cuts its text off, also in a narrow window;
 after switching to another model and back, the page still shows the plan in force and the evaluation
 settings chosen. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
 (with the server log and the browser console), also when a step fails.
@@ -37,6 +37,7 @@ VIEWPORT = {"width": 1400, "height": 1000}
 # a small laptop screen with the sidebar open: a row of four cards gets about 150 pixels each
 NARROW = {"width": 1024, "height": 1000}
 SAVINGS_CARDS = ("Params removed", "KV cache saved", "FLOPs saved")
+RESULT_CARDS = ("Perplexity (pruned)", "Perplexity (unpruned)", "NLL, nats/token (pruned)", *SAVINGS_CARDS)
 # Streamlit runs each page in the browser session; a server error shows up as one of these
 EXCEPTION = "stException"
 # shown while a script run is in progress, removed when it ends
@@ -180,12 +181,12 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             wait_for(page, result, "evaluating the plan")
             shoot(page, steps, "evaluation-result")
             shown = {which: shown_number(page, f"Perplexity ({which})") for which in ("unpruned", "pruned")}
-            # the savings cards show their whole label and value, also on a small screen
+            # the result and savings cards show their whole label and value, also on a small screen
             for label in SAVINGS_CARDS:
                 expect(page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True)).to_be_visible()
             page.set_viewport_size(NARROW)
             shoot(page, steps, "results-narrow")
-            cut = cut_off_cards(page, SAVINGS_CARDS)
+            cut = cut_off_cards(page, RESULT_CARDS)
             page.set_viewport_size(VIEWPORT)
             assert not cut, f"at {NARROW['width']} pixels these cards cut their value off: {cut}"
 

@@ -315,6 +315,14 @@ def test_binary_text_file_is_refused(tmp_path, name, content):
     assert message.startswith(f"{path} is not UTF-8 text") and ".txt file (documents separated by blank lines)" in message
 
 
+@pytest.mark.parametrize("name", ["questions.csv", "questions.TSV", "questions.parquet"])
+def test_a_question_table_is_not_read_as_text(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("question,choices,answer,subject\nWhat is 2+2?,\"['3','4']\",1,arithmetic\n")
+    with pytest.raises(DataError, match=r"is a table, not text; .* as the MMLU source \(--mmlu-source"):
+        load_corpus(str(path), "all")
+
+
 def test_utf8_byte_order_mark_is_dropped(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes("\ufeff".encode() + json.dumps(["first", "second"]).encode())

@@ -285,11 +285,18 @@ def test_recover_reads_held_out_documents_for_train_only(smollm2, tmp_path):
     assert str(caught.value).endswith(f"(fit 'train' holds out 2 documents beyond --samples {calibration} for early stopping)")
 
 
-def test_loading_a_model_folder_as_a_recovery_names_it_a_model(tmp_path):
+def test_loading_what_is_not_a_recovery_says_what_it_is(tmp_path):
     from pruneviz.errors import DataError
 
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(DataError, match=r"is a model, not a saved recovery; give it as the model"):
         Recovery.load(tmp_path, 32)
-    with pytest.raises(DataError, match=r"is not a saved recovery .*; run `python -m pruneviz recover --out"):
+    with pytest.raises(DataError, match=r"^There is no recovery at .*missing; fit one with `python -m pruneviz recover --out"):
         Recovery.load(tmp_path / "missing", 32)
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "notes.txt").write_text("not a recovery")
+    with pytest.raises(DataError, match=r"holds no recovery.json, so it is not a saved recovery; give the folder"):
+        Recovery.load(tmp_path, 32)
+    (tmp_path / "recovery.json").write_text("{truncated")
+    with pytest.raises(DataError, match=r"^The recovery in .* is damaged \(.*\); fit it again"):
+        Recovery.load(tmp_path, 32)

@@ -230,7 +230,7 @@ def select_subjects(table: pd.DataFrame, subset: str | None) -> list[str]:
         else:
             raise DataError(
                 f"'{name}' is neither an MMLU subject nor a category ({', '.join(CATEGORIES)}); "
-                "see `pruneviz info --subjects` for the subject names."
+                "see `python -m pruneviz info --subjects` for the subject names."
             )
     return list(dict.fromkeys(chosen))
 

@@ -22,6 +22,8 @@ from ..errors import DataError
 SPLITS = ("calibration", "evaluation", "all")
 # fields a JSON/JSONL record may hold its text in, in order of preference ("extract": the embedded Wikipedia file)
 TEXT_FIELDS = ("text", "extract")
+# question tables (MMLU files) that would otherwise be read as plain text without a word
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,16 @@ def _documents_from_file(path: Path) -> list[tuple[str, str]]:
 
     A JSON(L) record is a string or an object with a ``text`` or ``extract`` field; a .json file holds a
     list of records or an object of title -> record. The key (which picks the half) is the title, else the text.
+    Other suffixes are read as .txt, except tables (:data:`TABLE_SUFFIXES`), which are refused.
+
+    Raises:
+        DataError: a table, a file that is not UTF-8 text, malformed JSON, a record without text, no text at all.
     """
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        raise DataError(
+            f"{path} is a table, not text; give text as .txt (documents separated by blank lines), .jsonl or .json, "
+            "and MMLU question tables as the MMLU source (--mmlu-source on the command line)."
+        )
     raw = _read_text(path)
     if path.suffix == ".jsonl":
         docs = []
@@ -224,7 +235,7 @@ def token_windows(tokenizer, texts: tuple[str, ...], seq_len: int, n_windows: in
             break
     if len(ids) < needed:
         raise DataError(
-            f"The corpus has {len(ids)} tokens, fewer than {n_windows} windows of {seq_len}; "
+            f"The corpus has {len(ids):,} tokens, fewer than {n_windows:,} windows of {seq_len:,}; "
             "lower the number of windows or the sequence length."
         )
     return torch.tensor(ids[:needed]).view(n_windows, seq_len)
