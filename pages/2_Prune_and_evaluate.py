@@ -25,7 +25,8 @@ GENERATION_KEY = "generation"
 DEFAULT_PROMPT = "The capital of France is"
 # tokens attended to when estimating the attention FLOPs a pruned sublayer saves
 FLOPS_CONTEXT = 1024
-GROUP_ROWS = 10  # blocks per column group of the toggle grid
+# column groups (attn, mlp, block) of the toggle grid: at 1,024 px a third group cuts the labels to "1…"
+TOGGLE_GROUPS = 2
 SCHEMES = ui.SCHEME_LABELS
 SUBSETS = ("all subjects", "one category", "chosen subjects")
 
@@ -130,11 +131,12 @@ def plan_editor(loaded) -> PruningPlan:
         st.error(ui.rejected_plan_message(st.session_state[PLAN_ERROR_KEY], plan))
     st.caption(plan_summary(plan, loaded.info))
     with st.expander("Toggle units", expanded=True):
-        groups = math.ceil(n_blocks / GROUP_ROWS)
+        rows = max(8, math.ceil(n_blocks / TOGGLE_GROUPS))
+        groups = math.ceil(n_blocks / rows)
         columns = st.columns(3 * groups)
-        for row in range(GROUP_ROWS):
+        for row in range(rows):
             for group in range(groups):
-                layer = group * GROUP_ROWS + row
+                layer = group * rows + row
                 if layer >= n_blocks:
                     continue
                 for offset, kind in enumerate((*SUBLAYERS, "block")):

@@ -80,6 +80,16 @@ def set_number(page: Page, label: str, value: int) -> None:
     expect(field).to_have_value(str(value))
 
 
+def cut_off_toggles(page: Page) -> list[str]:
+    """The labels of the Prune page's unit toggles that do not fit their column (the grid cuts them to "1…")."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid="stExpander"] [data-testid="stCheckbox"]')]
+            .filter(box => [...box.querySelectorAll('*')].some(part =>
+                getComputedStyle(part).textOverflow === 'ellipsis' && part.scrollWidth > part.clientWidth + 1))
+            .map(box => box.innerText)"""
+    )
+
+
 def cut_off_cards(page: Page, labels: tuple[str, ...]) -> list[str]:
     """Those of the ``st.metric`` cards named ``labels`` whose label, value or delta does not fit (the card cuts it off)."""
     cut = page.evaluate(
@@ -187,8 +197,10 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             page.set_viewport_size(NARROW)
             shoot(page, steps, "results-narrow")
             cut = cut_off_cards(page, RESULT_CARDS)
+            cut_toggles = cut_off_toggles(page)
             page.set_viewport_size(VIEWPORT)
             assert not cut, f"at {NARROW['width']} pixels these cards cut their value off: {cut}"
+            assert not cut_toggles, f"at {NARROW['width']} pixels these toggles cut their label off: {cut_toggles}"
 
             # away to "another model" (the page stops, Streamlit drops its widgets) and back: the plan box
             # and toggles must show the plan still in force (they used to come back empty while it applied),
