@@ -325,10 +325,8 @@ def noise_warning(baseline, pruned, metric: str, what: str) -> None:
     bound = f"no standard error with fewer than 2 {what}" if math.isnan(se) else f"less than 2 combined standard errors, {2 * se:.3g}"
     difference = abs(pruned.metrics[judged] - baseline.metrics[judged])
     if difference == 0:
-        st.warning(
-            f"The {judged} of the pruned and unpruned model is the same on these {what}; a difference smaller than the "
-            f"noise ({bound.removeprefix('less than ')}) would not show. Evaluate more {what} to see one."
-        )
+        noise = f"with {bound}, no noise level can be told" if math.isnan(se) else f"a difference smaller than the noise ({bound.removeprefix('less than ')}) would not show"
+        st.warning(f"The {judged} of the pruned and unpruned model is the same on these {what}; {noise}. Evaluate more {what} to see one.")
         return
     st.warning(
         f"The {judged} of the pruned and unpruned model differ by {difference:.3g}: "
@@ -343,16 +341,6 @@ def provenance(baseline, pruned) -> str:
     return f"{one(baseline, 'Unpruned')}; {one(pruned, 'pruned')}."
 
 
-def delta_style(change: float, lower_is_better: bool) -> dict:
-    """Streamlit's delta colour and arrow: red for a change for the worse, grey and no arrow for none.
-
-    A text delta such as "+0.0 pp" would otherwise count as an improvement, with an up arrow.
-    """
-    if change == 0:
-        return {"delta_color": "off", "delta_arrow": "off"}
-    return {"delta_color": "inverse" if lower_is_better else "normal"}
-
-
 def show_perplexity(baseline, pruned) -> None:
     """Perplexity and NLL of the pruned model against the baseline."""
     st.subheader("Wikipedia perplexity")
@@ -362,7 +350,7 @@ def show_perplexity(baseline, pruned) -> None:
     columns = st.columns(3)
     columns[0].metric(
         "Perplexity (pruned)", number(pruned.metrics["perplexity"]),
-        delta=f"{change:+.2f}", **delta_style(change, lower_is_better=True),
+        delta=f"{change:+.2f}", **ui.delta_style(change, lower_is_better=True),
         help="exp(mean next-token NLL) over the windows; lower is better. Below it: ± 1.96 standard errors over "
         "windows (normal-approximation 95 % confidence interval).",
     )
@@ -374,7 +362,7 @@ def show_perplexity(baseline, pruned) -> None:
     columns[1].caption(ci_caption(baseline.stderr["perplexity"]))
     columns[2].metric(
         "NLL, nats/token (pruned)", f"{pruned.metrics['nll']:.3f}",
-        delta=f"{nll_change:+.3f}", **delta_style(nll_change, lower_is_better=True),
+        delta=f"{nll_change:+.3f}", **ui.delta_style(nll_change, lower_is_better=True),
         help="Mean next-token negative log-likelihood −log p(token | prefix), in nats; perplexity = exp(NLL).",
     )
     settings = pruned.settings
@@ -405,7 +393,7 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     left.metric(
         f"{name} (pruned)", with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
         delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",
-        **delta_style(change, lower_is_better=is_loss),
+        **ui.delta_style(change, lower_is_better=is_loss),
         help=f"{formula}. {interval}." + ("" if is_loss else " Chance is 25 %."),
     )
     right.metric(
@@ -430,7 +418,7 @@ def show_mmlu(baseline, pruned) -> None:
     table = plots.comparison_table(baseline.per_subject, pruned.per_subject, "subject", names, confidence=True)
     intervals = [c for c in table.columns if c.startswith("± ")]
     note = "± is the half-width of the pruned accuracy's 95 % CI, 1.96 × sqrt(p (1 − p) / (n − 1))."
-    if table[intervals].isna().all().all():
+    if intervals and table[intervals].isna().all().all():
         # one question per subject: an interval needs two, and a column of blanks says nothing
         table = table.drop(columns=intervals)
         note = "no confidence interval with one question per subject (it needs n ≥ 2)."
@@ -482,7 +470,7 @@ def show_savings(loaded, plan: PruningPlan) -> None:
     change = speed["pruned"] - speed["unpruned"]
     columns[3].metric(
         "Tokens/s (pruned)", f"{speed['pruned']:.1f}", delta=f"{change:+.1f} vs unpruned",
-        **delta_style(change, lower_is_better=False),
+        **ui.delta_style(change, lower_is_better=False),
         help="Generated tokens / wall seconds of the greedy generation above (no KV cache, this machine); "
         "one short run, so expect a few % of timing noise.",
     )

@@ -72,7 +72,8 @@ def show_report(result: dict) -> None:
     columns[1].metric("Params before", ui.short_count(report.params_before, 4), help=f"{report.params_before:,} parameters.")
     columns[2].metric(
         "Params after", ui.short_count(report.params_after, 4),
-        delta=f"{ui.short_count(-removed)} ({-removed / report.params_before:.1%})", delta_color="inverse",
+        delta=f"{ui.short_count(-removed)} ({report.params_after / report.params_before - 1:.1%})",
+        **ui.delta_style(-removed, lower_is_better=True),
         help=f"{report.params_after:,} parameters, {removed:,} fewer.",
     )
     columns[3].metric(

@@ -15,7 +15,7 @@ import pandas as pd
 from .cache import cached, make_key
 from .data.mmlu import is_mmlu, load_mmlu, mmlu_fingerprint, mmlu_subset, select_subjects, split_exemplars
 from .data.text import document_batch, load_corpus
-from .errors import DataError, PlanError, SettingError
+from .errors import PlanError, SettingError, TooFewSamplesError
 from .evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from .evaluation.perplexity import evaluate_perplexity
 from .evaluation.results import Z_95, EvaluationResult
@@ -336,10 +336,12 @@ def recover(
     heldout_count = max(2, samples // 4) if fit == "train" else 0
     try:
         batch, label, fingerprint = calibration_batch(loaded, data, samples + heldout_count, seq_len)
-    except DataError as error:
+    except TooFewSamplesError as error:
         if not heldout_count:
             raise
-        raise DataError(f"{error} (fit 'train' holds out {heldout_count} documents beyond --samples {samples} for early stopping)") from None
+        raise TooFewSamplesError(
+            f"{error} (fit 'train' holds out {heldout_count} samples beyond the {samples} it fits on, for early stopping)"
+        ) from None
     fit_part = {k: v[:samples] for k, v in batch.items()}
     heldout = {k: v[samples:] for k, v in batch.items()}
     key = make_key("recover", loaded.fingerprint, fingerprint, str(plan), method, rank, fit, inputs, samples, seq_len, steps, learning_rate)

@@ -29,6 +29,10 @@ class DataError(PrunevizError):
     """A dataset is missing, empty, malformed, or has the wrong columns."""
 
 
+class TooFewSamplesError(DataError):
+    """A dataset holds fewer documents or questions than the samples asked for."""
+
+
 class TokenizationError(PrunevizError):
     """The tokenizer cannot represent what an evaluation needs (e.g. a multi-token answer letter)."""
 

@@ -115,22 +115,19 @@ class PlannedHFLM(HFLM):
 def _simple_evaluate(model: PlannedHFLM, tasks: list[str], shots: int | None, manager, limit: int | None = None) -> dict:
     """``lm_eval.simple_evaluate`` with per-sample logs, offline task manager, and no global reseeding.
 
-    lm-eval draws its own progress bars; those of ``datasets`` reading each task's file are hidden.
+    lm-eval draws its own progress bars; those of ``datasets`` reading each task's file are switched off
+    for the process (a process-wide switch that concurrent runs could not restore safely; pruneviz reads
+    no other data through ``datasets``).
     """
     import datasets
 
-    hidden_before = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
-    try:
-        return lm_eval.simple_evaluate(
-            model=model, tasks=tasks, num_fewshot=shots, limit=limit, log_samples=True, task_manager=manager,
-            bootstrap_iters=BOOTSTRAP_ITERS,
-            # leave the process-wide random generators alone: the app's sessions share them
-            random_seed=None, numpy_random_seed=None, torch_random_seed=None,
-        )
-    finally:
-        if not hidden_before:
-            datasets.enable_progress_bars()
+    return lm_eval.simple_evaluate(
+        model=model, tasks=tasks, num_fewshot=shots, limit=limit, log_samples=True, task_manager=manager,
+        bootstrap_iters=BOOTSTRAP_ITERS,
+        # leave the process-wide random generators alone: the app's sessions share them
+        random_seed=None, numpy_random_seed=None, torch_random_seed=None,
+    )
 
 
 def _settings(**extra) -> dict:

@@ -64,7 +64,7 @@ class ObjectiveData:
 def text_objective_data(loaded, data: str, samples: int, seq_len: int) -> ObjectiveData:
     """Next-token prediction on the calibration half of a corpus (``"wiki"`` or a file)."""
     corpus = load_corpus(data, "calibration")
-    batch = document_batch(loaded.tokenizer, corpus.texts, samples, seq_len)
+    batch = document_batch(loaded.tokenizer, corpus.texts, samples, seq_len, corpus.description)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     # position p predicts token p + 1; both must be real tokens
     scored = mask[:, :-1].bool() & mask[:, 1:].bool()

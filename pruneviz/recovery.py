@@ -228,15 +228,20 @@ class Recovery:
         """Read a :meth:`save`d recovery; its stand-ins go to ``device`` (default: CPU).
 
         Raises:
-            DataError: the path is a model (see :func:`refuse_model_as_recovery`), is missing, lacks
-                ``recovery.json``, holds damaged files, or stand-ins that do not fit a model of width ``d``.
+            DataError: the path is a model (see :func:`refuse_model_as_recovery`), is missing, is a file,
+                lacks ``recovery.json``, holds damaged files, or stand-ins that do not fit a model of width ``d``.
         """
         from safetensors.torch import load_file
 
         directory = Path(directory)
         refuse_model_as_recovery(directory)
         if not directory.exists():
-            raise DataError(f"There is no recovery at {directory}; fit one with `python -m pruneviz recover --out {directory}`.")
+            raise DataError(
+                f"There is no recovery at {directory}; give the folder `python -m pruneviz recover --out` wrote, "
+                "or fit one into a new folder with it."
+            )
+        if not directory.is_dir():
+            raise DataError(f"{directory} is a file, not a recovery folder; give the folder `python -m pruneviz recover --out` wrote.")
         if not (directory / "recovery.json").is_file():
             raise DataError(
                 f"{directory} holds no recovery.json, so it is not a saved recovery; give the folder that "

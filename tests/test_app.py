@@ -808,6 +808,19 @@ def test_one_question_per_subject_and_no_change_read_as_such(app):
 
 
 @pytest.mark.real
+def test_no_change_on_a_single_question_claims_no_noise_level(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    mmlu_only(at, "29.attn")
+    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
+    at.multiselect(key="_mmlu_subjects").set_value(["anatomy"]).run()
+    press(at, "Run")
+    assert [w.value for w in at.warning] == [
+        "The acc of the pruned and unpruned model is the same on these questions; with no standard error with fewer "
+        "than 2 questions, no noise level can be told. Evaluate more questions to see one."
+    ]
+
+
+@pytest.mark.real
 def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_download(app):
     from pruneviz import api
 
@@ -937,11 +950,10 @@ def test_a_recovery_permalink_carries_the_recovery_pages_own_settings(app):
     at.text_input(key="plan_text").input("3.attn").run()
     at.number_input(key="_wiki_windows").set_value(5)
     at.number_input(key="_wiki_seq_len").set_value(96).run()
-    at = open_page(at, "5_Recovery.py")
-    # the first visit's link is made before the page draws its pickers: no settings are the defaults
-    assert "windows" not in at.query_params and "tokens" not in at.query_params
-    at.run()
-    assert at.query_params["windows"] == "4" and at.query_params["tokens"] == "64", "the Recovery page's defaults"
+    at = open_page(at, "5_Recovery.py").run()
+    # settings left at their defaults stay out of the link (it reproduces them); the Prune page's 5 and 96 too
+    assert at.number_input(key="_recovery_windows").value == 4 and at.number_input(key="_recovery_window_len").value == 64
+    assert "windows" not in at.query_params and "tokens" not in at.query_params and at.query_params["model"] == "smollm2"
     at.number_input(key="_recovery_windows").set_value(2)
     at.number_input(key="_recovery_window_len").set_value(32).run()
     assert at.query_params["windows"] == "2" and at.query_params["tokens"] == "32"
@@ -969,3 +981,26 @@ def test_a_permalink_seeds_each_widget_one_way_only(monkeypatch):
     at = fresh_app("5_Recovery.py", recovery)
     assert at.number_input(key="_recovery_windows").value == 3 and at.radio(key="_recovery_format").value == "letter"
     assert not warned, warned
+
+
+def _remembered_format_script():
+    import streamlit as st
+
+    from pruneviz.ui.state import remembered
+
+    # the default a page computes from the loaded model (cloze under 1B parameters, letter above)
+    st.radio("Format", ("letter", "cloze"), **remembered("format", st.session_state.get("model_default", "cloze")))
+
+
+def test_a_remembered_setting_follows_its_default_until_chosen():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_remembered_format_script).run()
+    assert at.radio[0].value == "cloze"
+    at.session_state["model_default"] = "letter"  # another model
+    assert at.run().radio[0].value == "letter" and "format" not in at.session_state
+    at.radio[0].set_value("cloze").run()  # the user's choice
+    at.session_state["model_default"] = "cloze"
+    at.run()
+    at.session_state["model_default"] = "letter"
+    assert at.run().radio[0].value == "cloze" and at.session_state["format"] == "cloze"

@@ -384,7 +384,7 @@ def test_too_few_documents_names_the_half_in_good_english(tmp_path, count, phras
 
     texts = ("first",) * count
     with pytest.raises(DataError) as caught:
-        document_batch(_WordTokenizer(), texts, 3, 8)
+        document_batch(_WordTokenizer(), texts, 3, 8, "the calibration half")
     assert str(caught.value) == f"Asked for 3 samples but the calibration half has {phrase} lower --samples."
     # through calibration_batch, the message names the file and its half
     path = tmp_path / "docs.txt"
@@ -423,13 +423,13 @@ def test_token_windows_and_document_batch_real(smollm2):
     joined = smollm2.tokenizer(texts[0] + "\n\n", add_special_tokens=False)["input_ids"]
     assert windows.flatten()[: min(len(joined), 64)].tolist() == joined[:64]
     short = ("One.", "Two words here.", "A rather longer sentence with several more tokens in it.")
-    batch = document_batch(smollm2.tokenizer, short, 3, 8)
+    batch = document_batch(smollm2.tokenizer, short, 3, 8, "three sentences")
     assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["input_ids"].shape[1] == 8
     lengths = batch["attention_mask"].sum(1).tolist()
     assert lengths[0] < lengths[1] < lengths[2] == 8
     assert batch["attention_mask"][0, : lengths[0]].all() and not batch["attention_mask"][0, lengths[0]:].any()
-    with pytest.raises(DataError, match="lower --samples"):
-        document_batch(smollm2.tokenizer, short, 4, 8)
+    with pytest.raises(DataError, match="but three sentences has only 3 documents; lower --samples"):
+        document_batch(smollm2.tokenizer, short, 4, 8, "three sentences")
 
 
 def test_mmlu_spec_subsets():

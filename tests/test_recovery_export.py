@@ -282,7 +282,11 @@ def test_recover_reads_held_out_documents_for_train_only(smollm2, tmp_path):
     assert fitted.calibration == f"{corpus} (calibration half), {calibration} documents x 16 tokens"
     with pytest.raises(DataError) as caught:
         api.recover(smollm2, plan, "lowrank", 2, fit="train", data=str(corpus), samples=calibration, seq_len=16, use_cache=False)
-    assert str(caught.value).endswith(f"(fit 'train' holds out 2 documents beyond --samples {calibration} for early stopping)")
+    assert str(caught.value).endswith(f"(fit 'train' holds out 2 samples beyond the {calibration} it fits on, for early stopping)")
+    # other data errors are not about sample counts and get no such note
+    with pytest.raises(DataError) as caught:
+        api.recover(smollm2, plan, "lowrank", 2, fit="train", data=str(tmp_path / "missing.txt"), use_cache=False)
+    assert str(caught.value).startswith("No text file at") and "holds out" not in str(caught.value)
 
 
 def test_loading_what_is_not_a_recovery_says_what_it_is(tmp_path):
@@ -291,8 +295,11 @@ def test_loading_what_is_not_a_recovery_says_what_it_is(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(DataError, match=r"is a model, not a saved recovery; give it as the model"):
         Recovery.load(tmp_path, 32)
-    with pytest.raises(DataError, match=r"^There is no recovery at .*missing; fit one with `python -m pruneviz recover --out"):
+    with pytest.raises(DataError, match=r"^There is no recovery at .*missing; give the folder `python -m pruneviz recover --out` wrote"):
         Recovery.load(tmp_path / "missing", 32)
+    (tmp_path / "notes.md").write_text("a file")
+    with pytest.raises(DataError, match=r"notes.md is a file, not a recovery folder"):
+        Recovery.load(tmp_path / "notes.md", 32)
     (tmp_path / "config.json").unlink()
     (tmp_path / "notes.txt").write_text("not a recovery")
     with pytest.raises(DataError, match=r"holds no recovery.json, so it is not a saved recovery; give the folder"):

@@ -17,7 +17,7 @@ import torch
 
 from ..assets import EMBEDDED_DATA
 from ..cache import file_fingerprint
-from ..errors import DataError
+from ..errors import DataError, TooFewSamplesError
 
 SPLITS = ("calibration", "evaluation", "all")
 # fields a JSON/JSONL record may hold its text in, in order of preference ("extract": the embedded Wikipedia file)
@@ -196,22 +196,22 @@ def load_corpus(spec: str = "wiki", split: str = "evaluation") -> TextCorpus:
 
 
 def document_batch(
-    tokenizer, texts: tuple[str, ...], samples: int, seq_len: int, source: str = "the calibration half", unit: str = "document"
+    tokenizer, texts: tuple[str, ...], samples: int, seq_len: int, source: str, unit: str = "document"
 ) -> dict[str, torch.Tensor]:
     """Tokenise the first ``samples`` documents, each truncated to ``seq_len`` tokens, right-padded.
 
     Args:
         source, unit: what ``texts`` are, for the error message (e.g. :attr:`TextCorpus.description` and
-            ``"document"``); the default fits every text caller, which batch a calibration half.
+            ``"document"``).
 
     Returns:
         ``{"input_ids": [N, T'], "attention_mask": [N, T']}`` with ``T' <= seq_len`` (1 = real token).
 
     Raises:
-        DataError: fewer than ``samples`` documents.
+        TooFewSamplesError: fewer than ``samples`` documents.
     """
     if samples > len(texts):
-        raise DataError(f"Asked for {samples} samples but {source} has only {_count(len(texts), unit)}; lower --samples.")
+        raise TooFewSamplesError(f"Asked for {samples} samples but {source} has only {_count(len(texts), unit)}; lower --samples.")
     encoded = tokenizer(
         list(texts[:samples]), truncation=True, max_length=seq_len, padding=True, return_tensors="pt"
     )

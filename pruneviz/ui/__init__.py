@@ -29,12 +29,13 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
   for a plan;
 * :mod:`.permalinks`: :func:`permalink_params` / :func:`apply_permalink` restore the plan and a page's
   own view settings from a link;
-* :mod:`.cards`: :func:`short_count` writes a count short enough for an ``st.metric`` card;
+* :mod:`.cards`: :func:`short_count` writes a count short enough for an ``st.metric`` card, and
+  :func:`delta_style` colours a change (grey, without an arrow, when there is none);
 * :mod:`.files`: :func:`output_directory` names a fresh directory under the cache dir (a deployment
   never writes where a user says), and :func:`zip_directory` packs one for a download button.
 """
 
-from .cards import short_count
+from .cards import delta_style, short_count
 from .feedback import CANCEL_NOTE, ProgressBar, cancellable, request_cancel, run_or_stop, stop_with_error
 from .files import directory_bytes, output_directory, zip_directory
 from .inputs import (
@@ -55,7 +56,7 @@ __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
     "FittedRecovery",
     "ProgressBar", "adaptive_metrics", "apply_permalink", "calibration_data_options", "calibration_inputs", "cancellable",
-    "cap", "check_heldout", "current_deployment", "dataset_label", "directory_bytes", "estimator_inputs",
+    "cap", "check_heldout", "current_deployment", "dataset_label", "delta_style", "directory_bytes", "estimator_inputs",
     "fitted_recoveries", "forget_recoveries", "heldout_note", "load_model_cached", "load_model_once", "memory_caption",
     "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page",
     "permalink_params", "plan_input", "plotly_chart", "rejected_plan_message", "remember_recovery", "remembered",

@@ -1,4 +1,5 @@
-"""Numbers short enough for an ``st.metric`` card, which cuts a long value off with an ellipsis.
+"""``st.metric`` cards: numbers short enough for a card, which cuts a long value off with an ellipsis, and
+the colour and arrow of a change.
 
 A card in a row of four in the wide layout holds about ten characters of its value (the browser test
 checks that none is cut); the exact count goes into the card's tooltip.
@@ -20,3 +21,13 @@ def short_count(count: float, digits: int = 3) -> str:
         count /= 1000
         power += 1
     return f"{float(f'{count:.{digits}g}'):g}{SUFFIXES[power]}"
+
+
+def delta_style(change: float, lower_is_better: bool) -> dict:
+    """Streamlit's delta colour and arrow: red for a change for the worse, grey and no arrow for none.
+
+    A text delta such as "+0.0 pp" would otherwise count as an improvement, with an up arrow.
+    """
+    if change == 0:
+        return {"delta_color": "off", "delta_arrow": "off"}
+    return {"delta_color": "inverse" if lower_is_better else "normal"}

@@ -9,7 +9,7 @@ from ..assets import EMBEDDED_MODELS
 from ..deployment import Deployment
 from ..evaluation.mmlu import FORMATS
 from ..permalink import Param, parse, render
-from .state import FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY
+from .state import FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, shown
 
 PERMALINK_APPLIED_KEY = "_permalink_applied"
 # query parameters of every page; the plan is validated against the model by the page that draws it
@@ -57,7 +57,8 @@ def page_params(page: str | None) -> dict[str, Param]:
 def permalink_params(page: str | None = None) -> dict[str, str]:
     """The query parameters that restore this session's plan and ``page``'s view settings (settings never set are left out)."""
     params = {}
-    choice = st.session_state.get("model_choice")
+    # the model even when it is the default one: a link must open the model it was made with
+    choice = shown("model_choice")
     if choice and choice != OTHER_MODEL:
         params["model"] = choice
     for name, param in page_params(page).items():

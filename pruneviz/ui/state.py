@@ -32,23 +32,30 @@ def remembered(name: str, default, bounds: tuple[int, int] | None = None) -> dic
     another page is another widget, so the chosen value is kept under ``name`` itself, copied there by
     the widget's on_change (which runs before the page, so the sidebar's permalink sees it), and every
     run seeds the widget from it. A permalink restores the setting by writing ``name``. Give the widget
-    no default of its own (no ``value`` / ``index``): Streamlit warns about a widget set both ways;
-    ``default`` is the setting's first value. Widgets in a ``st.form`` take no on_change, so they cannot
-    be remembered this way.
+    no default of its own (no ``value`` / ``index``): Streamlit warns about a widget set both ways.
+    Until the user (or a link) chooses a value, ``name`` stays unset and the widget shows ``default``
+    as this run computes it, so defaults that depend on the model (the MMLU format, the longest window)
+    follow a model switch. Widgets in a ``st.form`` take no on_change, so they cannot be remembered this way.
 
     Args:
         name: the setting's ``st.session_state`` key; the widget's key is ``_<name>``.
-        default: the setting's value until one is chosen.
-        bounds: ``(lowest, highest)`` of a number input: a remembered value outside them (chosen for a
-            model with a longer context, or written by a link) is brought inside, where Streamlit would
-            silently show the lowest value instead.
+        default: the value shown while none is chosen.
+        bounds: ``(lowest, highest)`` of a number input: a chosen value outside them (chosen for a model
+            with a longer context, or written by a link) is shown brought inside, where Streamlit would
+            silently show the lowest value instead; the choice itself is kept for a model it fits.
     """
     widget_key = f"_{name}"
-    value = st.session_state.setdefault(name, default)
+    value = st.session_state.get(name, default)
     if bounds is not None:
-        value = st.session_state[name] = min(max(value, bounds[0]), bounds[1])
+        value = min(max(value, bounds[0]), bounds[1])
     st.session_state[widget_key] = value
     return {"key": widget_key, "on_change": _keep_setting, "args": (name,)}
+
+
+def shown(name: str):
+    """The value the widget of the :func:`remembered` setting ``name`` shows in this run (chosen or default;
+    ``None`` before the widget is drawn)."""
+    return st.session_state.get(f"_{name}")
 
 
 def current_deployment() -> Deployment:
