@@ -788,13 +788,20 @@ def test_generate_side_by_side_matches_each_model_alone(smollm2):
     assert "recovered" not in generate_side_by_side(smollm2, "Hello", plan, max_new_tokens=1)
 
 
+def mmlu_on_subjects(app, plan: str, subjects: list[str], per_subject: int = 1):
+    """Open the prune page, set ``plan``, evaluate MMLU alone on ``subjects`` (``per_subject`` questions each)."""
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    mmlu_only(at, plan)
+    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
+    at.multiselect(key="_mmlu_subjects").set_value(subjects).run()
+    at.number_input(key="_mmlu_per_subject").set_value(per_subject).run()
+    press(at, "Run")
+    return at
+
+
 @pytest.mark.real
 def test_one_question_per_subject_and_no_change_read_as_such(app):
-    at = open_page(app, "2_Prune_and_evaluate.py")
-    mmlu_only(at, "29.attn")
-    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
-    at.multiselect(key="_mmlu_subjects").set_value(["anatomy", "virology"]).run()
-    press(at, "Run")
+    at = mmlu_on_subjects(app, "29.attn", ["anatomy", "virology"])
     baseline, pruned = at.session_state["evaluation"]["pairs"]["mmlu"]
     # the last block's attention changes neither answer: one right, one wrong, before and after
     assert list(pruned.items["pred"]) == list(baseline.items["pred"]) and pruned.metrics["acc"] == 0.5
@@ -809,11 +816,7 @@ def test_one_question_per_subject_and_no_change_read_as_such(app):
 
 @pytest.mark.real
 def test_no_change_on_a_single_question_claims_no_noise_level(app):
-    at = open_page(app, "2_Prune_and_evaluate.py")
-    mmlu_only(at, "29.attn")
-    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
-    at.multiselect(key="_mmlu_subjects").set_value(["anatomy"]).run()
-    press(at, "Run")
+    at = mmlu_on_subjects(app, "29.attn", ["anatomy"])
     assert [w.value for w in at.warning] == [
         "The acc of the pruned and unpruned model is the same on these questions; with no standard error with fewer "
         "than 2 questions, no noise level can be told. Evaluate more questions to see one."
@@ -824,12 +827,7 @@ def test_no_change_on_a_single_question_claims_no_noise_level(app):
 def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_download(app):
     from pruneviz import api
 
-    at = open_page(app, "2_Prune_and_evaluate.py")
-    mmlu_only(at, "7.attn")
-    at.radio(key="_mmlu_subset").set_value("chosen subjects").run()
-    at.multiselect(key="_mmlu_subjects").set_value(["anatomy", "astronomy"]).run()
-    at.number_input(key="_mmlu_per_subject").set_value(3).run()
-    press(at, "Run")
+    at = mmlu_on_subjects(app, "7.attn", ["anatomy", "astronomy"], per_subject=3)
     values = metric_values(at)
     assert " ± " in values["acc (pruned)"] and " ± " in values["acc (unpruned)"]
     baseline, pruned = at.session_state["evaluation"]["pairs"]["mmlu"]
