@@ -8,6 +8,7 @@ import streamlit as st
 
 from pruneviz import plots, ui
 from pruneviz.curves import Ranking, Task, pruning_curve
+from pruneviz.data.mmlu import is_mmlu
 
 RESULT_KEY = "curves_result"
 SCHEMES = ui.SCHEME_LABELS
@@ -83,8 +84,8 @@ def curve_of(loaded, metric: str, settings: dict, tasks: list[Task]) -> pd.DataF
 
 def provenance(settings: dict) -> str:
     """Where the rankings came from and which questions were evaluated: held out or optimistic."""
-    adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"])) and settings["data"].startswith("mmlu")
-    mmlu_evaluated = any(name.startswith("mmlu") for name, _ in settings["tasks"])
+    adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"])) and is_mmlu(settings["data"])
+    mmlu_evaluated = any(is_mmlu(name) for name, _ in settings["tasks"])
     note = ui.heldout_note(settings["heldout"], adaptive_on_mmlu, mmlu_evaluated)
     return f"Rankings computed on **{ui.dataset_label(settings['data'])}**. {note}"
 

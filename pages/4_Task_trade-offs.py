@@ -8,6 +8,7 @@ import streamlit as st
 
 from pruneviz import plots, ui
 from pruneviz.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
+from pruneviz.data.mmlu import is_mmlu
 
 RESULT_KEY = "tradeoff_result"
 SCHEMES = ui.SCHEME_LABELS
@@ -84,7 +85,7 @@ def show_result(result: dict) -> None:
     """The coloured matrix, its CSV, and the rank-correlation heatmap."""
     matrix, settings = result["matrix"], result["settings"]
     adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"]))
-    mmlu_evaluated = any(name.startswith("mmlu") for name, _ in settings["tasks"])
+    mmlu_evaluated = any(is_mmlu(name) for name, _ in settings["tasks"])
     st.header(f"Pruning {settings['count']} {SCHEMES[settings['scheme']]}")
     st.markdown(EXPLANATION)
     st.info(ui.heldout_note(settings["heldout"], adaptive_on_mmlu and mmlu_evaluated, mmlu_evaluated))

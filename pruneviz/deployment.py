@@ -38,6 +38,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .data.mmlu import is_mmlu
 from .errors import SettingError
 
 DEMO_ENV = "PRUNEVIZ_DEMO"
@@ -97,7 +98,7 @@ class Deployment:
         """Whether a visitor may use ``data`` (always outside demo mode; in demo mode: configured, or an MMLU subset of configured ``mmlu``)."""
         if not self.demo or data in self.datasets:
             return True
-        return data.startswith("mmlu:") and "mmlu" in self.datasets
+        return is_mmlu(data) and "mmlu" in self.datasets
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))

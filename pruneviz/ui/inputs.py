@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
+from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS, is_mmlu, mmlu_subset
 from ..errors import PlanError
 from ..evaluation.mmlu import FORMATS, default_format
 from ..loading import LoadedModel
@@ -31,9 +31,9 @@ def dataset_label(data: str) -> str:
     """Human name of a calibration dataset option, e.g. ``"MMLU STEM prompts"`` (a text file: its name)."""
     if data == "wiki":
         return "Wikipedia (calibration half)"
-    if not data.startswith("mmlu"):
+    if not is_mmlu(data):
         return f"{Path(data).name} (calibration half)"
-    subset = data.partition(":")[2]
+    subset = mmlu_subset(data)
     return f"MMLU {subset} prompts (0-shot, letter format)" if subset else "MMLU prompts, all subjects (0-shot, letter format)"
 
 
@@ -72,7 +72,7 @@ def calibration_inputs(
 
 def mmlu_task_label(task: str) -> str:
     """Picker label of an MMLU task: ``"all subjects"``, ``"STEM (category)"`` or ``"anatomy (STEM)"``."""
-    subset = task.partition(":")[2]
+    subset = mmlu_subset(task)
     if not subset:
         return "all subjects"
     return f"{subset} (category)" if subset in CATEGORIES else f"{subset} ({SUBJECT_CATEGORY[subset]})"
