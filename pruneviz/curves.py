@@ -25,6 +25,22 @@ CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric
 SCHEME_GRANULARITY = {"block": "block", "attn": "sublayer", "mlp": "sublayer", "both": "sublayer"}
 
 
+def check_removal_count(loaded, scheme: str, count: int, what: str) -> None:
+    """Refuse to remove ``count`` units of ``scheme`` before any ranking is computed (rankings can take minutes).
+
+    A scheme has one unit per block (``block``, ``attn``, ``mlp``) or two (``both``).
+
+    Raises:
+        SettingError: ``count`` is below 1 or above the number of units of the scheme; ``what`` names
+            the setting (e.g. ``"steps K"``) in the message.
+    """
+    units = 2 * loaded.n_blocks if scheme == "both" else loaded.n_blocks
+    if not 1 <= count <= units:
+        raise SettingError(
+            f"Cannot remove {count} units: the {scheme} scheme of this model has {units}; choose {what} from 1 to {units}."
+        )
+
+
 @dataclass(frozen=True)
 class Ranking:
     """How units are ordered for pruning: a metric computed on a dataset.
@@ -86,11 +102,11 @@ def pruning_curve(
         ``acc``, ``loss``), ``removed`` = the unit removed at that step (empty at step 0).
 
     Raises:
-        SettingError: ``steps`` exceeds the number of units of the scheme.
+        SettingError: ``steps`` is below 1 or exceeds the number of units of the scheme
+            (:func:`check_removal_count`).
     """
+    check_removal_count(loaded, scheme, steps, "steps K")
     order = ranking.order(loaded, scheme)
-    if not 0 <= steps <= len(order):
-        raise SettingError(f"Cannot remove {steps} units: the {scheme} scheme has {len(order)}; lower --steps.")
     path = [(PruningPlan(), "")]  # (plan, unit removed) at every step
     for step in range(1, steps + 1):
         if iterative and step > 1:
@@ -132,14 +148,12 @@ def tradeoff_matrix(
         ``"unpruned"`` holds the baseline.
 
     Raises:
-        SettingError: ``count`` exceeds the number of units of the scheme.
+        SettingError: ``count`` is below 1 or exceeds the number of units of the scheme
+            (:func:`check_removal_count`).
     """
+    check_removal_count(loaded, scheme, count, "K units pruned")
     entries = [("unpruned", PruningPlan())]
-    for ranking in rankings:
-        order = ranking.order(loaded, scheme)
-        if count > len(order):
-            raise SettingError(f"Cannot prune {count} units: the {scheme} scheme has {len(order)}.")
-        entries.append((ranking.label, PruningPlan.of(order[:count])))
+    entries += [(ranking.label, PruningPlan.of(ranking.order(loaded, scheme)[:count])) for ranking in rankings]
     rows, total, done = [], len(entries) * len(tasks), 0
     baseline: dict[str, float] = {}
     for label, plan in entries:

@@ -52,9 +52,17 @@ def test_curve_progress_counts_evaluations_from_the_evaluation_phase(smollm2):
     assert sorted(set(curve["step"])) == [0, 1, 2]
 
 
-def test_too_many_steps_is_a_clear_error(smollm2):
-    with pytest.raises(SettingError, match="has 30"):
-        pruning_curve(smollm2, Ranking("cosine", "wiki", METRIC_OPTIONS), "block", 31, [WIKI])
+@pytest.mark.parametrize(("scheme", "count", "units"), [("block", 31, 30), ("both", 61, 60), ("attn", 0, 30)])
+def test_a_removal_count_outside_the_scheme_is_refused_before_any_ranking(smollm2, monkeypatch, scheme, count, units):
+    def ranked(*_):
+        raise AssertionError("the count must be checked before a ranking is computed")
+
+    monkeypatch.setattr(Ranking, "order", ranked)
+    ranking = Ranking("cosine", "wiki", METRIC_OPTIONS)
+    with pytest.raises(SettingError, match=f"has {units}; choose steps K from 1 to {units}"):
+        pruning_curve(smollm2, ranking, scheme, count, [WIKI])
+    with pytest.raises(SettingError, match=f"has {units}; choose K units pruned from 1 to {units}"):
+        tradeoff_matrix(smollm2, [ranking], [WIKI], scheme, count)
 
 
 def test_tradeoff_matrix_and_rank_correlation(smollm2):
