@@ -5,7 +5,7 @@ one attention sublayer is switched off on the Prune and evaluate page, an evalua
 perplexity shown for the pruned model differs from the unpruned one and equals the library's own
 result for the same plan and settings, and no result or savings card cuts its text off, also in a narrow window;
 after switching to another model and back, the page still shows the plan in force and the evaluation
-settings chosen. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
+settings chosen; the plan's export shows its cards whole in half a laptop screen, and is deleted. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
 (with the server log and the browser console), also when a step fails.
 
 Needs ``/usr/bin/chromium`` (``make test`` installs Debian's package where it can); without it the
@@ -36,8 +36,11 @@ WINDOWS, WINDOW_TOKENS = 2, 32  # a short Wikipedia evaluation: 2 windows of 32 
 VIEWPORT = {"width": 1400, "height": 1000}
 # a small laptop screen with the sidebar open: a row of four cards gets about 150 pixels each
 NARROW = {"width": 1024, "height": 1000}
+# half of a laptop screen: the sidebar leaves about 400 pixels for the page
+HALF_SCREEN = {"width": 800, "height": 1000}
 SAVINGS_CARDS = ("Params removed", "KV cache saved", "FLOPs saved")
 RESULT_CARDS = ("Perplexity (pruned)", "Perplexity (unpruned)", "NLL, nats/token (pruned)", *SAVINGS_CARDS)
+EXPORT_CARDS = ("Blocks kept", "Params before", "Params after", "KV cache saved")
 # Streamlit runs each page in the browser session; a server error shows up as one of these
 EXCEPTION = "stException"
 # shown while a script run is in progress, removed when it ends
@@ -214,6 +217,20 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             expect(page.get_by_role("checkbox", name=SUBLAYER, exact=True)).to_be_checked()
             expect(page.get_by_role("spinbutton", name="Windows", exact=True)).to_have_value(str(WINDOWS))
             expect(page.get_by_role("spinbutton", name="Tokens per window", exact=True)).to_have_value(str(WINDOW_TOKENS))
+
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Export", exact=True).click()
+            export_button = page.get_by_role("button", name="Export", exact=True)
+            wait_for(page, export_button, "opening the Export page")
+            export_button.click()
+            delete_button = page.get_by_role("button", name="Delete this export from the server", exact=True)
+            wait_for(page, delete_button, "exporting the plan")
+            page.set_viewport_size(HALF_SCREEN)
+            shoot(page, steps, "export-half-screen")
+            cut_exports = cut_off_cards(page, EXPORT_CARDS)
+            page.set_viewport_size(VIEWPORT)
+            delete_button.click()
+            wait_for(page, page.get_by_text(re.compile(r"^Deleted ")), "deleting the export")
+            assert not cut_exports, f"at {HALF_SCREEN['width']} pixels these export cards cut their value off: {cut_exports}"
         except BaseException:  # pytest.fail and playwright timeouts alike: keep the page as it was
             with contextlib.suppress(Exception):  # a dead browser must not hide the original failure
                 steps.shot("failed")
