@@ -13,26 +13,31 @@ GRANULARITIES = {
 }
 SCHEME_OF_GRANULARITY = {"sublayer": "both", "block": "block", "all": "both"}
 RESULT_KEY = "influence_result"
+FORM = "influence_settings"
 ONE, ALL = "one metric", "all metrics, normalised"
 
 
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Compute was pressed."""
-    with st.form("influence_settings"):
+    with st.form(FORM):
         data, samples, seq_len = ui.calibration_inputs(
             loaded, "influence",
             samples_help="Text: calibration documents. MMLU: static metrics use this many prompts in all, "
             "adaptive metrics this many questions per subject.",
+            form=FORM,
         )
         left, right = st.columns([2, 1])
         with left:
-            metrics = ui.metric_inputs("influence_metrics")
+            metrics = ui.metric_inputs("influence_metrics", form=FORM)
             st.caption("loss_shapley and logit_shapley are adaptive: far slower than the static metrics (see the estimator settings).")
-        granularity = right.radio("Granularity", list(GRANULARITIES), format_func=GRANULARITIES.get, horizontal=True)
+        granularity = right.radio(
+            "Granularity", list(GRANULARITIES), format_func=GRANULARITIES.get, horizontal=True,
+            **ui.remembered("influence_granularity", "sublayer", form=FORM),
+        )
         with st.expander("Adaptive metrics: Shapley estimator"):
-            estimator = ui.estimator_inputs("influence")
+            estimator = ui.estimator_inputs("influence", form=FORM)
             st.caption(ui.ADAPTIVE_COST_NOTE)
-        pressed = st.form_submit_button("Compute influence", type="primary")
+        pressed = ui.form_submit_button(FORM, "Compute influence", type="primary")
     settings = {"data": data, "metrics": metrics, "granularity": granularity, "samples": samples, "seq_len": seq_len, **estimator}
     return settings, pressed
 

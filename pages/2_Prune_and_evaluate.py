@@ -21,6 +21,7 @@ PLAN_KEY = ui.PLAN_KEY
 PLAN_TEXT_KEY = "plan_text"
 PLAN_ERROR_KEY = "plan_error"
 EVALUATION_KEY = "evaluation"
+RANKING_FORM = "ranking"
 GENERATION_KEY = "generation"
 DEFAULT_PROMPT = "The capital of France is"
 # tokens attended to when estimating the attention FLOPs a pruned sublayer saves
@@ -90,13 +91,20 @@ def on_plan_text(n_blocks: int) -> None:
 def ranking_form(loaded) -> None:
     """'Prune the N least important units by metric X': builds a plan from static influences."""
     with st.expander("Prune the N least important units by a metric", expanded=False):
-        with st.form("ranking"):
+        with st.form(RANKING_FORM):
             left, middle, right = st.columns(3)
-            metric = left.selectbox("Metric", list(STATIC_METRICS), format_func=ui.metric_label, help=ui.metrics_help())
-            scheme = middle.selectbox("Scheme", list(SCHEMES), format_func=SCHEMES.get, help="Which kind of unit is ranked and pruned.")
-            count = right.number_input("N units to prune", 0, 2 * loaded.n_blocks, 4)
-            data, samples, seq_len = ui.calibration_inputs(loaded, "ranking")
-            pressed = st.form_submit_button("Build plan")
+            metric = left.selectbox(
+                "Metric", list(STATIC_METRICS), format_func=ui.metric_label, help=ui.metrics_help(),
+                **ui.remembered("ranking_metric", list(STATIC_METRICS)[0], form=RANKING_FORM),
+            )
+            scheme = middle.selectbox(
+                "Scheme", list(SCHEMES), format_func=SCHEMES.get, help="Which kind of unit is ranked and pruned.",
+                **ui.remembered("ranking_scheme", list(SCHEMES)[0], form=RANKING_FORM),
+            )
+            most = 2 * loaded.n_blocks
+            count = right.number_input("N units to prune", 0, most, **ui.remembered("ranking_count", 4, (0, most), RANKING_FORM))
+            data, samples, seq_len = ui.calibration_inputs(loaded, "ranking", form=RANKING_FORM)
+            pressed = ui.form_submit_button(RANKING_FORM, "Build plan")
     if not pressed:
         return
     granularity = "block" if scheme == "block" else "sublayer"

@@ -11,6 +11,7 @@ from pruneviz.curves import Ranking, Task, pruning_curve
 from pruneviz.data.mmlu import is_mmlu
 
 RESULT_KEY = "curves_result"
+FORM = "curves_settings"
 SCHEMES = ui.SCHEME_LABELS
 CHARTS_PER_ROW = 2
 
@@ -19,22 +20,27 @@ def ranking_inputs(loaded) -> dict:
     """The ranking half of the form: metrics, their dataset and estimator, scheme, steps, iterative mode."""
     left, right = st.columns([3, 2])
     with left:
-        metrics = ui.metric_inputs("curves_metrics", label="Ranking metrics (one curve each)")
-    scheme = right.selectbox("Scheme", list(SCHEMES), format_func=SCHEMES.get, key="curves_scheme", help="Which kind of unit is ranked and removed.")
+        metrics = ui.metric_inputs("curves_metrics", label="Ranking metrics (one curve each)", form=FORM)
+    scheme = right.selectbox(
+        "Scheme", list(SCHEMES), format_func=SCHEMES.get, help="Which kind of unit is ranked and removed.",
+        **ui.remembered("curves_scheme", list(SCHEMES)[0], form=FORM),
+    )
     data, samples, seq_len = ui.calibration_inputs(
         loaded, "curves", samples=4, seq_len=64, data_label="Metric data",
         data_help="The data the ranking metric is computed on: the calibration half of Wikipedia, or MMLU "
         "prompts of a category (0-shot letter format).",
         samples_help="Text: calibration documents. MMLU: static metrics use this many prompts in all, "
         "adaptive metrics this many questions per subject (half of them when held out).",
+        form=FORM,
     )
     with st.expander("Adaptive metrics: Shapley estimator"):
-        estimator = ui.estimator_inputs("curves")
+        estimator = ui.estimator_inputs("curves", form=FORM)
         st.caption(ui.ADAPTIVE_COST_NOTE)
     steps_column, iterative_column = st.columns(2)
-    steps = steps_column.number_input("Steps K (units removed)", 1, 2 * loaded.n_blocks, 3, key="curves_steps")
+    most = 2 * loaded.n_blocks
+    steps = steps_column.number_input("Steps K (units removed)", 1, most, **ui.remembered("curves_steps", 3, (1, most), FORM))
     iterative = iterative_column.checkbox(
-        "Iterative", key="curves_iterative",
+        "Iterative", **ui.remembered("curves_iterative", False, form=FORM),
         help="Recompute the metric on the pruned model after every removal (K rankings instead of one).",
     )
     return {
@@ -45,12 +51,12 @@ def ranking_inputs(loaded) -> dict:
 
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Run was pressed."""
-    with st.form("curves_settings"):
+    with st.form(FORM):
         st.subheader("Ranking")
         settings = ranking_inputs(loaded)
         st.subheader("Tasks")
-        tasks, heldout = ui.task_inputs(loaded, "curves", per_subject=2, offer_heldout=True)
-        pressed = st.form_submit_button("Run", type="primary")
+        tasks, heldout = ui.task_inputs(loaded, "curves", per_subject=2, offer_heldout=True, form=FORM)
+        pressed = ui.form_submit_button(FORM, "Run", type="primary")
     settings["options"]["half"] = "fit" if heldout else "all"
     return {**settings, "tasks": tasks, "heldout": heldout}, pressed
 

@@ -11,6 +11,7 @@ from pruneviz.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
 from pruneviz.data.mmlu import is_mmlu
 
 RESULT_KEY = "tradeoff_result"
+FORM = "tradeoff_settings"
 SCHEMES = ui.SCHEME_LABELS
 EXPLANATION = (
     "Each row prunes K units chosen by one metric computed on one task's data (`metric@task`; the first "
@@ -25,35 +26,38 @@ def metric_inputs(loaded) -> dict:
     """Metrics, how much data each is computed on, and the Shapley estimator."""
     left, right = st.columns([3, 2])
     with left:
-        metrics = ui.metric_inputs("tradeoff_metrics", label="Metrics (each computed on each task's data)")
+        metrics = ui.metric_inputs("tradeoff_metrics", label="Metrics (each computed on each task's data)", form=FORM)
     with right:
         samples_column, length_column = st.columns(2)
         most, longest = ui.cap("samples", 1024), ui.cap("seq_len", loaded.max_length)
         samples = samples_column.number_input(
-            "Metric samples", 1, most, min(4, most), key="tradeoff_samples",
+            "Metric samples", 1, most, **ui.remembered("tradeoff_samples", min(4, most), (1, most), FORM),
             help="Text: calibration documents. MMLU: static metrics use this many prompts in all, adaptive "
             "metrics this many questions per subject (half of them when held out).",
         )
         seq_len = length_column.number_input(
-            "Tokens per document", 2, longest, min(64, longest), step=32, key="tradeoff_seq_len"
+            "Tokens per document", 2, longest, step=32, **ui.remembered("tradeoff_seq_len", min(64, longest), (2, longest), FORM)
         )
     with st.expander("Adaptive metrics: Shapley estimator"):
-        estimator = ui.estimator_inputs("tradeoff")
+        estimator = ui.estimator_inputs("tradeoff", form=FORM)
         st.caption(ui.ADAPTIVE_COST_NOTE)
     return {"metrics": metrics, "options": {"samples": int(samples), "seq_len": int(seq_len), **estimator}}
 
 
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Run was pressed."""
-    with st.form("tradeoff_settings"):
+    with st.form(FORM):
         st.subheader("Tasks")
-        tasks, heldout = ui.task_inputs(loaded, "tradeoff", mmlu=("mmlu:STEM",), per_subject=2, offer_heldout=True)
+        tasks, heldout = ui.task_inputs(loaded, "tradeoff", mmlu=("mmlu:STEM",), per_subject=2, offer_heldout=True, form=FORM)
         st.subheader("Metrics and pruning")
         settings = metric_inputs(loaded)
         scheme_column, count_column = st.columns(2)
-        scheme = scheme_column.selectbox("Scheme", list(SCHEMES), format_func=SCHEMES.get, key="tradeoff_scheme")
-        count = count_column.number_input("K units pruned", 1, 2 * loaded.n_blocks, 3, key="tradeoff_count")
-        pressed = st.form_submit_button("Run", type="primary")
+        scheme = scheme_column.selectbox(
+            "Scheme", list(SCHEMES), format_func=SCHEMES.get, **ui.remembered("tradeoff_scheme", list(SCHEMES)[0], form=FORM)
+        )
+        most = 2 * loaded.n_blocks
+        count = count_column.number_input("K units pruned", 1, most, **ui.remembered("tradeoff_count", 3, (1, most), FORM))
+        pressed = ui.form_submit_button(FORM, "Run", type="primary")
     settings["options"]["half"] = "fit" if heldout else "all"
     return {**settings, "tasks": tasks, "heldout": heldout, "scheme": scheme, "count": int(count)}, pressed
 

@@ -29,21 +29,27 @@ INPUT_LABELS = {
 def method_inputs(loaded) -> dict:
     """Method, rank, fit, inputs and (for training) steps and learning rate."""
     left, right = st.columns(2)
-    method = left.selectbox("Method", METHODS, format_func=METHOD_LABELS.get, key="recovery_method")
+    method = left.selectbox("Method", METHODS, format_func=METHOD_LABELS.get, **ui.remembered("recovery_method", METHODS[0]))
     rank = 0
     if method == "lowrank":
-        rank = right.number_input("Rank r", 1, loaded.info.hidden_size, 8, key="recovery_rank", help="Adds 2·d·r + d parameters per unit.")
+        widest = loaded.info.hidden_size
+        rank = right.number_input(
+            "Rank r", 1, widest, help="Adds 2·d·r + d parameters per unit.", **ui.remembered("recovery_rank", min(8, widest), (1, widest))
+        )
     left, right = st.columns(2)
-    fit = left.radio("Fit", FITS, format_func=FIT_LABELS.get, key="recovery_fit")
-    inputs = right.radio("Inputs x taken from", ("pruned", "unpruned"), format_func=INPUT_LABELS.get, key="recovery_inputs")
+    fit = left.radio("Fit", FITS, format_func=FIT_LABELS.get, **ui.remembered("recovery_fit", FITS[0]))
+    inputs = right.radio("Inputs x taken from", tuple(INPUT_LABELS), format_func=INPUT_LABELS.get, **ui.remembered("recovery_inputs", "pruned"))
     steps, learning_rate = 20, 1e-3
     if fit == "train":
         left, right = st.columns(2)
         most = ui.cap("steps", 10_000)
         steps = left.number_input(
-            "Training steps", 1, most, min(20, most), key="recovery_steps", help="One batch each; early stopping on held-out documents."
+            "Training steps", 1, most, help="One batch each; early stopping on held-out documents.",
+            **ui.remembered("recovery_steps", min(20, most), (1, most)),
         )
-        learning_rate = right.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.0e", key="recovery_lr")
+        learning_rate = right.number_input(
+            "Learning rate", 1e-6, 1.0, step=1e-4, format="%.0e", **ui.remembered("recovery_lr", 1e-3, (1e-6, 1.0))
+        )
     return {"method": method, "rank": int(rank), "fit": fit, "inputs": inputs, "steps": int(steps), "learning_rate": float(learning_rate)}
 
 
@@ -56,7 +62,7 @@ def settings_inputs(loaded) -> dict:
         samples_help="Calibration documents the stand-ins are fitted on (train also holds out a quarter more for early stopping).",
     )
     st.subheader("Compared on")
-    tasks, _ = ui.task_inputs(loaded, "recovery", remember=True)
+    tasks, _ = ui.task_inputs(loaded, "recovery")
     return {**settings, "data": data, "samples": samples, "seq_len": seq_len, "tasks": tasks}
 
 

@@ -204,9 +204,9 @@ def test_a_folder_without_config_json_is_refused_in_the_apps_words(app, tmp_path
 def test_influence_page_draws_heatmaps(app):
     at = open_page(app, "1_Influence.py")
     assert at.get("plotly_chart"), "the first visit computes the default influences"
-    at.number_input(key="influence_samples").set_value(2)
-    at.number_input(key="influence_seq_len").set_value(32)
-    at.multiselect(key="influence_metrics").set_value(["cosine", "rel_l2"])
+    at.number_input(key="_influence_samples").set_value(2)
+    at.number_input(key="_influence_seq_len").set_value(32)
+    at.multiselect(key="_influence_metrics").set_value(["cosine", "rel_l2"])
     next(b for b in at.button if b.label == "Compute influence").click().run()
     assert not at.exception, at.exception
     at.radio(key="influence_view").set_value("all metrics, normalised").run()
@@ -234,8 +234,8 @@ def test_pruning_one_attention_sublayer_changes_perplexity(app):
 @pytest.mark.real
 def test_pruning_the_n_least_important_blocks_sets_the_plan(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.number_input(key="ranking_samples").set_value(2)
-    at.number_input(key="ranking_seq_len").set_value(32)
+    at.number_input(key="_ranking_samples").set_value(2)
+    at.number_input(key="_ranking_seq_len").set_value(32)
     next(b for b in at.button if b.label == "Build plan").click().run()
     assert not at.exception, at.exception
     plan = at.text_input(key="plan_text").value
@@ -425,18 +425,18 @@ def press(at, label: str):
 
 
 def tiny_wiki(at, key: str) -> None:
-    """Two Wikipedia windows of 32 tokens for the task pickers with prefix ``key`` (``_<prefix>`` where they are remembered)."""
-    at.number_input(key=f"{key}_windows").set_value(2)
-    at.number_input(key=f"{key}_window_len").set_value(32)
+    """Two Wikipedia windows of 32 tokens for the task pickers with prefix ``key``."""
+    at.number_input(key=f"_{key}_windows").set_value(2)
+    at.number_input(key=f"_{key}_window_len").set_value(32)
 
 
 @pytest.mark.real
 def test_curves_page_draws_one_chart_per_task_metric(app):
     at = open_page(app, "3_Pruning_curves.py")
     assert not at.get("plotly_chart"), "curves are computed only when Run is pressed"
-    at.number_input(key="curves_samples").set_value(2)
-    at.number_input(key="curves_seq_len").set_value(32)
-    at.number_input(key="curves_steps").set_value(2)
+    at.number_input(key="_curves_samples").set_value(2)
+    at.number_input(key="_curves_seq_len").set_value(32)
+    at.number_input(key="_curves_steps").set_value(2)
     tiny_wiki(at, "curves")
     press(at, "Run")
     assert len(at.get("plotly_chart")) == 2  # wiki perplexity and nll
@@ -449,10 +449,10 @@ def test_curves_page_draws_one_chart_per_task_metric(app):
 def test_tradeoff_page_shows_the_matrix_and_the_rank_correlations(app):
     at = open_page(app, "4_Task_trade-offs.py")
     tiny_wiki(at, "tradeoff")
-    at.multiselect(key="tradeoff_mmlu").set_value(["mmlu:anatomy"])
-    at.number_input(key="tradeoff_samples").set_value(2)
-    at.number_input(key="tradeoff_seq_len").set_value(32)
-    at.number_input(key="tradeoff_count").set_value(1)
+    at.multiselect(key="_tradeoff_mmlu").set_value(["mmlu:anatomy"])
+    at.number_input(key="_tradeoff_samples").set_value(2)
+    at.number_input(key="_tradeoff_seq_len").set_value(32)
+    at.number_input(key="_tradeoff_count").set_value(1)
     press(at, "Run")
     matrix = at.dataframe[0].value
     assert list(matrix["ranking"]) == ["unpruned", "cosine@wiki", "cosine@mmlu:anatomy"]
@@ -464,7 +464,7 @@ def test_tradeoff_page_shows_the_matrix_and_the_rank_correlations(app):
 @pytest.mark.real
 def test_tradeoff_page_needs_two_tasks(app):
     at = open_page(app, "4_Task_trade-offs.py")
-    at.multiselect(key="tradeoff_mmlu").set_value([])
+    at.multiselect(key="_tradeoff_mmlu").set_value([])
     press(at, "Run")
     assert len(at.error) == 1 and "at least two tasks" in at.error[0].value
 
@@ -475,9 +475,9 @@ def test_recovery_page_compares_a_bias_recovery(app):
     assert any("prunes nothing" in info.value for info in at.info)
     at.text_input(key="recovery_plan").input("3.attn, 5.attn").run()
     assert at.session_state["plan"] == "3.attn,5.attn"
-    at.number_input(key="recovery_samples").set_value(2)
-    at.number_input(key="recovery_seq_len").set_value(32)
-    tiny_wiki(at, "_recovery")
+    at.number_input(key="_recovery_samples").set_value(2)
+    at.number_input(key="_recovery_seq_len").set_value(32)
+    tiny_wiki(at, "recovery")
     press(at, "Fit and compare")
     table = at.dataframe[0].value
     assert list(table["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs, 2×32 wiki"]
@@ -529,12 +529,12 @@ def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
 @pytest.mark.real
 def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     at = open_page(app, "1_Influence.py")
-    at.number_input(key="influence_samples").set_value(2)
-    at.number_input(key="influence_seq_len").set_value(32)
-    at.multiselect(key="influence_metrics").set_value(["loss_shapley"])
+    at.number_input(key="_influence_samples").set_value(2)
+    at.number_input(key="_influence_seq_len").set_value(32)
+    at.multiselect(key="_influence_metrics").set_value(["loss_shapley"])
     next(r for r in at.radio if r.label == "Granularity").set_value("block")
-    at.selectbox(key="influence_estimator").set_value("subsample")
-    at.number_input(key="influence_budget").set_value(6)
+    at.selectbox(key="_influence_estimator").set_value("subsample")
+    at.number_input(key="_influence_budget").set_value(6)
     press(at, "Compute influence")
     assert any("Adaptive cost: loss_shapley/block (subsample): 6 subnetworks" in c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "loss_shapley" in d.value.columns)
@@ -658,9 +658,9 @@ def test_demo_mode_offers_only_configured_choices_and_caps_the_work(tmp_path, mo
     assert not at.sidebar.text_input and not [c for c in at.sidebar.checkbox if c.label == "Trust remote code"]
     assert not [s for s in at.sidebar.selectbox if s.label in ("Device", "dtype")]
     at = open_page(at, "1_Influence.py")
-    assert at.selectbox(key="influence_data").options == ["Wikipedia (calibration half)"]
-    assert at.number_input(key="influence_seq_len").max == 64 and at.number_input(key="influence_samples").max == 4
-    assert at.number_input(key="influence_seq_len").value == 64, "the default 128 is capped"
+    assert at.selectbox(key="_influence_data").options == ["Wikipedia (calibration half)"]
+    assert at.number_input(key="_influence_seq_len").max == 64 and at.number_input(key="_influence_samples").max == 4
+    assert at.number_input(key="_influence_seq_len").value == 64, "the default 128 is capped"
     at = open_page(at, "2_Prune_and_evaluate.py")
     assert at.checkbox(key="_use_mmlu").disabled and at.number_input(key="_wiki_windows").max == 4
     assert at.number_input(key="generate_tokens").max == 64
@@ -1002,3 +1002,51 @@ def test_a_remembered_setting_follows_its_default_until_chosen():
     at.run()
     at.session_state["model_default"] = "letter"
     assert at.run().radio[0].value == "cloze" and at.session_state["format"] == "cloze"
+
+
+def _remembered_form_script():
+    import streamlit as st
+
+    from pruneviz.ui.state import form_submit_button, remembered
+
+    if not st.session_state.get("elsewhere"):  # another page: the form is not drawn, Streamlit drops its widgets
+        with st.form("settings"):
+            st.number_input("Steps", 1, 10, **remembered("steps", 3, (1, 10), form="settings"))
+            st.radio("Format", ("letter", "cloze"), **remembered("format", st.session_state.get("model_default", "cloze"), form="settings"))
+            form_submit_button("settings", "Run")
+
+
+def test_a_form_keeps_its_remembered_settings_once_submitted():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_remembered_form_script).run()
+    assert at.number_input[0].value == 3 and "steps" not in at.session_state
+    at.number_input[0].set_value(5)
+    at.button[0].click().run()
+    assert at.session_state["steps"] == 5
+    at.session_state["elsewhere"] = True
+    at.run()
+    at.session_state["elsewhere"] = False
+    assert at.run().number_input[0].value == 5, "the submitted value comes back with the form"
+    assert "format" not in at.session_state, "a value left at its default is not a choice"
+    at.session_state["model_default"] = "letter"  # another model
+    assert at.run().radio[0].value == "letter"
+    at.session_state["steps"] = 12  # a permalink's value, above the input's range
+    assert at.run().number_input[0].value == 10 and at.session_state["steps"] == 12
+
+
+@pytest.mark.real
+def test_curve_settings_survive_a_model_switch_once_run(app):
+    at = open_page(app, "3_Pruning_curves.py")
+    at.multiselect(key="_curves_metrics").set_value([])
+    at.number_input(key="_curves_steps").set_value(5)
+    at.selectbox(key="_curves_scheme").set_value("mlp")
+    tiny_wiki(at, "curves")
+    press(at, "Run")
+    assert len(at.error) == 1 and "Pick at least one ranking metric" in at.error[0].value
+    switch_model_away_and_back(at)
+    assert at.multiselect(key="_curves_metrics").value == [] and at.number_input(key="_curves_steps").value == 5
+    assert at.selectbox(key="_curves_scheme").value == "mlp" and at.number_input(key="_curves_windows").value == 2
+    assert at.query_params["steps"] == "5" and at.query_params["scheme"] == "mlp" and at.query_params["windows"] == "2"
+    restored = fresh_app("3_Pruning_curves.py", dict(at.query_params.items()))
+    assert restored.number_input(key="_curves_steps").value == 5 and restored.selectbox(key="_curves_scheme").value == "mlp"

@@ -15,7 +15,8 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
   draws a Cancel button for long work whose :class:`ProgressBar` callbacks then raise
   :class:`~pruneviz.errors.Cancelled`;
 * :mod:`.state`: the ``st.session_state`` keys every page shares (the plan under :data:`PLAN_KEY`), the
-  settings :func:`remembered` across pages and model switches (sidebar, evaluation sets), and
+  settings :func:`remembered` across pages and model switches (every page's inputs; a form's when it is
+  submitted with :func:`form_submit_button`), and
   :func:`current_deployment`, the demo / shared-mode settings (:mod:`pruneviz.deployment`) that turn the
   model box into a select of configured models and cap every count (:func:`cap`);
 * :mod:`.inputs`: :func:`calibration_inputs` and :func:`task_inputs` keep the data pickers of every page
@@ -50,14 +51,14 @@ from .ranking import (
 )
 from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery
 from .sidebar import page, plotly_chart, sidebar, stored_result
-from .state import PLAN_KEY, RECOVERIES_KEY, cap, current_deployment, remembered
+from .state import PLAN_KEY, RECOVERIES_KEY, cap, current_deployment, form_submit_button, remembered
 
 __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "RECOVERIES_KEY", "SCHEME_LABELS",
     "FittedRecovery",
     "ProgressBar", "adaptive_metrics", "apply_permalink", "calibration_data_options", "calibration_inputs", "cancellable",
     "cap", "check_heldout", "current_deployment", "dataset_label", "delta_style", "directory_bytes", "estimator_inputs",
-    "fitted_recoveries", "forget_recoveries", "heldout_note", "load_model_cached", "load_model_once", "memory_caption",
+    "fitted_recoveries", "forget_recoveries", "form_submit_button", "heldout_note", "load_model_cached", "load_model_once", "memory_caption",
     "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page",
     "permalink_params", "plan_input", "plotly_chart", "rejected_plan_message", "remember_recovery", "remembered",
     "request_cancel", "run_or_stop", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",

@@ -46,26 +46,33 @@ def calibration_inputs(
     "half that perplexity is measured on.",
     samples_help: str = "Number of calibration sequences N.",
     data_label: str = "Calibration data",
+    form: str | None = None,
 ) -> tuple[str, int, int]:
-    """Draw the calibration-data pickers used by metrics and recovery fits.
+    """Draw the calibration-data pickers used by metrics and recovery fits, as :func:`remembered` settings.
 
     Args:
         loaded: the model (its context length bounds the sequence length).
-        key: prefix that keeps these widgets apart from others on the same page.
+        key: prefix of the settings ``<key>_data``, ``<key>_samples`` and ``<key>_seq_len``.
         samples, seq_len: defaults, small so that a CPU answers in seconds.
         data_help, samples_help: tooltips of the dataset and sample-count pickers.
         data_label: label of the dataset picker.
+        form: the key of the ``st.form`` the pickers are drawn in, if any.
 
     Returns:
         ``(data, samples, seq_len)`` for :func:`pruneviz.api.influence`.
     """
-    data = st.selectbox(data_label, calibration_data_options(), key=f"{key}_data", format_func=dataset_label, help=data_help)
+    options = calibration_data_options()
+    data = st.selectbox(
+        data_label, options, format_func=dataset_label, help=data_help, **remembered(f"{key}_data", options[0], form=form)
+    )
     left, right = st.columns(2)
     most, longest = cap("samples", 1024), cap("seq_len", loaded.max_length)
-    count = left.number_input("Sequences", 1, most, min(samples, most), key=f"{key}_samples", help=samples_help)
+    count = left.number_input(
+        "Sequences", 1, most, help=samples_help, **remembered(f"{key}_samples", min(samples, most), (1, most), form)
+    )
     length = right.number_input(
-        "Tokens per sequence", 2, longest, min(seq_len, longest), step=32, key=f"{key}_seq_len",
-        help="Each sequence is truncated to this many tokens T.",
+        "Tokens per sequence", 2, longest, step=32, help="Each sequence is truncated to this many tokens T.",
+        **remembered(f"{key}_seq_len", min(seq_len, longest), (2, longest), form),
     )
     return data, int(count), int(length)
 
@@ -85,29 +92,27 @@ def task_inputs(
     mmlu: tuple[str, ...] = (),
     per_subject: int = 1,
     offer_heldout: bool = False,
-    remember: bool = False,
+    form: str | None = None,
 ) -> tuple[list[tuple[str, dict]], bool]:
     """Draw the evaluation-task pickers: Wikipedia perplexity and any number of MMLU subsets.
 
+    Every choice is a :func:`remembered` setting named ``<key>_<choice>`` (restored by the page's
+    permalink, :func:`pruneviz.ui.permalinks.task_params`), so it outlives other pages and model switches.
+
     Args:
         loaded: the model (its size preselects the MMLU format).
-        key: prefix of the widget keys.
+        key: prefix of the settings.
         wiki, mmlu, per_subject: defaults (Wikipedia on, MMLU subsets from :data:`MMLU_TASKS`).
         offer_heldout: also draw the "held out" checkbox (on by default): MMLU is then evaluated on the
             ``test`` half of each subject, and metrics should be computed on the ``fit`` half.
-        remember: keep the Wikipedia and format choices and the counts as settings (:func:`remembered`,
-            restored by the page's permalink, :func:`pruneviz.ui.permalinks.task_params`) that outlive
-            other pages and model switches; not inside a ``st.form``, whose widgets take no callbacks.
+        form: the key of the ``st.form`` the pickers are drawn in, if any.
 
     Returns:
         ``(tasks, heldout)``: ``(task, options)`` pairs for :func:`pruneviz.api.evaluate` (and
         :class:`pruneviz.curves.Task`), and whether the held-out protocol was chosen.
     """
-    def seeded(name: str, default, bounds: tuple[int, int] | None = None, options: tuple | None = None) -> dict:
-        """The widget ``<key>_<name>``: remembered, or given ``default`` directly (a radio's by its index in ``options``)."""
-        if remember:
-            return remembered(f"{key}_{name}", default, bounds)
-        return {"key": f"{key}_{name}", **({"value": default} if options is None else {"index": options.index(default)})}
+    def seeded(name: str, default, bounds: tuple[int, int] | None = None) -> dict:
+        return remembered(f"{key}_{name}", default, bounds, form)
 
     left, right = st.columns(2)
     with left:
@@ -125,14 +130,13 @@ def task_inputs(
     with right:
         offered = MMLU_TASKS if current_deployment().offers_dataset("mmlu") else ()
         subsets = st.multiselect(
-            "MMLU", offered, default=[t for t in mmlu if t in offered], format_func=mmlu_task_label, key=f"{key}_mmlu",
+            "MMLU", offered, format_func=mmlu_task_label, **seeded("mmlu", [t for t in mmlu if t in offered]),
             help="Each chosen subset (all subjects, a category or one subject) is a separate task. About a "
             "second per question on a CPU: a category has 12-18 subjects.",
         )
         format_column, count_column = st.columns(2)
-        preset = default_format(loaded.info.params_total)
         fmt = format_column.radio(
-            "Format", FORMATS, horizontal=True, **seeded("format", preset, options=FORMATS),
+            "Format", FORMATS, horizontal=True, **seeded("format", default_format(loaded.info.params_total)),
             help="letter: the lm-eval-harness prompt scored on ' A'..' D' (acc, MMLU loss). cloze: the "
             "likelihood of each answer text (acc, acc_norm); preselected under 1B parameters, where letter "
             "format sits at chance.",
@@ -142,7 +146,7 @@ def task_inputs(
             "Questions per subject", 1, most, **seeded("per_subject", min(per_subject, most), (1, most))
         )
         heldout = offer_heldout and st.checkbox(
-            "Held out (adaptive MMLU metrics never see the evaluated questions)", value=True, key=f"{key}_heldout",
+            "Held out (adaptive MMLU metrics never see the evaluated questions)", **seeded("heldout", True),
             help="Adaptive metrics on MMLU data use the even-numbered questions of each subject and MMLU is "
             "evaluated on the odd-numbered ones. Off: the metrics are computed on the evaluated questions "
             "themselves (optimistic: it flatters them on their own task).",

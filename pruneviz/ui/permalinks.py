@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ..api import METRICS
+from ..api import METRICS, SCHEMES
 from ..assets import EMBEDDED_MODELS
 from ..deployment import Deployment
 from ..evaluation.mmlu import FORMATS
@@ -27,6 +27,7 @@ def task_params(key: str) -> dict[str, Param]:
         "tokens": Param(f"{key}_window_len", int, limit="seq_len"),
         "format": Param(f"{key}_format", str, FORMATS),
         "per_subject": Param(f"{key}_per_subject", int, limit="per_subject", highest=2000),
+        "heldout": Param(f"{key}_heldout", bool),
     }
 
 
@@ -44,6 +45,17 @@ PAGE_PARAMS = {
         "format": Param("mmlu_format", str, FORMATS),
         "per_subject": Param("mmlu_per_subject", int, limit="per_subject", highest=2000),
         "chart": Param("mmlu_chart_metric", str, ("acc", "acc_norm")),
+    },
+    "Pruning curves": {
+        **task_params("curves"),
+        "scheme": Param("curves_scheme", str, SCHEMES),
+        "steps": Param("curves_steps", int),
+        "iterative": Param("curves_iterative", bool),
+    },
+    "Task trade-offs": {
+        **task_params("tradeoff"),
+        "scheme": Param("tradeoff_scheme", str, SCHEMES),
+        "count": Param("tradeoff_count", int),
     },
     "Recovery": task_params("recovery"),
 }

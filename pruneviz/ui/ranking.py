@@ -8,7 +8,7 @@ from ..api import ADAPTIVE_METRICS, METRIC_REGISTRY, METRICS
 from ..plots import metric_label
 from ..shapley import ESTIMATORS
 from ..static_metrics import STATIC_METRICS
-from .state import cap
+from .state import cap, remembered
 
 # pruning schemes of pruneviz.api.SCHEMES: which kind of unit is ranked and removed
 SCHEME_LABELS = {
@@ -51,23 +51,30 @@ def metric_caption(name: str) -> str:
     return f"**{name}**: {metric.formula}. Source: {metric.source}."
 
 
-def metric_inputs(key: str, default: tuple[str, ...] = ("cosine",), label: str = "Metrics") -> list[str]:
-    """Multiselect of every ranking metric (static and adaptive), with formulas and sources in its tooltip."""
+def metric_inputs(key: str, default: tuple[str, ...] = ("cosine",), label: str = "Metrics", form: str | None = None) -> list[str]:
+    """Multiselect of every ranking metric (static and adaptive), with formulas and sources in its tooltip.
+
+    The choice is the :func:`~.state.remembered` setting ``key``; ``form`` is the key of the ``st.form`` it is drawn in, if any.
+    """
     return st.multiselect(
-        label, list(METRICS), default=list(default), format_func=metric_label, key=key,
-        help=metrics_help(adaptive=True),
+        label, list(METRICS), format_func=metric_label, help=metrics_help(adaptive=True),
+        **remembered(key, list(default), form=form),
     )
 
 
-def estimator_inputs(key: str) -> dict:
-    """Draw the Shapley-estimator settings of the adaptive metrics.
+def estimator_inputs(key: str, form: str | None = None) -> dict:
+    """Draw the Shapley-estimator settings of the adaptive metrics, as :func:`~.state.remembered` settings ``<key>_<name>``.
+
+    Args:
+        key: prefix of the settings.
+        form: the key of the ``st.form`` they are drawn in, if any.
 
     Returns:
         ``{"estimator", "budget", "fraction"}`` for :func:`pruneviz.api.influence` (static metrics ignore them).
     """
     left, middle, right = st.columns(3)
     estimator = left.selectbox(
-        "Shapley estimator", ESTIMATORS, format_func=ESTIMATOR_LABELS.get, key=f"{key}_estimator",
+        "Shapley estimator", ESTIMATORS, format_func=ESTIMATOR_LABELS.get, **remembered(f"{key}_estimator", ESTIMATORS[0], form=form),
         help="loo: Shapley_i ≈ v(all) − v(all∖i), n + 1 subnetworks, no standard error. subsample: random "
         "subnetworks keeping a fraction of the units; Shapley_i = mean v with i − mean v without i. "
         "permutation: Monte-Carlo permutation Shapley with antithetic pairs. subsample and permutation "
@@ -75,12 +82,13 @@ def estimator_inputs(key: str) -> dict:
     )
     most = cap("budget", 4096)
     budget = middle.number_input(
-        "Budget", 1, most, min(8, most), key=f"{key}_budget",
+        "Budget", 1, most, **remembered(f"{key}_budget", min(8, most), (1, most), form),
         help="subsample: number of random subnetworks; permutation: antithetic permutation pairs (each pair "
         "evaluates up to 2n subnetworks). Unused by loo.",
     )
     fraction = right.slider(
-        "Fraction kept", 0.1, 0.9, 0.5, 0.05, key=f"{key}_fraction", help="subsample: share of the units present in each subnetwork.",
+        "Fraction kept", 0.1, 0.9, step=0.05, **remembered(f"{key}_fraction", 0.5, form=form),
+        help="subsample: share of the units present in each subnetwork.",
     )
     return {"estimator": estimator, "budget": int(budget), "fraction": float(fraction)}
 

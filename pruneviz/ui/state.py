@@ -19,12 +19,27 @@ FIGURE_FORMAT_KEY = "figure_format"
 OTHER_MODEL = "other"
 
 
+# st.session_state key of {form key: {name: default shown} of the remembered settings drawn in that st.form}
+FORM_SETTINGS_KEY = "_form_settings"
+
+
 def _keep_setting(name: str) -> None:
     """on_change of a sidebar widget: copy its new value to the page-independent setting ``name``."""
     st.session_state[name] = st.session_state[f"_{name}"]
 
 
-def remembered(name: str, default, bounds: tuple[int, int] | None = None) -> dict:
+def _keep_form_settings(form: str) -> None:
+    """on_click of a form's submit button: keep the submitted settings of ``form`` that the user chose.
+
+    A value still at its default stays unchosen (so it keeps following the model), unless it was chosen before.
+    """
+    for name, default in st.session_state.get(FORM_SETTINGS_KEY, {}).get(form, {}).items():
+        widget_key = f"_{name}"
+        if widget_key in st.session_state and (name in st.session_state or st.session_state[widget_key] != default):
+            _keep_setting(name)
+
+
+def remembered(name: str, default, bounds: tuple[float, float] | None = None, form: str | None = None) -> dict:
     """Keyword arguments for the widget of the setting ``name``: its key, seeded from the setting, and its on_change.
 
     Streamlit forgets a widget's state when a run does not draw it (another page; a model switch that
@@ -35,7 +50,12 @@ def remembered(name: str, default, bounds: tuple[int, int] | None = None) -> dic
     no default of its own (no ``value`` / ``index``): Streamlit warns about a widget set both ways.
     Until the user (or a link) chooses a value, ``name`` stays unset and the widget shows ``default``
     as this run computes it, so defaults that depend on the model (the MMLU format, the longest window)
-    follow a model switch. Widgets in a ``st.form`` take no on_change, so they cannot be remembered this way.
+    follow a model switch.
+
+    Widgets in a ``st.form`` take no on_change: pass ``form`` (the form's key) and submit the form with
+    :func:`form_submit_button`, which keeps the submitted values that differ from their defaults. Such a widget is seeded only when its
+    value differs from the setting's: the browser holds the user's unsubmitted edits of a form, and
+    seeding the widget in a run that the form did not start would overwrite them.
 
     Args:
         name: the setting's ``st.session_state`` key; the widget's key is ``_<name>``.
@@ -43,13 +63,27 @@ def remembered(name: str, default, bounds: tuple[int, int] | None = None) -> dic
         bounds: ``(lowest, highest)`` of a number input: a chosen value outside them (chosen for a model
             with a longer context, or written by a link) is shown brought inside, where Streamlit would
             silently show the lowest value instead; the choice itself is kept for a model it fits.
+        form: the key of the ``st.form`` the widget is drawn in, if any.
     """
     widget_key = f"_{name}"
     value = st.session_state.get(name, default)
     if bounds is not None:
         value = min(max(value, bounds[0]), bounds[1])
-    st.session_state[widget_key] = value
-    return {"key": widget_key, "on_change": _keep_setting, "args": (name,)}
+    if form is None:
+        st.session_state[widget_key] = value
+        return {"key": widget_key, "on_change": _keep_setting, "args": (name,)}
+    st.session_state.setdefault(FORM_SETTINGS_KEY, {}).setdefault(form, {})[name] = default
+    if widget_key not in st.session_state or st.session_state[widget_key] != value:
+        st.session_state[widget_key] = value
+    return {"key": widget_key}
+
+
+def form_submit_button(form: str, label: str, **kwargs) -> bool:
+    """The submit button of the ``st.form`` with key ``form``; pressing it keeps the form's :func:`remembered` settings.
+
+    ``kwargs`` go to ``st.form_submit_button``. Returns whether it was pressed in this run.
+    """
+    return st.form_submit_button(label, on_click=_keep_form_settings, args=(form,), **kwargs)
 
 
 def shown(name: str):
