@@ -171,10 +171,12 @@ def cmd_curve(args) -> None:
     metric_options = {
         "samples": args.samples, "seq_len": args.seq_len, "estimator": args.estimator, "fraction": args.fraction,
         "budget": args.budget, "tolerance": args.tolerance, "seed": args.seed, "half": "fit" if args.heldout else "all",
+        "use_cache": not args.no_cache,
     }
     task_options = {
         "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
         "windows": args.windows, "seq_len": args.window_len, "half": "test" if args.heldout else "all",
+        "use_cache": not args.no_cache,
     }
     tasks = [Task(name.strip(), task_options) for name in args.tasks.split(",") if name.strip()]
     curves = []
@@ -189,7 +191,7 @@ def cmd_curve(args) -> None:
 def _tasks(text: str, args) -> list[tuple[str, dict]]:
     options = {
         "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
-        "windows": args.windows, "seq_len": args.window_len,
+        "windows": args.windows, "seq_len": args.window_len, "use_cache": not args.no_cache,
     }
     return [(name.strip(), options) for name in text.split(",") if name.strip()]
 
@@ -203,7 +205,7 @@ def cmd_recover(args) -> None:
     with _progress("recover") as progress:
         recovery = api.recover(
             loaded, plan, args.method, args.rank, args.fit, args.inputs, args.data, args.samples, args.seq_len,
-            args.steps, args.lr, progress=progress,
+            args.steps, args.lr, progress=progress, use_cache=not args.no_cache,
         )
     out = recovery.save(args.out)
     with _progress("evaluate") as progress:
@@ -351,20 +353,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--tolerance", type=float, default=0.0, help="permutation: stop when every standard error is at most this")
         sub.add_argument("--seed", type=int, default=0, help="random seed of sampled subnetworks")
 
+    def cache_args(sub):
+        sub.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+
     def evaluation_args(sub):
         sub.add_argument("--format", choices=["auto", "letter", "cloze"], default="auto", help="MMLU format (auto: cloze under 1B parameters)")
         sub.add_argument("--shots", type=_non_negative, default=0, help="k-shot; the first k questions per subject become exemplars and are not scored")
         sub.add_argument("--per-subject", type=_positive, default=None, help="score at most N questions per subject")
         sub.add_argument("--mmlu-source", default="mmlu", help="mmlu (embedded), cais/mmlu (hub) or a question file")
         sub.add_argument("--windows", type=_positive, default=16, help="perplexity: number of windows")
+        cache_args(sub)
 
     influence = commands.add_parser("influence", help="per-unit influence metrics, written as CSV")
     model_args(influence)
     metric_args(influence)
+    cache_args(influence)
     influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(METRICS)}")
     influence.add_argument("--granularity", choices=["block", "sublayer", "all"], default="sublayer")
     influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")
-    influence.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset")
     influence.set_defaults(run=cmd_influence, outputs={"--out": "file"})
 
@@ -377,7 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions; fit = the even-numbered questions of each subject (the half held-out metrics rank on); test = the odd-numbered ones (evaluate a plan ranked with influence --half fit)")
     evaluate.add_argument("--window-len", "--seq-len", dest="window_len", type=_positive, default=256, help="perplexity: tokens per window")
     evaluate.add_argument("--recover", help="directory written by `recover`: apply its stand-ins to the pruned units")
-    evaluate.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     evaluate.add_argument("--json", help="write the result as JSON to this file")
     evaluate.set_defaults(run=cmd_evaluate, outputs={"--json": "file"})
 

@@ -16,8 +16,11 @@ pytestmark = pytest.mark.real
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cache_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m pruneviz *args`` (with ``cache_dir`` as its cache, if given); it must succeed."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if cache_dir is not None:
+        env["PRUNEVIZ_CACHE_DIR"] = str(cache_dir)
     result = subprocess.run([sys.executable, "-m", "pruneviz", *args], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
@@ -70,3 +73,21 @@ def test_curve_recover_export_and_evaluate_with_recovery(tmp_path):
     assert "standalone transformers model; 28 blocks" in result.stdout
     plan_file = json.loads((exported / "pruning_plan.json").read_text())
     assert plan_file["plan"] == "2,9" and plan_file["removed_blocks"] == [2, 9]
+
+
+def test_no_cache_leaves_the_result_cache_untouched_in_every_command(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(Path(os.environ["PRUNEVIZ_CACHE_DIR"]) / "models", target_is_directory=True)
+    data, windows = ("--samples", "2", "--seq-len", "32"), ("--windows", "1", "--window-len", "32")
+    commands = [
+        ("influence", *data, "--out", str(tmp_path / "influence.csv")),
+        ("evaluate", "--prune", "2", *windows),
+        ("curve", "--steps", "1", *data, *windows, "--out", str(tmp_path / "curve.csv")),
+        ("recover", "--prune", "2", "--method", "bias", *data, *windows, "--out", str(tmp_path / "rec")),
+    ]
+    for command in commands:
+        run_cli(*command, "--no-cache", cache_dir=cache)
+        assert sorted(p.name for p in cache.iterdir()) == ["models"], f"{command[0]} --no-cache wrote to the cache"
+    run_cli(*commands[2], cache_dir=cache)
+    assert (cache / "results").is_dir(), "without --no-cache the curve's steps are cached"
