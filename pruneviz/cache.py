@@ -1,8 +1,10 @@
 """On-disk result cache (diskcache) with keys that cover everything that changes a result.
 
 Keys are SHA-256 digests of a JSON rendering of their parts (model fingerprint, data fingerprint,
-plan, every parameter). A value that cannot be read back (corrupt or truncated entry, or an
-unpickling error after a code change) is deleted and recomputed, never trusted.
+plan, every parameter). Values are stored as pickles behind their own SHA-256 digest. A value that
+cannot be read back (corrupt, truncated or altered entry, or an unpickling error after a code
+change) is deleted and recomputed, never trusted; a database found damaged, at start-up or while
+the app runs, is moved aside and replaced by an empty one.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import sqlite3
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -22,9 +27,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MISSING = object()
 _caches: dict[Path, diskcache.Cache] = {}
+# guards _caches: threads of the app's sessions may find a damaged database at the same moment
+_caches_lock = threading.RLock()
+DIGEST_BYTES = 32  # SHA-256
 
-# bumped whenever a computation changes in a way that invalidates stored results
-CACHE_VERSION = 2
+# bumped whenever a computation changes in a way that invalidates stored results (3: values are sealed)
+CACHE_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -38,25 +46,91 @@ def cache_dir() -> Path:
     return root
 
 
+def _move_aside(path: Path, error: Exception) -> diskcache.Cache:
+    """Move the damaged cache directory ``path`` to ``results.corrupt-<time>-<id>`` (kept for inspection); open a fresh one there."""
+    aside = path.with_name(f"results.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    log.warning("The result cache at %s is unreadable (%s); moved it to %s and starting a new one.", path, error, aside)
+    path.rename(aside)
+    return diskcache.Cache(str(path))
+
+
 def results_cache() -> diskcache.Cache:
     """The process-wide diskcache instance under :func:`cache_dir` (thread-safe).
 
     A cache whose database cannot be read (truncated or overwritten) is moved aside to
-    ``results.corrupt-<time>`` with a warning and a fresh one is started: results are recomputed, and the
-    old files stay for inspection.
+    ``results.corrupt-<time>-<id>`` with a warning and a fresh one is started: results are recomputed,
+    and the old files stay for inspection.
     """
     path = cache_dir() / "results"
-    if path not in _caches:
-        try:
-            cache = diskcache.Cache(str(path))
-            len(cache)  # reads the database: a damaged one fails here rather than mid-computation
-        except sqlite3.DatabaseError as error:
-            aside = path.with_name(f"results.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            log.warning("The result cache at %s is unreadable (%s); moved it to %s and starting a new one.", path, error, aside)
-            path.rename(aside)
-            cache = diskcache.Cache(str(path))
-        _caches[path] = cache
-    return _caches[path]
+    with _caches_lock:
+        if path not in _caches:
+            cache = None
+            try:
+                cache = diskcache.Cache(str(path))
+                len(cache)  # reads the database: a damaged one fails here rather than mid-computation
+            except sqlite3.DatabaseError as error:
+                if cache is not None:
+                    cache.close()
+                cache = _move_aside(path, error)
+            _caches[path] = cache
+        return _caches[path]
+
+
+def _on_results(operation: Callable[[diskcache.Cache], T]) -> T:
+    """Run ``operation`` on the result cache; if its database turns out damaged (e.g. a file truncated while
+    the app runs), move it aside and run ``operation`` on a fresh one.
+
+    Raises:
+        sqlite3.OperationalError: the database is locked or busy (not damage: nothing is moved).
+    """
+    results = results_cache()
+    try:
+        return operation(results)
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError):
+            raise
+        with _caches_lock:
+            path = Path(results.directory)
+            if _caches.get(path) is results:  # not yet replaced by another thread that hit the same damage
+                results.close()
+                _caches[path] = _move_aside(path, error)
+            fresh = _caches[path]
+        return operation(fresh)
+
+
+def _seal(value: Any) -> bytes:
+    """``value`` pickled, behind the SHA-256 digest of the pickle: an entry altered on disk is detected when read."""
+    blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha256(blob).digest() + blob
+
+
+def _unseal(sealed: Any) -> Any:
+    """The value :func:`_seal` stored.
+
+    Raises:
+        ValueError: the entry is not a sealed value or its digest does not match (altered or truncated).
+    """
+    if not isinstance(sealed, bytes) or hashlib.sha256(sealed[DIGEST_BYTES:]).digest() != sealed[:DIGEST_BYTES]:
+        raise ValueError("its checksum does not match its contents")
+    return pickle.loads(sealed[DIGEST_BYTES:])
+
+
+def _read(key: str, what: str, then: str) -> Any:
+    """The value stored under ``key``, or ``_MISSING`` when absent; an unreadable one is deleted with a warning
+    naming ``what`` it was and what happens ``then``."""
+    try:
+        sealed = _on_results(lambda results: results.get(key, default=_MISSING))
+        return sealed if sealed is _MISSING else _unseal(sealed)
+    except Exception as error:  # corrupt, truncated or altered entry: drop it rather than trust it
+        log.warning("%s %s is unreadable (%s); %s.", what, key[:12], error, then)
+        _on_results(lambda results: results.delete(key))
+        return _MISSING
+
+
+def _write(key: str, value: Any) -> None:
+    """Store ``value`` under ``key``, sealed (:func:`_seal`)."""
+    sealed = _seal(value)
+    _on_results(lambda results: results.set(key, sealed))
 
 
 def make_key(*parts: Any) -> str:
@@ -78,39 +152,28 @@ def cached(key: str, compute: Callable[[], T], use_cache: bool = True) -> tuple[
     """
     if not use_cache:
         return compute(), False
-    cache = results_cache()
-    try:
-        value = cache.get(key, default=_MISSING)
-    except Exception as error:  # corrupt, truncated or unreadable entry: drop it and recompute
-        log.warning("Cache entry %s is unreadable (%s); recomputing it.", key[:12], error)
-        cache.delete(key)
-        value = _MISSING
+    value = _read(key, "Cache entry", "recomputing it")
     if value is not _MISSING:
         return value, True
     value = compute()
-    cache.set(key, value)
+    _write(key, value)
     return value, False
 
 
 def read_partial(key: str) -> Any | None:
     """A partial result saved by :func:`write_partial` (``None`` if absent or unreadable; an unreadable one is deleted)."""
-    cache = results_cache()
-    try:
-        return cache.get(key, default=None)
-    except Exception as error:  # corrupt or truncated entry: start over rather than trust it
-        log.warning("Checkpoint %s is unreadable (%s); starting over.", key[:12], error)
-        cache.delete(key)
-        return None
+    value = _read(key, "Checkpoint", "starting over")
+    return None if value is _MISSING else value
 
 
 def write_partial(key: str, value: Any) -> None:
     """Save a partial result (a checkpoint of long work) under ``key``, replacing the previous one."""
-    results_cache().set(key, value)
+    _write(key, value)
 
 
 def drop_partial(key: str) -> None:
     """Delete the partial result under ``key`` (the work it belonged to has finished)."""
-    results_cache().delete(key)
+    _on_results(lambda results: results.delete(key))
 
 
 def file_fingerprint(path: Path, whole: bool = False) -> str:

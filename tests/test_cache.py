@@ -30,16 +30,23 @@ def fresh_cache(tmp_path, monkeypatch):
     cache.results_cache().close()
 
 
-def _corrupt(results, key: str) -> str:
-    """Overwrite the stored value of ``key`` with bytes that are not a pickle; return where it lived."""
+def _corrupt(results, key: str, damage=lambda stored: GARBAGE) -> str:
+    """Replace the stored value of ``key`` by ``damage(stored bytes)`` (default: bytes that are not a pickle);
+    return where it lived."""
     with sqlite3.connect(Path(results.directory) / "cache.db") as db:
-        filename, mode = db.execute("SELECT filename, mode FROM Cache WHERE key = ?", (key,)).fetchone()
-        assert mode == 4  # pickled
+        filename, mode, value = db.execute("SELECT filename, mode, value FROM Cache WHERE key = ?", (key,)).fetchone()
+        assert mode in (1, 2)  # bytes (the sealed pickle), stored inside sqlite or in a file
         if filename:
-            (Path(results.directory) / filename).write_bytes(GARBAGE)
+            file = Path(results.directory) / filename
+            file.write_bytes(damage(file.read_bytes()))
             return "file"
-        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (sqlite3.Binary(GARBAGE), key))
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (sqlite3.Binary(damage(bytes(value))), key))
         return "sqlite"
+
+
+def _flip_last_byte(stored: bytes) -> bytes:
+    """One bit changed near the end, inside the pickled value: still a valid pickle, with another number in it."""
+    return stored[:-10] + bytes([stored[-10] ^ 1]) + stored[-9:]
 
 
 def test_cache_dir_from_environment(fresh_cache, tmp_path):
@@ -78,6 +85,43 @@ def test_corrupt_entry_is_recomputed(fresh_cache, size):
     value, hit = cache.cached(key, lambda: pytest.fail("should be a hit"))
     assert hit
     np.testing.assert_array_equal(value, payload * 2)
+
+
+@pytest.mark.parametrize("size", [10, 200_000])
+def test_an_entry_altered_on_disk_is_recomputed_not_trusted(fresh_cache, size, caplog):
+    payload = np.arange(size, dtype=np.float64) + 0.5
+    key = cache.make_key("altered", size)
+    cache.cached(key, lambda: payload.copy())
+    _corrupt(fresh_cache, key, _flip_last_byte)
+    value, hit = cache.cached(key, lambda: payload.copy())
+    assert not hit and "checksum does not match" in caplog.text
+    np.testing.assert_array_equal(value, payload)
+
+
+def test_a_database_damaged_while_running_is_moved_aside_and_work_goes_on(fresh_cache, monkeypatch, caplog):
+    # what sqlite raises once the database file is truncated under a running app (truncating it here, under
+    # sqlite's memory map, would kill the test process)
+    def malformed(*args, **kwargs):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    cache.cached("before", lambda: 1)
+    monkeypatch.setattr(fresh_cache, "get", malformed)
+    assert cache.cached("after", lambda: 42) == (42, False)
+    assert cache.cached("after", lambda: 0) == (42, True), "the fresh database serves the next runs"
+    assert cache.results_cache() is not fresh_cache
+    root = Path(fresh_cache.directory).parent
+    assert len([p for p in root.iterdir() if p.name.startswith("results.corrupt-")]) == 1
+    assert "starting a new one" in caplog.text
+
+
+def test_a_locked_database_is_not_taken_for_a_damaged_one(fresh_cache, monkeypatch):
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(fresh_cache, "set", locked)
+    with pytest.raises(sqlite3.OperationalError):
+        cache.write_partial("k", 1)
+    assert cache.results_cache() is fresh_cache
 
 
 def test_unreadable_cache_database_is_moved_aside_and_replaced(tmp_path, monkeypatch, caplog):
