@@ -187,7 +187,7 @@ def test_evaluate_twice_hits_the_cache(smollm2, fresh_cache):
     assert second.metrics == first.metrics and second.prune == "2.attn"
     # the result, plus the checkpoint of its one batch (2 windows of 16 tokens)
     assert len(fresh_cache) == 2
-    (key,) = [k for k in fresh_cache.iterkeys() if isinstance(fresh_cache[k], EvaluationResult)]
+    (key,) = [k for k in fresh_cache.iterkeys() if isinstance(cache._unseal(fresh_cache[k]), EvaluationResult)]
     # corrupt the stored result: it is recomputed, not trusted
     _corrupt(fresh_cache, key)
     third = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
