@@ -99,10 +99,15 @@ def cmd_info(args) -> None:
         _say(f"{key:>24}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>24}: {value}")
 
 
+def _comma_list(text: str) -> list[str]:
+    """The names of a comma list, stripped, without empty or repeated ones (a repeated metric or task would be computed and written twice)."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
 def cmd_influence(args) -> None:
     from . import api
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = _comma_list(args.metrics)
     api.check_metrics(metrics)  # before the model loads: a typo should not cost a load
     loaded = _load(args)
     with _progress("influence") as progress:
@@ -165,7 +170,7 @@ def cmd_curve(args) -> None:
     from .api import check_metrics
     from .curves import Ranking, Task, pruning_curve
 
-    metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+    metrics = _comma_list(args.metric)
     check_metrics(metrics)
     loaded = _load(args)
     metric_options = {
@@ -178,7 +183,7 @@ def cmd_curve(args) -> None:
         "windows": args.windows, "seq_len": args.window_len, "half": "test" if args.heldout else "all",
         "use_cache": not args.no_cache,
     }
-    tasks = [Task(name.strip(), task_options) for name in args.tasks.split(",") if name.strip()]
+    tasks = [Task(name, task_options) for name in _comma_list(args.tasks)]
     curves = []
     for metric in metrics:
         with _progress(f"curve {metric}") as progress:
@@ -193,7 +198,7 @@ def _tasks(text: str, args) -> list[tuple[str, dict]]:
         "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
         "windows": args.windows, "seq_len": args.window_len, "use_cache": not args.no_cache,
     }
-    return [(name.strip(), options) for name in text.split(",") if name.strip()]
+    return [(name, options) for name in _comma_list(text)]
 
 
 def cmd_recover(args) -> None:

@@ -112,6 +112,17 @@ class TestOnEmbeddedModel:
         assert info["params_mlp"] == 2_654_784  # gate, up, down 576x1536 + post_attention_layernorm 576
         assert info["tied_embeddings"] is True and info["family"] == "llama" and info["model"] == "smollm2"
 
+    def test_a_repeated_metric_or_task_is_computed_and_written_once(self, tmp_path):
+        out = tmp_path / "curve.csv"
+        result = _run("curve", "--metric", "cosine, cosine", "--tasks", "wiki,wiki,", "--steps", "1", "--samples", "2",
+                      "--seq-len", "32", "--windows", "1", "--window-len", "32", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(out.open()))
+        # steps 0 and 1, one ranking, one task: perplexity and nll each
+        assert sorted((r["ranking"], r["step"], r["task"], r["metric"]) for r in rows) == [
+            ("cosine@wiki", step, "wiki", metric) for step in ("0", "1") for metric in ("nll", "perplexity")
+        ]
+
     def test_influence_example(self, tmp_path, smollm2):
         out = tmp_path / "infl.csv"
         result = _run("influence", "--model", "smollm2", "--data", "wiki", "--metrics", "cosine,rel_l2",
