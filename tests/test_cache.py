@@ -245,3 +245,12 @@ def test_keys_cover_plan_model_data_and_parameters(smollm2, monkeypatch):
     assert keys[15] == keys[14]  # metric order does not matter
     unique = set(distinct)
     assert len(unique) == len(distinct) - 2
+
+
+@pytest.mark.real
+def test_two_spellings_of_a_subject_share_one_result_and_label(smollm2, fresh_cache):
+    plan = PruningPlan.parse("2.attn")
+    typed = api.evaluate(smollm2, plan, "mmlu:abstract_algebra", fmt="letter", per_subject=1)
+    listed = api.evaluate(smollm2, plan, "mmlu:abstract algebra", fmt="letter", per_subject=1)
+    assert typed.task == listed.task == "mmlu:abstract algebra"
+    assert (typed.from_cache, listed.from_cache) == (False, True) and listed.metrics == typed.metrics

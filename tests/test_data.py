@@ -435,7 +435,11 @@ def test_token_windows_and_document_batch_real(smollm2):
 def test_mmlu_spec_subsets():
     from pruneviz.data.mmlu import is_mmlu, mmlu_subset
 
-    assert mmlu_subset("mmlu") is None and mmlu_subset("mmlu:anatomy, STEM") == "anatomy, STEM"
+    assert mmlu_subset("mmlu") is None and mmlu_subset("mmlu:anatomy, STEM") == "anatomy,STEM"
+    # one spelling per subject and category, whichever the user typed: results share a label and a cache entry
+    assert mmlu_subset("mmlu:abstract_algebra") == mmlu_subset("mmlu:Abstract Algebra") == "abstract algebra"
+    assert mmlu_subset("mmlu:stem,Social_Sciences") == "STEM,social sciences"
+    assert mmlu_subset("mmlu: my subject ") == "my subject", "a question file's own subject is kept as typed"
     assert is_mmlu("mmlu") and is_mmlu("mmlu:STEM") and not is_mmlu("wiki") and not is_mmlu("mmlu.txt")
 
 

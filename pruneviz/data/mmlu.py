@@ -195,8 +195,18 @@ def is_mmlu(spec: str) -> bool:
     return spec == "mmlu" or spec.startswith("mmlu:")
 
 
+def canonical_name(name: str) -> str:
+    """An MMLU subject or category as :data:`SUBJECTS` / :data:`CATEGORIES` spell it (``abstract_algebra`` and
+    ``Abstract Algebra`` are ``abstract algebra``, ``stem`` is ``STEM``); another name stripped, unchanged."""
+    spaced = name.strip().replace("_", " ")
+    known = {known.lower(): known for known in (*SUBJECTS, *CATEGORIES)}
+    return known.get(spaced.lower(), name.strip())
+
+
 def mmlu_subset(spec: str) -> str | None:
-    """The subset an MMLU spec names: ``None`` for ``mmlu`` (all 57 subjects), else the text after ``mmlu:``.
+    """The subset an MMLU spec names: ``None`` for ``mmlu`` (all 57 subjects), else the text after ``mmlu:``
+    with each known subject or category spelt one way (:func:`canonical_name`), so that results of
+    ``mmlu:abstract_algebra`` and ``mmlu:abstract algebra`` share their cache entry and their label.
 
     Raises:
         DataError: ``mmlu:`` names no subject or category (read as all of MMLU, it would hide a missing name).
@@ -207,7 +217,7 @@ def mmlu_subset(spec: str) -> str | None:
             f"'{spec}' names no MMLU subject or category after the colon; give one (e.g. mmlu:anatomy or mmlu:STEM, "
             "see `python -m pruneviz info --subjects`) or plain 'mmlu' for all 57 subjects."
         )
-    return subset or None
+    return ",".join(canonical_name(name) for name in subset.split(",") if name.strip()) or None
 
 
 def select_subjects(table: pd.DataFrame, subset: str | None) -> list[str]:
