@@ -131,7 +131,8 @@ if not len(current):
     st.stop()
 st.header("Fit a recovery")
 chosen = settings_inputs(model)
-fit_column, forget_column = st.columns([1, 4])
+# a fifth of the width cut the button label at 1,024 pixels
+fit_column, forget_column = st.columns([1, 2])
 if fit_column.button("Fit and compare", type="primary"):
     if not chosen["tasks"]:
         ui.stop_with_error("Choose Wikipedia perplexity, an MMLU subset or both to compare the variants on.")

@@ -146,8 +146,8 @@ def task_inputs(
             "Questions per subject", 1, most, **seeded("per_subject", min(per_subject, most), (1, most))
         )
         heldout = offer_heldout and st.checkbox(
-            "Held out (adaptive MMLU metrics never see the evaluated questions)", **seeded("heldout", True),
-            help="Adaptive metrics on MMLU data use the even-numbered questions of each subject and MMLU is "
+            "Held-out MMLU questions", **seeded("heldout", True),
+            help="Adaptive MMLU metrics never see the evaluated questions: they use the even-numbered questions of each subject and MMLU is "
             "evaluated on the odd-numbered ones. Off: the metrics are computed on the evaluated questions "
             "themselves (optimistic: it flatters them on their own task).",
         )
