@@ -26,9 +26,11 @@ def recovery_input(loaded, plan):
     return None if name == NO_RECOVERY else fitted[name]
 
 
-def expected_kind(plan, recovery) -> str:
+def expected_kind(plan, recovery, n_blocks: int) -> str:
     """What the export will be, said before it is made."""
     units = plan.units()
+    if plan.is_everything(n_blocks):
+        return "This plan prunes every block, which leaves **no model to export**: keep at least one block."
     if not units:
         return "The plan is empty, so the export is a **standalone** copy of the unpruned model."
     if recovery is None and all(unit.sublayer is None for unit in units):
@@ -105,7 +107,7 @@ model = ui.page(
 )
 current = ui.plan_input(model, "export")
 chosen = recovery_input(model, current)
-st.markdown(expected_kind(current, chosen))
+st.markdown(expected_kind(current, chosen, model.n_blocks))
 demo = ui.current_deployment().demo
 if demo:
     st.info("Export is off in this shared demo: every export writes a copy of the model to the server's disk. "

@@ -505,6 +505,8 @@ def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
     assert not at.exception
     assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
     assert "the previous plan (nothing pruned) stays in force" in at.error[0].value
+    at.text_input(key="export_plan").input(",".join(map(str, range(30)))).run()
+    assert any("no model to export" in md.value for md in at.markdown) and not any("standalone" in md.value for md in at.markdown)
     at.text_input(key="export_plan").input("3").run()
     assert not at.error
     press(at, "Export")
