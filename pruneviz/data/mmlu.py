@@ -64,6 +64,8 @@ SUBJECT_CATEGORY: dict[str, str] = {
     ),
 }
 SUBJECTS = tuple(sorted(SUBJECT_CATEGORY))
+# lower-cased subject or category -> its spelling in SUBJECTS / CATEGORIES
+_SPELLING = {name.lower(): name for name in (*SUBJECTS, *CATEGORIES)}
 LETTERS = ("A", "B", "C", "D")
 HALVES = ("all", "fit", "test")
 _COLUMNS = ["subject", "category", "question", "choices", "answer", "index"]
@@ -198,9 +200,7 @@ def is_mmlu(spec: str) -> bool:
 def canonical_name(name: str) -> str:
     """An MMLU subject or category as :data:`SUBJECTS` / :data:`CATEGORIES` spell it (``abstract_algebra`` and
     ``Abstract Algebra`` are ``abstract algebra``, ``stem`` is ``STEM``); another name stripped, unchanged."""
-    spaced = name.strip().replace("_", " ")
-    known = {known.lower(): known for known in (*SUBJECTS, *CATEGORIES)}
-    return known.get(spaced.lower(), name.strip())
+    return _SPELLING.get(name.strip().replace("_", " ").lower(), name.strip())
 
 
 def mmlu_subset(spec: str) -> str | None:
