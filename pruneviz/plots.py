@@ -277,7 +277,8 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
         task, metric: which panel, e.g. ``("wiki", "perplexity")``.
 
     Returns:
-        A line chart with ± one standard error bars where defined; hover names the unit removed at each
+        A line chart with ± one standard error bars where defined (perplexity: exp(nll ± se_nll), see
+        :func:`_error_bars`); ticks every step up to 10 steps; hover names the unit removed at each
         step and the plan. Perplexity uses a log axis (it grows by orders of magnitude as units go);
         accuracies show a dashed chance line.
 
@@ -295,9 +296,10 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
         # per point: [unit removed at this step, plan, standard error] for the hover text
         custom = line[["removed", "plan"]].replace("", "nothing").assign(stderr=errors).to_numpy(dtype=object)
         spread = " ± %{customdata[2]:.2g}" if has_errors else ""
+        below, above = _error_bars(line["value"].to_numpy(dtype=float), errors, metric)
         figure.add_trace(go.Scatter(
             x=line["step"], y=line["value"], mode="lines+markers", name=ranking, line={"color": colours[ranking]},
-            error_y={"type": "data", "array": np.nan_to_num(errors), "visible": has_errors},
+            error_y={"type": "data", "symmetric": False, "array": above, "arrayminus": below, "visible": has_errors},
             customdata=custom,
             hovertemplate=(
                 f"%{{x}} removed (last: %{{customdata[0]}})<br>{metric} = %{{y:.4g}}{spread}"
@@ -308,19 +310,42 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
     units = {"block": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers", "both": "sublayers"}.get(scheme, "units")
     yaxis = {"title": metric}
     if metric == "perplexity":
-        yaxis["type"] = "log"
+        yaxis.update(type="log", exponentformat="power")  # one notation from 10 to 10^40, not "100T" beside "10^21"
     if metric in ACCURACY_METRICS:
         yaxis["tickformat"] = ".0%"
         figure.add_hline(y=CHANCE_ACCURACY, line_dash="dash", annotation_text="chance", annotation_position="bottom left")
     figure.update_layout(
         title=f"{task_label(task)}: {metric}",
-        xaxis={"title": f"{units} removed", "dtick": 1},
+        xaxis={"title": f"{units} removed", "dtick": _step_tick(int(rows["step"].max())), "range": [-0.5, rows["step"].max() + 0.5]},
         yaxis=yaxis,
         legend={"orientation": "h", "y": -0.25},
         showlegend=True,  # name the ranking even when there is only one line
         margin={"t": 60},
     )
     return figure
+
+
+def _error_bars(values: np.ndarray, stderr: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths of the error bars below and above each point: ± one standard error (0 where undefined).
+
+    Perplexity's standard error comes from its NLL by the delta method (se_ppl = ppl · se_nll), so its bars
+    span exp(nll ± se_nll): ppl·(1 − e^(−se_nll)) below and ppl·(e^(se_nll) − 1) above. They stay above
+    zero on the log axis, where a symmetric bar longer than its value would reach down to the axis.
+    """
+    stderr = np.nan_to_num(stderr)
+    if metric != "perplexity":
+        return stderr, stderr
+    spread = np.divide(stderr, values, out=np.zeros_like(stderr), where=values > 0)
+    return values * -np.expm1(-spread), values * np.expm1(spread)
+
+
+def _step_tick(steps: int) -> int:
+    """Distance between the x ticks of a curve of ``steps`` steps: every step up to 10, then 2, 5, 10, ... (at most
+    about 10 ticks: a chart is half the page wide, and more ticks turn their labels sideways)."""
+    for tick in (1, 2, 5, 10, 20, 50, 100):
+        if steps / tick <= 10:
+            return tick
+    return steps // 10
 
 
 def curve_wide(curve: pd.DataFrame) -> pd.DataFrame:

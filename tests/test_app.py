@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -303,13 +304,33 @@ def test_curve_figure_overlays_one_line_per_ranking_with_error_bars():
     assert [trace.name for trace in figure.data] == ["cosine@wiki", "loss_shapley@wiki"]
     assert figure.data[0].line.color != figure.data[1].line.color
     assert list(figure.data[1].x) == [0, 1, 2] and list(figure.data[1].y) == [10.0, 12.0, 14.0]
-    assert figure.data[0].error_y.visible and list(figure.data[0].error_y.array) == [0.5] * 3
+    # perplexity's bars span exp(nll ± se_nll), se_nll = se_ppl / ppl (delta method): lopsided, never below zero
+    bars = figure.data[0].error_y
+    assert bars.visible and not bars.symmetric
+    assert list(bars.arrayminus) == pytest.approx([10 * (1 - math.exp(-0.05)), 11 * (1 - math.exp(-0.5 / 11)), 12 * (1 - math.exp(-0.5 / 12))])
+    assert list(bars.array) == pytest.approx([10 * (math.exp(0.05) - 1), 11 * (math.exp(0.5 / 11) - 1), 12 * (math.exp(0.5 / 12) - 1)])
+    assert list(plots.curve_figure(curve, "wiki", "nll").data[0].error_y.array) == [0.01] * 3
+    assert figure.layout.xaxis.dtick == 1 and list(figure.layout.xaxis.range) == [-0.5, 2.5]
     assert figure.layout.yaxis.type == "log" and figure.layout.xaxis.title.text == "blocks removed"
     assert figure.data[0].customdata[0][0] == "nothing" and figure.data[0].customdata[2][1] == "1,2"
     accuracy = plots.curve_figure(curve, "mmlu:STEM", "acc")
     assert not accuracy.data[0].error_y.visible and "±" not in accuracy.data[0].hovertemplate
     with pytest.raises(ValueError, match="no 'acc' values on 'wiki'"):
         plots.curve_figure(curve, "wiki", "acc")
+
+
+def test_a_long_curve_keeps_its_ticks_apart_and_its_error_bars_above_zero():
+    steps = 30
+    rows = [
+        {"ranking": "cosine@wiki", "scheme": "block", "step": step, "removed": str(step), "plan": "", "task": "wiki",
+         "metric": "perplexity", "value": 10.0 ** (1 + step), "stderr": 3 * 10.0 ** (1 + step)}  # se larger than the value
+        for step in range(steps + 1)
+    ]
+    figure = plots.curve_figure(pd.DataFrame(rows), "wiki", "perplexity")
+    assert figure.layout.xaxis.dtick == 5 and list(figure.layout.xaxis.range) == [-0.5, 30.5]
+    values, below = np.array(figure.data[0].y), np.array(figure.data[0].error_y.arrayminus)
+    assert (values - below > 0).all(), "a bar reaches down to the log axis"
+    assert figure.layout.yaxis.exponentformat == "power"
 
 
 def test_curve_wide_has_one_row_per_ranking_and_step():
