@@ -72,7 +72,9 @@ def fit(loaded, plan, settings: dict) -> ui.FittedRecovery:
     with ui.cancellable("recovery_fit"), ui.ProgressBar(f"Fitting {settings['method']} stand-ins") as progress:
         recovery = ui.run_or_stop(api.recover, loaded, plan, progress=progress, **options)
     name = f"{recovery.label}, {settings['inputs']} inputs, {settings['samples']}×{settings['seq_len']} {settings['data']}"
-    directory = recovery.save(ui.output_directory("recoveries", loaded.name, str(plan) or "none", recovery.label))
+    directory = ui.saved_copy(loaded, plan, recovery) or recovery.save(
+        ui.output_directory("recoveries", loaded.name, str(plan) or "none", recovery.label)
+    )
     return ui.FittedRecovery(name, recovery, directory)
 
 

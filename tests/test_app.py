@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from pruneviz import plots
+from pruneviz.cache import cache_dir
 from pruneviz.evaluation.results import EvaluationResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -505,6 +506,10 @@ def test_recovery_page_compares_a_bias_recovery(app):
     assert table["params added"].tolist() == [0, 0, 2 * 576]
     assert all(math.isfinite(v) for v in table["wiki perplexity"])
     assert any("Saved in" in md.value for md in at.markdown)
+    # the same settings again: the cached fit is shown, not saved into a second folder
+    saved = sorted((cache_dir() / "recoveries").iterdir())
+    press(at, "Fit and compare")
+    assert sorted((cache_dir() / "recoveries").iterdir()) == saved and len(at.dataframe[0].value) == 3
     # the prune page's recovery toggle applies the same stand-ins to its evaluation
     at = open_page(at, "2_Prune_and_evaluate.py")
     at.selectbox(key="prune_recovery").set_value("bias/emulate, pruned inputs, 2×32 wiki").run()

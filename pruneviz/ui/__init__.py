@@ -27,7 +27,7 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
   :func:`metric_label`, :func:`metrics_help` and :func:`metric_caption` describe each metric with its
   formula and source;
 * :mod:`.recoveries`: :func:`fitted_recoveries` / :func:`remember_recovery` keep the recoveries fitted
-  for a plan;
+  for a plan, and :func:`saved_copy` finds where identical stand-ins were already saved;
 * :mod:`.permalinks`: :func:`permalink_params` / :func:`apply_permalink` restore the plan and a page's
   own view settings from a link;
 * :mod:`.cards`: :func:`short_count` writes a count short enough for an ``st.metric`` card, and
@@ -49,7 +49,7 @@ from .ranking import (
     ADAPTIVE_COST_NOTE, SCHEME_LABELS, adaptive_metrics, estimator_inputs, metric_caption, metric_inputs, metric_label,
     metrics_help,
 )
-from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery
+from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery, saved_copy
 from .sidebar import page, plotly_chart, sidebar, stored_result
 from .state import PLAN_KEY, RECOVERIES_KEY, cap, current_deployment, form_submit_button, remembered
 
@@ -61,6 +61,6 @@ __all__ = [
     "fitted_recoveries", "forget_recoveries", "form_submit_button", "heldout_note", "load_model_cached", "load_model_once", "memory_caption",
     "metric_caption", "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page",
     "permalink_params", "plan_input", "plotly_chart", "rejected_plan_message", "remember_recovery", "remembered",
-    "request_cancel", "run_or_stop", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",
+    "request_cancel", "run_or_stop", "saved_copy", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",
     "zip_directory",
 ]

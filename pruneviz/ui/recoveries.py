@@ -41,6 +41,16 @@ def remember_recovery(loaded: LoadedModel, plan: PruningPlan, fitted: FittedReco
     entries[fitted.name] = fitted
 
 
+def saved_copy(loaded: LoadedModel, plan: PruningPlan, recovery: Recovery) -> Path | None:
+    """Where a recovery fitted earlier in this session for ``plan`` with the same stand-ins (same fingerprint)
+    was saved, if that directory still exists: a refit of the same settings (a cache hit) is not saved again."""
+    return next(
+        (fitted.directory for fitted in fitted_recoveries(loaded, plan).values()
+         if fitted.recovery.fingerprint == recovery.fingerprint and fitted.directory.is_dir()),
+        None,
+    )
+
+
 def forget_recoveries(loaded: LoadedModel, plan: PruningPlan) -> None:
     """Drop the recoveries fitted for ``plan`` on this model (their saved directories stay)."""
     st.session_state.get(RECOVERIES_KEY, {}).pop((loaded.fingerprint, str(plan)), None)
