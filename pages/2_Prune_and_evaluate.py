@@ -236,7 +236,7 @@ def recovery_input(loaded, plan: PruningPlan):
         st.caption("Recovery: none fitted for this plan yet; fit stand-ins on the Recovery page to apply them here.")
         return None, None
     name = st.selectbox(
-        "Recovery for the pruned units", ["none", *fitted], key="prune_recovery",
+        "Recovery for the pruned units", ["none", *fitted], key=ui.PRUNE_RECOVERY_KEY,
         help="Replace each pruned unit's update by the fitted stand-in (bias, low-rank adapter, ...).",
     )
     return (None, None) if name == "none" else (name, fitted[name].recovery)

@@ -183,7 +183,7 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
     assert more["metrics"]["perplexity"] == pytest.approx(
         api.evaluate(smollm2, PruningPlan.parse("3,20.attn"), "wiki", **options).metrics["perplexity"], rel=1e-6
     )
-    # the app's "another model" box adopts the plan and offers the recovery (it used to show the full model)
+    # the app's "another model" box adopts the plan and chooses the recovery, as the CLI applies them (it used to show the full model)
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
@@ -198,6 +198,7 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
     assert at.text_input(key="plan_text").value == "20.attn"
     assert at.checkbox(key="toggle_20_attn").value
     assert at.selectbox(key="prune_recovery").options == ["none", f"exported: {bias.label}"]
+    assert at.selectbox(key="prune_recovery").value == f"exported: {bias.label}"
     # clearing the plan sticks: the export's plan is adopted once per load, not on every rerun
     at.text_input(key="plan_text").input("").run()
     assert not at.exception, at.exception

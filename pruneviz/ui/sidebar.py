@@ -18,7 +18,7 @@ from .models import load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
 from .recoveries import FittedRecovery, remember_recovery
 from .state import (
-    ADOPTED_EXPORT_KEY, FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, current_deployment, remembered,
+    ADOPTED_EXPORT_KEY, FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, PRUNE_RECOVERY_KEY, current_deployment, remembered,
 )
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -115,7 +115,7 @@ def adopt_export_plan(spec: str, loaded: LoadedModel) -> None:
     Such an export (:mod:`pruneviz.export`) holds the full model's weights with ``pruning_plan.json``
     beside them; shown without its plan, it would pass for the pruned model. The plan goes into the
     shared plan box (the user may then edit or clear it) and the export's recovery is offered for
-    that plan like one fitted on the Recovery page.
+    that plan like one fitted on the Recovery page, and chosen on the Prune and evaluate page.
     """
     pending = pending_plan(spec)
     if pending is None:
@@ -127,10 +127,11 @@ def adopt_export_plan(spec: str, loaded: LoadedModel) -> None:
         if recovery is not None:
             name = f"exported: {recovery.label}"
             remember_recovery(loaded, plan, FittedRecovery(name, recovery, Path(spec).expanduser() / "recovery"))
+            st.session_state[PRUNE_RECOVERY_KEY] = name  # evaluated with it, as `evaluate --model <export>` is
         st.session_state[ADOPTED_EXPORT_KEY] = adopted
     st.sidebar.info(
         f"This is a pruneviz export whose weights are the full model: its plan `{pending or 'none'}` was put in the "
-        "plan box when it loaded (and its recovery, if any, offered for it). Clear the plan to see the full model."
+        "plan box when it loaded (and its recovery, if any, chosen for it). Clear the plan to see the full model."
     )
 
 

@@ -13,6 +13,8 @@ PLAN_KEY = "plan"
 ADOPTED_EXPORT_KEY = "adopted_export"
 # st.session_state key of the recoveries fitted so far: {(model fingerprint, plan): {name: FittedRecovery}}
 RECOVERIES_KEY = "recoveries"
+# widget key of the Prune and evaluate page's recovery picker (an adopted export preselects its recovery there)
+PRUNE_RECOVERY_KEY = "prune_recovery"
 FIGURE_FORMATS = ("png", "svg")
 FIGURE_FORMAT_KEY = "figure_format"
 # the model choice whose model is typed into a text box (a permalink never restores it)
