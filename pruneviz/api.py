@@ -128,6 +128,8 @@ def influence(
         estimator, fraction, budget, tolerance, seed: adaptive metrics, see :func:`pruneviz.shapley.adaptive_influence`.
         half: adaptive MMLU metrics: ``"all"`` (computed on the questions that are evaluated: the
             paper's optimistic setting) or ``"fit"`` (held out: evaluate on ``"test"``).
+        progress: ``progress(done, total)`` in forward passes or subnetworks; ``(1, 1)`` when every
+            table came from the cache.
 
     Returns:
         DataFrame ``unit, layer, sublayer, metric, value, stderr, dataset``; ascending value = pruning order.
@@ -143,16 +145,17 @@ def influence(
     plan.validate(loaded.n_blocks)
     static = [m for m in metrics if m in STATIC_METRICS]
     adaptive = [m for m in metrics if m in ADAPTIVE_METRICS]
-    tables, cost = [], {}
+    tables, cost, hits = [], {}, []
     if static:
         batch, label, fingerprint = calibration_batch(loaded, data, samples, seq_len)
         key = make_key("influence", loaded.fingerprint, fingerprint, str(plan), sorted(static), granularity, samples, seq_len)
-        table, _ = cached(
+        table, hit = cached(
             key,
             lambda: static_influence(loaded, batch, static, GRANULARITY_KINDS[granularity], label, plan, progress=progress),
             use_cache,
         )
         tables.append(table)
+        hits.append(hit)
     if adaptive:
         data_for_objective = objective_data(loaded, data, samples, seq_len, half)
         for metric in adaptive:
@@ -160,7 +163,7 @@ def influence(
                 settings = dict(objective=ADAPTIVE_METRICS[metric].objective, estimator=estimator, fraction=fraction,
                                 budget=budget, tolerance=tolerance, seed=seed, base=plan)
                 key = make_key("adaptive", loaded.fingerprint, data_for_objective.fingerprint, samples, seq_len, kind, settings)
-                result, _ = cached(
+                result, hit = cached(
                     key,
                     lambda: adaptive_influence(
                         loaded, data_for_objective, units_of(loaded.n_blocks, kind), progress=progress, use_cache=use_cache, **settings
@@ -168,11 +171,14 @@ def influence(
                     use_cache,
                 )
                 tables.append(result.table)
+                hits.append(hit)
                 cost[f"{metric}/{kind}"] = {
                     "estimator": result.estimator, "subnetworks": result.subnetworks,
                     "block_forwards": result.count.blocks, "naive_block_forwards": result.naive_blocks,
                     "seconds": round(result.seconds, 3),
                 }
+    if progress and all(hits):  # nothing was computed: say it is done, or a progress bar would stay empty
+        progress(1, 1)
     table = pd.concat(tables, ignore_index=True)
     table.attrs["cost"] = cost
     return table

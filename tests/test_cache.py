@@ -254,3 +254,12 @@ def test_two_spellings_of_a_subject_share_one_result_and_label(smollm2, fresh_ca
     listed = api.evaluate(smollm2, plan, "mmlu:abstract algebra", fmt="letter", per_subject=1)
     assert typed.task == listed.task == "mmlu:abstract algebra"
     assert (typed.from_cache, listed.from_cache) == (False, True) and listed.metrics == typed.metrics
+
+
+@pytest.mark.real
+def test_influence_from_the_cache_still_reports_that_it_is_done(smollm2, fresh_cache):
+    computed, cached_calls = [], []
+    api.influence(smollm2, "wiki", ["cosine"], "block", samples=2, seq_len=16, progress=lambda d, t: computed.append((d, t)))
+    api.influence(smollm2, "wiki", ["cosine"], "block", samples=2, seq_len=16, progress=lambda d, t: cached_calls.append((d, t)))
+    assert computed and computed[-1][0] == computed[-1][1] != 1
+    assert cached_calls == [(1, 1)], "a progress bar waiting on a cached ranking must not stay empty"
