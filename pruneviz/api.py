@@ -57,13 +57,16 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
     if samples < 1:
         raise SettingError(f"--samples must be at least 1 (got {samples}).")
     if is_mmlu(data):
+        subset = mmlu_subset(data)
+        label = f"mmlu:{subset}" if subset else "mmlu"
         table = load_mmlu("mmlu")
-        _, scored = split_exemplars(table, select_subjects(table, mmlu_subset(data)), 0, None)
+        _, scored = split_exemplars(table, select_subjects(table, subset), 0, None)
         # round-robin over subjects so a small sample covers all of them
         scored = scored.sort_values(["index", "subject"]).head(samples)
         texts = tuple(build_prompt(row, scored.iloc[:0], "letter") for row in scored.itertuples())
-        batch = document_batch(loaded.tokenizer, texts, samples, seq_len, data, "question")
-        return batch, data, mmlu_fingerprint("mmlu")
+        batch = document_batch(loaded.tokenizer, texts, samples, seq_len, label, "question")
+        # the subset is part of the digest: every subset of the one MMLU file once shared its cache entries
+        return batch, label, make_key("mmlu-prompts", mmlu_fingerprint("mmlu"), subset)
     corpus = load_corpus(data, "calibration")
     return document_batch(loaded.tokenizer, corpus.texts, samples, seq_len, corpus.description), corpus.label, corpus.fingerprint
 

@@ -263,3 +263,17 @@ def test_influence_from_the_cache_still_reports_that_it_is_done(smollm2, fresh_c
     api.influence(smollm2, "wiki", ["cosine"], "block", samples=2, seq_len=16, progress=lambda d, t: cached_calls.append((d, t)))
     assert computed and computed[-1][0] == computed[-1][1] != 1
     assert cached_calls == [(1, 1)], "a progress bar waiting on a cached ranking must not stay empty"
+
+
+@pytest.mark.real
+def test_static_influence_on_two_mmlu_subsets_is_computed_for_each(smollm2, fresh_cache):
+    def influence(data, calls=None):
+        progress = (lambda d, t: calls.append((d, t))) if calls is not None else None
+        return api.influence(smollm2, data, ["cosine"], "block", samples=2, seq_len=32, progress=progress)
+
+    stem, humanities = influence("mmlu:STEM"), influence("mmlu:humanities")
+    assert set(stem["dataset"]) == {"mmlu:STEM"} and set(humanities["dataset"]) == {"mmlu:humanities"}
+    assert not np.allclose(stem["value"], humanities["value"]), "another subset's prompts give other values"
+    calls = []
+    lower_case = influence("mmlu:stem", calls)
+    assert calls == [(1, 1)] and set(lower_case["dataset"]) == {"mmlu:STEM"}, "one subset, two spellings: one entry"
