@@ -116,7 +116,11 @@ model = ui.page(
     "Higher = more important; ascending order is the pruning order."
 )
 chosen, pressed = settings_form(model)
-# compute on the first visit too, so the page never opens empty (repeats come from the cache)
-if pressed or ui.stored_result(RESULT_KEY, model) is None:
+# compute on the first visit too, so the page never opens empty (repeats come from the cache), but never
+# start adaptive metrics unasked: remembered settings may hold a Shapley run of many minutes
+if pressed or (ui.stored_result(RESULT_KEY, model) is None and not ui.adaptive_metrics(chosen["metrics"])):
     st.session_state[RESULT_KEY] = compute(model, chosen)
-show_result(st.session_state[RESULT_KEY])
+if ui.stored_result(RESULT_KEY, model) is None:
+    st.info("Adaptive metrics can take minutes: press **Compute influence** to start.")
+else:
+    show_result(st.session_state[RESULT_KEY])

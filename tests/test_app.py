@@ -567,6 +567,10 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     assert any("Adaptive cost: loss_shapley/block (subsample): 6 subnetworks" in c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "loss_shapley" in d.value.columns)
     assert "loss_shapley stderr" in table.columns and len(table) == 30
+    # with no result for the model (e.g. another model), remembered adaptive settings wait for the button
+    del at.session_state["influence_result"]
+    at.run()
+    assert not at.exception and not at.dataframe and any("press **Compute influence**" in i.value for i in at.info)
 
 
 # ---------------------------------------------------------------- reliability and conveniences (issue 6)
