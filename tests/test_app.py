@@ -1065,6 +1065,8 @@ def test_a_form_keeps_its_remembered_settings_once_submitted():
     assert at.run().radio[0].value == "letter"
     at.session_state["steps"] = 12  # a permalink's value, above the input's range
     assert at.run().number_input[0].value == 10 and at.session_state["steps"] == 12
+    at.button[0].click().run()  # submitted as shown: the link's 12 stays for a model where it fits
+    assert at.session_state["steps"] == 12
 
 
 @pytest.mark.real

@@ -21,7 +21,7 @@ FIGURE_FORMAT_KEY = "figure_format"
 OTHER_MODEL = "other"
 
 
-# st.session_state key of {form key: {name: default shown} of the remembered settings drawn in that st.form}
+# st.session_state key of {form key: {name: value shown} of the remembered settings drawn in that st.form}
 FORM_SETTINGS_KEY = "_form_settings"
 
 
@@ -31,13 +31,14 @@ def _keep_setting(name: str) -> None:
 
 
 def _keep_form_settings(form: str) -> None:
-    """on_click of a form's submit button: keep the submitted settings of ``form`` that the user chose.
+    """on_click of a form's submit button: keep the settings of ``form`` whose submitted value the user changed.
 
-    A value still at its default stays unchosen (so it keeps following the model), unless it was chosen before.
+    A value left as shown is not a choice: a default keeps following the model, and a setting shown brought
+    inside a number input's bounds keeps its own value for a model it fits.
     """
-    for name, default in st.session_state.get(FORM_SETTINGS_KEY, {}).get(form, {}).items():
+    for name, shown_value in st.session_state.get(FORM_SETTINGS_KEY, {}).get(form, {}).items():
         widget_key = f"_{name}"
-        if widget_key in st.session_state and (name in st.session_state or st.session_state[widget_key] != default):
+        if widget_key in st.session_state and st.session_state[widget_key] != shown_value:
             _keep_setting(name)
 
 
@@ -55,7 +56,7 @@ def remembered(name: str, default, bounds: tuple[float, float] | None = None, fo
     follow a model switch.
 
     Widgets in a ``st.form`` take no on_change: pass ``form`` (the form's key) and submit the form with
-    :func:`form_submit_button`, which keeps the submitted values that differ from their defaults. Such a widget is seeded only when its
+    :func:`form_submit_button`, which keeps the submitted values that differ from those shown. Such a widget is seeded only when its
     value differs from the setting's: the browser holds the user's unsubmitted edits of a form, and
     seeding the widget in a run that the form did not start would overwrite them.
 
@@ -74,7 +75,7 @@ def remembered(name: str, default, bounds: tuple[float, float] | None = None, fo
     if form is None:
         st.session_state[widget_key] = value
         return {"key": widget_key, "on_change": _keep_setting, "args": (name,)}
-    st.session_state.setdefault(FORM_SETTINGS_KEY, {}).setdefault(form, {})[name] = default
+    st.session_state.setdefault(FORM_SETTINGS_KEY, {}).setdefault(form, {})[name] = value
     if widget_key not in st.session_state or st.session_state[widget_key] != value:
         st.session_state[widget_key] = value
     return {"key": widget_key}
