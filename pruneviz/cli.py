@@ -100,8 +100,20 @@ def cmd_info(args) -> None:
 
 
 def _comma_list(text: str) -> list[str]:
-    """The names of a comma list, stripped, without empty or repeated ones (a repeated metric or task would be computed and written twice)."""
+    """The names of a comma list, stripped, without empty or repeated ones (a repeated metric would be computed and written twice)."""
     return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+def _task_list(text: str) -> list[str]:
+    """The dataset or task specs of a comma list, MMLU subsets spelt one way (:func:`~pruneviz.data.mmlu.canonical_spec`),
+    without repeats: ``mmlu:anatomy,mmlu:Anatomy`` is one task.
+
+    Raises:
+        DataError: an MMLU spec names no subject after its colon.
+    """
+    from .data.mmlu import canonical_spec
+
+    return list(dict.fromkeys(canonical_spec(name) for name in _comma_list(text)))
 
 
 def cmd_influence(args) -> None:
@@ -183,7 +195,7 @@ def cmd_curve(args) -> None:
         "windows": args.windows, "seq_len": args.window_len, "half": "test" if args.heldout else "all",
         "use_cache": not args.no_cache,
     }
-    tasks = [Task(name, task_options) for name in _comma_list(args.tasks)]
+    tasks = [Task(name, task_options) for name in _task_list(args.tasks)]
     curves = []
     for metric in metrics:
         with _progress(f"curve {metric}") as progress:
@@ -198,7 +210,7 @@ def _tasks(text: str, args) -> list[tuple[str, dict]]:
         "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
         "windows": args.windows, "seq_len": args.window_len, "use_cache": not args.no_cache,
     }
-    return [(name, options) for name in _comma_list(text)]
+    return [(name, options) for name in _task_list(text)]
 
 
 def cmd_recover(args) -> None:
@@ -246,8 +258,7 @@ def _check_inputs(args) -> None:
     from .api import check_dataset
     from .recovery import refuse_model_as_recovery
 
-    specs = [getattr(args, "data", None) or "", getattr(args, "task", None) or ""] + getattr(args, "tasks", "").split(",")
-    for spec in specs:
+    for spec in [getattr(args, "data", None) or "", getattr(args, "task", None) or "", *_comma_list(getattr(args, "tasks", ""))]:
         check_dataset(spec.strip())
     if getattr(args, "recover", None):
         refuse_model_as_recovery(args.recover)

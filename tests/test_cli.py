@@ -114,13 +114,16 @@ class TestOnEmbeddedModel:
 
     def test_a_repeated_metric_or_task_is_computed_and_written_once(self, tmp_path):
         out = tmp_path / "curve.csv"
-        result = _run("curve", "--metric", "cosine, cosine", "--tasks", "wiki,wiki,", "--steps", "1", "--samples", "2",
-                      "--seq-len", "32", "--windows", "1", "--window-len", "32", "--out", str(out))
+        result = _run("curve", "--metric", "cosine, cosine", "--tasks", "wiki,wiki,mmlu:high_school_physics,mmlu:High School Physics",
+                      "--steps", "1", "--samples", "2", "--seq-len", "32", "--windows", "1", "--window-len", "32",
+                      "--per-subject", "1", "--out", str(out))
         assert result.returncode == 0, result.stderr
-        rows = list(csv.DictReader(out.open()))
-        # steps 0 and 1, one ranking, one task: perplexity and nll each
-        assert sorted((r["ranking"], r["step"], r["task"], r["metric"]) for r in rows) == [
-            ("cosine@wiki", step, "wiki", metric) for step in ("0", "1") for metric in ("nll", "perplexity")
+        rows = [(r["ranking"], r["step"], r["task"], r["metric"]) for r in csv.DictReader(out.open())]
+        # steps 0 and 1, one ranking, two tasks (wiki: perplexity and nll), each row once
+        assert len(rows) == len(set(rows)) and {r[0] for r in rows} == {"cosine@wiki"}
+        assert {r[2] for r in rows} == {"wiki", "mmlu:high school physics"}
+        assert sorted(r[1:] for r in rows if r[2] == "wiki") == [
+            (step, "wiki", metric) for step in ("0", "1") for metric in ("nll", "perplexity")
         ]
 
     def test_influence_example(self, tmp_path, smollm2):

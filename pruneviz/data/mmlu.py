@@ -199,8 +199,10 @@ def is_mmlu(spec: str) -> bool:
 
 def canonical_name(name: str) -> str:
     """An MMLU subject or category as :data:`SUBJECTS` / :data:`CATEGORIES` spell it (``abstract_algebra`` and
-    ``Abstract Algebra`` are ``abstract algebra``, ``stem`` is ``STEM``); another name stripped, unchanged."""
-    return _SPELLING.get(name.strip().replace("_", " ").lower(), name.strip())
+    ``Abstract Algebra`` are ``abstract algebra``, ``stem`` is ``STEM``); another name (a question file's own
+    subject) stripped, with underscores as spaces."""
+    spaced = name.strip().replace("_", " ")
+    return _SPELLING.get(spaced.lower(), spaced)
 
 
 def mmlu_subset(spec: str) -> str | None:
@@ -220,6 +222,19 @@ def mmlu_subset(spec: str) -> str | None:
     return ",".join(canonical_name(name) for name in subset.split(",") if name.strip()) or None
 
 
+def canonical_spec(spec: str) -> str:
+    """A dataset or task spec with its MMLU subset spelt one way (``mmlu:Abstract_Algebra`` is
+    ``mmlu:abstract algebra``); any other spec stripped, unchanged.
+
+    Raises:
+        DataError: as :func:`mmlu_subset`.
+    """
+    if not is_mmlu(spec.strip()):
+        return spec.strip()
+    subset = mmlu_subset(spec.strip())
+    return f"mmlu:{subset}" if subset else "mmlu"
+
+
 def select_subjects(table: pd.DataFrame, subset: str | None) -> list[str]:
     """Subjects named by ``subset``: ``None``/``"all"``, a subject, a category, or a comma list of these.
 
@@ -230,7 +245,7 @@ def select_subjects(table: pd.DataFrame, subset: str | None) -> list[str]:
     if not subset or subset == "all":
         return present
     chosen: list[str] = []
-    for name in (n.strip().replace("_", " ") for n in subset.split(",")):
+    for name in map(canonical_name, subset.split(",")):
         lowered = name.lower()
         by_category = [s for s in present if SUBJECT_CATEGORY.get(s, "other").lower() == lowered]
         if lowered in (s.lower() for s in present):
