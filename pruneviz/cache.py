@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MISSING = object()
 _caches: dict[Path, diskcache.Cache] = {}
+# inode of the cache.db each cache in _caches opened: tells whether another process has replaced it since
+_opened: dict[Path, int | None] = {}
 # guards _caches: threads of the app's sessions may find a damaged database at the same moment
 _caches_lock = threading.RLock()
 DIGEST_BYTES = 32  # SHA-256
@@ -46,11 +48,28 @@ def cache_dir() -> Path:
     return root
 
 
+def _database_id(path: Path) -> int | None:
+    """The inode of the cache directory ``path``'s database file (``None`` when there is none)."""
+    try:
+        return (path / "cache.db").stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    """Whether sqlite's ``error`` means a damaged file ("malformed", "not a database"); its subclasses mean a
+    locked database or a misuse, which moving the files aside would not mend."""
+    return type(error) is sqlite3.DatabaseError
+
+
 def _move_aside(path: Path, error: Exception) -> diskcache.Cache:
     """Move the damaged cache directory ``path`` to ``results.corrupt-<time>-<id>`` (kept for inspection); open a fresh one there."""
     aside = path.with_name(f"results.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
-    log.warning("The result cache at %s is unreadable (%s); moved it to %s and starting a new one.", path, error, aside)
-    path.rename(aside)
+    try:
+        path.rename(aside)
+        log.warning("The result cache at %s is unreadable (%s); moved it to %s and starting a new one.", path, error, aside)
+    except FileNotFoundError:  # another process moved it first
+        log.warning("The result cache at %s is unreadable (%s); starting a new one.", path, error)
     return diskcache.Cache(str(path))
 
 
@@ -69,10 +88,13 @@ def results_cache() -> diskcache.Cache:
                 cache = diskcache.Cache(str(path))
                 len(cache)  # reads the database: a damaged one fails here rather than mid-computation
             except sqlite3.DatabaseError as error:
+                if not _is_damage(error):
+                    raise
                 if cache is not None:
                     cache.close()
                 cache = _move_aside(path, error)
             _caches[path] = cache
+            _opened[path] = _database_id(path)
         return _caches[path]
 
 
@@ -80,20 +102,25 @@ def _on_results(operation: Callable[[diskcache.Cache], T]) -> T:
     """Run ``operation`` on the result cache; if its database turns out damaged (e.g. a file truncated while
     the app runs), move it aside and run ``operation`` on a fresh one.
 
+    Another process (a ``torchrun`` rank, the CLI beside the app) may have found the damage first: when
+    the database file is no longer the one this process opened, the new one is opened, not moved aside.
+
     Raises:
-        sqlite3.OperationalError: the database is locked or busy (not damage: nothing is moved).
+        sqlite3.DatabaseError: a subclass, such as a locked database (not damage: nothing is moved).
     """
     results = results_cache()
     try:
         return operation(results)
     except sqlite3.DatabaseError as error:
-        if isinstance(error, sqlite3.OperationalError):
+        if not _is_damage(error):
             raise
         with _caches_lock:
             path = Path(results.directory)
             if _caches.get(path) is results:  # not yet replaced by another thread that hit the same damage
                 results.close()
-                _caches[path] = _move_aside(path, error)
+                replaced = _database_id(path) != _opened.get(path)
+                _caches[path] = diskcache.Cache(str(path)) if replaced else _move_aside(path, error)
+                _opened[path] = _database_id(path)
             fresh = _caches[path]
         return operation(fresh)
 
@@ -121,6 +148,8 @@ def _read(key: str, what: str, then: str) -> Any:
     try:
         sealed = _on_results(lambda results: results.get(key, default=_MISSING))
         return sealed if sealed is _MISSING else _unseal(sealed)
+    except sqlite3.DatabaseError:  # locked or busy (damage was handled by _on_results): the entry itself may be fine
+        raise
     except Exception as error:  # corrupt, truncated or altered entry: drop it rather than trust it
         log.warning("%s %s is unreadable (%s); %s.", what, key[:12], error, then)
         _on_results(lambda results: results.delete(key))

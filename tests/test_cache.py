@@ -114,14 +114,32 @@ def test_a_database_damaged_while_running_is_moved_aside_and_work_goes_on(fresh_
     assert "starting a new one" in caplog.text
 
 
-def test_a_locked_database_is_not_taken_for_a_damaged_one(fresh_cache, monkeypatch):
-    def locked(*args, **kwargs):
-        raise sqlite3.OperationalError("database is locked")
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"), sqlite3.ProgrammingError("closed")])
+@pytest.mark.parametrize("operation", ["get", "set"])
+def test_a_locked_or_misused_database_is_not_taken_for_a_damaged_one(fresh_cache, monkeypatch, error, operation):
+    def failing(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(fresh_cache, "set", locked)
-    with pytest.raises(sqlite3.OperationalError):
-        cache.write_partial("k", 1)
-    assert cache.results_cache() is fresh_cache
+    cache.write_partial("k", 1)
+    with monkeypatch.context() as patched, pytest.raises(type(error)):
+        patched.setattr(fresh_cache, operation, failing)
+        cache.cached("k", lambda: 2) if operation == "get" else cache.write_partial("k", 3)
+    assert cache.results_cache() is fresh_cache and cache.read_partial("k") == 1, "nothing was moved or deleted"
+
+
+def test_a_database_another_process_already_replaced_is_opened_not_moved(fresh_cache, monkeypatch):
+    def malformed(*args, **kwargs):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    path = Path(fresh_cache.directory)
+    # what another process did on finding the damage: moved the files aside and started afresh with its own entry
+    path.rename(path.with_name("results.corrupt-elsewhere"))
+    other = cache.diskcache.Cache(str(path))
+    other.set("theirs", cache._seal(7))
+    other.close()
+    monkeypatch.setattr(fresh_cache, "get", malformed)
+    assert cache.cached("theirs", lambda: 0) == (7, True)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["results", "results.corrupt-elsewhere"]
 
 
 def test_unreadable_cache_database_is_moved_aside_and_replaced(tmp_path, monkeypatch, caplog):
