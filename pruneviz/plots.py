@@ -295,7 +295,7 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
         has_errors = bool(np.isfinite(errors).any())
         # per point: [unit removed at this step, plan, standard error] for the hover text
         custom = line[["removed", "plan"]].replace("", "nothing").assign(stderr=errors).to_numpy(dtype=object)
-        spread = " ± %{customdata[2]:.2g}" if has_errors else ""
+        spread = " (standard error %{customdata[2]:.2g})" if has_errors else ""
         below, above = _error_bars(line["value"].to_numpy(dtype=float), errors, metric)
         figure.add_trace(go.Scatter(
             x=line["step"], y=line["value"], mode="lines+markers", name=ranking, line={"color": colours[ranking]},

@@ -44,8 +44,8 @@ def _corrupt(results, key: str, damage=lambda stored: GARBAGE) -> str:
         return "sqlite"
 
 
-def _flip_last_byte(stored: bytes) -> bytes:
-    """One bit changed near the end, inside the pickled value: still a valid pickle, with another number in it."""
+def _flip_a_late_byte(stored: bytes) -> bytes:
+    """One bit changed 10 bytes before the end, inside the array's data: the pickle still loads, with another number in it."""
     return stored[:-10] + bytes([stored[-10] ^ 1]) + stored[-9:]
 
 
@@ -92,7 +92,7 @@ def test_an_entry_altered_on_disk_is_recomputed_not_trusted(fresh_cache, size, c
     payload = np.arange(size, dtype=np.float64) + 0.5
     key = cache.make_key("altered", size)
     cache.cached(key, lambda: payload.copy())
-    _corrupt(fresh_cache, key, _flip_last_byte)
+    _corrupt(fresh_cache, key, _flip_a_late_byte)
     value, hit = cache.cached(key, lambda: payload.copy())
     assert not hit and "checksum does not match" in caplog.text
     np.testing.assert_array_equal(value, payload)

@@ -96,8 +96,9 @@ def task_inputs(
 ) -> tuple[list[tuple[str, dict]], bool]:
     """Draw the evaluation-task pickers: Wikipedia perplexity and any number of MMLU subsets.
 
-    Every choice is a :func:`remembered` setting named ``<key>_<choice>`` (restored by the page's
-    permalink, :func:`pruneviz.ui.permalinks.task_params`), so it outlives other pages and model switches.
+    Every choice is a :func:`remembered` setting named ``<key>_<choice>``, so it outlives other pages and
+    model switches; the page's permalink restores all but the MMLU subsets
+    (:func:`pruneviz.ui.permalinks.task_params`).
 
     Args:
         loaded: the model (its size preselects the MMLU format).

@@ -27,7 +27,6 @@ def task_params(key: str) -> dict[str, Param]:
         "tokens": Param(f"{key}_window_len", int, limit="seq_len"),
         "format": Param(f"{key}_format", str, FORMATS),
         "per_subject": Param(f"{key}_per_subject", int, limit="per_subject", highest=2000),
-        "heldout": Param(f"{key}_heldout", bool),
     }
 
 
@@ -48,12 +47,14 @@ PAGE_PARAMS = {
     },
     "Pruning curves": {
         **task_params("curves"),
+        "heldout": Param("curves_heldout", bool),
         "scheme": Param("curves_scheme", str, SCHEMES),
         "steps": Param("curves_steps", int),
         "iterative": Param("curves_iterative", bool),
     },
     "Task trade-offs": {
         **task_params("tradeoff"),
+        "heldout": Param("tradeoff_heldout", bool),
         "scheme": Param("tradeoff_scheme", str, SCHEMES),
         "count": Param("tradeoff_count", int),
     },
