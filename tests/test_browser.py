@@ -5,7 +5,8 @@ one attention sublayer is switched off on the Prune and evaluate page, an evalua
 perplexity shown for the pruned model differs from the unpruned one and equals the library's own
 result for the same plan and settings, and no result or savings card cuts its text off, also in a narrow window;
 after switching to another model and back, the page still shows the plan in force and the evaluation
-settings chosen; the plan's export shows its cards whole in half a laptop screen, and is deleted. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
+settings chosen; the plan's export shows its cards whole in half a laptop screen, and is deleted; an
+unsubmitted edit in the Pruning curves form survives a rerun started in the sidebar. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
 (with the server log and the browser console), also when a step fails.
 
 Needs ``/usr/bin/chromium`` (``make test`` installs Debian's package where it can); without it the
@@ -231,6 +232,17 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             delete_button.click()
             wait_for(page, page.get_by_text(re.compile(r"^Deleted ")), "deleting the export")
             assert not cut_exports, f"at {HALF_SCREEN['width']} pixels these export cards cut their value off: {cut_exports}"
+
+            # an edit in a form that is not yet submitted survives a rerun started outside the form
+            page.get_by_test_id("stSidebarNav").get_by_role("link", name="Pruning curves", exact=True).click()
+            steps_box = page.get_by_role("spinbutton", name="Steps K (units removed)", exact=True)
+            wait_for(page, steps_box, "opening the Pruning curves page")
+            steps_box.fill("7")
+            steps_box.press("Tab")
+            page.get_by_test_id("stSidebar").get_by_text("SVG", exact=True).click()
+            expect(page.get_by_role("radio", name="SVG", exact=True)).to_be_checked()
+            shoot(page, steps, "curves-unsubmitted-edit")
+            expect(steps_box).to_have_value("7")
         except BaseException:  # pytest.fail and playwright timeouts alike: keep the page as it was
             with contextlib.suppress(Exception):  # a dead browser must not hide the original failure
                 steps.shot("failed")
