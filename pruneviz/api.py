@@ -71,16 +71,6 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
     return document_batch(loaded.tokenizer, corpus.texts, samples, seq_len, corpus.description), corpus.label, corpus.fingerprint
 
 
-def check_dataset(spec: str) -> None:
-    """Check a dataset or task spec that can be judged without a model (before one is loaded).
-
-    Raises:
-        DataError: see :func:`mmlu_subset`.
-    """
-    if is_mmlu(spec):
-        mmlu_subset(spec)
-
-
 # every metric by name; each entry has .label, .formula and .source for pickers and tooltips
 METRIC_REGISTRY = {**STATIC_METRICS, **ADAPTIVE_METRICS}
 METRICS = tuple(METRIC_REGISTRY)
@@ -490,7 +480,7 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_dataset", "check_metrics", "influence", "evaluate", "lm_eval_draws_progress", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
+    "BACKENDS", "CSV_COLUMNS", "METRICS", "calibration_batch", "check_metrics", "influence", "evaluate", "lm_eval_draws_progress", "hidden_store_usage", "noise_metric", "ranked_units", "lowest_plan",
     "recover", "compare_recoveries", "Z_95", "confidence_halfwidth", "within_noise", "difference_within_noise", "recoveries_within_noise",
     "comparison_json",
 ]

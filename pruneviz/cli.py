@@ -255,11 +255,11 @@ def _recovery(args, loaded):
 
 def _check_inputs(args) -> None:
     """Refuse inputs that can be judged without a model, before one is loaded."""
-    from .api import check_dataset
+    from .data.mmlu import canonical_spec
     from .recovery import refuse_model_as_recovery
 
     for spec in [getattr(args, "data", None) or "", getattr(args, "task", None) or "", *_comma_list(getattr(args, "tasks", ""))]:
-        check_dataset(spec.strip())
+        canonical_spec(spec)  # refuses an MMLU spec that names no subject
     if getattr(args, "recover", None):
         refuse_model_as_recovery(args.recover)
 
