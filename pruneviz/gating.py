@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from .architecture import ArchitectureAdapter, resolve
+from .digest import tensor_digest
 from .plan import PruningPlan
 
 ResidualCallback = Callable[[int, str, torch.Tensor], None]
@@ -199,11 +199,7 @@ def stand_in_digest(stand_in: StandIn) -> str | None:
     """
     if not isinstance(stand_in, nn.Module):
         return None
-    digest = hashlib.sha256(type(stand_in).__name__.encode())
-    for name, tensor in sorted(stand_in.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return tensor_digest(sorted(stand_in.state_dict().items()), prefix=type(stand_in).__name__)
 
 
 def record_residuals(callback: ResidualCallback) -> contextlib.AbstractContextManager[None]:

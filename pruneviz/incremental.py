@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Iterator
 import torch
 
 from .architecture import resolve
+from .digest import tensor_digest
 from .gating import active_plan, active_stand_in_digests, record_residuals, resume_from
 from .hidden_store import HiddenStateStore
 
@@ -116,15 +116,11 @@ def counting_blocks() -> Iterator[BlockWork]:
 
 
 def _batch_digest(loaded, input_ids: torch.Tensor, attention_mask, position_ids) -> str:
-    digest = hashlib.sha256(loaded.fingerprint.encode())
     masks = attention_mask.items() if isinstance(attention_mask, dict) else [("mask", attention_mask)]
     tensors = [("ids", input_ids), *sorted(masks, key=lambda item: item[0])]
     if position_ids is not None:
         tensors.append(("positions", position_ids))
-    for name, tensor in tensors:
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
+    return tensor_digest(tensors, prefix=loaded.fingerprint, length=24)
 
 
 def _prefix_signatures(n_blocks: int) -> list[str] | None:

@@ -24,7 +24,6 @@ with early stopping on a held-out part of the calibration documents.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from .cache import drop_partial, read_partial, write_partial
+from .digest import tensor_digest
 from .errors import DataError, SettingError
 from .gating import STAND_IN_INPUT, apply_plan, record_residuals
 from .plan import PruningPlan, Unit
@@ -197,11 +197,9 @@ class Recovery:
     @property
     def fingerprint(self) -> str:
         """Digest of every parameter (part of evaluation cache keys)."""
-        digest = hashlib.sha256(f"{self.plan}|{self.label}".encode())
-        for key in sorted(self.stand_ins):
-            for tensor in self.stand_ins[key].state_dict().values():
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        tensors = [(f"{layer}.{slot}.{name}", tensor) for (layer, slot), module in sorted(self.stand_ins.items())
+                   for name, tensor in module.state_dict().items()]
+        return tensor_digest(tensors, prefix=f"{self.plan}|{self.label}")
 
     def save(self, directory: str | Path) -> Path:
         """Write ``stand_ins.safetensors`` and ``recovery.json`` into ``directory``; returns it."""

@@ -26,7 +26,6 @@ computed whole by one process, so the result equals a single process's exactly.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import time
@@ -40,6 +39,7 @@ from . import distributed
 from .cache import cached, make_key
 from .engine import ForwardCount, PrefixRunner
 from .errors import SettingError
+from .digest import tensor_digest
 from .objectives import ObjectiveData, objective_sum, scored_logits
 from .plan import PruningPlan, Unit
 from .static_metrics import CSV_COLUMNS
@@ -211,12 +211,9 @@ def subnetwork_values(
 
 def data_digest(data: ObjectiveData) -> str:
     """Digest of everything in ``data`` an objective reads (tokens, mask, scored positions, targets), for cache keys."""
-    digest = hashlib.sha256(data.fingerprint.encode())
-    tensors = [data.input_ids, data.attention_mask, data.rows, data.positions, data.targets]
-    for tensor in tensors + ([] if data.gold is None else [data.gold]):
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    tensors = {"input_ids": data.input_ids, "attention_mask": data.attention_mask, "rows": data.rows,
+               "positions": data.positions, "targets": data.targets, "gold": data.gold}
+    return tensor_digest([(name, t) for name, t in tensors.items() if t is not None], prefix=data.fingerprint)
 
 
 class _NotCached(Exception):
