@@ -180,10 +180,14 @@ def exported_plan(directory: str | Path, loaded: LoadedModel) -> tuple[PruningPl
     return PruningPlan.parse(meta.get("plan", ""), loaded.n_blocks), recovery
 
 
-def load_exported(directory: str | Path, device: str = "auto") -> tuple[LoadedModel, PruningPlan, Recovery | None]:
+def load_exported(
+    directory: str | Path, device: str = "auto", dtype: str = "auto"
+) -> tuple[LoadedModel, PruningPlan, Recovery | None]:
     """Load an :func:`export_model` directory: the model, the plan still to apply, and its recovery.
 
-    For standalone exports the plan is empty (the blocks are gone from the weights).
+    For standalone exports the plan is empty (the blocks are gone from the weights). ``device`` and
+    ``dtype`` as :func:`pruneviz.loading.load_model` (``"auto"`` loads the weights in the dtype auto picks
+    on this machine, whatever dtype they were exported in).
 
     Raises:
         DataError: no ``pruning_plan.json`` in ``directory``.
@@ -191,5 +195,5 @@ def load_exported(directory: str | Path, device: str = "auto") -> tuple[LoadedMo
     if not (Path(directory).expanduser() / PLAN_FILE).is_file():
         # before the (slow) load: a directory that is no export should fail at once
         raise DataError(f"{directory} has no readable {PLAN_FILE}; export it with `pruneviz export` first.")
-    loaded = load_model(str(directory), device=device, self_check=False)
+    loaded = load_model(str(directory), device=device, dtype=dtype, self_check=False)
     return (loaded, *exported_plan(directory, loaded))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -84,8 +86,8 @@ def test_load_hf_directory(smollm2, tmp_path):
     model = tiny_llama(vocab_size=len(smollm2.tokenizer), hidden_size=16)
     model.save_pretrained(tmp_path / "tiny")
     smollm2.tokenizer.save_pretrained(tmp_path / "tiny")
-    first = load_model(str(tmp_path / "tiny"), device="cpu", self_check=False)
-    again = load_model(str(tmp_path / "tiny"), device="cpu", self_check=False)
+    first = load_model(str(tmp_path / "tiny"), device="cpu", dtype="float32", self_check=False)
+    again = load_model(str(tmp_path / "tiny"), device="cpu", dtype="float32", self_check=False)
     assert first.info.n_blocks == 4 and first.info.family == "llama" and gates_installed(first.model)
     assert first.fingerprint == again.fingerprint != smollm2.fingerprint
     assert first.dtype == torch.float32
@@ -94,17 +96,40 @@ def test_load_hf_directory(smollm2, tmp_path):
         torch.testing.assert_close(first.logits(first.hidden_states(ids, torch.ones_like(ids))), model(ids).logits)
     # other weights, other fingerprint
     tiny_llama(vocab_size=len(smollm2.tokenizer), hidden_size=16, seed=5).save_pretrained(tmp_path / "tiny")
-    assert load_model(str(tmp_path / "tiny"), device="cpu", self_check=False).fingerprint != first.fingerprint
+    assert load_model(str(tmp_path / "tiny"), device="cpu", dtype="float32", self_check=False).fingerprint != first.fingerprint
+
+
+def test_auto_dtype_on_the_cpu_follows_its_native_bf16_instructions(monkeypatch):
+    from pruneviz import loading
+
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    native = "amx_bf16" in flags or "avx512_bf16" in flags
+    assert loading.cpu_has_native_bf16() == native, "torch's probe and the kernel's flags disagree"
+    cpu = resolve_device("cpu")
+    assert resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    for has_bf16, expected in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: has_bf16)
+        assert resolve_dtype("auto", cpu) == expected
+        assert resolve_dtype("float32", cpu) == torch.float32, "float32 stays available as the reference"
+
+
+def test_native_bf16_probe_falls_back_to_cpuinfo_flags(monkeypatch, tmp_path):
+    from pruneviz import loading
+
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    for text, expected in [("flags : fpu avx2 avx512f avx512_bf16 sse", True), ("flags : fpu amx_bf16 amx_tile", True),
+                           ("flags : fpu avx2 avx512f", False)]:
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(text)
+        monkeypatch.setattr(loading, "CPUINFO", cpuinfo)
+        assert loading.cpu_has_native_bf16() is expected, text
 
 
 def test_device_and_dtype_resolution():
     cpu = resolve_device("cpu")
     assert cpu == torch.device("cpu")
-    assert resolve_dtype("auto", cpu) == torch.float32
     auto = resolve_device("auto")
     assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if auto.type == "cpu":
-        assert resolve_dtype("auto", auto) == torch.float32
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_dtype("float16", cpu) == torch.float16
     for bad in ["float33", "nn", "int8", "Tensor"]:

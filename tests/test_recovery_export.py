@@ -158,7 +158,7 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
     bias = fit_recovery(smollm2, plan, batch, method="bias")
     report = export_model(smollm2, plan, tmp_path / "sub", recovery=bias)
     assert not report.standalone
-    loaded, restored_plan, recovery = load_exported(tmp_path / "sub", device="cpu")
+    loaded, restored_plan, recovery = load_exported(tmp_path / "sub", device="cpu", dtype="float32")
     assert restored_plan == plan and recovery.label == bias.label
     options = {"windows": 2, "seq_len": 64}
     expected = api.evaluate(smollm2, plan, "wiki", recovery=bias, **options).metrics["perplexity"]
@@ -170,13 +170,13 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
     # the CLI pointed at the export applies the plan and the recovery kept beside the weights
     from pruneviz.cli import main
 
-    assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--windows", "2", "--window-len", "64",
+    assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--dtype", "float32", "--windows", "2", "--window-len", "64",
                  "--json", str(tmp_path / "sub.json")]) == 0
     document = json.loads((tmp_path / "sub.json").read_text())
     assert document["prune"] == "20.attn"
     assert document["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-6)
     # --prune on an export adds units to its plan (it used to replace it); the export's recovery fits only its own plan
-    assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--windows", "2", "--window-len", "64",
+    assert main(["evaluate", "--model", str(tmp_path / "sub"), "--device", "cpu", "--dtype", "float32", "--windows", "2", "--window-len", "64",
                  "--prune", "3", "--json", str(tmp_path / "more.json")]) == 0
     more = json.loads((tmp_path / "more.json").read_text())
     assert more["prune"] == "3,20.attn" and more["recover"] is None

@@ -78,12 +78,12 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def whole(tiny_dir):
-    return load_model(str(tiny_dir), device="cpu", self_check=False)
+    return load_model(str(tiny_dir), device="cpu", dtype="float32", self_check=False)
 
 
 @pytest.fixture(scope="module")
 def sharded(tiny_dir, tmp_path_factory):
-    return load_model(str(tiny_dir), device_map=EXPLICIT_MAP, offload_folder=tmp_path_factory.mktemp("offload"), self_check=False)
+    return load_model(str(tiny_dir), dtype="float32", device_map=EXPLICIT_MAP, offload_folder=tmp_path_factory.mktemp("offload"), self_check=False)
 
 
 def test_sharded_model_is_offloaded_with_gates_inside_the_hooks(sharded, whole):
@@ -171,7 +171,7 @@ def test_lm_eval_backend_generation_and_export_on_a_sharded_model(sharded, whole
     for exported in (PruningPlan.parse("1,2"), plan):
         directory = tmp_path / str(exported).replace(",", "_")
         assert export_model(sharded, exported, directory).standalone == (exported.units()[0].sublayer is None)
-        reloaded, pending, _ = load_exported(directory, device="cpu")
+        reloaded, pending, _ = load_exported(directory, device="cpu", dtype="float32")
         options = dict(windows=2, seq_len=32, use_cache=False)
         assert api.evaluate(reloaded, pending, "wiki", **options).metrics["perplexity"] == pytest.approx(
             api.evaluate(whole, exported, "wiki", **options).metrics["perplexity"], rel=1e-5
@@ -197,7 +197,7 @@ def test_gates_installed_before_dispatch_act_the_same(tiny_dir, whole, tmp_path)
 
 
 def test_auto_device_map_with_a_memory_limit_offloads_to_disk(tiny_dir, whole, tmp_path):
-    limited = load_model(str(tiny_dir), device_map="auto", max_memory={"cpu": 60_000}, offload_folder=tmp_path, self_check=False)
+    limited = load_model(str(tiny_dir), dtype="float32", device_map="auto", max_memory={"cpu": 60_000}, offload_folder=tmp_path, self_check=False)
     assert "disk" in set(limited.device_map.values()) and limited.device == torch.device("cpu")
     ids = torch.randint(3, 400, (2, 10), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
@@ -229,7 +229,7 @@ def test_real_model_sharded_to_disk_gives_the_same_results(smollm2, tmp_path):
     generation give the unsharded model's results."""
     from pruneviz.evaluation.perplexity import evaluate_perplexity
 
-    sharded = load_model("smollm2", device_map="auto", max_memory={"cpu": "200MB"}, offload_folder=tmp_path)
+    sharded = load_model("smollm2", dtype="float32", device_map="auto", max_memory={"cpu": "200MB"}, offload_folder=tmp_path)
     assert "disk" in set(sharded.device_map.values()) and sharded.device == torch.device("cpu")
     for plan in (PruningPlan(), PruningPlan.parse("5.attn,20")):
         expected = evaluate_perplexity(smollm2, plan, "wiki", windows=2, seq_len=32)

@@ -11,7 +11,7 @@ import torch
 from ..assets import EMBEDDED_MODELS
 from ..deployment import Deployment
 from ..export import exported_plan, pending_plan
-from ..loading import DEFAULT_MODEL, LoadedModel
+from ..loading import DEFAULT_MODEL, LoadedModel, cpu_has_native_bf16
 from .feedback import cancel_notice, run_or_stop
 from .files import _slug
 from .models import load_model_once, memory_caption
@@ -64,7 +64,10 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
         )
     device = st.selectbox("Device", _devices(), **remembered("model_device", "auto"))
     dtype = st.selectbox(
-        "dtype", DTYPES, **remembered("model_dtype", "auto"), help="auto: bf16/fp16 on CUDA, fp32 on CPU."
+        "dtype", DTYPES, **remembered("model_dtype", "auto"),
+        help="auto: bf16 on CUDA (fp16 where bf16 is unsupported) and on CPUs with native bf16 matrix instructions "
+        f"(this one: {'yes' if cpu_has_native_bf16() else 'no'}), else float32. float32 is the reference: "
+        "bf16 results differ from it slightly (docs/PERFORMANCE.md measures by how much).",
     )
     return spec, device, dtype, trust
 
@@ -94,7 +97,7 @@ def sidebar(page: str | None = None) -> LoadedModel:
     adopt_export_plan(spec, loaded)
     st.sidebar.caption(
         f"Loaded **{loaded.name}**: {loaded.info.family}, {loaded.n_blocks} blocks, "
-        f"{loaded.info.params_total / 1e6:,.0f}M parameters, on {loaded.device} in {str(loaded.dtype).removeprefix('torch.')}."
+        f"{loaded.info.params_total / 1e6:,.0f}M parameters, on {loaded.device} in {loaded.dtype_name}."
     )
     st.sidebar.caption(memory_caption(), help="One model is kept in memory; choosing another frees this one first.")
     st.sidebar.radio(
