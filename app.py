@@ -74,7 +74,7 @@ def architecture_summary(loaded) -> None:
             help=f"{count:,} parameters, {count / info.params_total:.1%} of the model (with its pre-norm)",
         )
     st.caption(
-        f"Running on **{loaded.device}** in **{str(loaded.dtype).removeprefix('torch.')}**; "
+        f"Running on **{loaded.device}** in **{loaded.dtype_name}**; "
         f"context up to {info.max_position_embeddings:,} tokens; vocabulary {info.vocab_size:,}; "
         f"embeddings {'tied to' if info.tied_embeddings else 'separate from'} the output head."
     )

@@ -87,7 +87,8 @@ def show_result(result: dict) -> None:
     table, settings = result["table"], result["settings"]
     dataset = ", ".join(sorted(set(table["dataset"])))
     st.info(
-        f"Computed on **{dataset}** ({settings['samples']} samples of up to {settings['seq_len']} tokens). "
+        f"Computed on **{dataset}** ({settings['samples']} samples of up to {settings['seq_len']} tokens) "
+        f"in {', '.join(sorted(set(table['dtype'])))}. "
         "Perplexity on the *Prune and evaluate* page is measured on the evaluation half of Wikipedia, "
         "so no text is used both to rank units and to judge the pruned model."
     )
@@ -102,7 +103,7 @@ def show_result(result: dict) -> None:
         st.dataframe(plots.influence_wide(table), hide_index=True)
         st.download_button(
             "Download CSV", table.to_csv(index=False), file_name="influence.csv", mime="text/csv",
-            help="Columns unit, layer, sublayer, metric, value, stderr, dataset (as `pruneviz influence` writes).",
+            help="Columns unit, layer, sublayer, metric, value, stderr, dataset, dtype (as `pruneviz influence` writes).",
         )
 
 

@@ -461,7 +461,7 @@ def show_savings(loaded, plan: PruningPlan) -> None:
     columns[1].metric(
         "KV cache saved", format_bytes(savings.kv_bytes_per_token), delta="per token", delta_color="off", delta_arrow="off",
         help=f"{savings.kv_bytes_per_token:,} bytes per token. Per pruned attention sublayer: 2 (K and V) × KV heads × "
-        f"head dim × {loaded.dtype.itemsize} bytes ({str(loaded.dtype).removeprefix('torch.')}, the loaded dtype) no "
+        f"head dim × {loaded.dtype.itemsize} bytes ({loaded.dtype_name}, the loaded dtype) no "
         "longer stored for each token of the context.",
     )
     columns[2].metric(

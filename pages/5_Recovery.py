@@ -98,7 +98,7 @@ def show_comparison(result: dict) -> None:
             f"{column}: **{variant}** and **{other}** differ by less than two combined standard errors, "
             "within noise on this evaluation set; evaluate on more questions or windows to separate them."
         )
-    columns = [c for c in table.columns if c not in ("variant", "params added", "% of removed") and not c.endswith(api.STDERR_SUFFIX)]
+    columns = [c for c in table.columns if c not in ("variant", "dtype", "params added", "% of removed") and not c.endswith(api.STDERR_SUFFIX)]
     chart_metric = st.selectbox("Chart", columns, key="recovery_chart")
     ui.plotly_chart(plots.variant_bars(table, chart_metric, api.STDERR_SUFFIX), f"recovery_{chart_metric}")
 

@@ -125,7 +125,8 @@ def influence(
             table came from the cache.
 
     Returns:
-        DataFrame ``unit, layer, sublayer, metric, value, stderr, dataset``; ascending value = pruning order.
+        DataFrame ``unit, layer, sublayer, metric, value, stderr, dataset, dtype`` (the model's dtype);
+        ascending value = pruning order.
         ``table.attrs["cost"]`` holds, per adaptive metric, block forwards with and without prefix
         reuse, subnetworks evaluated and seconds.
 
@@ -172,7 +173,7 @@ def influence(
                 }
     if progress and all(hits):  # nothing was computed: say it is done, or a progress bar would stay empty
         progress(1, 1)
-    table = pd.concat(tables, ignore_index=True)
+    table = pd.concat(tables, ignore_index=True).assign(dtype=loaded.dtype_name)
     table.attrs["cost"] = cost
     return table
 
@@ -264,6 +265,7 @@ def evaluate(
     result.from_cache = hit
     result.recover = recovery.label if recovery else None
     result.settings.setdefault("backend", backend)
+    result.settings["dtype"] = loaded.dtype_name
     return result
 
 
@@ -366,7 +368,7 @@ def compare_recoveries(
         tasks: ``(task, evaluate options)`` pairs, e.g. ``[("wiki", {"windows": 8})]``.
 
     Returns:
-        one row per variant: ``variant``, ``params added``, ``% of removed``, then ``"<task> <metric>"`` columns,
+        one row per variant: ``variant``, ``dtype`` (the model's), ``params added``, ``% of removed``, then ``"<task> <metric>"`` columns,
         each followed by its standard error ``"<task> <metric> stderr"`` where the metric has one.
     """
     variants = [("unpruned", PruningPlan(), None), ("pruned", plan, None)] + [(r.label, plan, r) for r in recoveries]
@@ -374,6 +376,7 @@ def compare_recoveries(
     for label, variant_plan, recovery in variants:
         row = {
             "variant": label,
+            "dtype": loaded.dtype_name,
             "params added": recovery.added_params if recovery else 0,
             "% of removed": round(recovery.added_percent, 3) if recovery else 0.0,
         }

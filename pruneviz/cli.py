@@ -89,7 +89,7 @@ def cmd_info(args) -> None:
             print(f"{subject}\t{category}")
         return
     loaded = _load(args)
-    info = dataclasses.asdict(loaded.info) | {"device": str(loaded.device), "dtype": str(loaded.dtype).removeprefix("torch."), "model": loaded.name}
+    info = dataclasses.asdict(loaded.info) | {"device": str(loaded.device), "dtype": loaded.dtype_name, "model": loaded.name}
     if loaded.sharded:
         info["device_map"] = {name: str(place) for name, place in loaded.device_map.items()}
     if args.json:
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(sub):
         sub.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a model directory, a .gguf file or a hub id")
         sub.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
-        sub.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+        sub.add_argument("--dtype", default="auto", help="auto (bf16 on GPU and on CPUs with native bf16 instructions, else fp32), float32 (the reference), bfloat16, float16")
         sub.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (only for sources you trust)")
         sub.add_argument("--device-map", choices=DEVICE_MAPS, help="shard a model too large for one device with accelerate: auto fills the GPUs, then CPU memory, then disk (leave --device at auto)")
         sub.add_argument("--max-memory", help="with --device-map: most memory per device, e.g. '0=20GiB,1=20GiB,cpu=60GiB'")
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(METRICS)}")
     influence.add_argument("--granularity", choices=["block", "sublayer", "all"], default="sublayer")
     influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")
-    influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset")
+    influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset,dtype")
     influence.set_defaults(run=cmd_influence, outputs={"--out": "file"})
 
     evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity or MMLU")
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
     curve.add_argument("--iterative", action="store_true", help="recompute the metric on the pruned model after every removal")
     curve.add_argument("--heldout", action="store_true", help="MMLU: compute adaptive metrics on one half of each subject, evaluate on the other")
-    curve.add_argument("--out", required=True, help="CSV: ranking,scheme,step,removed,plan,task,metric,value,stderr")
+    curve.add_argument("--out", required=True, help="CSV: ranking,scheme,step,removed,plan,task,metric,value,stderr,dtype")
     curve.set_defaults(run=cmd_curve, outputs={"--out": "file"})
 
     recover = commands.add_parser("recover", help="fit cheap stand-ins for pruned units and report before/after")

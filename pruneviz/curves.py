@@ -21,7 +21,7 @@ from .errors import SettingError
 from .plan import PruningPlan, Unit
 
 Progress = Callable[[int, int], None]
-CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr"]
+CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr", "dtype"]
 SCHEME_GRANULARITY = {"block": "block", "attn": "sublayer", "mlp": "sublayer", "both": "sublayer"}
 
 
@@ -123,7 +123,8 @@ def pruning_curve(
         result = api.evaluate(loaded, plan, task.name, **task.options)
         evaluated.append([
             {"ranking": label, "scheme": scheme, "step": step, "removed": removed, "plan": str(plan), "task": result.task,
-             "metric": metric, "value": value, "stderr": result.stderr.get(metric, float("nan"))}
+             "metric": metric, "value": value, "stderr": result.stderr.get(metric, float("nan")),
+             "dtype": loaded.dtype_name}
             for metric, value in result.metrics.items() if metric != "tokens"
         ])
         if progress:
@@ -143,7 +144,8 @@ def tradeoff_matrix(
     """Prune ``count`` units by each ranking and evaluate every task (the paper's trade-off view).
 
     Returns:
-        one row per ranking (``ranking`` = ``metric@data``, ``plan``), and per task metric two columns:
+        one row per ranking (``ranking`` = ``metric@data``, ``plan``, ``dtype`` = the model's), and per task
+        metric two columns:
         ``"<task> <metric>"`` (pruned) and ``"<task> <metric> Δ"`` (pruned - unpruned). A first row
         ``"unpruned"`` holds the baseline.
 
@@ -157,7 +159,7 @@ def tradeoff_matrix(
     rows, total, done = [], len(entries) * len(tasks), 0
     baseline: dict[str, float] = {}
     for label, plan in entries:
-        row = {"ranking": label, "plan": str(plan)}
+        row = {"ranking": label, "plan": str(plan), "dtype": loaded.dtype_name}
         for task in tasks:
             result = api.evaluate(loaded, plan, task.name, **task.options)
             for metric, value in result.metrics.items():

@@ -394,7 +394,7 @@ def tradeoff_styled(matrix: pd.DataFrame):
     formats = {}
     for column in matrix.columns:
         metric = column.removesuffix(" Δ").rsplit(" ", 1)[-1]
-        if column in ("ranking", "plan"):
+        if column in ("ranking", "plan", "dtype"):
             continue
         if metric in ACCURACY_METRICS:
             formats[column] = "{:+.1%}" if column in deltas else "{:.1%}"

@@ -129,13 +129,13 @@ class TestOnEmbeddedModel:
     def test_influence_example(self, tmp_path, smollm2):
         out = tmp_path / "infl.csv"
         result = _run("influence", "--model", "smollm2", "--data", "wiki", "--metrics", "cosine,rel_l2",
-                      "--granularity", "sublayer", "--samples", "8", "--seq-len", "128", "--out", str(out))
+                      "--granularity", "sublayer", "--samples", "8", "--seq-len", "128", "--dtype", "float32", "--out", str(out))
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         with open(out, newline="") as handle:
             header = handle.readline().strip()
             rows = list(csv.DictReader(handle, fieldnames=header.split(",")))
-        assert header == "unit,layer,sublayer,metric,value,stderr,dataset"
+        assert header == "unit,layer,sublayer,metric,value,stderr,dataset,dtype"
         assert len(rows) == 2 * 30 * 2
         expected_units = {f"{i}.{s}" for i in range(30) for s in ("attn", "mlp")}
         assert {r["unit"] for r in rows} == expected_units
@@ -144,7 +144,7 @@ class TestOnEmbeddedModel:
             value = float(row["value"])
             assert math.isfinite(value) and value >= 0
             assert row["unit"] == f"{row['layer']}.{row['sublayer']}"
-            assert row["stderr"] == "" and row["dataset"] == "wiki (calibration half)"
+            assert row["stderr"] == "" and row["dataset"] == "wiki (calibration half)" and row["dtype"] == "float32"
             if row["metric"] == "cosine":
                 assert value <= 2
         # the CSV holds the library's table: the in-process call with the same settings finds the

@@ -42,8 +42,8 @@ def _by_hand(loaded, batch, batch_size, metrics=METRICS, kinds=KINDS, plan=Pruni
     return static_metrics_by_hand(hooks.captured, masks, loaded.n_blocks, metrics, kinds)
 
 
-def _assert_table_matches(table, expected, dataset):
-    assert list(table.columns) == CSV_COLUMNS
+def _assert_table_matches(table, expected, dataset, columns=CSV_COLUMNS):
+    assert list(table.columns) == columns
     assert len(table) == len(expected)
     for row in table.itertuples():
         key = (row.layer, row.sublayer, row.metric)
@@ -123,7 +123,8 @@ def test_api_influence_matches_hooks_on_real_model(smollm2, tmp_path):
     table = api.influence(smollm2, str(path), METRICS, "all", samples=4, seq_len=48, use_cache=False)
     expected = _by_hand(smollm2, batch, batch_size=4)
     assert len(table) == 30 * 3 * 6
-    _assert_table_matches(table, expected, label)
+    _assert_table_matches(table, expected, label, [*CSV_COLUMNS, "dtype"])  # api tables name the model's dtype
+    assert set(table["dtype"]) == {"float32"}
     _check_invariants(table)
 
 
