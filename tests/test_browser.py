@@ -24,6 +24,7 @@ from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from browser_support import ARTIFACTS, Steps, launch_chromium, require_chromium, streamlit_server
 from pruneviz import api
+from pruneviz.loading import load_model
 from pruneviz.plan import PruningPlan
 
 pytestmark = [pytest.mark.real, pytest.mark.browser]
@@ -135,17 +136,19 @@ def artifacts(request, capsys):
         print(f"\n[{request.node.name}] browser screenshots, server log and console log in {ARTIFACTS}")
 
 
-def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, artifacts):
+def test_app_in_chromium_heatmap_and_pruned_perplexity(isolated_cache, artifacts):
     require_chromium()
-    n_blocks = smollm2.n_blocks
+    # the reference: the library on the model the app opens with, in the dtype auto picks on this CPU
+    reference = load_model("smollm2", device="cpu", dtype="auto")
+    n_blocks = reference.n_blocks
     plan = PruningPlan.parse(SUBLAYER, n_blocks)
     expected = {
-        which: api.evaluate(smollm2, each, "wiki", windows=WINDOWS, seq_len=WINDOW_TOKENS, use_cache=False)
+        which: api.evaluate(reference, each, "wiki", windows=WINDOWS, seq_len=WINDOW_TOKENS, use_cache=False)
         .metrics["perplexity"]
         for which, each in (("unpruned", PruningPlan()), ("pruned", plan))
     }
     console: list[str] = []
-    # the reference above ran on the CPU in fp32; the server must too
+    # the reference above ran on the CPU; the server must too
     server = streamlit_server(artifacts / "server.log", env={"CUDA_VISIBLE_DEVICES": ""})
     with server as url, sync_playwright() as playwright:
         browser = launch_chromium(playwright)
@@ -157,6 +160,7 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(smollm2, isolated_cache, 
             page.goto(url)
             loaded = page.get_by_test_id("stSidebar").get_by_text(re.compile(r"\bloaded\b", re.IGNORECASE))
             wait_for(page, loaded, "loading the model", timeout=FIRST_LOAD_MS)
+            expect(loaded).to_contain_text(f"in {reference.dtype_name}")
             # the sidebar is drawn first; the landing page's title follows once the model is there
             title = page.get_by_test_id("stMain").get_by_role("heading", level=1).first
             wait_for(page, title, "drawing the landing page")
