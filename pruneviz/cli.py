@@ -171,7 +171,7 @@ def cmd_evaluate(args) -> None:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
     summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
     recovered = f" recover='{result.recover}'" if result.recover else ""
-    _say(f"{result.task} n={result.n} prune='{result.prune}'{recovered}: {summary}")
+    _say(f"{result.task} n={result.n} prune='{result.prune}'{recovered} ({loaded.dtype_name}): {summary}")
     if plan.is_everything(loaded.n_blocks):
         _say("Note: the plan prunes every block, so the embeddings go straight to the output head.")
 

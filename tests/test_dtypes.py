@@ -222,6 +222,28 @@ def test_app_main_flow_in_each_dtype(tiny_model_dir, dtype, monkeypatch):
         press("Fit and compare")
         table = at.dataframe[0].value
         assert set(table["dtype"]) == {dtype} and table["wiki perplexity"].map(math.isfinite).all()
+
+        at.switch_page("pages/3_Pruning_curves.py")
+        at.run()
+        for key, value in (("samples", 2), ("seq_len", 32), ("steps", 1), ("windows", 2), ("window_len", 32)):
+            at.number_input(key=f"_curves_{key}").set_value(value)
+        press("Run")
+        assert len(at.get("plotly_chart")) == 2 and list(at.dataframe[0].value["step"]) == [0, 1]
+
+        at.switch_page("pages/4_Task_trade-offs.py")
+        at.run()
+        for key, value in (("samples", 2), ("seq_len", 32), ("count", 1), ("windows", 2), ("window_len", 32)):
+            at.number_input(key=f"_tradeoff_{key}").set_value(value)
+        at.multiselect(key="_tradeoff_mmlu").set_value(["mmlu:anatomy"])
+        press("Run")
+        assert set(at.dataframe[0].value["dtype"]) == {dtype}
+
+        at.switch_page("pages/6_Export.py")
+        at.run()
+        at.text_input(key="export_plan").input("3").run()
+        press("Export")
+        assert len(at.success) == 1 and "standalone" in at.success[0].value
+        press("Delete this export from the server")
     finally:
         models.load_model_cached.clear()  # the next app test loads its own model
         models._resident.clear()
