@@ -25,8 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from pruneviz.curves import Ranking, Task, pruning_curve, ranking_correlation, tradeoff_matrix  # noqa: E402
-from pruneviz.loading import load_model  # noqa: E402
+from pruneviz.core.loading import load_model  # noqa: E402
+from pruneviz.studies.curves import Ranking, Task, pruning_curve, ranking_correlation, tradeoff_matrix  # noqa: E402
 
 
 def settings(quick: bool) -> dict:

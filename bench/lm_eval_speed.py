@@ -9,7 +9,7 @@ CPU: resident set size sampled every 2 ms). Then the toggle-to-result latency: r
 pruning one late attention sublayer vs one early block, starting from an evaluation of the unpruned
 model (lm-eval recomputes everything; pruneviz resumes from the stored block-boundary states).
 
-For the letter format it also times, on the MMLU part, the recipe issue #5 names as the floor of a cold
+For the letter format it also times, on the MMLU part, the recipe once named as the floor of a cold
 evaluation: a plain batched forward pass (stock decoder over length-sorted, right-padded batches of
 16 prompts) with the output head only at each prompt's answer position, and no packing or stored states.
 
@@ -35,15 +35,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pruneviz import api, lm_eval_backend  # noqa: E402
+from pruneviz import api
+from pruneviz.core.gating import apply_plan  # noqa: E402
+from pruneviz.core.loading import load_model  # noqa: E402
+from pruneviz.core.plan import PruningPlan  # noqa: E402
 from pruneviz.data.mmlu import SUBJECTS  # noqa: E402
+from pruneviz.engine.hidden_store import HiddenStateStore, format_usage  # noqa: E402
+from pruneviz.engine.incremental import budgets_from_environment, using_store  # noqa: E402
+from pruneviz.engine.scoring import pad_right  # noqa: E402
+from pruneviz.evaluation import lm_eval_backend
 from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests  # noqa: E402
-from pruneviz.evaluation.scoring import pad_right  # noqa: E402
-from pruneviz.gating import apply_plan  # noqa: E402
-from pruneviz.hidden_store import HiddenStateStore, format_usage  # noqa: E402
-from pruneviz.incremental import budgets_from_environment, using_store  # noqa: E402
-from pruneviz.loading import load_model  # noqa: E402
-from pruneviz.plan import PruningPlan  # noqa: E402
 
 BACKENDS = ("lm-eval", "pruneviz")
 RSS_INTERVAL_S = 0.002
@@ -139,7 +140,7 @@ class PlainRun:
 
 def plain_batched_forward(loaded, plan: PruningPlan, args, batch_size: int = 16) -> PlainRun:
     """The MMLU letter prompts through the stock decoder in length-sorted, right-padded batches of
-    ``batch_size``, the output head applied at each prompt's last token only (issue #5's reference recipe)."""
+    ``batch_size``, the output head applied at each prompt's last token only (the reference recipe)."""
     subset = args.task.partition(":")[2] or None
     started = time.perf_counter()
     exemplars, scored = mmlu_questions("letter", "mmlu", subset, args.shots, args.per_subject, "all")

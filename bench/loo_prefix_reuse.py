@@ -15,10 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pruneviz.loading import load_model  # noqa: E402
-from pruneviz.objectives import objective_data  # noqa: E402
-from pruneviz.plan import units_of  # noqa: E402
-from pruneviz.shapley import adaptive_influence  # noqa: E402
+from pruneviz.core.loading import load_model  # noqa: E402
+from pruneviz.core.plan import units_of  # noqa: E402
+from pruneviz.influence.objectives import objective_data  # noqa: E402
+from pruneviz.influence.shapley import adaptive_influence  # noqa: E402
 
 
 def main() -> None:

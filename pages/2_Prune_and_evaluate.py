@@ -9,13 +9,13 @@ import math
 import streamlit as st
 
 from pruneviz import api, plots, ui
+from pruneviz.core.errors import PlanError
+from pruneviz.core.formatting import format_bytes
+from pruneviz.core.plan import SUBLAYERS, PruningPlan
 from pruneviz.data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
-from pruneviz.errors import PlanError
 from pruneviz.evaluation.mmlu import CLOZE_BELOW_PARAMS, FORMATS, default_format
-from pruneviz.generation import MAX_NEW_TOKENS, generate_side_by_side, plan_savings
-from pruneviz.plan import SUBLAYERS, PruningPlan
-from pruneviz.static_metrics import STATIC_METRICS
-from pruneviz.units import format_bytes
+from pruneviz.influence.static import STATIC_METRICS
+from pruneviz.studies.generation import MAX_NEW_TOKENS, generate_side_by_side, plan_savings
 
 PLAN_KEY = ui.PLAN_KEY
 PLAN_TEXT_KEY = "plan_text"

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from pruneviz import plots, ui
-from pruneviz.curves import Ranking, Task, pruning_curve
 from pruneviz.data.mmlu import is_mmlu
+from pruneviz.studies.curves import Ranking, Task, pruning_curve
 
 RESULT_KEY = "curves_result"
 FORM = "curves_settings"
@@ -71,7 +71,7 @@ def check(settings: dict) -> None:
 
 
 def compute(loaded, settings: dict) -> dict:
-    """One :func:`pruneviz.curves.pruning_curve` per metric, each with progress bars; return what the page shows."""
+    """One :func:`pruneviz.studies.curves.pruning_curve` per metric, each with progress bars; return what the page shows."""
     check(settings)
     tasks = [Task(name, options) for name, options in settings["tasks"]]
     with ui.cancellable("curves"):

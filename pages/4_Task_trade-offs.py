@@ -7,8 +7,8 @@ what that ranking does to the other tasks, and the heatmap how much the rankings
 import streamlit as st
 
 from pruneviz import plots, ui
-from pruneviz.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
 from pruneviz.data.mmlu import is_mmlu
+from pruneviz.studies.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
 
 RESULT_KEY = "tradeoff_result"
 FORM = "tradeoff_settings"

@@ -7,7 +7,7 @@ the cache directory and offered as a zip.
 import streamlit as st
 
 from pruneviz import api, plots, ui
-from pruneviz.recovery import FITS, METHODS
+from pruneviz.studies.recovery import FITS, METHODS
 
 RESULT_KEY = "recovery_comparison"
 METHOD_LABELS = {

@@ -7,8 +7,8 @@ path a visitor types.
 import streamlit as st
 
 from pruneviz import ui
-from pruneviz.export import delete_export, export_model
-from pruneviz.units import format_bytes
+from pruneviz.core.formatting import format_bytes
+from pruneviz.studies.export import delete_export, export_model
 
 RESULT_KEY = "export_result"
 NO_RECOVERY = "none"
@@ -37,7 +37,7 @@ def expected_kind(plan, recovery, n_blocks: int) -> str:
         return "This plan removes whole blocks only, so the export is a **standalone** model that stock `transformers` loads."
     return (
         "This plan removes sublayers or adds stand-ins, so the export is the full model plus `pruning_plan.json`"
-        " (and the stand-ins); `pruneviz.export.load_exported` rebuilds the pruned model."
+        " (and the stand-ins); `pruneviz.studies.export.load_exported` rebuilds the pruned model."
     )
 
 
@@ -65,7 +65,7 @@ def show_report(result: dict) -> None:
             "Exported the full model with `pruning_plan.json`"
             + (f" and the stand-ins of {result['recovery']}" if result["recovery"] else "")
             + f": not standalone (the files hold every weight; the plan skips the pruned units). Load it with "
-            f"`pruneviz.export.load_exported(\"{report.directory}\")`."
+            f"`pruneviz.studies.export.load_exported(\"{report.directory}\")`."
         )
     removed = report.params_before - report.params_after
     # short values (exact counts in the tooltips) in two rows of two: a card cuts a longer value off, and

@@ -1,10 +1,10 @@
-"""Command-line interface: ``python -m pruneviz {info,influence,evaluate} ...`` (see DESIGN.md, CLI contract).
+"""Command-line interface: ``python -m pruneviz {info,influence,evaluate,curve,recover,export} ...``.
 
 A thin layer over :mod:`pruneviz.api`: parse arguments, show tqdm progress, write files. Errors print
 one line on stderr and exit with status 2 (a traceback only with ``--debug``).
 
 Launched by ``torchrun --nproc_per_node N -m pruneviz ...`` (or ``accelerate launch``), the processes
-join one group (:mod:`pruneviz.distributed`): ``influence`` with Shapley metrics and ``curve`` split
+join one group (:mod:`pruneviz.core.distributed`): ``influence`` with Shapley metrics and ``curve`` split
 their work over them, and only rank 0 shows progress, prints and writes files.
 """
 
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from . import distributed
-from .errors import PrunevizError
+from .core import distributed
+from .core.errors import PrunevizError
 
 log = logging.getLogger("pruneviz")
 
@@ -66,13 +66,13 @@ def _say(text: str) -> None:
 
 
 def _load(args):
-    from .export import pending_plan
-    from .loading import load_model, parse_max_memory
+    from .core.loading import load_model, parse_max_memory
+    from .studies.export import pending_plan
 
     pending = pending_plan(args.model)
     if pending is not None and args.command != "evaluate":
         _say(f"Note: {args.model} is a pruneviz export whose plan '{pending}' is not in its weights; this command "
-             "sees the full model (evaluate applies the plan; in Python use pruneviz.export.load_exported).")
+             "sees the full model (evaluate applies the plan; in Python use pruneviz.studies.export.load_exported).")
 
     return load_model(
         args.model, device=distributed.local_device(args.device), dtype=args.dtype, trust_remote_code=args.trust_remote_code,
@@ -142,8 +142,8 @@ def cmd_influence(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from . import api
-    from .export import exported_plan, pending_plan
-    from .plan import PruningPlan
+    from .core.plan import PruningPlan
+    from .studies.export import exported_plan, pending_plan
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
@@ -180,7 +180,7 @@ def cmd_curve(args) -> None:
     import pandas as pd
 
     from .api import check_metrics
-    from .curves import Ranking, Task, pruning_curve
+    from .studies.curves import Ranking, Task, pruning_curve
 
     metrics = _comma_list(args.metric)
     check_metrics(metrics)
@@ -215,7 +215,7 @@ def _tasks(text: str, args) -> list[tuple[str, dict]]:
 
 def cmd_recover(args) -> None:
     from . import api
-    from .plan import PruningPlan
+    from .core.plan import PruningPlan
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
@@ -234,21 +234,21 @@ def cmd_recover(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export_model
-    from .plan import PruningPlan
+    from .core.plan import PruningPlan
+    from .studies.export import export_model
 
     loaded = _load(args)
     plan = PruningPlan.parse(args.prune, loaded.n_blocks)
     recovery = _recovery(args, loaded)
     report = export_model(loaded, plan, args.out, recovery)
-    kind = "standalone transformers model" if report.standalone else "full model + pruning_plan.json (load with pruneviz.export.load_exported)"
+    kind = "standalone transformers model" if report.standalone else "full model + pruning_plan.json (load with pruneviz.studies.export.load_exported)"
     _say(f"wrote {report.directory}: {kind}; {report.blocks_kept} blocks, parameters {report.params_before:,} -> "
           f"{report.params_after:,}, KV cache saved {report.kv_bytes_per_token_saved:,} bytes/token")
 
 
 def _recovery(args, loaded):
     """The recovery ``--recover`` names, placed on the model's device; ``None`` without ``--recover``."""
-    from .recovery import Recovery
+    from .studies.recovery import Recovery
 
     return Recovery.load(args.recover, loaded.info.hidden_size, loaded.device) if args.recover else None
 
@@ -256,7 +256,7 @@ def _recovery(args, loaded):
 def _check_inputs(args) -> None:
     """Refuse inputs that can be judged without a model, before one is loaded."""
     from .data.mmlu import canonical_spec
-    from .recovery import refuse_model_as_recovery
+    from .studies.recovery import refuse_model_as_recovery
 
     for spec in [getattr(args, "data", None) or "", getattr(args, "task", None) or "", *_comma_list(getattr(args, "tasks", ""))]:
         canonical_spec(spec)  # refuses an MMLU spec that names no subject
@@ -336,9 +336,9 @@ def _non_negative(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
     from .api import BACKENDS, METRICS
-    from .loading import DEVICE_MAPS
-    from .recovery import FITS, METHODS
-    from .shapley import ESTIMATORS
+    from .core.loading import DEVICE_MAPS
+    from .influence.shapley import ESTIMATORS
+    from .studies.recovery import FITS, METHODS
 
     parser = _Parser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

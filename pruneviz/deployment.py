@@ -38,8 +38,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .core.errors import SettingError
 from .data.mmlu import is_mmlu
-from .errors import SettingError
 
 DEMO_ENV = "PRUNEVIZ_DEMO"
 CONFIG_ENV = "PRUNEVIZ_CONFIG"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .core.errors import PlanError
+from .core.plan import PruningPlan
 from .deployment import Deployment
-from .errors import PlanError
-from .plan import PruningPlan
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def render(value) -> str:
 def parse(name: str, param: Param, text: str, deployment: Deployment):
     """A query parameter's value as its setting's type (numbers capped by the deployment).
 
-    ``name`` is the query parameter; ``"plan"`` is parsed as a :class:`~pruneviz.plan.PruningPlan` and
+    ``name`` is the query parameter; ``"plan"`` is parsed as a :class:`~pruneviz.core.plan.PruningPlan` and
     returned in canonical form.
 
     Raises:

@@ -2,7 +2,7 @@
 
 Every label comes from the results themselves (the ``unit``, ``sublayer`` and ``metric`` columns of
 an influence table, the ``category`` column of an MMLU result, the ``ranking`` and ``task`` columns of
-a pruning curve) or from the metric registry :data:`pruneviz.api.METRIC_REGISTRY`; nothing here calls
+a pruning curve) or from the metric registry :data:`pruneviz.influence.registry.METRIC_REGISTRY`; nothing here calls
 Streamlit.
 """
 
@@ -14,10 +14,11 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from .core.plan import SUBLAYERS
 from .data.mmlu import is_mmlu, mmlu_subset
 from .evaluation.results import Z_95, EvaluationResult, proportion_stderr
-from .plan import SUBLAYERS
-from .api import METRIC_REGISTRY, confidence_halfwidth
+from .evaluation.statistics import confidence_halfwidth
+from .influence.registry import METRIC_REGISTRY
 
 # heatmap columns, left to right: the two sublayers, then the whole block
 COLUMN_ORDER = (*SUBLAYERS, "block")
@@ -273,7 +274,7 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
     """One task metric against the number of units removed, one line per ranking (Siddiqui et al. 2024, fig. 2).
 
     Args:
-        curve: long table from :func:`pruneviz.curves.pruning_curve` (several rankings may be concatenated).
+        curve: long table from :func:`pruneviz.studies.curves.pruning_curve` (several rankings may be concatenated).
         task, metric: which panel, e.g. ``("wiki", "perplexity")``.
 
     Returns:
@@ -382,7 +383,7 @@ def tradeoff_styled(matrix: pd.DataFrame):
     """The trade-off matrix with its Δ columns coloured (a pandas ``Styler``, for display).
 
     Args:
-        matrix: from :func:`pruneviz.curves.tradeoff_matrix`: ``ranking``, ``plan``, and per task metric
+        matrix: from :func:`pruneviz.studies.curves.tradeoff_matrix`: ``ranking``, ``plan``, and per task metric
             ``"<task> <metric>"`` and ``"<task> <metric> Δ"`` (pruned - unpruned).
 
     Returns:
@@ -407,7 +408,7 @@ def correlation_heatmap(correlation: pd.DataFrame, scheme: str) -> go.Figure:
     """Spearman rank correlations between unit rankings, annotated, on a fixed [-1, 1] diverging scale.
 
     Args:
-        correlation: square table from :func:`pruneviz.curves.ranking_correlation` (labels ``metric@data``).
+        correlation: square table from :func:`pruneviz.studies.curves.ranking_correlation` (labels ``metric@data``).
         scheme: the unit scheme the rankings order (for the title).
     """
     labels = list(correlation.columns)

@@ -91,13 +91,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny():
-    from pruneviz.loading import from_modules
+    from pruneviz.core.loading import from_modules
 
     return from_modules("tiny-llama", tiny_llama(), tokenizer=None)
 
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from pruneviz.loading import load_model
+    from pruneviz.core.loading import load_model
 
     return load_model("smollm2", device="cpu", dtype="float32")

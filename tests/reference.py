@@ -1,4 +1,4 @@
-"""Independent reference computations for the tests (never imports ``pruneviz.gating``).
+"""Independent reference computations for the tests (never imports ``pruneviz.core.gating``).
 
 * :func:`forward_by_hand` runs a Llama-style ``*ForCausalLM`` block by block from its submodules,
   calling each module class's own ``forward`` (so the gates ``pruneviz`` installs on the instances

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pruneviz import plots
-from pruneviz.cache import cache_dir
+from pruneviz.core.cache import cache_dir
 from pruneviz.evaluation.results import EvaluationResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def test_the_reload_check_sees_the_class_of_the_modules_imported_now(monkeypatch
 
     from conftest import tiny_llama
 
-    from pruneviz.loading import from_modules
+    from pruneviz.core.loading import from_modules
     from pruneviz.ui import models
 
     built_before_reload = from_modules("tiny", tiny_llama(), tokenizer=None)
@@ -144,7 +144,7 @@ def test_the_reload_check_sees_the_class_of_the_modules_imported_now(monkeypatch
     class ReimportedLoadedModel:
         pass
 
-    monkeypatch.setitem(sys.modules, "pruneviz.loading", SimpleNamespace(LoadedModel=ReimportedLoadedModel))
+    monkeypatch.setitem(sys.modules, "pruneviz.core.loading", SimpleNamespace(LoadedModel=ReimportedLoadedModel))
     assert not models._from_current_modules(built_before_reload)
 
 
@@ -574,7 +574,7 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     assert not at.exception and not at.dataframe and any("press **Compute influence**" in i.value for i in at.info)
 
 
-# ---------------------------------------------------------------- reliability and conveniences (issue 6)
+# ---------------------------------------------------------------- reliability and conveniences
 
 
 def evaluation(value: float, stderr: float, n: int = 50) -> EvaluationResult:
@@ -624,7 +624,7 @@ def test_switching_models_frees_the_previous_one(monkeypatch):
 
     from conftest import tiny_llama
 
-    from pruneviz.loading import from_modules
+    from pruneviz.core.loading import from_modules
     from pruneviz.ui import models
 
     loads = []
@@ -703,7 +703,7 @@ def test_demo_mode_offers_only_configured_choices_and_caps_the_work(tmp_path, mo
 
 @pytest.mark.real
 def test_remote_code_is_trusted_only_when_ticked(app, monkeypatch):
-    from pruneviz.errors import ModelLoadError
+    from pruneviz.core.errors import ModelLoadError
     from pruneviz.ui import models
 
     asked = []
@@ -725,7 +725,7 @@ def test_remote_code_is_trusted_only_when_ticked(app, monkeypatch):
 @pytest.mark.real
 def test_two_sessions_with_different_plans_each_show_the_answer_they_would_get_alone():
     from pruneviz import api
-    from pruneviz.plan import PruningPlan
+    from pruneviz.core.plan import PruningPlan
 
     # both sessions are opened and set up before either evaluates, then run one after the other and
     # shown again: each keeps its own plan and result on the one shared model
@@ -749,7 +749,7 @@ def test_two_sessions_with_different_plans_each_show_the_answer_they_would_get_a
 @pytest.mark.real
 def test_cancel_stops_the_evaluation_and_leaves_the_model_unchanged(app, monkeypatch):
     from pruneviz import api, ui
-    from pruneviz.plan import PruningPlan
+    from pruneviz.core.plan import PruningPlan
 
     evaluate = api.evaluate
 
@@ -777,8 +777,8 @@ def test_cancel_stops_the_evaluation_and_leaves_the_model_unchanged(app, monkeyp
 
 @pytest.mark.real
 def test_side_by_side_generation_and_what_the_plan_saves(app):
-    from pruneviz.generation import plan_savings
-    from pruneviz.plan import PruningPlan
+    from pruneviz.core.plan import PruningPlan
+    from pruneviz.studies.generation import plan_savings
 
     at = open_page(app, "2_Prune_and_evaluate.py")
     at.text_input(key="plan_text").input("3.attn").run()
@@ -808,8 +808,8 @@ def test_side_by_side_generation_and_what_the_plan_saves(app):
 @pytest.mark.real
 def test_generate_side_by_side_matches_each_model_alone(smollm2):
     from pruneviz import api
-    from pruneviz.generation import generate_greedy, generate_side_by_side
-    from pruneviz.plan import PruningPlan
+    from pruneviz.core.plan import PruningPlan
+    from pruneviz.studies.generation import generate_greedy, generate_side_by_side
 
     plan = PruningPlan.parse("5,6.attn")
     recovery = api.recover(smollm2, plan, method="bias", data="wiki", samples=2, seq_len=32)

@@ -6,12 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_llama
 from torch import nn
 
-from pruneviz.architecture import ADAPTERS, SUPPORTED, adapter_for, model_info
-from pruneviz.errors import UnsupportedArchitectureError
-
-from conftest import tiny_llama
+from pruneviz.core.architecture import ADAPTERS, SUPPORTED, adapter_for, model_info
+from pruneviz.core.errors import UnsupportedArchitectureError
 
 
 class _Attn(nn.Module):

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pruneviz.assets import EMBEDDED_MODELS, EmbeddedAsset, PartedModel
-from pruneviz.errors import ModelLoadError
+from pruneviz.core.assets import EMBEDDED_MODELS, EmbeddedAsset, PartedModel
+from pruneviz.core.errors import ModelLoadError
 
 CONTENTS = [b"GGUF" + bytes(range(200)), bytes(range(256)) * 40, b"tail"]
 

@@ -20,12 +20,12 @@ import math
 import re
 
 import pytest
+from browser_support import ARTIFACTS, Steps, launch_chromium, require_chromium, streamlit_server
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from browser_support import ARTIFACTS, Steps, launch_chromium, require_chromium, streamlit_server
 from pruneviz import api
-from pruneviz.loading import load_model
-from pruneviz.plan import PruningPlan
+from pruneviz.core.loading import load_model
+from pruneviz.core.plan import PruningPlan
 
 pytestmark = [pytest.mark.real, pytest.mark.browser]
 

@@ -10,14 +10,16 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-
-from pruneviz import api, cache
-from pruneviz.evaluation.results import EvaluationResult
-from pruneviz.loading import from_modules
-from pruneviz.plan import PruningPlan
-from pruneviz.static_metrics import CSV_COLUMNS
-
 from conftest import tiny_llama
+
+from pruneviz import api
+from pruneviz.core import cache
+from pruneviz.core.loading import from_modules
+from pruneviz.core.plan import PruningPlan
+from pruneviz.evaluation import run as evaluation_run
+from pruneviz.evaluation.results import EvaluationResult
+from pruneviz.influence import run as influence_run
+from pruneviz.influence.static import CSV_COLUMNS
 
 GARBAGE = b"\x80\x04 this is not a pickle \xff\x00"
 
@@ -227,7 +229,9 @@ def test_keys_cover_plan_model_data_and_parameters(smollm2, monkeypatch):
 
     computing_influence = False
 
-    monkeypatch.setattr(api, "cached", spy)
+    # evaluations and influences build their keys in their own layers
+    monkeypatch.setattr(evaluation_run, "cached", spy)
+    monkeypatch.setattr(influence_run, "cached", spy)
     other_model = dataclasses.replace(smollm2, fingerprint="0123456789abcdef")
     empty = PruningPlan()
     api.evaluate(smollm2, empty, "wiki", windows=2, seq_len=16)

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from pruneviz import api
-from pruneviz.curves import Ranking, Task, pruning_curve, ranking_correlation, tradeoff_matrix
-from pruneviz.errors import SettingError
-from pruneviz.plan import PruningPlan
+from pruneviz.core.errors import SettingError
+from pruneviz.core.plan import PruningPlan
+from pruneviz.studies.curves import Ranking, Task, pruning_curve, ranking_correlation, tradeoff_matrix
 
 pytestmark = pytest.mark.real
 METRIC_OPTIONS = {"samples": 3, "seq_len": 48}

@@ -6,16 +6,23 @@ import gzip
 import json
 from pathlib import Path
 
+import lm_eval
 import pytest
 import torch
 import yaml
 
-import lm_eval
+from pruneviz.core.errors import DataError
 from pruneviz.data.mmlu import (
-    CATEGORIES, SUBJECT_CATEGORY, SUBJECTS, load_mmlu, mmlu_fingerprint, read_mmlu_file, select_subjects, split_exemplars,
+    CATEGORIES,
+    SUBJECT_CATEGORY,
+    SUBJECTS,
+    load_mmlu,
+    mmlu_fingerprint,
+    read_mmlu_file,
+    select_subjects,
+    split_exemplars,
 )
 from pruneviz.data.text import document_batch, load_corpus, token_windows
-from pruneviz.errors import DataError
 
 LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
 TAG_CATEGORY = {
@@ -448,8 +455,8 @@ def test_mmlu_colon_without_a_subject_is_refused(spec):
     from types import SimpleNamespace
 
     from pruneviz import api
+    from pruneviz.core.plan import PruningPlan
     from pruneviz.data.mmlu import mmlu_subset
-    from pruneviz.plan import PruningPlan
 
     expected = f"'{spec}' names no MMLU subject or category after the colon"
     # refused before any model is used: the stand-in model has nothing but its block count
@@ -480,8 +487,8 @@ def test_heldout_halves_are_disjoint_whatever_the_shots():
 
 
 def test_evaluating_an_empty_heldout_half_is_a_clear_error(tiny):
+    from pruneviz.core.plan import PruningPlan
     from pruneviz.evaluation.mmlu import evaluate_mmlu
-    from pruneviz.plan import PruningPlan
 
     with pytest.raises(DataError, match="No MMLU questions are left"):
         evaluate_mmlu(tiny, PruningPlan(), "anatomy", "letter", per_subject=1, half="test")

@@ -8,12 +8,18 @@ import weakref
 import pytest
 import torch
 
+from pruneviz.core.errors import SettingError
+from pruneviz.core.formatting import format_bytes
 from pruneviz.deployment import (
-    CONFIG_ENV, DEMO_ENV, Deployment, Limits, load_deployment, memory_usage, process_rss_bytes,
+    CONFIG_ENV,
+    DEMO_ENV,
+    Deployment,
+    Limits,
+    load_deployment,
+    memory_usage,
+    process_rss_bytes,
     release_memory,
 )
-from pruneviz.errors import SettingError
-from pruneviz.units import format_bytes
 
 CONFIG = """
 demo = true

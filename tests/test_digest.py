@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import torch
 
-from pruneviz.digest import tensor_bytes, tensor_digest
+from pruneviz.core.digest import tensor_bytes, tensor_digest
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pruneviz import distributed
+from pruneviz.core import distributed
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_SETTINGS = ["--samples", "2", "--seq-len", "24"]

@@ -21,12 +21,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pruneviz import api, loading
+from pruneviz import api
 from pruneviz.cli import main
-from pruneviz.curves import Ranking, Task, tradeoff_matrix
-from pruneviz.export import load_exported
-from pruneviz.generation import generate_side_by_side
-from pruneviz.plan import PruningPlan
+from pruneviz.core import loading
+from pruneviz.core.plan import PruningPlan
+from pruneviz.studies.curves import Ranking, Task, tradeoff_matrix
+from pruneviz.studies.export import load_exported
+from pruneviz.studies.generation import generate_side_by_side
 
 DTYPES = ["float32", "bfloat16", "float16"]
 REPO = Path(__file__).resolve().parent.parent

@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 
 from pruneviz import api
-from pruneviz.curves import Ranking, Task, pruning_curve
+from pruneviz.core.plan import PruningPlan
 from pruneviz.data.mmlu import SUBJECT_CATEGORY
-from pruneviz.generation import generate_greedy
-from pruneviz.plan import PruningPlan
+from pruneviz.studies.curves import Ranking, Task, pruning_curve
+from pruneviz.studies.generation import generate_greedy
 
 pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
 def models(smollm2) -> dict:
-    from pruneviz.loading import load_model
+    from pruneviz.core.loading import load_model
 
     return {"float32": smollm2, "bfloat16": load_model("smollm2", device="cpu", dtype="bfloat16")}
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pruneviz.errors import PlanError, SettingError, TokenizationError
+from pruneviz.core.errors import PlanError, SettingError, TokenizationError
+from pruneviz.core.plan import PruningPlan
+from pruneviz.engine.scoring import Request, encode_pair, pad_right, run_batched, score_requests, single_token_ids
 from pruneviz.evaluation.mmlu import build_prompt, default_format, evaluate_mmlu
 from pruneviz.evaluation.perplexity import evaluate_perplexity
 from pruneviz.evaluation.results import EvaluationResult, mean_stderr, proportion_stderr
-from pruneviz.evaluation.scoring import Request, encode_pair, pad_right, run_batched, score_requests, single_token_ids
-from pruneviz.plan import PruningPlan
 
 
 class _PieceTokenizer:

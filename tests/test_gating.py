@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
-from pruneviz.gating import active_plan, apply_plan, gates_installed, install_gates, record_residuals
-from pruneviz.plan import PruningPlan
-
 from conftest import tiny_llama
 from reference import ResidualHooks, forward_by_hand
+
+from pruneviz.core.gating import active_plan, apply_plan, gates_installed, install_gates, record_residuals
+from pruneviz.core.plan import PruningPlan
 
 ATOL = 1e-5
 
@@ -206,7 +205,7 @@ def test_gemma2_gates_record_resid_mid_at_pre_feedforward_norm():
     """Gemma-2 has post-norms; its ``resid_mid`` is the input of ``pre_feedforward_layernorm``."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from pruneviz.loading import from_modules
+    from pruneviz.core.loading import from_modules
 
     config = Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pruneviz.gating import apply_plan
-from pruneviz.plan import PruningPlan
-
 from reference import ResidualHooks, forward_by_hand
+
+from pruneviz.core.gating import apply_plan
+from pruneviz.core.plan import PruningPlan
 
 pytestmark = pytest.mark.real
 

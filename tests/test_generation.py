@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pruneviz.errors import SettingError
-from pruneviz.generation import generate_greedy, plan_savings
-from pruneviz.plan import PruningPlan
+from pruneviz.core.errors import SettingError
+from pruneviz.core.plan import PruningPlan
+from pruneviz.studies.generation import generate_greedy, plan_savings
 
 
 def test_plan_savings_counts_pruned_sublayers(tiny):

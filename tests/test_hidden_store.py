@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pruneviz.errors import SettingError
-from pruneviz.hidden_store import HiddenStateStore, format_usage
+from pruneviz.core.errors import SettingError
+from pruneviz.engine.hidden_store import HiddenStateStore, format_usage
 
 KIB = 1024
 # a float32 tensor of 256 values is 1 KiB; its safetensors file adds a small JSON header (< 176 bytes)
@@ -268,9 +268,9 @@ def test_format_usage():
 @pytest.mark.real
 def test_real_model_block_inputs_survive_the_store_and_resume_the_forward_pass(smollm2, tmp_path):
     """SmolLM2 block inputs go through memory and disk bit-exact; resuming from them gives the same states."""
-    from pruneviz.engine import PrefixRunner
-    from pruneviz.objectives import objective_data
-    from pruneviz.plan import PruningPlan
+    from pruneviz.core.plan import PruningPlan
+    from pruneviz.engine.prefix import PrefixRunner
+    from pruneviz.influence.objectives import objective_data
 
     data = objective_data(smollm2, "wiki", samples=2, seq_len=24)
     runner = PrefixRunner(smollm2, data.input_ids, data.attention_mask)

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from pruneviz.errors import Cancelled, SettingError
-from pruneviz.evaluation import scoring
+from pruneviz.core.errors import Cancelled, SettingError
+from pruneviz.core.gating import apply_plan
+from pruneviz.core.plan import PruningPlan
+from pruneviz.engine import scoring
+from pruneviz.engine.hidden_store import HiddenStateStore
+from pruneviz.engine.incremental import counting_blocks, decoder_states, using_store
+from pruneviz.engine.scoring import Request, score_requests, stratified_schedule
 from pruneviz.evaluation.mmlu import choice_scores, evaluate_mmlu
 from pruneviz.evaluation.perplexity import evaluate_perplexity
-from pruneviz.evaluation.scoring import Request, score_requests, stratified_schedule
-from pruneviz.gating import apply_plan
-from pruneviz.hidden_store import HiddenStateStore
-from pruneviz.incremental import counting_blocks, decoder_states, using_store
-from pruneviz.plan import PruningPlan
-from pruneviz.recovery import StandIn
+from pruneviz.studies.recovery import StandIn
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lm_eval
 import numpy as np
 import pytest
 import torch
 import yaml
 
-import lm_eval
+from pruneviz.core.plan import PruningPlan
 from pruneviz.data.mmlu import load_mmlu, split_exemplars
 from pruneviz.evaluation import mmlu as mmlu_eval
-from pruneviz.plan import PruningPlan
-
 
 pytestmark = pytest.mark.real
 

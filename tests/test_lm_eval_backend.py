@@ -11,21 +11,20 @@ import json
 import logging
 from pathlib import Path
 
+import lm_eval
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-import lm_eval
 from pruneviz import api
-from pruneviz import lm_eval_backend as backend
 from pruneviz.cli import build_parser, main
+from pruneviz.core.errors import SettingError
+from pruneviz.core.gating import active_plan
+from pruneviz.core.plan import PruningPlan
 from pruneviz.data.mmlu import load_mmlu, split_exemplars
-from pruneviz.errors import SettingError
+from pruneviz.evaluation import lm_eval_backend as backend
 from pruneviz.evaluation import mmlu as mmlu_eval
-from pruneviz.gating import active_plan
-from pruneviz.plan import PruningPlan
-
 
 LM_EVAL_MMLU = Path(lm_eval.__file__).parent / "tasks" / "mmlu"
 # 10 subjects whose first questions are among the shortest (so the test stays fast), from all four categories

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_llama
 from torch import nn
 
-from pruneviz.errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
-from pruneviz.gating import gates_installed
-from pruneviz.loading import (
-    SELF_CHECK_MAX_PERPLEXITY, from_modules, load_model, resolve_device, resolve_dtype, run_self_check,
+from pruneviz.core.errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
+from pruneviz.core.gating import gates_installed
+from pruneviz.core.loading import (
+    SELF_CHECK_MAX_PERPLEXITY,
+    from_modules,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    run_self_check,
 )
-
-from conftest import tiny_llama
 
 
 @pytest.mark.real
@@ -100,7 +104,7 @@ def test_load_hf_directory(smollm2, tmp_path):
 
 
 def test_auto_dtype_on_the_cpu_follows_its_native_bf16_instructions(monkeypatch):
-    from pruneviz import loading
+    from pruneviz.core import loading
 
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     native = "amx_bf16" in flags or "avx512_bf16" in flags
@@ -114,7 +118,7 @@ def test_auto_dtype_on_the_cpu_follows_its_native_bf16_instructions(monkeypatch)
 
 
 def test_native_bf16_probe_falls_back_to_cpuinfo_flags(monkeypatch, tmp_path):
-    from pruneviz import loading
+    from pruneviz.core import loading
 
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     for text, expected in [("flags : fpu avx2 avx512f avx512_bf16 sse", True), ("flags : fpu amx_bf16 amx_tile", True),

@@ -1,13 +1,13 @@
-"""Shared-prefix packing (issue #5): packed rows must give the same hidden states as running each sequence alone."""
+"""Shared-prefix packing: packed rows must give the same hidden states as running each sequence alone."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pruneviz.architecture import adapter_for, resolve
-from pruneviz.errors import SettingError
-from pruneviz.packing import PackedBatch, common_prefix_length, pack_groups, packed_length, plan_groups
+from pruneviz.core.architecture import adapter_for, resolve
+from pruneviz.core.errors import SettingError
+from pruneviz.engine.packing import PackedBatch, common_prefix_length, pack_groups, packed_length, plan_groups
 
 TOL_FP32 = 1e-5
 
@@ -322,8 +322,8 @@ def _loglikelihood(loaded, hidden: torch.Tensor, targets: list[int]) -> float:
 def test_smollm2_mmlu_cloze_packed_equals_per_sequence(smollm2):
     """Two real 1-shot MMLU cloze prompts x 4 answers, packed per question and per subject, match the plain path."""
     from pruneviz.data.mmlu import load_mmlu, split_exemplars
+    from pruneviz.engine.scoring import encode_pair
     from pruneviz.evaluation.mmlu import build_prompt
-    from pruneviz.evaluation.scoring import encode_pair
 
     exemplars, scored = split_exemplars(load_mmlu("mmlu"), ["anatomy"], shots=1, per_subject=2)
     pairs, keys = [], []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pruneviz.errors import PlanError
-from pruneviz.plan import PruningPlan, Unit, units_of
+from pruneviz.core.errors import PlanError
+from pruneviz.core.plan import PruningPlan, Unit, units_of
 
 
 @pytest.mark.parametrize(

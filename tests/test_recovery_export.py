@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from pruneviz import api
-from pruneviz.errors import Cancelled, SettingError
-from pruneviz.export import export_model, load_exported
-from pruneviz.gating import apply_plan, record_residuals
-from pruneviz.loading import from_modules
-from pruneviz.plan import PruningPlan
-from pruneviz.recovery import Recovery, _Moments, fit_closed_form, fit_recovery
+from pruneviz.core.errors import Cancelled, SettingError
+from pruneviz.core.gating import apply_plan, record_residuals
+from pruneviz.core.loading import from_modules
+from pruneviz.core.plan import PruningPlan
+from pruneviz.studies.export import export_model, load_exported
+from pruneviz.studies.recovery import Recovery, _Moments, fit_closed_form, fit_recovery
 from tests.conftest import REPO, tiny_llama
 
 
@@ -206,7 +206,7 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
 
 
 def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):
-    from pruneviz.recovery import lm_loss
+    from pruneviz.studies.recovery import lm_loss
 
     fit_batch, heldout = random_batch(rows=8, seq=16, seed=1), random_batch(rows=4, seq=16, seed=2)
     plan = PruningPlan.parse("1")
@@ -226,8 +226,8 @@ def test_train_fit_improves_on_emulate_and_keeps_the_best_parameters(tiny):
 
 
 def test_delete_export_refuses_a_directory_that_is_not_an_export(tmp_path):
-    from pruneviz.errors import DataError
-    from pruneviz.export import PLAN_FILE, delete_export
+    from pruneviz.core.errors import DataError
+    from pruneviz.studies.export import PLAN_FILE, delete_export
 
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "weights.bin").write_bytes(b"x" * 10)
@@ -241,8 +241,8 @@ def test_delete_export_refuses_a_directory_that_is_not_an_export(tmp_path):
 
 
 def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_run(tiny, monkeypatch):
-    from pruneviz import recovery as recovery_module
-    from pruneviz.cache import read_partial
+    from pruneviz.core.cache import read_partial
+    from pruneviz.studies import recovery as recovery_module
 
     fit_batch, heldout = random_batch(rows=8, seq=16, seed=3), random_batch(rows=4, seq=16, seed=4)
     plan = PruningPlan.parse("2.mlp")
@@ -271,8 +271,8 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_an_uninterru
 
 @pytest.mark.real
 def test_recover_reads_held_out_documents_for_train_only(smollm2, tmp_path):
+    from pruneviz.core.errors import DataError
     from pruneviz.data.text import load_corpus
-    from pruneviz.errors import DataError
 
     corpus = tmp_path / "docs.txt"
     corpus.write_text("\n\n".join(f"document {i} says something about topic {i * 7}." for i in range(24)))
@@ -291,7 +291,7 @@ def test_recover_reads_held_out_documents_for_train_only(smollm2, tmp_path):
 
 
 def test_loading_what_is_not_a_recovery_says_what_it_is(tmp_path):
-    from pruneviz.errors import DataError
+    from pruneviz.core.errors import DataError
 
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(DataError, match=r"is a model, not a saved recovery; give it as the model"):

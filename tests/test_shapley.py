@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pruneviz.engine import PrefixRunner
-from pruneviz.loading import from_modules
-from pruneviz.objectives import ObjectiveData, objective_data
-from pruneviz.plan import PruningPlan, Unit, units_of
-from pruneviz.shapley import adaptive_influence, subnetwork_values
+from pruneviz.core.loading import from_modules
+from pruneviz.core.plan import PruningPlan, Unit, units_of
+from pruneviz.engine.prefix import PrefixRunner
+from pruneviz.influence.objectives import ObjectiveData, objective_data
+from pruneviz.influence.shapley import adaptive_influence, subnetwork_values
 from tests.conftest import tiny_llama
 
 
@@ -111,7 +111,7 @@ def test_prefix_reuse_equals_naive_and_saves_block_forwards(tiny):
 
 
 def test_prefix_runner_equals_full_forward_under_plan(tiny):
-    from pruneviz.gating import apply_plan
+    from pruneviz.core.gating import apply_plan
 
     data = random_text_data()
     runner = PrefixRunner(tiny, data.input_ids, data.attention_mask)
@@ -136,7 +136,7 @@ def test_base_plan_keeps_units_pruned_in_every_subnetwork(tiny):
 @pytest.mark.real
 def test_real_model_loo_loss_shapley_equals_hand_computation(smollm2):
     """LOO loss-Shapley of three blocks = HF loss with the block pruned - HF loss of the full model."""
-    from pruneviz.gating import apply_plan
+    from pruneviz.core.gating import apply_plan
 
     data = objective_data(smollm2, "wiki", samples=3, seq_len=48)
     chosen = [Unit(2), Unit(15), Unit(28)]
@@ -189,8 +189,8 @@ def test_permutation_progress_has_one_total_across_pairs(tiny3):
 @pytest.mark.parametrize("batch_size", [8, 4])
 def test_cancelled_permutation_run_resumes_from_cached_subnetworks(tiny3, monkeypatch, tmp_path, batch_size):
     """Cancel half-way, rerun: subnetworks finished before the cancel are read back, not recomputed."""
-    import pruneviz.shapley as shapley
-    from pruneviz.errors import Cancelled
+    import pruneviz.influence.shapley as shapley
+    from pruneviz.core.errors import Cancelled
 
     monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path))
     objective_calls = []

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from pruneviz import api, lm_eval_backend
-from pruneviz.engine import PrefixRunner
-from pruneviz.errors import ModelLoadError
-from pruneviz.export import export_model, load_exported
-from pruneviz.gating import apply_plan, record_residuals
-from pruneviz.generation import generate_greedy
-from pruneviz.loading import from_modules, load_model, parse_max_memory
-from pruneviz.objectives import objective_data
-from pruneviz.plan import PruningPlan, units_of
-from pruneviz.recovery import fit_recovery
-from pruneviz.shapley import adaptive_influence
+from pruneviz import api
+from pruneviz.core.errors import ModelLoadError
+from pruneviz.core.gating import apply_plan, record_residuals
+from pruneviz.core.loading import from_modules, load_model, parse_max_memory
+from pruneviz.core.plan import PruningPlan, units_of
+from pruneviz.engine.prefix import PrefixRunner
+from pruneviz.evaluation import lm_eval_backend
+from pruneviz.influence.objectives import objective_data
+from pruneviz.influence.shapley import adaptive_influence
+from pruneviz.studies.export import export_model, load_exported
+from pruneviz.studies.generation import generate_greedy
+from pruneviz.studies.recovery import fit_recovery
 from tests.conftest import tiny_llama
 
 # blocks 1 and 3 on disk, the rest in CPU memory

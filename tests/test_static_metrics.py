@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
+from reference import ResidualHooks, static_metrics_by_hand
 
 from pruneviz import api
-from pruneviz.errors import SettingError
-from pruneviz.plan import PruningPlan
-from pruneviz.static_metrics import CSV_COLUMNS, STATIC_METRICS, static_influence
-
-from reference import ResidualHooks, static_metrics_by_hand
+from pruneviz.core.errors import SettingError
+from pruneviz.core.plan import PruningPlan
+from pruneviz.influence.static import CSV_COLUMNS, STATIC_METRICS, static_influence
 
 METRICS = ["cosine", "angular", "l1", "l2", "rel_l1", "rel_l2"]
 KINDS = ["block", "attn", "mlp"]
@@ -30,7 +29,7 @@ def _padded_batch():
 
 
 def _by_hand(loaded, batch, batch_size, metrics=METRICS, kinds=KINDS, plan=PruningPlan()):
-    from pruneviz.gating import apply_plan
+    from pruneviz.core.gating import apply_plan
 
     masks = []
     with ResidualHooks(loaded.model.model.layers) as hooks, torch.no_grad(), apply_plan(plan):

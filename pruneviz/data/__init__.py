@@ -1,1 +1,1 @@
-"""Datasets: MMLU questions and plain-text corpora (Wikipedia by default)."""
+"""Datasets: MMLU questions and plain-text corpora (Wikipedia by default). Imports only :mod:`pruneviz.core`."""

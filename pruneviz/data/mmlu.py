@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..assets import EMBEDDED_DATA
-from ..cache import file_fingerprint
-from ..errors import DataError
+from ..core.assets import EMBEDDED_DATA
+from ..core.cache import file_fingerprint
+from ..core.errors import DataError
 
 CATEGORIES = ("STEM", "humanities", "social sciences", "other")
 

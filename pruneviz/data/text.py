@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..assets import EMBEDDED_DATA
-from ..cache import file_fingerprint
-from ..errors import DataError, TooFewSamplesError
+from ..core.assets import EMBEDDED_DATA
+from ..core.cache import file_fingerprint
+from ..core.errors import DataError, TooFewSamplesError
 
 SPLITS = ("calibration", "evaluation", "all")
 # fields a JSON/JSONL record may hold its text in, in order of preference ("extract": the embedded Wikipedia file)

@@ -26,12 +26,12 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from ..core.errors import DataError, SettingError
+from ..core.gating import apply_plan
+from ..core.plan import PruningPlan
 from ..data.mmlu import LETTERS, load_mmlu, mmlu_fingerprint, mmlu_half, select_subjects, split_exemplars
-from ..errors import DataError, SettingError
-from ..gating import apply_plan
-from ..plan import PruningPlan
+from ..engine.scoring import Progress, Request, encode_pair, score_requests, single_token_ids
 from .results import EvaluationResult, mean_stderr, proportion_stderr
-from .scoring import Progress, Request, encode_pair, score_requests, single_token_ids
 
 FORMATS = ("letter", "cloze")
 CLOZE_BELOW_PARAMS = 1_000_000_000
@@ -179,10 +179,10 @@ def evaluate_mmlu(
         source: ``"mmlu"`` (embedded), ``"cais/mmlu"`` or a question file.
         half: ``"all"``, or ``"test"`` / ``"fit"``: the odd / even questions of each subject (held-out
             protocol for adaptive metrics computed on the other half).
-        batch_size: packed rows per forward pass (see :func:`pruneviz.evaluation.scoring.score_requests`).
+        batch_size: packed rows per forward pass (see :func:`pruneviz.engine.scoring.score_requests`).
         progress: ``progress(done, total)`` in scoring requests (questions, or question-answer pairs in
             cloze); may raise ``Cancelled`` (finished batches are cached, so a rerun resumes).
-        stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
+        stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`).
         partial: called with a provisional result (the questions finished so far, in a schedule stratified
             across subjects, so each is an unbiased early estimate with its standard error) as work proceeds.
         checkpoint: cache each finished batch (``False``: no reads or writes, e.g. for benchmarks).

@@ -8,12 +8,12 @@ import time
 import pandas as pd
 import torch
 
+from ..core.errors import SettingError
+from ..core.gating import apply_plan
+from ..core.plan import PruningPlan
 from ..data.text import TextCorpus, load_corpus, token_windows
-from ..errors import SettingError
-from ..gating import apply_plan
-from ..plan import PruningPlan
+from ..engine.scoring import Progress, Request, score_requests
 from .results import EvaluationResult, mean_stderr
-from .scoring import Progress, Request, score_requests
 
 
 def evaluate_perplexity(
@@ -31,7 +31,7 @@ def evaluate_perplexity(
 
     The windows are cut from the corpus's *evaluation* half (documents joined by blank lines), never
     from the calibration half that static metrics are computed on. ``stand_ins`` are recovery
-    stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`). ``batch_size`` windows run per
+    stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`). ``batch_size`` windows run per
     forward pass; ``progress(done, total)`` counts windows and may raise ``Cancelled`` (finished batches
     are cached when ``checkpoint``, so a rerun resumes).
 

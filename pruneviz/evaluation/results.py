@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -75,3 +76,15 @@ def proportion_stderr(p: float, n: int) -> float:
 def mean_stderr(values: pd.Series) -> float:
     """Standard error of a mean, ``std / sqrt(n)`` (sample std); NaN for fewer than 2 values."""
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[EvaluationResult, EvaluationResult]]) -> str:
+    """The app's evaluation download: ``{"plan", "recovery", "tasks": {task: {"unpruned": ..., "pruned": ...}}}``.
+
+    Each result is :meth:`EvaluationResult.to_json` (the document ``pruneviz evaluate --json`` writes).
+    """
+    document = {
+        "plan": plan, "recovery": recovery,
+        "tasks": {task: {"unpruned": base.to_json(), "pruned": pruned.to_json()} for task, (base, pruned) in pairs.items()},
+    }
+    return json.dumps(document, indent=2, default=str)

@@ -10,10 +10,10 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
 * :mod:`.models`: :func:`load_model_once` keeps one model in memory (:func:`load_model_cached`) and frees
   the previous one on a switch; :func:`memory_caption` is the memory line of the sidebar;
 * :mod:`.feedback`: :class:`ProgressBar` adapts ``st.progress`` to the library's ``progress(done, total)``
-  callbacks; :func:`run_or_stop` turns a :class:`~pruneviz.errors.PrunevizError` into one ``st.error`` and
+  callbacks; :func:`run_or_stop` turns a :class:`~pruneviz.core.errors.PrunevizError` into one ``st.error`` and
   stops the page, :func:`stop_with_error` does the same for a page's own input checks; :func:`cancellable`
   draws a Cancel button for long work whose :class:`ProgressBar` callbacks then raise
-  :class:`~pruneviz.errors.Cancelled`;
+  :class:`~pruneviz.core.errors.Cancelled`;
 * :mod:`.state`: the ``st.session_state`` keys every page shares (the plan under :data:`PLAN_KEY`), the
   settings :func:`remembered` across pages and model switches (every page's inputs; a form's when it is
   submitted with :func:`form_submit_button`), and
@@ -40,13 +40,28 @@ from .cards import delta_style, short_count
 from .feedback import CANCEL_NOTE, ProgressBar, cancellable, request_cancel, run_or_stop, stop_with_error
 from .files import directory_bytes, output_directory, zip_directory
 from .inputs import (
-    CALIBRATION_DATA, MMLU_TASKS, calibration_data_options, calibration_inputs, check_heldout, dataset_label,
-    heldout_note, mmlu_task_label, plan_input, rejected_plan_message, task_inputs,
+    CALIBRATION_DATA,
+    MMLU_TASKS,
+    calibration_data_options,
+    calibration_inputs,
+    check_heldout,
+    dataset_label,
+    heldout_note,
+    mmlu_task_label,
+    plan_input,
+    rejected_plan_message,
+    task_inputs,
 )
 from .models import load_model_cached, load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
 from .ranking import (
-    ADAPTIVE_COST_NOTE, SCHEME_LABELS, adaptive_metrics, estimator_inputs, metric_caption, metric_inputs, metric_label,
+    ADAPTIVE_COST_NOTE,
+    SCHEME_LABELS,
+    adaptive_metrics,
+    estimator_inputs,
+    metric_caption,
+    metric_inputs,
+    metric_label,
     metrics_help,
 )
 from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery, saved_copy

@@ -9,7 +9,7 @@ from typing import Callable, Iterator, TypeVar
 
 import streamlit as st
 
-from ..errors import Cancelled, PrunevizError
+from ..core.errors import Cancelled, PrunevizError
 
 T = TypeVar("T")
 # st.session_state keys of the running work's cancel event and of "the last work was cancelled"
@@ -24,7 +24,7 @@ CANCEL_NOTE = (
 def run_or_stop(function: Callable[..., T], *args, **kwargs) -> T:
     """Call ``function``; on a :class:`PrunevizError` show its one-sentence message and stop the page.
 
-    A :class:`~pruneviz.errors.Cancelled` run is a warning, not an error: the user asked for it.
+    A :class:`~pruneviz.core.errors.Cancelled` run is a warning, not an error: the user asked for it.
     """
     try:
         return function(*args, **kwargs)
@@ -89,7 +89,7 @@ class ProgressBar:
     """A ``progress(done, total)`` callback drawing ``st.progress`` with an estimate of the time left.
 
     Use it as a context manager so the bar disappears when the work ends; inside :func:`cancellable`
-    it raises :class:`~pruneviz.errors.Cancelled` once the Cancel button is clicked::
+    it raises :class:`~pruneviz.core.errors.Cancelled` once the Cancel button is clicked::
 
         with cancellable("evaluate"), ProgressBar("Perplexity, unpruned") as progress:
             api.evaluate(loaded, plan, progress=progress)

@@ -9,7 +9,7 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
-from ..cache import cache_dir
+from ..core.cache import cache_dir
 
 
 def _slug(text: str) -> str:

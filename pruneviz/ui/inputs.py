@@ -6,11 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from ..core.errors import PlanError
+from ..core.loading import LoadedModel
+from ..core.plan import PruningPlan
 from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS, is_mmlu, mmlu_subset
-from ..errors import PlanError
 from ..evaluation.mmlu import FORMATS, default_format
-from ..loading import LoadedModel
-from ..plan import PruningPlan
 from .feedback import stop_with_error
 from .state import PLAN_KEY, cap, current_deployment, remembered
 
@@ -110,7 +110,7 @@ def task_inputs(
 
     Returns:
         ``(tasks, heldout)``: ``(task, options)`` pairs for :func:`pruneviz.api.evaluate` (and
-        :class:`pruneviz.curves.Task`), and whether the held-out protocol was chosen.
+        :class:`pruneviz.studies.curves.Task`), and whether the held-out protocol was chosen.
     """
     def seeded(name: str, default, bounds: tuple[int, int] | None = None) -> dict:
         return remembered(f"{key}_{name}", default, bounds, form)

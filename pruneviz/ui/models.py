@@ -8,10 +8,10 @@ import threading
 import streamlit as st
 
 from .. import api
+from ..core.formatting import format_bytes
+from ..core.loading import LoadedModel, load_model
 from ..deployment import memory_usage, release_memory
-from ..hidden_store import format_usage
-from ..loading import LoadedModel, load_model
-from ..units import format_bytes
+from ..engine.hidden_store import format_usage
 
 
 def _from_current_modules(loaded: LoadedModel) -> bool:
@@ -24,7 +24,7 @@ def _from_current_modules(loaded: LoadedModel) -> bool:
     """
     # Streamlit keeps the validate function of the cache's first creation, i.e. this function as the
     # *old* module defined it: only a lookup at call time sees the re-imported class
-    return isinstance(loaded, sys.modules["pruneviz.loading"].LoadedModel)
+    return isinstance(loaded, sys.modules["pruneviz.core.loading"].LoadedModel)
 
 
 @st.cache_resource(
@@ -39,7 +39,7 @@ def load_model_cached(spec: str, device: str, dtype: str, trust_remote_code: boo
     Call it through :func:`load_model_once`, which frees the previous model before loading another.
 
     Raises:
-        PrunevizError: as :func:`pruneviz.loading.load_model`.
+        PrunevizError: as :func:`pruneviz.core.loading.load_model`.
     """
     return load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
@@ -58,7 +58,7 @@ def load_model_once(spec: str, device: str, dtype: str, trust_remote_code: bool 
     switch in one session makes the others load their model again on their next run.
 
     Raises:
-        PrunevizError: as :func:`pruneviz.loading.load_model`.
+        PrunevizError: as :func:`pruneviz.core.loading.load_model`.
     """
     key = (spec, device, dtype, trust_remote_code)
     with _resident_lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ..api import METRICS, SCHEMES
-from ..assets import EMBEDDED_MODELS
+from ..core.assets import EMBEDDED_MODELS
 from ..deployment import Deployment
 from ..evaluation.mmlu import FORMATS
 from ..permalink import Param, parse, render

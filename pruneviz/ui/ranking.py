@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ..api import ADAPTIVE_METRICS, METRIC_REGISTRY, METRICS
+from ..api import METRIC_REGISTRY, METRICS
+from ..influence.shapley import ADAPTIVE_METRICS, ESTIMATORS
+from ..influence.static import STATIC_METRICS
 from ..plots import metric_label
-from ..shapley import ESTIMATORS
-from ..static_metrics import STATIC_METRICS
 from .state import cap, remembered
 
 # pruning schemes of pruneviz.api.SCHEMES: which kind of unit is ranked and removed

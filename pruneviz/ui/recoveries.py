@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..loading import LoadedModel
-from ..plan import PruningPlan
-from ..recovery import Recovery
+from ..core.loading import LoadedModel
+from ..core.plan import PruningPlan
+from ..studies.recovery import Recovery
 from .state import RECOVERIES_KEY
 
 
@@ -20,7 +20,7 @@ class FittedRecovery:
     Attributes:
         name: display name (method/fit plus the inputs and calibration data that tell fits apart).
         recovery: the fitted stand-ins.
-        directory: where :meth:`pruneviz.recovery.Recovery.save` wrote them (under the cache dir).
+        directory: where :meth:`pruneviz.studies.recovery.Recovery.save` wrote them (under the cache dir).
     """
 
     name: str

@@ -8,17 +8,24 @@ from urllib.parse import urlencode
 import streamlit as st
 import torch
 
-from ..assets import EMBEDDED_MODELS
+from ..core.assets import EMBEDDED_MODELS
+from ..core.loading import DEFAULT_MODEL, LoadedModel, cpu_has_native_bf16
 from ..deployment import Deployment
-from ..export import exported_plan, pending_plan
-from ..loading import DEFAULT_MODEL, LoadedModel, cpu_has_native_bf16
+from ..studies.export import exported_plan, pending_plan
 from .feedback import cancel_notice, run_or_stop
 from .files import _slug
 from .models import load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
 from .recoveries import FittedRecovery, remember_recovery
 from .state import (
-    ADOPTED_EXPORT_KEY, FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, PRUNE_RECOVERY_KEY, current_deployment, remembered,
+    ADOPTED_EXPORT_KEY,
+    FIGURE_FORMAT_KEY,
+    FIGURE_FORMATS,
+    OTHER_MODEL,
+    PLAN_KEY,
+    PRUNE_RECOVERY_KEY,
+    current_deployment,
+    remembered,
 )
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -115,7 +122,7 @@ def sidebar(page: str | None = None) -> LoadedModel:
 def adopt_export_plan(spec: str, loaded: LoadedModel) -> None:
     """Make a sublayer export's plan (and recovery) this session's, once per loaded export, and say so.
 
-    Such an export (:mod:`pruneviz.export`) holds the full model's weights with ``pruning_plan.json``
+    Such an export (:mod:`pruneviz.studies.export`) holds the full model's weights with ``pruning_plan.json``
     beside them; shown without its plan, it would pass for the pruned model. The plan goes into the
     shared plan box (the user may then edit or clear it) and the export's recovery is offered for
     that plan like one fitted on the Recovery page, and chosen on the Prune and evaluate page.

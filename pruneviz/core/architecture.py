@@ -1,7 +1,7 @@
 """Architecture adapters: where a causal LM keeps its decoder blocks and their sublayers.
 
 The mapping from an architecture to module names lives here and nowhere else. Every supported
-architecture is a pre-norm decoder whose block computes (residual-stream names as in DESIGN.md)::
+architecture is a pre-norm decoder whose block computes (residual-stream names as in docs/ARCHITECTURE.md)::
 
     resid_mid  = resid_pre + attn_out    # attn_out = self_attn(attn_norm(resid_pre)) [ + post-norm ]
     resid_post = resid_mid + mlp_out     # mlp_out  = mlp(mlp_norm(resid_mid))        [ + post-norm ]

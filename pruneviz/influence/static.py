@@ -1,7 +1,7 @@
 """Static influence metrics: how much a unit changes the residual stream, in one forward pass.
 
 For a unit with input ``x`` and output ``y = x + f(x)`` (per token, fp64), with ``x``/``y`` taken at
-(see DESIGN.md, "Metrics"): block ``resid_pre -> resid_post``; attn ``resid_pre -> resid_mid``;
+(docs/ARCHITECTURE.md, "Vocabulary"): block ``resid_pre -> resid_post``; attn ``resid_pre -> resid_mid``;
 mlp ``resid_mid -> resid_post``. Each metric is the mean over real (non-padding) tokens of a
 per-token value, oriented so that ascending order is the pruning order.
 """
@@ -15,8 +15,8 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from .gating import apply_plan, record_residuals
-from .plan import PruningPlan
+from ..core.gating import apply_plan, record_residuals
+from ..core.plan import PruningPlan
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def static_influence(
     """Compute static metrics of every unit in one forward pass per batch.
 
     Args:
-        loaded: a :class:`pruneviz.loading.LoadedModel`.
+        loaded: a :class:`pruneviz.core.loading.LoadedModel`.
         batch: ``{"input_ids": [N, T], "attention_mask": [N, T]}`` calibration tokens (padding = 0 in the mask).
         metrics: names from :data:`STATIC_METRICS`.
         kinds: any of ``"block"``, ``"attn"``, ``"mlp"``.

@@ -3,8 +3,8 @@
 A plan whose first pruned unit is in block ``k`` leaves ``resid_pre[0..k]`` exactly as in the full
 model, so only blocks ``k..L-1`` need to be recomputed. :class:`PrefixRunner` runs the full model once
 on a batch, keeps every block's input (``resid_pre``), and then evaluates any plan from its first
-changed block on (:func:`pruneviz.gating.resume_from`). Evaluation keeps such states across plans in a
-bounded store instead (:mod:`pruneviz.incremental`); the adaptive metrics hold one batch's states for
+changed block on (:func:`pruneviz.core.gating.resume_from`). Evaluation keeps such states across plans in a
+bounded store instead (:mod:`pruneviz.engine.incremental`); the adaptive metrics hold one batch's states for
 the length of an estimate, which this class does without eviction.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .gating import apply_plan, record_residuals, resume_from
-from .plan import PruningPlan
+from ..core.gating import apply_plan, record_residuals, resume_from
+from ..core.plan import PruningPlan
 
 
 @dataclass

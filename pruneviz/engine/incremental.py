@@ -4,7 +4,7 @@ A plan whose first pruned unit is in block ``k`` leaves the residual stream ente
 exactly as in the unpruned model; more generally two plans (with their recovery stand-ins) that agree on
 blocks ``< k`` produce the same state entering block ``k``. Every evaluated batch therefore leaves its
 block-boundary states ``h_k`` (``[B, T, d]``, ``k = 1..L``; ``h_L`` is the last block's output before
-the final norm) in a :class:`~pruneviz.hidden_store.HiddenStateStore`, keyed by
+the final norm) in a :class:`~pruneviz.engine.hidden_store.HiddenStateStore`, keyed by
 
     (model fingerprint, batch tokens/mask/positions, k, the plan's units and stand-ins in blocks < k),
 
@@ -26,9 +26,9 @@ from typing import Iterator
 
 import torch
 
-from .architecture import resolve
-from .digest import tensor_digest
-from .gating import active_plan, active_stand_in_digests, record_residuals, resume_from
+from ..core.architecture import resolve
+from ..core.digest import tensor_digest
+from ..core.gating import active_plan, active_stand_in_digests, record_residuals, resume_from
 from .hidden_store import HiddenStateStore
 
 MIB = 2**20
@@ -145,7 +145,7 @@ def plan_signature(n_blocks: int) -> str | None:
     """A canonical string of the active plan and its stand-ins' digests (``None``: a stand-in cannot be hashed).
 
     Equal signatures compute equal results, so it keys per-batch checkpoints (see
-    :func:`pruneviz.evaluation.scoring.score_requests`).
+    :func:`pruneviz.engine.scoring.score_requests`).
     """
     signatures = _prefix_signatures(n_blocks)
     return None if signatures is None else signatures[n_blocks]

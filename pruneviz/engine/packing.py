@@ -1,4 +1,4 @@
-"""Shared-prefix packing: run the tokens that several sequences share once, in one row (issue #5).
+"""Shared-prefix packing: run the tokens that several sequences share once, in one row.
 
 MMLU cloze scores four continuations of one question context, and k-shot prompts of one subject
 share the few-shot exemplars. Instead of recomputing the shared tokens once per sequence, a *group* of
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import SettingError
+from ..core.errors import SettingError
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"

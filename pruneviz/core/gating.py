@@ -11,7 +11,7 @@ gated ``forward`` that reads the calling context's state from a :class:`contextv
   ``resid_mid`` and ``resid_post`` (``[batch, seq, d]``) of every block, e.g. for static metrics;
 * ``with resume_from(k, state):`` - blocks before ``k`` pass their input through untouched and block
   ``k`` receives ``state`` instead of its computed input, so a forward pass costs only blocks ``k..L-1``
-  (see :mod:`pruneviz.incremental`).
+  (see :mod:`pruneviz.engine.incremental`).
 
 Outside these blocks the gates pass straight through; parameters and state-dict keys are untouched.
 """
@@ -195,7 +195,7 @@ def stand_in_digest(stand_in: StandIn) -> str | None:
     """A digest of a stand-in's parameters (``None`` for a plain callable, whose behaviour cannot be hashed).
 
     Two stand-ins with equal digests compute the same update, so states computed under one may be reused
-    under the other (see :mod:`pruneviz.incremental`).
+    under the other (see :mod:`pruneviz.engine.incremental`).
     """
     if not isinstance(stand_in, nn.Module):
         return None

@@ -18,10 +18,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from .errors import DataError, SettingError
-from .loading import LoadedModel, full_state_dict, load_model
-from .plan import PruningPlan
+from ..core.errors import DataError, SettingError
+from ..core.loading import LoadedModel, full_state_dict, load_model
+from ..core.plan import PruningPlan
 from .recovery import Recovery
 
 PLAN_FILE = "pruning_plan.json"
@@ -186,7 +185,7 @@ def load_exported(
     """Load an :func:`export_model` directory: the model, the plan still to apply, and its recovery.
 
     For standalone exports the plan is empty (the blocks are gone from the weights). ``device`` and
-    ``dtype`` as :func:`pruneviz.loading.load_model` (``"auto"`` loads the weights in the dtype auto picks
+    ``dtype`` as :func:`pruneviz.core.loading.load_model` (``"auto"`` loads the weights in the dtype auto picks
     on this machine, whatever dtype they were exported in).
 
     Raises:

@@ -4,23 +4,25 @@ A curve sorts units by a metric (ascending influence = least important first), r
 one at a time and evaluates every step on every task. In iterative mode the metric is recomputed on
 the pruned model after each removal, and the next unit is the least important of those left.
 
-Under ``torchrun``/``accelerate launch`` (:mod:`pruneviz.distributed`) the rankings run data-parallel
-(:func:`pruneviz.shapley.adaptive_influence`) and the evaluations of the steps are split over the
+Under ``torchrun``/``accelerate launch`` (:mod:`pruneviz.core.distributed`) the rankings run data-parallel
+(:func:`pruneviz.influence.shapley.adaptive_influence`) and the evaluations of the steps are split over the
 processes; every process returns the same table as a single process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pandas as pd
 
-from . import api, distributed
-from .errors import SettingError
-from .plan import PruningPlan, Unit
+from ..core import distributed
+from ..core.errors import SettingError
+from ..core.plan import PruningPlan, Unit
+from ..core.progress import Progress
+from ..evaluation.run import evaluate
+from ..influence.ranking import ranked_units
+from ..influence.run import influence
 
-Progress = Callable[[int, int], None]
 CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr", "dtype"]
 SCHEME_GRANULARITY = {"block": "block", "attn": "sublayer", "mlp": "sublayer", "both": "sublayer"}
 
@@ -46,9 +48,9 @@ class Ranking:
     """How units are ordered for pruning: a metric computed on a dataset.
 
     Attributes:
-        metric: a name from :data:`pruneviz.api.METRICS`.
+        metric: a name from :data:`pruneviz.influence.registry.METRICS`.
         data: dataset the metric is computed on (``wiki``, ``mmlu:<subset>``, a file).
-        options: further :func:`pruneviz.api.influence` arguments (samples, seq_len, estimator, half ...).
+        options: further :func:`pruneviz.influence.run.influence` arguments (samples, seq_len, estimator, half ...).
     """
 
     metric: str
@@ -62,15 +64,15 @@ class Ranking:
 
     def order(self, loaded, scheme: str, plan: PruningPlan = PruningPlan()) -> list[Unit]:
         """Units of ``scheme`` not already in ``plan``, least important first (measured under ``plan``)."""
-        table = api.influence(
+        table = influence(
             loaded, self.data, [self.metric], SCHEME_GRANULARITY[scheme], plan=plan, **self.options
         )
-        return [u for u in api.ranked_units(table, self.metric, scheme) if not set(u.sublayers()) <= plan.pruned]
+        return [u for u in ranked_units(table, self.metric, scheme) if not set(u.sublayers()) <= plan.pruned]
 
 
 @dataclass(frozen=True)
 class Task:
-    """An evaluation: ``wiki`` / a text file (perplexity) or ``mmlu[:subset]`` with :func:`pruneviz.api.evaluate` options."""
+    """An evaluation: ``wiki`` / a text file (perplexity) or ``mmlu[:subset]`` with :func:`pruneviz.evaluation.run.evaluate` options."""
 
     name: str
     options: dict = field(default_factory=dict)
@@ -120,7 +122,7 @@ def pruning_curve(
     evaluated = []
     for done, (step, task) in enumerate(mine, start=1):
         plan, removed = path[step]
-        result = api.evaluate(loaded, plan, task.name, **task.options)
+        result = evaluate(loaded, plan, task.name, **task.options)
         evaluated.append([
             {"ranking": label, "scheme": scheme, "step": step, "removed": removed, "plan": str(plan), "task": result.task,
              "metric": metric, "value": value, "stderr": result.stderr.get(metric, float("nan")),
@@ -161,7 +163,7 @@ def tradeoff_matrix(
     for label, plan in entries:
         row = {"ranking": label, "plan": str(plan), "dtype": loaded.dtype_name}
         for task in tasks:
-            result = api.evaluate(loaded, plan, task.name, **task.options)
+            result = evaluate(loaded, plan, task.name, **task.options)
             for metric, value in result.metrics.items():
                 if metric == "tokens":
                     continue

@@ -7,7 +7,7 @@ Models larger than one device load sharded with accelerate's big-model loading (
 and ``max_memory``): blocks are spread over the GPUs, CPU memory and disk, and accelerate's hooks move
 activations between them. Every computation then runs unchanged: inputs go to the device of the input
 embeddings (:attr:`LoadedModel.device`), each block's hook moves its inputs to that block's device, and
-the plan gates (:mod:`pruneviz.gating`) act inside the blocks whichever of the two was installed first.
+the plan gates (:mod:`pruneviz.core.gating`) act inside the blocks whichever of the two was installed first.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class LoadedModel:
         Args:
             input_ids: ``[batch, seq]`` token ids.
             attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding; or a prepared additive
-                ``[batch, 1, seq, seq]`` mask (or one per layer type, as a dict) from :mod:`pruneviz.packing`.
+                ``[batch, 1, seq, seq]`` mask (or one per layer type, as a dict) from :mod:`pruneviz.engine.packing`.
             position_ids: ``[batch, seq]`` positions; default ``0..seq-1`` in every row.
 
         Returns:
@@ -403,7 +403,7 @@ def load_model(
 
 
 def install_gates_inside_hooks(model: nn.Module, adapter: ArchitectureAdapter) -> None:
-    """:func:`pruneviz.gating.install_gates`, placing each gate inside accelerate's device hook where one exists.
+    """:func:`pruneviz.core.gating.install_gates`, placing each gate inside accelerate's device hook where one exists.
 
     accelerate's ``AlignDevicesHook`` replaces a module's ``forward`` with a wrapper that moves the inputs to
     the module's execution device and then calls ``module._old_forward``. Gates installed after the hooks

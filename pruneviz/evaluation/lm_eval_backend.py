@@ -2,7 +2,7 @@
 
 :class:`PlannedHFLM` is lm-eval's ``HFLM`` around a ``LoadedModel``'s own model and tokenizer (nothing
 is reloaded, no tokenizer is rebuilt from a GGUF file) whose every forward pass (``_model_call`` for
-log-likelihoods, ``_model_generate`` for generation) runs inside :func:`pruneviz.gating.apply_plan`.
+log-likelihoods, ``_model_generate`` for generation) runs inside :func:`pruneviz.core.gating.apply_plan`.
 Three evaluations use it, each returning an :class:`EvaluationResult` with ``settings["backend"] ==
 "lm-eval"``:
 
@@ -35,15 +35,15 @@ import torch
 import yaml
 from lm_eval.models.huggingface import HFLM
 
-from .cache import cache_dir, file_fingerprint
-from .data.mmlu import mmlu_fingerprint
-from .errors import DataError, SettingError
-from .evaluation.mmlu import group_items, mmlu_questions, summarise_items
-from .evaluation.perplexity import perplexity_result, perplexity_windows
-from .evaluation.results import EvaluationResult
-from .evaluation.scoring import Progress, run_batched
-from .gating import apply_plan
-from .plan import PruningPlan
+from ..core.cache import cache_dir, file_fingerprint
+from ..core.errors import DataError, SettingError
+from ..core.gating import apply_plan
+from ..core.plan import PruningPlan
+from ..data.mmlu import mmlu_fingerprint
+from ..engine.scoring import Progress, run_batched
+from .mmlu import group_items, mmlu_questions, summarise_items
+from .perplexity import perplexity_result, perplexity_windows
+from .results import EvaluationResult
 
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
 # lm-eval's MMLU configs per format: (folder, shared template, description pattern for subjects it lacks)
@@ -76,7 +76,7 @@ class PlannedHFLM(HFLM):
     Args:
         loaded: a ``LoadedModel``; its model and tokenizer are used as they are (shared, not modified).
         plan: units pruned in every forward pass (validated against the model).
-        stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.gating.apply_plan`).
+        stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`).
         batch_size: sequences per forward pass.
         logits_cache: HFLM's reuse of one forward pass for the requests that share a context and score a
             one-token continuation (an MMLU letter prompt's four letters; lm-eval PR #1425, February 2024).

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SettingError
-from .gating import apply_plan
-from .plan import PruningPlan
+from ..core.errors import SettingError
+from ..core.gating import apply_plan
+from ..core.plan import PruningPlan
 
 MAX_NEW_TOKENS = 256
 

@@ -29,20 +29,19 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from .cache import drop_partial, read_partial, write_partial
-from .digest import tensor_digest
-from .errors import DataError, SettingError
-from .gating import STAND_IN_INPUT, apply_plan, record_residuals
-from .plan import PruningPlan, Unit
+from ..core.cache import drop_partial, read_partial, write_partial
+from ..core.digest import tensor_digest
+from ..core.errors import DataError, SettingError
+from ..core.gating import STAND_IN_INPUT, apply_plan, record_residuals
+from ..core.plan import PruningPlan, Unit
+from ..core.progress import Progress
 
 METHODS = ("bias", "lowrank", "linear", "rescale")
 FITS = ("emulate", "train")
-Progress = Callable[[int, int], None]
 
 
 class StandIn(nn.Module):
@@ -162,7 +161,7 @@ class Recovery:
     Attributes:
         plan: the pruning plan they recover.
         method / rank / fit: how they were made.
-        stand_ins: ``{(layer, "attn"|"mlp"): StandIn}`` as :func:`pruneviz.gating.apply_plan` takes them.
+        stand_ins: ``{(layer, "attn"|"mlp"): StandIn}`` as :func:`pruneviz.core.gating.apply_plan` takes them.
         removed_params: parameters the plan removes.
         calibration: label of the data the stand-ins were fitted on.
         seconds: fitting wall time.

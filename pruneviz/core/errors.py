@@ -14,7 +14,7 @@ class ModelLoadError(PrunevizError):
 
 
 class UnsupportedArchitectureError(PrunevizError):
-    """The model's architecture has no adapter (see ``pruneviz.architecture.SUPPORTED``)."""
+    """The model's architecture has no adapter (see ``pruneviz.core.architecture.SUPPORTED``)."""
 
 
 class ModelSelfCheckError(PrunevizError):

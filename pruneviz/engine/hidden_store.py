@@ -1,6 +1,6 @@
 """A bounded, tiered, least-recently-used store of block-boundary hidden states.
 
-Incremental evaluation (issue #5) keeps the residual stream entering block ``k`` (``resid_pre[k]``,
+Incremental evaluation keeps the residual stream entering block ``k`` (``resid_pre[k]``,
 ``[B, T, d]`` per batch) of the unpruned model or of recent plans, so that a plan whose first change is
 at block ``k`` only recomputes blocks ``k..L-1``. Those tensors are large and the app serves several
 browser sessions at once, so they live in a store with a byte budget per tier: accelerator memory,
@@ -34,8 +34,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import SettingError
-from .units import format_bytes
+from ..core.errors import SettingError
+from ..core.formatting import format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Task objectives for adaptive influence: what a pruned subnetwork costs on a dataset.
 
-Two objectives (DESIGN.md, "Metrics"; Siddiqui et al. 2024, §3.2):
+Two objectives (Siddiqui et al. 2024, §3.2):
 
 * ``loss`` - on text, the mean next-token cross-entropy (nats/token) over real tokens; on MMLU, the
   cross-entropy of the gold letter over the four letter logits " A".." D" at the answer position
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .data.mmlu import LETTERS, is_mmlu, load_mmlu, mmlu_fingerprint, mmlu_half, mmlu_subset, select_subjects, split_exemplars
-from .data.text import document_batch, load_corpus
-from .evaluation.mmlu import build_prompt
-from .evaluation.scoring import pad_right, single_token_ids
+from ..data.mmlu import LETTERS, is_mmlu, load_mmlu, mmlu_fingerprint, mmlu_half, mmlu_subset, select_subjects, split_exemplars
+from ..data.text import document_batch, load_corpus
+from ..engine.scoring import pad_right, single_token_ids
+from ..evaluation.mmlu import build_prompt
 
 OBJECTIVES = ("loss", "logit")
 

@@ -1,7 +1,7 @@
 """Adaptive influence: Shapley values of units for a task objective (Siddiqui et al. 2024, §3.2).
 
 A subnetwork is the model with a set ``S`` of units present and the rest pruned; its statistic
-``v(S)`` is the mean objective (:mod:`pruneviz.objectives`) on a dataset, lower = better. Estimators:
+``v(S)`` is the mean objective (:mod:`pruneviz.influence.objectives`) on a dataset, lower = better. Estimators:
 
 * ``loo`` - leave-one-out: ``Shapley_i ~ v(all) - v(all \\ {i})`` (the paper's default).
 * ``subsample`` - random subnetworks that keep ``round(fraction * n)`` of the ``n`` units;
@@ -14,12 +14,12 @@ A subnetwork is the model with a set ``S`` of units present and the rest pruned;
 
 Influence = -Shapley (removing an important unit raises the objective), so ascending influence is the
 pruning order, as for the static metrics. Subnetworks are evaluated batch by batch with
-:class:`pruneviz.engine.PrefixRunner`: blocks before a plan's first pruned unit are never recomputed.
+:class:`pruneviz.engine.prefix.PrefixRunner`: blocks before a plan's first pruned unit are never recomputed.
 
 Long runs resume and scale out (:func:`adaptive_influence` with ``use_cache=True``): every ``v(S)`` is
 cached on its own as soon as it is complete (key: model fingerprint, a digest of the objective's data,
 the objective, the batching and the subnetwork's plan), so a cancelled or restarted run recomputes only
-the subnetworks it had not finished. Under ``torchrun``/``accelerate launch`` (:mod:`pruneviz.distributed`)
+the subnetworks it had not finished. Under ``torchrun``/``accelerate launch`` (:mod:`pruneviz.core.distributed`)
 the subnetworks of each step are split over the processes and their values gathered; each value is
 computed whole by one process, so the result equals a single process's exactly.
 """
@@ -35,17 +35,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import distributed
-from .cache import cached, make_key
-from .engine import ForwardCount, PrefixRunner
-from .errors import SettingError
-from .digest import tensor_digest
+from ..core import distributed
+from ..core.cache import cached, make_key
+from ..core.digest import tensor_digest
+from ..core.errors import SettingError
+from ..core.plan import PruningPlan, Unit
+from ..core.progress import Progress
+from ..engine.prefix import ForwardCount, PrefixRunner
 from .objectives import ObjectiveData, objective_sum, scored_logits
-from .plan import PruningPlan, Unit
-from .static_metrics import CSV_COLUMNS
+from .static import CSV_COLUMNS
 
 ESTIMATORS = ("loo", "subsample", "permutation")
-Progress = Callable[[int, int], None]
 # subnetworks evaluated together per pass over the data; with several batches each pass repeats the full
 # model's reference forward, with one batch that forward is shared by every pass
 CHECKPOINT_PLANS = 16
@@ -57,7 +57,7 @@ class AdaptiveMetric:
 
     Attributes:
         name: registry key and CSV ``metric`` value.
-        objective: ``"loss"`` or ``"logit"`` (see :mod:`pruneviz.objectives`).
+        objective: ``"loss"`` or ``"logit"`` (see :mod:`pruneviz.influence.objectives`).
         label: short axis label.
         formula: the definition (for tooltips).
         source: where the metric comes from.
@@ -343,12 +343,12 @@ def adaptive_influence(
 ) -> AdaptiveResult:
     """Shapley-value influence of ``units`` for ``objective`` on ``data``.
 
-    Runs data-parallel when :func:`pruneviz.distributed.init` has joined a process group: every process
+    Runs data-parallel when :func:`pruneviz.core.distributed.init` has joined a process group: every process
     must call it with the same arguments; all of them return the same result.
 
     Args:
         units: the players (blocks or sublayers); the rest of the model is always present.
-        objective: ``"loss"`` or ``"logit"`` (see :mod:`pruneviz.objectives`).
+        objective: ``"loss"`` or ``"logit"`` (see :mod:`pruneviz.influence.objectives`).
         estimator: ``"loo"``, ``"subsample"`` or ``"permutation"``.
         fraction: ``subsample``: fraction of units kept in each random subnetwork (0 < f < 1).
         budget: ``subsample``: number of subnetworks; ``permutation``: most antithetic permutation pairs.
@@ -361,7 +361,7 @@ def adaptive_influence(
             attention or MLP sublayer, or the output head, on one batch), so that elapsed / done estimates
             the time left; subnetworks found in the cache are left out of the total. It may raise
             ``Cancelled``; a rerun with ``use_cache`` then resumes from the subnetworks already computed.
-        use_cache: read and write every subnetwork's value in the result cache (:mod:`pruneviz.cache`).
+        use_cache: read and write every subnetwork's value in the result cache (:mod:`pruneviz.core.cache`).
 
     Returns:
         :class:`AdaptiveResult`; metric name ``"<objective>_shapley"``.

@@ -5,12 +5,12 @@ candidate next tokens whose log-probabilities are wanted (the four letters after
 answer's tokens after a cloze context, every next token of a perplexity window). :func:`score_requests`
 
 * packs requests that share a token prefix (the four answers of one cloze question, the k-shot prompts of
-  one subject) into one row with the prefix computed once (:mod:`pruneviz.packing`; equivalent to reusing
+  one subject) into one row with the prefix computed once (:mod:`pruneviz.engine.packing`; equivalent to reusing
   the prefix's KV cache);
 * orders rows stratified across strata (e.g. MMLU subjects) in chunks of growing size, so that the
   results after each chunk are an unbiased early estimate (progressive results);
 * batches rows of similar length under a token budget, runs the decoder stack incrementally
-  (:mod:`pruneviz.incremental`: only the blocks after the deepest stored boundary state) and applies the
+  (:mod:`pruneviz.engine.incremental`: only the blocks after the deepest stored boundary state) and applies the
   output head only at the scored positions;
 * keeps every finished batch's scores in the result cache, so a cancelled or interrupted evaluation
   resumes where it stopped.
@@ -26,14 +26,14 @@ from typing import Callable, Hashable, Sequence, TypeVar
 
 import torch
 
-from ..cache import cached, make_key
-from ..errors import NumericalError, SettingError, TokenizationError
-from ..incremental import decoder_states, plan_signature
-from ..packing import pack_groups, packed_length, plan_groups
+from ..core.cache import cached, make_key
+from ..core.errors import NumericalError, SettingError, TokenizationError
+from ..core.progress import Progress
+from .incremental import decoder_states, plan_signature
+from .packing import pack_groups, packed_length, plan_groups
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Progress = Callable[[int, int], None]
 # on_chunk(scores): after each chunk, every request's scores so far (None where not yet scored)
 ChunkCallback = Callable[[list], None]
 # packed rows hold at least this many tokens (more when single sequences are longer, see score_requests);

@@ -1,0 +1,119 @@
+"""Evaluate a model under a plan on a task (Wikipedia or text perplexity, MMLU, lm-eval tasks), cached on disk."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from ..core.cache import cached, make_key
+from ..core.errors import SettingError
+from ..core.plan import PruningPlan
+from ..core.progress import Progress
+from ..data.mmlu import is_mmlu, mmlu_fingerprint, mmlu_subset
+from ..data.text import load_corpus
+from .mmlu import default_format, evaluate_mmlu
+from .perplexity import evaluate_perplexity
+from .results import EvaluationResult
+
+BACKENDS = ("pruneviz", "lm-eval")
+
+
+class Recovery(Protocol):
+    """What an evaluation reads of fitted stand-ins (:class:`pruneviz.studies.recovery.Recovery`)."""
+
+    plan: PruningPlan
+    stand_ins: dict
+    label: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+def lm_eval_draws_progress(task: str, backend: str) -> bool:
+    """Whether ``backend`` runs ``task`` as an lm-eval task (MMLU, a task name or YAML), which draws its own
+    progress bars; a ``progress`` callback then hears only the start and the end. lm-eval's perplexity path
+    (``wiki``, text files) reports each batch to the callback instead.
+    """
+    if backend != "lm-eval":
+        return False
+    from . import lm_eval_backend
+
+    return is_mmlu(task) or not lm_eval_backend.is_text_corpus(task)
+
+
+def evaluate(
+    loaded,
+    plan: PruningPlan,
+    task: str = "wiki",
+    fmt: str = "auto",
+    shots: int = 0,
+    per_subject: int | None = None,
+    windows: int = 16,
+    seq_len: int = 256,
+    mmlu_source: str = "mmlu",
+    half: str = "all",
+    recovery: Recovery | None = None,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+    backend: str = "pruneviz",
+    partial: Callable[[EvaluationResult], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate ``loaded`` under ``plan`` on a task (cached).
+
+    Args:
+        task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``; with the
+            ``lm-eval`` backend also any lm-eval task name or task YAML file (``per_subject`` = its ``limit``).
+        fmt: MMLU format, ``"letter"``, ``"cloze"`` or ``"auto"`` (cloze under 1B parameters).
+        shots, per_subject, mmlu_source, half: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
+        windows, seq_len: see :func:`pruneviz.evaluation.perplexity.evaluate_perplexity`.
+        recovery: fitted stand-ins (:mod:`pruneviz.studies.recovery`) applied to the plan's pruned units.
+        backend: ``"pruneviz"`` (its own fast evaluators) or ``"lm-eval"`` (lm-evaluation-harness on the
+            same model, see :mod:`pruneviz.evaluation.lm_eval_backend`).
+        partial: (MMLU, pruneviz backend) called with provisional results while the evaluation runs.
+        use_cache: read and write the result cache and, with the pruneviz backend, per-batch checkpoints
+            (an interrupted evaluation resumes from its finished batches).
+
+    Raises:
+        PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
+    """
+    plan.validate(loaded.n_blocks)
+    if recovery is not None and recovery.plan != plan:
+        raise SettingError(
+            f"This recovery was fitted for the plan '{recovery.plan}', not '{plan}'; evaluate it with that plan "
+            "(--prune) or fit one for this plan."
+        )
+    if backend not in BACKENDS:
+        raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
+    recovered = recovery.fingerprint if recovery else None
+    stand_ins = recovery.stand_ins if recovery else None
+    mmlu_evaluator, perplexity_evaluator = evaluate_mmlu, evaluate_perplexity
+    if backend == "lm-eval":
+        # imported on demand: lm-eval takes seconds to import and most sessions never use it
+        from . import lm_eval_backend
+
+        mmlu_evaluator, perplexity_evaluator = lm_eval_backend.evaluate_mmlu, lm_eval_backend.evaluate_perplexity
+    if is_mmlu(task):
+        subset = mmlu_subset(task)
+        fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
+        key = make_key("mmlu", backend, loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
+        engine_options = {} if backend == "lm-eval" else {"partial": partial, "checkpoint": use_cache}
+        compute = lambda: mmlu_evaluator(  # noqa: E731
+            loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins,
+            **engine_options,
+        )
+    elif backend == "lm-eval" and not lm_eval_backend.is_text_corpus(task):
+        key = make_key("lm-eval-task", loaded.fingerprint, lm_eval_backend.task_fingerprint(task), str(plan), recovered, shots, per_subject)
+        compute = lambda: lm_eval_backend.evaluate_task(  # noqa: E731
+            loaded, plan, task, shots, per_subject, progress=progress, stand_ins=stand_ins
+        )
+    else:
+        key = make_key("perplexity", backend, loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
+        engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache}
+        compute = lambda: perplexity_evaluator(  # noqa: E731
+            loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins, **engine_options
+        )
+    result, hit = cached(key, compute, use_cache)
+    result.from_cache = hit
+    result.recover = recovery.label if recovery else None
+    result.settings.setdefault("backend", backend)
+    result.settings["dtype"] = loaded.dtype_name
+    return result

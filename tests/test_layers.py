@@ -1,0 +1,58 @@
+"""The import direction of the library, folder by folder (docs/ARCHITECTURE.md draws it).
+
+core -> engine -> data -> evaluation -> influence -> studies -> the facade and its peers (api, cli, plots,
+permalink, deployment) -> ui. A module may import its own layer and the layers before it, never one after:
+every ``from pruneviz... import`` and every relative import, lazy ones inside functions included.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pruneviz"
+LAYERS = ["core", "engine", "data", "evaluation", "influence", "studies", "", "ui"]  # "" = modules at the top
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def layer_of(module: str) -> str:
+    """The layer of a dotted module name under pruneviz (``"core.plan"`` -> ``"core"``, ``"api"`` -> ``""``)."""
+    head = module.split(".")[0]
+    return head if head in LAYERS else ""
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The pruneviz modules (dotted, without the ``pruneviz.`` prefix) that ``path`` imports."""
+    package = path.relative_to(PACKAGE).parent.parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.split(".")[0] == "pruneviz":
+                target = node.module.removeprefix("pruneviz").lstrip(".")
+            else:
+                continue
+            # "from . import api" names a module; "from .plan import X" an attribute
+            found.update(f"{target}.{a.name}".lstrip(".") if not node.module or target in LAYERS else target for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.removeprefix("pruneviz.") for a in node.names if a.name.startswith("pruneviz."))
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_module_imports_only_its_own_layer_and_those_below(path):
+    own = LAYERS.index(layer_of(".".join(path.relative_to(PACKAGE).with_suffix("").parts)))
+    above = {m for m in imported_modules(path) if LAYERS.index(layer_of(m)) > own}
+    assert not above, f"{path.relative_to(PACKAGE)} ({LAYERS[own] or 'top'}) imports from a layer above it: {sorted(above)}"
+
+
+def test_every_layer_is_a_folder_with_modules_and_the_checker_sees_imports():
+    for layer in filter(None, LAYERS):
+        assert (PACKAGE / layer / "__init__.py").is_file() and len(list((PACKAGE / layer).glob("*.py"))) > 1, layer
+    # the checker itself: relative, absolute and lazy imports are all seen
+    assert {"core.plan", "evaluation.run", "influence.run"} <= imported_modules(PACKAGE / "studies" / "curves.py")
+    assert "studies.recovery_report" in imported_modules(PACKAGE / "api.py")
