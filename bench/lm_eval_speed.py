@@ -228,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32", help="float32 (the dtype of the numbers in docs/PERFORMANCE.md), bfloat16, float16 or auto")
     parser.add_argument("--subjects", default="all", help="number K (the first K subjects alphabetically), or a subject/category list")
     parser.add_argument("--per-subject", type=int, default=2, help="MMLU questions per subject")
     parser.add_argument("--format", default="letter", choices=["letter", "cloze"])
@@ -244,7 +245,7 @@ def main() -> None:
     subset = ",".join(SUBJECTS[: int(args.subjects)]) if args.subjects.isdigit() else args.subjects
     args.task = "mmlu" if subset == "all" else f"mmlu:{subset}"
 
-    loaded = load_model(args.model, device=args.device)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     print(f"machine: {machine(loaded)}")
     plan = PruningPlan()
     runs, plain = side_by_side(loaded, plan, args)
