@@ -34,15 +34,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
-
 from lm_eval_speed import evaluate_both, fresh_store, machine  # noqa: E402
+
 from pruneviz import api  # noqa: E402
+from pruneviz.core.loading import load_model  # noqa: E402
+from pruneviz.core.plan import PruningPlan  # noqa: E402
+from pruneviz.engine.hidden_store import HiddenStateStore  # noqa: E402
+from pruneviz.engine.incremental import using_store  # noqa: E402
 from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests  # noqa: E402
 from pruneviz.evaluation.results import Z_95  # noqa: E402
-from pruneviz.hidden_store import HiddenStateStore  # noqa: E402
-from pruneviz.incremental import using_store  # noqa: E402
-from pruneviz.loading import load_model  # noqa: E402
-from pruneviz.plan import PruningPlan  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 

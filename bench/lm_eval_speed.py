@@ -35,7 +35,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pruneviz import api
+from pruneviz import api  # noqa: E402
 from pruneviz.core.gating import apply_plan  # noqa: E402
 from pruneviz.core.loading import load_model  # noqa: E402
 from pruneviz.core.plan import PruningPlan  # noqa: E402
@@ -43,7 +43,7 @@ from pruneviz.data.mmlu import SUBJECTS  # noqa: E402
 from pruneviz.engine.hidden_store import HiddenStateStore, format_usage  # noqa: E402
 from pruneviz.engine.incremental import budgets_from_environment, using_store  # noqa: E402
 from pruneviz.engine.scoring import pad_right  # noqa: E402
-from pruneviz.evaluation import lm_eval_backend
+from pruneviz.evaluation import lm_eval_backend  # noqa: E402
 from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests  # noqa: E402
 
 BACKENDS = ("lm-eval", "pruneviz")
