@@ -299,3 +299,9 @@ def test_static_influence_on_two_mmlu_subsets_is_computed_for_each(smollm2, fres
     calls = []
     lower_case = influence("mmlu:stem", calls)
     assert calls == [(1, 1)] and set(lower_case["dataset"]) == {"mmlu:STEM"}, "one subset, two spellings: one entry"
+
+
+def test_the_default_cache_is_the_checkouts_cache_folder(monkeypatch):
+    monkeypatch.delenv("PRUNEVIZ_CACHE_DIR")
+    repository = Path(__file__).resolve().parent.parent
+    assert cache.cache_dir() == repository / "cache" and (repository / "cache" / ".gitkeep").exists()

@@ -33,16 +33,18 @@ _opened: dict[Path, int | None] = {}
 _caches_lock = threading.RLock()
 DIGEST_BYTES = 32  # SHA-256
 
+# the checkout pruneviz runs from: pruneviz/core/cache.py is two folders below it
+REPOSITORY = Path(__file__).resolve().parents[2]
 # bumped whenever a computation changes in a way that invalidates stored results (3: values are sealed)
 CACHE_VERSION = 3
 
 
 def cache_dir() -> Path:
-    """The cache directory: ``$PRUNEVIZ_CACHE_DIR`` or ``cache/`` beside the package; created 0700.
+    """The cache directory: ``$PRUNEVIZ_CACHE_DIR`` or ``cache/`` at the top of the checkout; created 0700.
 
     Cached values are pickles, so only the app's own user may read or write them.
     """
-    root = Path(os.environ.get("PRUNEVIZ_CACHE_DIR") or Path(__file__).resolve().parent.parent / "cache")
+    root = Path(os.environ.get("PRUNEVIZ_CACHE_DIR") or REPOSITORY / "cache")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     root.chmod(0o700)
     return root
