@@ -146,3 +146,34 @@ def test_device_and_dtype_resolution():
             resolve_device("cuda")
     with pytest.raises(ModelLoadError, match="'cuda:64'"):
         resolve_device("cuda:64")
+
+
+def test_a_damaged_weights_file_in_a_model_folder_is_named(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelLoadError, match=r"^The weights file .*copy/model.safetensors is damaged \(.+\); restore that file"):
+        load_model(str(folder), device="cpu", self_check=False)
+
+
+@pytest.mark.real
+def test_a_damaged_conversion_in_the_cache_is_converted_again(smollm2, tmp_path, monkeypatch):
+    import shutil
+
+    from pruneviz.core.cache import cache_dir
+
+    converted = Path(smollm2.source)
+    private = tmp_path / "cache"
+    (private / "models").mkdir(parents=True)
+    copy = private / "models" / converted.name
+    shutil.copytree(converted, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: 1 << 20])  # truncated, as by a full disk or a killed copy
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(private))
+    assert cache_dir() == private
+    again = load_model("smollm2", device="cpu", dtype="float32")
+    assert Path(again.source) == copy and weights.stat().st_size == (converted / "model.safetensors").stat().st_size
+    assert again.fingerprint == smollm2.fingerprint

@@ -308,3 +308,25 @@ def test_loading_what_is_not_a_recovery_says_what_it_is(tmp_path):
     (tmp_path / "recovery.json").write_text("{truncated")
     with pytest.raises(DataError, match=r"^The recovery in .* is damaged \(.*\); fit it again"):
         Recovery.load(tmp_path, 32)
+
+
+def test_a_recovery_with_missing_keys_or_a_truncated_tensor_file_is_named_damaged(tiny, tmp_path):
+    from pruneviz.core.errors import DataError
+
+    batch = random_batch(rows=4, seq=8, seed=3)
+    saved = fit_recovery(tiny, PruningPlan.parse("1"), batch, method="bias").save(tmp_path / "rec")
+    assert Recovery.load(saved, tiny.info.hidden_size).label == "bias/emulate"
+    tensors = saved / "stand_ins.safetensors"
+    whole = tensors.read_bytes()
+    tensors.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"^The recovery in .*rec is damaged \(.*\); fit it again"):
+        Recovery.load(saved, tiny.info.hidden_size)
+    tensors.write_bytes(whole)
+    meta = json.loads((saved / "recovery.json").read_text())
+    del meta["rank"], meta["fit"]
+    (saved / "recovery.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"is damaged \(recovery.json lacks rank, fit\)"):
+        Recovery.load(saved, tiny.info.hidden_size)
+    (saved / "recovery.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"is damaged \(recovery.json lacks plan, method"):
+        Recovery.load(saved, tiny.info.hidden_size)

@@ -28,6 +28,7 @@ from .architecture import ADAPTERS, SUPPORTED, ArchitectureAdapter, ModelInfo, a
 from .assets import EMBEDDED_MODELS
 from .digest import tensor_digest
 from .errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
+from .formatting import shown
 from .gating import install_gates
 
 log = logging.getLogger(__name__)
@@ -244,13 +245,34 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return resolved
 
 
+def damaged_weights(directory: Path) -> tuple[Path, str] | None:
+    """The first ``*.safetensors`` file in ``directory`` that safetensors cannot open (truncated, or its header
+    altered), with safetensors' reason; ``None`` when every one opens. Reads the headers only (milliseconds)."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            return file, str(error)
+    return None
+
+
 def _gguf_to_safetensors(gguf_path: Path) -> Path:
-    """Dequantise a GGUF file once into a cached safetensors directory; return that directory."""
+    """Dequantise a GGUF file once into a cached safetensors directory; return that directory.
+
+    A cached conversion whose weights are damaged (a truncated file, say) is pruneviz's own output: it is
+    converted again rather than refused.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     target = cache.cache_dir() / "models" / f"{gguf_path.stem}-{cache.file_fingerprint(gguf_path)}"
     if (target / "config.json").is_file():
-        return target
+        damaged = damaged_weights(target)
+        if damaged is None:
+            return target
+        log.warning("The converted model %s is damaged (%s); converting %s again.", damaged[0], damaged[1], gguf_path.name)
     log.info("Dequantising %s once into %s (takes about a minute) ...", gguf_path.name, target)
     directory, name = str(gguf_path.parent), gguf_path.name
     try:
@@ -281,10 +303,22 @@ def _directory_fingerprint(directory: Path) -> str:
 
 
 def _locate(spec: str) -> tuple[str, Path | None]:
-    """Classify ``spec`` as ``("gguf", path)``, ``("dir", path)`` or ``("hub", None)``."""
+    """Classify ``spec`` as ``("gguf", path)``, ``("dir", path)`` or ``("hub", None)``.
+
+    Raises:
+        ModelLoadError: nothing usable at the path, or a path the file system refuses (too long, say).
+    """
     if spec in EMBEDDED_MODELS:
         return "gguf", EMBEDDED_MODELS[spec].path()
-    path = Path(spec).expanduser()
+    try:
+        return _classify(spec, Path(spec).expanduser())
+    except OSError as error:
+        raise ModelLoadError(
+            f"The model path '{shown(spec)}' cannot be used ({error.strerror or error}); give a shorter or valid path."
+        ) from None
+
+
+def _classify(spec: str, path: Path) -> tuple[str, Path | None]:
     if path.is_file() and path.suffix == ".gguf":
         return "gguf", path
     if path.is_dir():
@@ -351,6 +385,10 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, torch_device)
     if kind == "gguf":
         path = _gguf_to_safetensors(path)
+    elif kind == "dir" and (damaged := damaged_weights(path)) is not None:
+        raise ModelLoadError(
+            f"The weights file {damaged[0]} is damaged ({damaged[1]}); restore that file, or copy the model folder again."
+        )
     source = str(path) if path is not None else spec
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)

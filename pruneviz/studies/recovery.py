@@ -228,6 +228,7 @@ class Recovery:
             DataError: the path is a model (see :func:`refuse_model_as_recovery`), is missing, is a file,
                 lacks ``recovery.json``, holds damaged files, or stand-ins that do not fit a model of width ``d``.
         """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -247,7 +248,10 @@ class Recovery:
         try:
             meta = json.loads((directory / "recovery.json").read_text())
             tensors = load_file(str(directory / "stand_ins.safetensors"))
-        except (OSError, ValueError) as error:
+            missing = [key for key in RECOVERY_KEYS if key not in meta]
+            if missing:
+                raise ValueError(f"recovery.json lacks {', '.join(missing)}")
+        except (OSError, ValueError, AttributeError, TypeError, SafetensorError) as error:
             raise DataError(
                 f"The recovery in {directory} is damaged ({error}); fit it again with `python -m pruneviz recover --out` "
                 "into a new folder."
@@ -263,6 +267,10 @@ class Recovery:
             stand_ins[(int(layer), slot)] = module.to(device) if device is not None else module
         return cls(PruningPlan.parse(meta["plan"]), meta["method"], meta["rank"], meta["fit"], stand_ins,
                    meta["removed_params"], meta["calibration"], meta.get("seconds", 0.0), meta.get("history", []))
+
+
+# what recovery.json must hold (Recovery.save writes them all)
+RECOVERY_KEYS = ("plan", "method", "rank", "fit", "removed_params", "calibration")
 
 
 def refuse_model_as_recovery(path: str | Path) -> None:
@@ -334,12 +342,15 @@ def fit_recovery(
             evaluation, so that a cancelled or interrupted fit resumes from there (``None``: no checkpoints).
 
     Raises:
-        SettingError: empty plan, unknown method/fit/inputs, bad rank, ``train`` without ``heldout``.
+        SettingError: empty plan, unknown method/fit/inputs, bad rank, ``train`` without ``heldout`` or with a
+            learning rate that is not a positive number.
     """
     if not len(plan):
         raise SettingError("The plan prunes nothing, so there is nothing to recover; prune a unit first.")
     if fit not in FITS or inputs not in ("pruned", "unpruned"):
         raise SettingError(f"Use fit emulate or train and inputs pruned or unpruned (got {fit}, {inputs}).")
+    if fit == "train" and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise SettingError(f"The learning rate must be a positive number (got {learning_rate}); try 1e-3.")
     plan.validate(loaded.n_blocks)
     started = time.perf_counter()
     units = plan.units()
