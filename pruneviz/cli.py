@@ -15,13 +15,15 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from .core import distributed
-from .core.errors import PrunevizError
+from .core.errors import PrunevizError, SettingError
+from .core.formatting import shown
 
 log = logging.getLogger("pruneviz")
 
@@ -255,9 +257,14 @@ def _recovery(args, loaded):
 
 def _check_inputs(args) -> None:
     """Refuse inputs that can be judged without a model, before one is loaded."""
+    from .core.plan import PruningPlan
     from .data.mmlu import canonical_spec
     from .studies.recovery import refuse_model_as_recovery
 
+    if getattr(args, "prune", None) is not None:
+        PruningPlan.parse(args.prune)  # the syntax now; block indices once the model says how many it has
+    if getattr(args, "tasks", None) is not None and not _comma_list(args.tasks):
+        raise SettingError(f"--tasks names no task ('{shown(args.tasks)}'); give a comma list such as wiki,mmlu.")
     for spec in [getattr(args, "data", None) or "", getattr(args, "task", None) or "", *_comma_list(getattr(args, "tasks", ""))]:
         canonical_spec(spec)  # refuses an MMLU spec that names no subject
     if getattr(args, "recover", None):
@@ -288,11 +295,40 @@ def _check_output_directory(path: Path, option: str) -> None:
         raise PrunevizError(f"{option} {path} exists and is not an empty folder; choose a new directory (nothing is overwritten).")
 
 
+def _inputs(args) -> list[Path]:
+    """The files and folders a command reads (data, tasks, MMLU source, model, recovery), resolved."""
+    specs = [getattr(args, name, None) for name in ("data", "task", "mmlu_source", "model", "recover")]
+    specs += _comma_list(getattr(args, "tasks", None) or "")
+    found = []
+    for spec in filter(None, specs):
+        try:
+            if Path(spec).exists():
+                found.append(Path(spec).resolve())
+        except OSError:  # a name the file system refuses is no input; the command says so when it reads it
+            continue
+    return found
+
+
+def _check_not_an_input(path: Path, option: str, inputs: list[Path]) -> None:
+    """Refuse an output that is one of the command's inputs: writing it would destroy the input.
+
+    Raises:
+        PrunevizError: names the input.
+    """
+    if path.resolve() in inputs:
+        raise PrunevizError(f"{option} {path} is an input of this command; writing the result there would overwrite it, so choose another path.")
+
+
 def _check_outputs(args) -> None:
+    inputs = _inputs(args)
     for option, kind in getattr(args, "outputs", {}).items():
         value = getattr(args, option.removeprefix("--"), None)
         if value:
-            (_check_output_file if kind == "file" else _check_output_directory)(Path(value), option)
+            try:
+                _check_not_an_input(Path(value), option, inputs)
+                (_check_output_file if kind == "file" else _check_output_directory)(Path(value), option)
+            except OSError as error:
+                raise PrunevizError(f"{option} '{shown(value)}' cannot be used ({error.strerror or error}); give a shorter or valid path.") from None
 
 
 def _write(path: Path, writer) -> None:
@@ -327,6 +363,17 @@ def _integer(text: str, lowest: int) -> int:
 
 def _positive(text: str) -> int:
     return _integer(text, 1)
+
+
+def _positive_number(text: str) -> float:
+    """A finite number above 0 (``nan``, ``inf`` and negative rates are refused before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (got '{shown(text)}')") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number (got {text})")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -428,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--samples", type=_positive, default=32, help="calibration documents")
     recover.add_argument("--seq-len", type=_positive, default=128, help="tokens per calibration document")
     recover.add_argument("--steps", type=_positive, default=100, help="train: most optimiser steps")
-    recover.add_argument("--lr", type=float, default=1e-3, help="train: Adam learning rate")
+    recover.add_argument("--lr", type=_positive_number, default=1e-3, help="train: Adam learning rate")
     recover.add_argument("--tasks", default="wiki", help="before/after evaluation tasks (comma list)")
     recover.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
     recover.add_argument("--out", required=True, help="new (or empty) directory for stand_ins.safetensors, recovery.json, report.csv")

@@ -263,8 +263,12 @@ def _parse_error(argv, capsys) -> str:
         (["curve", "--steps", "0", "--out", "never.csv"], "python -m pruneviz curve: error: argument --steps: must be 1 or more (got 0)"),
         (["evaluate", "--shots", "-1"], "python -m pruneviz evaluate: error: argument --shots: must be 0 or more (got -1)"),
         ([], "python -m pruneviz: error: the following arguments are required: command"),
+        (["recover", "--prune", "3", "--out", "never", "--lr", "nan"], "python -m pruneviz recover: error: argument --lr: must be a positive number (got nan)"),
+        (["recover", "--prune", "3", "--out", "never", "--lr", "-0.1"], "python -m pruneviz recover: error: argument --lr: must be a positive number (got -0.1)"),
+        (["recover", "--prune", "3", "--out", "never", "--lr", "fast"], "python -m pruneviz recover: error: argument --lr: must be a number (got 'fast')"),
     ],
-    ids=["windows-zero", "windows-not-a-number", "samples-negative", "curve-steps-zero", "shots-negative", "no-command"],
+    ids=["windows-zero", "windows-not-a-number", "samples-negative", "curve-steps-zero", "shots-negative", "no-command",
+         "lr-nan", "lr-negative", "lr-not-a-number"],
 )
 def test_argument_errors_are_one_line_without_the_usage(argv, expected, capsys):
     prog = expected.split(": error: ")[0]
@@ -325,3 +329,55 @@ def test_json_written_through_a_symbolic_link_keeps_the_link(tmp_path):
     link.symlink_to(target)
     assert main(["evaluate", "--device", "cpu", "--windows", "1", "--window-len", "8", "--json", str(link)]) == 0
     assert link.is_symlink() and json.loads(target.read_text())["task"] == "wiki"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["evaluate", "--prune", "3.atn"], "'3.atn' is not a unit"),
+        (["evaluate", "--prune", "   "], "only blanks"),
+        (["export", "--prune", "\uff13", "--out", "never"], "is not a unit"),
+        (["curve", "--steps", "1", "--tasks", ",", "--out", "never.csv"], "--tasks names no task (','); give a comma list"),
+        (["recover", "--prune", "3,,4", "--out", "never"], "empty item between commas"),
+    ],
+    ids=["plan-typo", "blank-plan", "full-width-digit", "no-task", "empty-plan-item"],
+)
+def test_plans_and_task_lists_are_checked_before_the_model_loads(argv, fragment, capsys):
+    assert main([*argv, "--model", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and fragment in error and "nonexistent" not in error, error
+    assert not (REPO / "never.csv").exists() and not (REPO / "never").exists()
+
+
+def test_a_malformed_state_budget_is_one_line(tiny_model_dir, monkeypatch, capsys):
+    from pruneviz.core import loading
+    from pruneviz.engine import incremental
+
+    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
+    monkeypatch.setenv("PRUNEVIZ_STATE_CPU_MB", "lots")
+    monkeypatch.setattr(incremental, "_store", None)  # the next evaluation creates the store and reads the budgets
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--windows", "1", "--window-len", "16", "--no-cache"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "error: PRUNEVIZ_STATE_CPU_MB must be a whole number of MiB (got 'lots'); fix or unset it."
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A first document.\n\nA second one.\n")
+    assert main(["evaluate", "--task", str(corpus), "--json", str(corpus), "--model", "/nonexistent/model"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"error: --json {corpus} is an input of this command; writing the result there would overwrite it, so choose another path."
+    assert corpus.read_text() == "A first document.\n\nA second one.\n"
+
+
+@pytest.mark.parametrize("option", ["--model", "--task", "--json"])
+def test_an_over_long_path_is_one_line(option, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from pruneviz.core import loading
+
+    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
+    long = str(tmp_path / ("x" * 5000))  # over the file system's 255-byte limit for a name
+    values = {"--model": str(tiny_model_dir), "--task": "wiki", "--json": str(tmp_path / "out.json")} | {option: long}
+    argv = ["evaluate", "--windows", "1", "--window-len", "16", "--no-cache", *[x for pair in values.items() for x in pair]]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "cannot be used (File name too long)" in error and "characters)" in error, error

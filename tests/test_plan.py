@@ -56,7 +56,7 @@ def test_block_written_once_when_both_sublayers_pruned():
     assert PruningPlan.parse("5") == PruningPlan.parse("5.attn,5.mlp")
 
 
-@pytest.mark.parametrize("text", [None, "", "  ", "none", "NONE"])
+@pytest.mark.parametrize("text", [None, "", "none", "NONE", " none "])
 def test_empty_plan(text):
     plan = PruningPlan.parse(text)
     assert len(plan) == 0 and str(plan) == "" and plan.first_layer() is None
@@ -100,3 +100,27 @@ def test_units_of_granularities():
     assert [str(u) for u in units_of(2, "mlp")] == ["0.mlp", "1.mlp"]
     with pytest.raises(PlanError, match="'layer'"):
         units_of(2, "layer")
+
+
+@pytest.mark.parametrize("blank", ["  ", "\t", " \n "])
+def test_a_plan_of_blanks_is_refused_not_read_as_unpruned(blank):
+    with pytest.raises(PlanError, match="only blanks; write units like '3.attn, 7', or leave it empty"):
+        PruningPlan.parse(blank)
+
+
+@pytest.mark.parametrize("text", ["\uff13", "\uff11\uff12.attn", "\u0663.mlp", "1\u0662"])  # full-width 3, 12; Arabic-Indic 3, 2
+def test_only_ascii_digits_name_a_block(text):
+    with pytest.raises(PlanError, match="is not a unit"):
+        PruningPlan.parse(text)
+
+
+def test_a_huge_plan_is_quoted_short_in_its_error():
+    with pytest.raises(PlanError) as caught:
+        PruningPlan.parse(",".join(["3.atn"] * 20_000))
+    assert len(str(caught.value)) < 200 and "'3.atn' is not a unit" in str(caught.value)
+    with pytest.raises(PlanError) as caught:
+        PruningPlan.parse("3.attn," * 20_000)  # a trailing comma: an empty last item
+    assert len(str(caught.value)) < 200 and "... (140,000 characters)' has an empty item" in str(caught.value)
+    with pytest.raises(PlanError) as caught:
+        PruningPlan.parse("x" * 100_000)
+    assert len(str(caught.value)) < 200 and "(100,000 characters)" in str(caught.value)

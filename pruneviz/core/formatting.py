@@ -1,6 +1,13 @@
-"""Human-readable quantities shared by the app, the CLI and reports."""
+"""Human-readable quantities and quotations shared by the app, the CLI, reports and error messages."""
 
 from __future__ import annotations
+
+SHOWN_CHARACTERS = 60  # an error message quotes at most this much of what was typed
+
+
+def shown(text: str) -> str:
+    """``text`` as an error message quotes it: whole when short, else its start and its length."""
+    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}... ({len(text):,} characters)"
 
 
 def format_bytes(count: float) -> str:

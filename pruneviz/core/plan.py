@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .errors import PlanError
+from .formatting import shown
 
 SUBLAYERS = ("attn", "mlp")
-_UNIT_RE = re.compile(r"^(\d+)(?:\.(attn|mlp))?$")
+# ASCII digits only: "\d" also matches full-width and other scripts' digits, which int() reads silently
+_UNIT_RE = re.compile(r"^([0-9]+)(?:\.(attn|mlp))?$")
 
 
 @dataclass(frozen=True, order=True)
@@ -52,7 +54,7 @@ class Unit:
         match = _UNIT_RE.match(text.strip())
         if match is None:
             raise PlanError(
-                f"'{text.strip()}' is not a unit; write a block index ('12'), '12.attn' or '12.mlp'."
+                f"'{shown(text.strip())}' is not a unit; write a block index ('12'), '12.attn' or '12.mlp'."
             )
         return cls(int(match.group(1)), match.group(2))
 
@@ -95,19 +97,22 @@ class PruningPlan:
 
     @classmethod
     def parse(cls, text: str | None, n_blocks: int | None = None) -> "PruningPlan":
-        """Parse a comma-separated plan (empty or ``"none"`` = nothing pruned).
+        """Parse a comma-separated plan (``""``, ``None`` or ``"none"`` = nothing pruned).
 
         Args:
             text: e.g. ``"3.attn, 7,12.mlp"``.
             n_blocks: if given, also :meth:`validate` against a model with this many blocks.
 
         Raises:
-            PlanError: a malformed unit, or (with ``n_blocks``) an index out of range.
+            PlanError: a malformed unit, a plan of blanks only (a typo that would otherwise mean "unpruned"),
+                or (with ``n_blocks``) an index out of range.
         """
+        if text and not text.strip():
+            raise PlanError("The plan holds only blanks; write units like '3.attn, 7', or leave it empty (or 'none') for the unpruned model.")
         text = (text or "").strip()
         items = [] if text.lower() in ("", "none") else text.split(",")
         if any(not item.strip() for item in items):
-            raise PlanError(f"The plan '{text}' has an empty item between commas; write units like '3.attn, 7, 12.mlp'.")
+            raise PlanError(f"The plan '{shown(text)}' has an empty item between commas; write units like '3.attn, 7, 12.mlp'.")
         plan = cls.of(items)
         if n_blocks is not None:
             plan.validate(n_blocks)

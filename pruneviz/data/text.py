@@ -18,6 +18,7 @@ import torch
 from ..core.assets import EMBEDDED_DATA
 from ..core.cache import file_fingerprint
 from ..core.errors import DataError, TooFewSamplesError
+from ..core.formatting import shown
 
 SPLITS = ("calibration", "evaluation", "all")
 # fields a JSON/JSONL record may hold its text in, in order of preference ("extract": the embedded Wikipedia file)
@@ -182,7 +183,10 @@ def load_corpus(spec: str = "wiki", split: str = "evaluation") -> TextCorpus:
     if split not in SPLITS:
         raise DataError(f"Split '{split}' is unknown; use one of {', '.join(SPLITS)}.")
     path = EMBEDDED_DATA["wiki"].path() if spec == "wiki" else Path(spec)
-    fingerprint = file_fingerprint(path) if path.is_file() else ""
+    try:
+        fingerprint = file_fingerprint(path) if path.is_file() else ""
+    except OSError as error:
+        raise DataError(f"The data path '{shown(spec)}' cannot be used ({error.strerror or error}); give a shorter or valid path.") from None
     docs = everything = _load(str(path), fingerprint)
     if split != "all":
         parity = 0 if split == "calibration" else 1

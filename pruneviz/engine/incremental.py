@@ -28,6 +28,8 @@ import torch
 
 from ..core.architecture import resolve
 from ..core.digest import tensor_digest
+from ..core.errors import SettingError
+from ..core.formatting import shown
 from ..core.gating import active_plan, active_stand_in_digests, record_residuals, resume_from
 from .hidden_store import HiddenStateStore
 
@@ -62,13 +64,15 @@ def budgets_from_environment() -> dict[str, int]:
     The GPU tier is used only when CUDA is available.
 
     Raises:
-        ValueError: a variable is not a non-negative integer.
+        SettingError: a variable is not a non-negative whole number.
     """
     budgets = {}
     for tier, default in DEFAULT_BUDGETS_MIB.items():
         text = os.environ.get(f"PRUNEVIZ_STATE_{tier.upper()}_MB", str(default))
         if not text.isdigit():
-            raise ValueError(f"PRUNEVIZ_STATE_{tier.upper()}_MB must be a whole number of MiB (got {text!r}).")
+            raise SettingError(
+                f"PRUNEVIZ_STATE_{tier.upper()}_MB must be a whole number of MiB (got {shown(text)!r}); fix or unset it."
+            )
         budgets[tier] = int(text) * MIB
     if not torch.cuda.is_available():
         budgets["gpu"] = 0

@@ -94,7 +94,8 @@ def evaluate(
     if is_mmlu(task):
         subset = mmlu_subset(task)
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
-        key = make_key("mmlu", backend, loaded.fingerprint, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
+        # the source's name is in the key besides its content: the result is labelled with it
+        key = make_key("mmlu", backend, loaded.fingerprint, mmlu_source, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
         engine_options = {} if backend == "lm-eval" else {"partial": partial, "checkpoint": use_cache}
         compute = lambda: mmlu_evaluator(  # noqa: E731
             loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins,
@@ -106,7 +107,7 @@ def evaluate(
             loaded, plan, task, shots, per_subject, progress=progress, stand_ins=stand_ins
         )
     else:
-        key = make_key("perplexity", backend, loaded.fingerprint, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
+        key = make_key("perplexity", backend, loaded.fingerprint, task, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
         engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache}
         compute = lambda: perplexity_evaluator(  # noqa: E731
             loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins, **engine_options

@@ -68,7 +68,8 @@ def influence(
     tables, cost, hits = [], {}, []
     if static:
         batch, label, fingerprint = calibration_batch(loaded, data, samples, seq_len)
-        key = make_key("influence", loaded.fingerprint, fingerprint, str(plan), sorted(static), granularity, samples, seq_len)
+        # the label is in the key besides the content's fingerprint: the table's dataset column names it
+        key = make_key("influence", loaded.fingerprint, label, fingerprint, str(plan), sorted(static), granularity, samples, seq_len)
         table, hit = cached(
             key,
             lambda: static_influence(loaded, batch, static, GRANULARITY_KINDS[granularity], label, plan, progress=progress),
@@ -82,7 +83,7 @@ def influence(
             for kind in ("block", "sublayer") if granularity == "all" else (granularity,):
                 settings = dict(objective=ADAPTIVE_METRICS[metric].objective, estimator=estimator, fraction=fraction,
                                 budget=budget, tolerance=tolerance, seed=seed, base=plan)
-                key = make_key("adaptive", loaded.fingerprint, data_for_objective.fingerprint, samples, seq_len, kind, settings)
+                key = make_key("adaptive", loaded.fingerprint, data, data_for_objective.fingerprint, samples, seq_len, kind, settings)
                 result, hit = cached(
                     key,
                     lambda: adaptive_influence(

@@ -53,7 +53,7 @@ def recover(
         ) from None
     fit_part = {k: v[:samples] for k, v in batch.items()}
     heldout = {k: v[samples:] for k, v in batch.items()}
-    key = make_key("recover", loaded.fingerprint, fingerprint, str(plan), method, rank, fit, inputs, samples, seq_len, steps, learning_rate)
+    key = make_key("recover", loaded.fingerprint, label, fingerprint, str(plan), method, rank, fit, inputs, samples, seq_len, steps, learning_rate)
     recovery, _ = cached(
         key,
         lambda: fit_recovery(
