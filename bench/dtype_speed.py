@@ -16,7 +16,7 @@ repeats, so machine noise hits both alike; best of ``--repeats``):
 - **lm-eval**: lm-evaluation-harness's HFLM on the same questions and windows in the same dtype, once
   (``--no-lm-eval`` skips it).
 
-Run: ``.venv/bin/python bench/dtype_speed.py [--models smollm2,qwen2.5-coder-1.5b] [--repeats 2]``
+Run: ``.venv/bin/python bench/dtype_speed.py [--models smollm2,qwen2.5-coder-1.5b] [--repeats 2] [--device cuda]``
 (``make models`` installs the Qwen parts). Prints one block per model.
 """
 
@@ -67,14 +67,18 @@ class Measured:
     gflops: float = 0.0
 
 
-def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int, repeats: int = 5) -> float:
-    """Best-of-``repeats`` throughput of an ``[m, k] @ [k, n]`` product in ``dtype`` (GFLOP/s, 2mkn FLOPs)."""
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    a @ b  # warm-up: oneDNN picks its kernel on the first call
+def matmul_gflops(dtype: torch.dtype, device: torch.device, m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Best-of-``repeats`` throughput of an ``[m, k] @ [k, n]`` product in ``dtype`` on ``device`` (GFLOP/s, 2mkn FLOPs)."""
+    a, b = torch.randn(m, k).to(device, dtype), torch.randn(k, n).to(device, dtype)
+    a @ b  # warm-up: oneDNN (or cuBLAS) picks its kernel on the first call
     best = float("inf")
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         started = time.perf_counter()
         a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * m * k * n / best / 1e9
 
@@ -135,7 +139,7 @@ def report(name: str, models: dict, measured: dict[str, Measured], args) -> None
     for dtype, m in measured.items():
         best = min(m.cold)
         run = m.runs[0]
-        m.gflops = matmul_gflops(models[dtype].dtype, tokens, info.hidden_size, info.intermediate_size)
+        m.gflops = matmul_gflops(models[dtype].dtype, models[dtype].device, tokens, info.hidden_size, info.intermediate_size)
         achieved = flops / best / 1e9
         acc, se = run.mmlu.metrics["acc"], run.mmlu.stderr["acc"]
         lm_eval = f"{m.lm_eval:>10.2f}{m.lm_eval / best:>12.2f}x" if m.lm_eval else f"{'-':>10}{'-':>13}"
@@ -158,6 +162,7 @@ def report(name: str, models: dict, measured: dict[str, Measured], args) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="smollm2,qwen2.5-coder-1.5b", help="comma list of model specs")
+    parser.add_argument("--device", default="cpu", help="cpu (the machine's CPU), cuda, cuda:N or auto")
     parser.add_argument("--per-subject", type=int, default=1, help="MMLU questions per subject (57 subjects)")
     parser.add_argument("--windows", type=int, default=8, help="Wikipedia windows")
     parser.add_argument("--window-len", type=int, default=128, help="tokens per window")
@@ -167,7 +172,7 @@ def main() -> None:
     # what evaluate_both reads
     args.task, args.format, args.shots, args.lm_eval_batch_size, args.no_logits_cache = "mmlu", "letter", 0, 16, False
     for name in args.models.split(","):
-        models = {dtype: load_model(name, device="cpu", dtype=dtype) for dtype in DTYPES}
+        models = {dtype: load_model(name, device=args.device, dtype=dtype) for dtype in DTYPES}
         n_blocks = models["float32"].n_blocks
         # an attention sublayer in the last quarter, and an early block
         args.late = PruningPlan.parse(f"{n_blocks - n_blocks // 8}.attn", n_blocks)
