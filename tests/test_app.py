@@ -1,4 +1,4 @@
-"""The Streamlit app: layering rules, figures, and every page run on the real embedded model with AppTest."""
+"""The Streamlit app: figures, and every page run on the real embedded model with AppTest (layering: test_layers.py)."""
 
 from __future__ import annotations
 
@@ -18,45 +18,7 @@ from pruneviz.evaluation.results import EvaluationResult
 
 REPO = Path(__file__).resolve().parent.parent
 APP_FILES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]
-LIBRARY_FILES = sorted((REPO / "pruneviz").rglob("*.py"))
-UI_PACKAGE = REPO / "pruneviz" / "ui"
 TIMEOUT = 300  # seconds per AppTest run: a cold model load converts the GGUF file once
-
-
-def imported_roots(path: Path) -> set[str]:
-    """Top-level package names that ``path`` imports (absolute imports only)."""
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
-# ---------------------------------------------------------------- layering
-
-
-@pytest.mark.parametrize("path", APP_FILES, ids=lambda p: p.name)
-def test_app_and_pages_never_import_torch_or_transformers(path):
-    assert not imported_roots(path) & {"torch", "transformers"}, f"{path.name} must call pruneviz, not torch"
-
-
-def test_only_the_pruneviz_ui_package_imports_streamlit():
-    ui_files = [p for p in LIBRARY_FILES if UI_PACKAGE in p.parents]
-    assert any("streamlit" in imported_roots(p) for p in ui_files), "the check below would pass without finding the UI"
-    offenders = [p.relative_to(REPO) for p in LIBRARY_FILES if UI_PACKAGE not in p.parents and "streamlit" in imported_roots(p)]
-    assert not offenders, f"only modules under pruneviz/ui/ may import streamlit: {offenders}"
-
-
-def test_pages_are_discovered_in_numeric_order_without_st_navigation():
-    pages = [p.name for p in APP_FILES[1:]]
-    assert pages == [
-        "1_Influence.py", "2_Prune_and_evaluate.py", "3_Pruning_curves.py", "4_Task_trade-offs.py",
-        "5_Recovery.py", "6_Export.py",
-    ]
-    for path in APP_FILES:
-        assert "navigation" not in {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
 
 
 # ---------------------------------------------------------------- figures (no model)

@@ -1,4 +1,4 @@
-"""The import direction of the library, folder by folder (docs/ARCHITECTURE.md draws it).
+"""The import direction of the library, folder by folder (docs/ARCHITECTURE.md draws it), and the app's layering.
 
 core -> engine -> data -> evaluation -> influence -> studies -> the facade and its peers (api, cli, plots,
 permalink, deployment) -> ui. A module may import its own layer and the layers before it, never one after:
@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pruneviz"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "pruneviz"
+APP_FILES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]
+LIBRARY_FILES = sorted(PACKAGE.rglob("*.py"))
+UI_PACKAGE = PACKAGE / "ui"
 LAYERS = ["core", "engine", "data", "evaluation", "influence", "studies", "", "ui"]  # "" = modules at the top
-MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
 def layer_of(module: str) -> str:
@@ -43,7 +46,7 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", LIBRARY_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_every_module_imports_only_its_own_layer_and_those_below(path):
     own = LAYERS.index(layer_of(".".join(path.relative_to(PACKAGE).with_suffix("").parts)))
     above = {m for m in imported_modules(path) if LAYERS.index(layer_of(m)) > own}
@@ -56,3 +59,36 @@ def test_every_layer_is_a_folder_with_modules_and_the_checker_sees_imports():
     # the checker itself: relative, absolute and lazy imports are all seen
     assert {"core.plan", "evaluation.run", "influence.run"} <= imported_modules(PACKAGE / "studies" / "curves.py")
     assert "studies.recovery_report" in imported_modules(PACKAGE / "api.py")
+
+
+def imported_roots(path: Path) -> set[str]:
+    """Top-level package names that ``path`` imports (absolute imports only)."""
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("path", APP_FILES, ids=lambda p: p.name)
+def test_app_and_pages_never_import_torch_or_transformers(path):
+    assert not imported_roots(path) & {"torch", "transformers"}, f"{path.name} must call pruneviz, not torch"
+
+
+def test_only_the_pruneviz_ui_package_imports_streamlit():
+    ui_files = [p for p in LIBRARY_FILES if UI_PACKAGE in p.parents]
+    assert any("streamlit" in imported_roots(p) for p in ui_files), "the check below would pass without finding the UI"
+    offenders = [p.relative_to(REPO) for p in LIBRARY_FILES if UI_PACKAGE not in p.parents and "streamlit" in imported_roots(p)]
+    assert not offenders, f"only modules under pruneviz/ui/ may import streamlit: {offenders}"
+
+
+def test_pages_are_discovered_in_numeric_order_without_st_navigation():
+    pages = [p.name for p in APP_FILES[1:]]
+    assert pages == [
+        "1_Influence.py", "2_Prune_and_evaluate.py", "3_Pruning_curves.py", "4_Task_trade-offs.py",
+        "5_Recovery.py", "6_Export.py",
+    ]
+    for path in APP_FILES:
+        assert "navigation" not in {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
