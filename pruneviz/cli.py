@@ -18,6 +18,8 @@ import logging
 import math
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -275,14 +277,18 @@ def _check_output_file(path: Path, option: str) -> None:
     """Refuse an output file path that cannot be written, before any work is done.
 
     Raises:
-        PrunevizError: its folder is missing, or it is a folder, device, pipe or socket.
+        PrunevizError: its folder is missing, is a file, or cannot be written; or the path is a folder, device,
+            pipe or socket.
     """
     if not path.parent.exists():
         raise PrunevizError(f"The output folder {path.parent} for {option} does not exist; create it or choose another path.")
+    if not path.parent.is_dir():
+        raise PrunevizError(f"{option} {path} lies under {path.parent}, which is a file, not a folder; choose another path.")
     if path.is_dir():
         raise PrunevizError(f"{option} {path} is a folder; give a file path inside it instead.")
     if path.exists() and not path.resolve().is_file():
         raise PrunevizError(f"{option} {path} is not a regular file (a device, pipe or socket); give the path of a file to write.")
+    _check_writable(path.parent, option)
 
 
 def _check_output_directory(path: Path, option: str) -> None:
@@ -293,6 +299,24 @@ def _check_output_directory(path: Path, option: str) -> None:
     """
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise PrunevizError(f"{option} {path} exists and is not an empty folder; choose a new directory (nothing is overwritten).")
+    existing = next(folder for folder in [path, *path.parents] if folder.exists())
+    if not existing.is_dir():
+        raise PrunevizError(f"{option} {path} lies under {existing}, which is a file, not a folder; choose another path.")
+    _check_writable(existing, option)
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Create and delete a file in ``folder``: the one test of writability that holds for root, read-only file
+    systems and full quotas alike (``os.access`` says yes to root everywhere).
+
+    Raises:
+        PrunevizError: the folder cannot be written.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pruneviz-write-check-"):
+            pass
+    except OSError as error:
+        raise PrunevizError(f"{option}: the folder {folder} cannot be written ({error.strerror or error}); choose another location.") from None
 
 
 def _inputs(args) -> list[Path]:
@@ -334,13 +358,35 @@ def _check_outputs(args) -> None:
 def _write(path: Path, writer) -> None:
     """Write via a temporary file so a failure never leaves a half-written output; rank 0 only.
 
-    A symbolic link keeps pointing where it did: its target is replaced."""
+    A symbolic link keeps pointing where it did: its target is replaced. Where the destination fails after
+    all (it was checked before the work, but a disk fills up), the result is written under the cache instead,
+    so the work is not lost.
+
+    Raises:
+        PrunevizError: the destination failed; names it, and where the result was kept.
+    """
     if not distributed.is_main():
         return
     path = path.resolve()
     staging = path.with_name(f".{path.name}.partial")
-    writer(staging)
-    os.replace(staging, path)
+    try:
+        writer(staging)
+        os.replace(staging, path)
+    except OSError as error:
+        staging.unlink(missing_ok=True)
+        kept = _keep_unwritten(path.name, writer)
+        raise PrunevizError(f"Could not write {path} ({error.strerror or error}); the result is kept in {kept}.") from None
+
+
+def _keep_unwritten(name: str, writer) -> Path:
+    """Write a result whose destination failed into ``<cache>/unwritten/`` under a new name; returns the path."""
+    from .core.cache import cache_dir
+
+    folder = cache_dir() / "unwritten"
+    folder.mkdir(exist_ok=True)
+    kept = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{name}"
+    writer(kept)
+    return kept
 
 
 class _Parser(argparse.ArgumentParser):

@@ -229,6 +229,11 @@ def _unusable_outputs(tmp_path):
         (["recover", "--prune", "3", "--out", str(tmp_path / "full")], "not an empty folder"),
         (["recover", "--prune", "3", "--out", str(a_file)], "not an empty folder"),
         (["export", "--prune", "3", "--out", str(a_file)], "not an empty folder"),
+        (["evaluate", "--json", str(a_file / "x.json")], "which is a file, not a folder"),
+        (["export", "--prune", "3", "--out", str(a_file / "sub" / "dir")], "which is a file, not a folder"),
+        # /proc refuses new files even to root, like a read-only mount
+        (["influence", "--out", "/proc/pruneviz-never.csv"], "the folder /proc cannot be written"),
+        (["recover", "--prune", "3", "--out", "/proc/pruneviz-never"], "the folder /proc cannot be written"),
     ]
 
 
@@ -381,3 +386,29 @@ def test_an_over_long_path_is_one_line(option, tiny_model_dir, tmp_path, monkeyp
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "cannot be used (File name too long)" in error and "characters)" in error, error
+
+
+def test_a_destination_that_fails_after_the_work_keeps_the_result(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from pruneviz import api
+    from pruneviz.core import loading
+    from pruneviz.core.cache import cache_dir
+
+    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    evaluate = api.evaluate
+
+    def evaluate_then_lose_the_folder(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        shutil.rmtree(folder)  # the destination goes away while the work runs (an unmounted disk, say)
+        return result
+
+    monkeypatch.setattr(api, "evaluate", evaluate_then_lose_the_folder)
+    out = folder / "result.json"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--windows", "1", "--window-len", "16", "--json", str(out)]) == 2
+    error = capsys.readouterr().err.strip().split("\r")[-1]  # after the progress bar's last redraw
+    assert error.startswith(f"error: Could not write {out} (No such file or directory); the result is kept in {cache_dir() / 'unwritten'}/")
+    kept = Path(error.rsplit(" is kept in ", 1)[1].removesuffix("."))
+    assert json.loads(kept.read_text())["task"] == "wiki" and kept.name.endswith("-result.json")
