@@ -305,3 +305,34 @@ def test_the_default_cache_is_the_checkouts_cache_folder(monkeypatch):
     monkeypatch.delenv("PRUNEVIZ_CACHE_DIR")
     repository = Path(__file__).resolve().parent.parent
     assert cache.cache_dir() == repository / "cache" and (repository / "cache" / ".gitkeep").exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "DROP TABLE Cache",  # no such table
+        "ALTER TABLE Cache RENAME COLUMN value TO v",  # no such column
+        "DROP TABLE Cache; CREATE TABLE Cache (rowid INTEGER PRIMARY KEY, key BLOB NOT NULL CHECK (0))",  # never writable
+    ],
+    ids=["table-dropped", "column-renamed", "constraint-added"],
+)
+def test_a_database_with_a_damaged_schema_is_moved_aside_and_recomputed(fresh_cache, damage, caplog):
+    cache.cached("before", lambda: 1)
+    database = Path(fresh_cache.directory) / "cache.db"
+    fresh_cache.close()
+    with sqlite3.connect(database) as db:
+        db.executescript(damage)
+    assert cache.cached("after", lambda: 42) == (42, False)
+    assert cache.cached("after", lambda: 0) == (42, True), "the fresh database serves the next runs"
+    root = Path(fresh_cache.directory).parent
+    assert len([p for p in root.iterdir() if p.name.startswith("results.corrupt-")]) == 1
+    assert "starting a new one" in caplog.text
+
+
+def test_an_unopenable_or_full_database_is_not_taken_for_damage():
+    for message in ("database is locked", "unable to open database file", "disk I/O error", "database or disk is full",
+                    "attempt to write a readonly database"):
+        assert not cache._is_damage(sqlite3.OperationalError(message)), message
+    assert not cache._is_damage(sqlite3.ProgrammingError("Cannot operate on a closed database."))
+    for message in ("database disk image is malformed", "file is not a database", "no such table: Cache", "no such column: v"):
+        assert cache._is_damage(sqlite3.OperationalError(message) if "no such" in message else sqlite3.DatabaseError(message))

@@ -58,10 +58,20 @@ def _database_id(path: Path) -> int | None:
         return None
 
 
+# sqlite errors that are not damage: contention, a misuse, or the machine; moving the files aside would not mend them
+_NOT_DAMAGE = ("locked", "busy", "unable to open", "disk i/o", "readonly", "read-only", "full", "interrupted")
+
+
 def _is_damage(error: sqlite3.DatabaseError) -> bool:
-    """Whether sqlite's ``error`` means a damaged file ("malformed", "not a database"); its subclasses mean a
-    locked database or a misuse, which moving the files aside would not mend."""
-    return type(error) is sqlite3.DatabaseError
+    """Whether sqlite's ``error`` means a damaged database: a malformed file, one that is not a database, or a
+    schema that is not diskcache's ("no such table", "no such column", a constraint it never declared).
+
+    Not damage: a locked or busy database, a misuse (``ProgrammingError``, ``InterfaceError``: a closed
+    connection), a file the user may not open, a disk I/O error or a full disk (:data:`_NOT_DAMAGE`).
+    """
+    if isinstance(error, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return False
+    return not any(marker in str(error).lower() for marker in _NOT_DAMAGE)
 
 
 def _move_aside(path: Path, error: Exception) -> diskcache.Cache:
