@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sqlite3
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ from conftest import tiny_llama
 
 from pruneviz import api
 from pruneviz.core import cache
+from pruneviz.core.errors import SettingError
 from pruneviz.core.loading import from_modules
 from pruneviz.core.plan import PruningPlan
 from pruneviz.evaluation import run as evaluation_run
@@ -137,11 +140,11 @@ def test_a_database_another_process_already_replaced_is_opened_not_moved(fresh_c
     # what another process did on finding the damage: moved the files aside and started afresh with its own entry
     path.rename(path.with_name("results.corrupt-elsewhere"))
     other = cache.diskcache.Cache(str(path))
-    other.set("theirs", cache._seal(7))
+    other.set("theirs", cache._seal("theirs", 7))
     other.close()
     monkeypatch.setattr(fresh_cache, "get", malformed)
     assert cache.cached("theirs", lambda: 0) == (7, True)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["results", "results.corrupt-elsewhere"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["results", "results.corrupt-elsewhere", cache.SECRET_FILE]
 
 
 def test_unreadable_cache_database_is_moved_aside_and_replaced(tmp_path, monkeypatch, caplog):
@@ -207,7 +210,7 @@ def test_evaluate_twice_hits_the_cache(smollm2, fresh_cache):
     assert second.metrics == first.metrics and second.prune == "2.attn"
     # the result, plus the checkpoint of its one batch (2 windows of 16 tokens)
     assert len(fresh_cache) == 2
-    (key,) = [k for k in fresh_cache.iterkeys() if isinstance(cache._unseal(fresh_cache[k]), EvaluationResult)]
+    (key,) = [k for k in fresh_cache.iterkeys() if isinstance(cache._unseal(k, fresh_cache[k]), EvaluationResult)]
     # corrupt the stored result: it is recomputed, not trusted
     _corrupt(fresh_cache, key)
     third = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
@@ -336,3 +339,51 @@ def test_an_unopenable_or_full_database_is_not_taken_for_damage():
     assert not cache._is_damage(sqlite3.ProgrammingError("Cannot operate on a closed database."))
     for message in ("database disk image is malformed", "file is not a database", "no such table: Cache", "no such column: v"):
         assert cache._is_damage(sqlite3.OperationalError(message) if "no such" in message else sqlite3.DatabaseError(message))
+
+
+def test_swapped_or_forged_entries_are_recomputed_not_unpickled(fresh_cache, caplog):
+    import pickle
+
+    perplexity, accuracy = cache.make_key("perplexity"), cache.make_key("mmlu")
+    cache.cached(perplexity, lambda: 17.1)
+    cache.cached(accuracy, lambda: 0.29)
+    # two entries swapped on disk: each seal is bound to its own key
+    stored = {key: fresh_cache[key] for key in (perplexity, accuracy)}
+    fresh_cache[perplexity], fresh_cache[accuracy] = stored[accuracy], stored[perplexity]
+    assert cache.cached(perplexity, lambda: 17.2) == (17.2, False)
+    assert cache.cached(accuracy, lambda: 0.3) == (0.3, False)
+    assert caplog.text.count("checksum does not match its key and contents") == 2
+    # a forged entry, sealed the way version 3 did (SHA-256 of the pickle, no secret): never unpickled
+    planted = cache.make_key("planted")
+
+    class Boom:
+        def __reduce__(self):
+            return (pytest.fail, ("a forged pickle was loaded",))
+
+    blob = pickle.dumps(Boom())
+    fresh_cache[planted] = hashlib.sha256(blob).digest() + blob
+    assert cache.cached(planted, lambda: "recomputed") == ("recomputed", False)
+    secret = Path(fresh_cache.directory).parent / cache.SECRET_FILE
+    assert len(secret.read_bytes()) == 32 and secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_cache_directory_owned_by_another_user_is_not_used(tmp_path, monkeypatch, caplog):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a folder to another user needs root (CI runs as root)")
+    foreign = tmp_path / "shared-cache"
+    foreign.mkdir()
+    os.chown(foreign, 12345, 12345)
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(foreign))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    private = tmp_path / "tmp" / f"pruneviz-cache-{os.geteuid()}"
+    assert cache.cache_dir() == private and private.stat().st_mode & 0o777 == 0o700
+    assert f"The cache directory {foreign} belongs to another user" in caplog.text
+    # a private folder that someone else made first is refused, in one sentence
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp2"))
+    (tmp_path / "tmp2" / f"pruneviz-cache-{os.geteuid()}").mkdir(parents=True)
+    os.chown(tmp_path / "tmp2" / f"pruneviz-cache-{os.geteuid()}", 12345, 12345)
+    with pytest.raises(SettingError, match="belongs to this user, so neither can be trusted; set PRUNEVIZ_CACHE_DIR"):
+        cache.cache_dir()

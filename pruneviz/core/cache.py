@@ -1,20 +1,25 @@
 """On-disk result cache (diskcache) with keys that cover everything that changes a result.
 
 Keys are SHA-256 digests of a JSON rendering of their parts (model fingerprint, data fingerprint,
-plan, every parameter). Values are stored as pickles behind their own SHA-256 digest. A value that
-cannot be read back (corrupt, truncated or altered entry, or an unpickling error after a code
-change) is deleted and recomputed, never trusted; a database found damaged, at start-up or while
-the app runs, is moved aside and replaced by an empty one.
+plan, every parameter). Values are stored as pickles behind an HMAC of their key and pickle under a
+secret only this installation holds, checked before anything is unpickled. A value that cannot be read
+back (corrupt, truncated, altered or swapped entry, one this installation did not write, or an
+unpickling error after a code change) is deleted and recomputed, never trusted; a database found
+damaged, at start-up or while the app runs, is moved aside and replaced by an empty one. A cache
+directory owned by another user is not used (see :func:`cache_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
 import pickle
+import secrets
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import diskcache
+
+from .errors import SettingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,19 +42,43 @@ DIGEST_BYTES = 32  # SHA-256
 
 # the checkout pruneviz runs from: pruneviz/core/cache.py is two folders below it
 REPOSITORY = Path(__file__).resolve().parents[2]
-# bumped whenever a computation changes in a way that invalidates stored results (3: values are sealed)
-CACHE_VERSION = 3
+# bumped whenever a computation changes in a way that invalidates stored results (3: values are sealed; 4: sealed with
+# a keyed HMAC bound to their key)
+CACHE_VERSION = 4
+SECRET_FILE = "secret.key"
+SECRET_BYTES = 32
+_secrets: dict[Path, bytes] = {}  # the secret of each cache directory, read once
+# the cache directories found unsafe (owned by another user, or writable by others) and already reported
+_refused: set[Path] = set()
 
 
 def cache_dir() -> Path:
     """The cache directory: ``$PRUNEVIZ_CACHE_DIR`` or ``cache/`` at the top of the checkout; created 0700.
 
-    Cached values are pickles, so only the app's own user may read or write them.
+    Cached values are pickles, so only the app's own user may read or write them. A directory owned by
+    another user is not used (its owner could plant entries and replace the secret that seals them): the
+    cache moves to a private one, ``pruneviz-cache-<uid>`` in the system's temporary folder, with a warning.
+
+    Raises:
+        SettingError: the private directory is not this user's either.
     """
     root = Path(os.environ.get("PRUNEVIZ_CACHE_DIR") or REPOSITORY / "cache")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root.chmod(0o700)
-    return root
+    if root.stat().st_uid == os.geteuid():
+        root.chmod(0o700)
+        return root
+    private = Path(tempfile.gettempdir()) / f"pruneviz-cache-{os.geteuid()}"
+    private.mkdir(exist_ok=True, mode=0o700)
+    if private.stat().st_uid != os.geteuid():
+        raise SettingError(
+            f"Neither the cache directory {root} nor {private} belongs to this user, so neither can be trusted; "
+            "set PRUNEVIZ_CACHE_DIR to a folder you own."
+        )
+    private.chmod(0o700)
+    if root not in _refused:
+        _refused.add(root)
+        log.warning("The cache directory %s belongs to another user, who could plant entries in it; using %s instead.", root, private)
+    return private
 
 
 def _database_id(path: Path) -> int | None:
@@ -137,20 +168,48 @@ def _on_results(operation: Callable[[diskcache.Cache], T]) -> T:
         return operation(fresh)
 
 
-def _seal(value: Any) -> bytes:
-    """``value`` pickled, behind the SHA-256 digest of the pickle: an entry altered on disk is detected when read."""
+def _secret() -> bytes:
+    """This installation's 32-byte secret: ``secret.key`` in the cache directory, created once, readable by its owner only.
+
+    Entries are sealed with it, so a pickle that this installation did not write is never unpickled, whoever
+    could write into the cache directory.
+    """
+    path = cache_dir() / SECRET_FILE
+    if path in _secrets:
+        return _secrets[path]
+    try:
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        secret = path.read_bytes()
+        if len(secret) == SECRET_BYTES:
+            return _secrets.setdefault(path, secret)
+        path.unlink(missing_ok=True)  # damaged: entries sealed with it are recomputed under a new one
+        return _secret()
+    secret = secrets.token_bytes(SECRET_BYTES)
+    with os.fdopen(handle, "wb") as out:
+        out.write(secret)
+    return _secrets.setdefault(path, secret)
+
+
+def _seal(key: str, value: Any) -> bytes:
+    """``value`` pickled, behind an HMAC-SHA256 of the key and the pickle under this installation's secret
+    (RFC 2104): an entry altered on disk, moved under another key, or not written here is detected when read."""
     blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return hashlib.sha256(blob).digest() + blob
+    return hmac.new(_secret(), key.encode() + b"\0" + blob, hashlib.sha256).digest() + blob
 
 
-def _unseal(sealed: Any) -> Any:
-    """The value :func:`_seal` stored.
+def _unseal(key: str, sealed: Any) -> Any:
+    """The value :func:`_seal` stored under ``key``; nothing is unpickled before its seal is checked.
 
     Raises:
-        ValueError: the entry is not a sealed value or its digest does not match (altered or truncated).
+        ValueError: the entry is not a sealed value, or its seal does not match (altered, truncated, stored
+            under another key, or written without this installation's secret).
     """
-    if not isinstance(sealed, bytes) or hashlib.sha256(sealed[DIGEST_BYTES:]).digest() != sealed[:DIGEST_BYTES]:
-        raise ValueError("its checksum does not match its contents")
+    if not isinstance(sealed, bytes) or len(sealed) < DIGEST_BYTES:
+        raise ValueError("it is not a sealed value")
+    expected = hmac.new(_secret(), key.encode() + b"\0" + sealed[DIGEST_BYTES:], hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, sealed[:DIGEST_BYTES]):
+        raise ValueError("its checksum does not match its key and contents (altered, moved, or not written by this installation)")
     return pickle.loads(sealed[DIGEST_BYTES:])
 
 
@@ -159,7 +218,7 @@ def _read(key: str, what: str, then: str) -> Any:
     naming ``what`` it was and what happens ``then``."""
     try:
         sealed = _on_results(lambda results: results.get(key, default=_MISSING))
-        return sealed if sealed is _MISSING else _unseal(sealed)
+        return sealed if sealed is _MISSING else _unseal(key, sealed)
     except sqlite3.DatabaseError:  # locked or busy (damage was handled by _on_results): the entry itself may be fine
         raise
     except Exception as error:  # corrupt, truncated or altered entry: drop it rather than trust it
@@ -170,7 +229,7 @@ def _read(key: str, what: str, then: str) -> Any:
 
 def _write(key: str, value: Any) -> None:
     """Store ``value`` under ``key``, sealed (:func:`_seal`)."""
-    sealed = _seal(value)
+    sealed = _seal(key, value)
     _on_results(lambda results: results.set(key, sealed))
 
 
