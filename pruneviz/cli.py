@@ -173,9 +173,13 @@ def cmd_evaluate(args) -> None:
     text = json.dumps(document, indent=2)
     if args.json:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
-    summary = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+    summary = ", ".join(
+        f"{name}={value:.4g}" + (f" (se {result.stderr[name]:.2g})" if math.isfinite(result.stderr.get(name, math.nan)) else "")
+        for name, value in result.metrics.items()
+    )
+    pruned = f"prune='{result.prune}'" if result.prune else "unpruned"
     recovered = f" recover='{result.recover}'" if result.recover else ""
-    _say(f"{result.task} n={result.n} prune='{result.prune}'{recovered} ({loaded.dtype_name}): {summary}")
+    _say(f"{result.task} n={result.n} {pruned}{recovered} ({loaded.dtype_name}): {summary}")
     if plan.is_everything(loaded.n_blocks):
         _say("Note: the plan prunes every block, so the embeddings go straight to the output head.")
 

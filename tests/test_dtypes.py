@@ -69,8 +69,9 @@ def run_every_command(model: str, dtype: str, out) -> dict:
         "lm-eval": ("--task", SUBJECT, "--format", "letter", "--per-subject", "3", "--backend", "lm-eval"),
     }
     for name, args in evaluations.items():
-        cli("evaluate", *common, "--prune", "1.attn", *args, "--json", str(out / f"{name}.json"))
+        results[f"{name} printed"] = cli("evaluate", *common, "--prune", "1.attn", *args, "--json", str(out / f"{name}.json"))
         results[name] = json.loads((out / f"{name}.json").read_text())
+    results["unpruned printed"] = cli("evaluate", *common, "--task", "wiki", *wiki)
     cli("curve", *common, *data, *wiki, "--metric", "cosine", "--scheme", "attn", "--steps", "2", "--out", str(out / "curve.csv"))
     results["curve"] = list(csv.DictReader((out / "curve.csv").open()))
     for method, fit in (("bias", "emulate"), ("lowrank", "emulate"), ("lowrank", "train")):
@@ -101,6 +102,9 @@ def by_unit(rows: list[dict], metric: str) -> dict[str, float]:
 def test_every_result_says_its_dtype_and_is_computed_in_it(outputs, dtype):
     results = outputs[dtype]
     assert results["info"]["dtype"] == dtype
+    assert f"wiki n=3 prune='1.attn' ({dtype}): perplexity=" in results["wiki printed"]
+    assert results["wiki printed"].count("(se ") == 2  # perplexity and nll carry their standard errors
+    assert f"wiki n=3 unpruned ({dtype}): perplexity=" in results["unpruned printed"]
     for name in ("static", "loo", "subsample", "permutation", "curve"):
         assert {row["dtype"] for row in results[name]} == {dtype}, name
     for name in ("wiki", "letter", "cloze", "2-shot", "lm-eval", "recovered"):
