@@ -89,6 +89,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture
+def without_self_check(monkeypatch):
+    """Load models without the English self-check, which a random tiny model fails by design (perplexity ~ vocabulary)."""
+    from pruneviz.core import loading
+
+    monkeypatch.setattr(loading, "run_self_check", lambda loaded: float("nan"))
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from pruneviz.core.loading import from_modules

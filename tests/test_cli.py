@@ -354,11 +354,9 @@ def test_plans_and_task_lists_are_checked_before_the_model_loads(argv, fragment,
     assert not (REPO / "never.csv").exists() and not (REPO / "never").exists()
 
 
-def test_a_malformed_state_budget_is_one_line(tiny_model_dir, monkeypatch, capsys):
-    from pruneviz.core import loading
+def test_a_malformed_state_budget_is_one_line(tiny_model_dir, without_self_check, monkeypatch, capsys):
     from pruneviz.engine import incremental
 
-    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
     monkeypatch.setenv("PRUNEVIZ_STATE_CPU_MB", "lots")
     monkeypatch.setattr(incremental, "_store", None)  # the next evaluation creates the store and reads the budgets
     assert main(["evaluate", "--model", str(tiny_model_dir), "--windows", "1", "--window-len", "16", "--no-cache"]) == 2
@@ -376,10 +374,7 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("option", ["--model", "--task", "--json"])
-def test_an_over_long_path_is_one_line(option, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from pruneviz.core import loading
-
-    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
+def test_an_over_long_path_is_one_line(option, tiny_model_dir, without_self_check, tmp_path, capsys):
     long = str(tmp_path / ("x" * 5000))  # over the file system's 255-byte limit for a name
     values = {"--model": str(tiny_model_dir), "--task": "wiki", "--json": str(tmp_path / "out.json")} | {option: long}
     argv = ["evaluate", "--windows", "1", "--window-len", "16", "--no-cache", *[x for pair in values.items() for x in pair]]
@@ -388,14 +383,12 @@ def test_an_over_long_path_is_one_line(option, tiny_model_dir, tmp_path, monkeyp
     assert len(error.splitlines()) == 1 and "cannot be used (File name too long)" in error and "characters)" in error, error
 
 
-def test_a_destination_that_fails_after_the_work_keeps_the_result(tiny_model_dir, tmp_path, monkeypatch, capsys):
+def test_a_destination_that_fails_after_the_work_keeps_the_result(tiny_model_dir, without_self_check, tmp_path, monkeypatch, capsys):
     import shutil
 
     from pruneviz import api
-    from pruneviz.core import loading
     from pruneviz.core.cache import cache_dir
 
-    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
     folder = tmp_path / "results"
     folder.mkdir()
     evaluate = api.evaluate

@@ -164,8 +164,7 @@ def test_curve_recovery_and_export_agree_with_float32(outputs, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_generation_and_tradeoffs_in_each_dtype(tiny_model_dir, dtype, monkeypatch):
-    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
+def test_generation_and_tradeoffs_in_each_dtype(tiny_model_dir, dtype, without_self_check):
     ours = loading.load_model(str(tiny_model_dir), device="cpu", dtype=dtype)
     reference = loading.load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     assert ours.dtype == getattr(torch, dtype) and ours.fingerprint != reference.fingerprint
@@ -183,13 +182,12 @@ def test_generation_and_tradeoffs_in_each_dtype(tiny_model_dir, dtype, monkeypat
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_app_main_flow_in_each_dtype(tiny_model_dir, dtype, monkeypatch):
+def test_app_main_flow_in_each_dtype(tiny_model_dir, dtype, without_self_check):
     """Load a model in ``dtype`` from the sidebar, compute influences, prune and evaluate, fit a recovery."""
     from streamlit.testing.v1 import AppTest
 
     from pruneviz.ui import models
 
-    monkeypatch.setattr(loading, "run_self_check", lambda loaded: math.nan)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
     at.run()
     at.sidebar.selectbox(key="_model_choice").set_value("other").run()
