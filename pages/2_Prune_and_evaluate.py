@@ -376,7 +376,7 @@ def show_perplexity(baseline, pruned) -> None:
     settings = pruned.settings
     st.caption(
         f"n = {pruned.n} windows × {settings['seq_len']} tokens of {settings['split']} "
-        f"({int(pruned.metrics['tokens'])} predicted tokens). {provenance(baseline, pruned)}"
+        f"({int(pruned.metrics['tokens'])} predicted tokens), in {settings['dtype']}. {provenance(baseline, pruned)}"
     )
     noise_warning(baseline, pruned, "perplexity", "windows")
 
@@ -414,7 +414,7 @@ def show_mmlu(baseline, pruned) -> None:
     """MMLU accuracy (± standard error) against the baseline, per category and per subject."""
     settings = pruned.settings
     questions = f"{pruned.n} question" + ("s" if pruned.n != 1 else "")
-    st.subheader(f"MMLU ({settings['format']} format, {settings['shots']}-shot, {questions})")
+    st.subheader(f"MMLU ({settings['format']} format, {settings['shots']}-shot, {questions}, {settings['dtype']})")
     names = accuracy_metrics(pruned)
     for name in [*names, *(["loss"] if "loss" in pruned.metrics else [])]:
         show_mmlu_metric(baseline, pruned, name)

@@ -215,6 +215,7 @@ def test_app_main_flow_in_each_dtype(tiny_model_dir, dtype, without_self_check):
         press("Run")
         values = {m.label: m.value for m in at.metric}
         assert all(math.isfinite(float(values[f"Perplexity ({v})"].split()[0].replace(",", ""))) for v in ("pruned", "unpruned"))
+        assert any(f"predicted tokens), in {dtype}." in caption.value for caption in at.caption)
 
         at.switch_page("pages/5_Recovery.py")
         at.run()
