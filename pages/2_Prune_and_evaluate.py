@@ -343,9 +343,12 @@ def noise_warning(baseline, pruned, metric: str, what: str) -> None:
 
 
 def provenance(baseline, pruned) -> str:
-    """Where each number came from: the result cache or a fresh computation (with its time)."""
+    """Where each number came from: the result cache or a fresh computation (with its time, and what it resumed)."""
     def one(result, which):
-        return f"{which} from cache" if result.from_cache else f"{which} computed in {result.seconds:.1f} s"
+        if result.from_cache:
+            return f"{which} from cache"
+        resumed = result.settings.get("resumed")
+        return f"{which} computed in {result.seconds:.1f} s" + (f", resuming {resumed} of {result.n} from an earlier run" if resumed else "")
     return f"{one(baseline, 'Unpruned')}; {one(pruned, 'pruned')}."
 
 

@@ -180,6 +180,10 @@ def cmd_evaluate(args) -> None:
     pruned = f"prune='{result.prune}'" if result.prune else "unpruned"
     recovered = f" recover='{result.recover}'" if result.recover else ""
     _say(f"{result.task} n={result.n} {pruned}{recovered} ({loaded.dtype_name}): {summary}")
+    if result.settings.get("resumed") and not result.from_cache:
+        noun = "windows" if "perplexity" in result.metrics else "questions"
+        _say(f"Resumed: {result.settings['resumed']} of {result.n} {noun} were read from checkpoints an earlier run left; "
+             f"{result.seconds:.1f} s is the time for the rest.")
     if plan.is_everything(loaded.n_blocks):
         _say("Note: the plan prunes every block, so the embeddings go straight to the output head.")
 

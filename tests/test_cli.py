@@ -405,3 +405,32 @@ def test_a_destination_that_fails_after_the_work_keeps_the_result(tiny_model_dir
     assert error.startswith(f"error: Could not write {out} (No such file or directory); the result is kept in {cache_dir() / 'unwritten'}/")
     kept = Path(error.rsplit(" is kept in ", 1)[1].removesuffix("."))
     assert json.loads(kept.read_text())["task"] == "wiki" and kept.name.endswith("-result.json")
+
+
+def test_a_resumed_evaluation_says_what_it_reused(tiny_model_dir, without_self_check, tmp_path, capsys):
+    from pruneviz import api
+    from pruneviz.core.errors import Cancelled
+    from pruneviz.core.loading import load_model
+    from pruneviz.core.plan import PruningPlan
+
+    finished = []
+
+    def stop_after_the_first_batch(done, total):
+        finished.append(done)
+        if done < total:
+            raise Cancelled("stopped by the test")
+
+    # 4 windows of 256 tokens do not fit one CPU batch (512 tokens): the run stops after its first batch
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    with pytest.raises(Cancelled):
+        api.evaluate(loaded, PruningPlan.parse("2.mlp"), "wiki", windows=4, seq_len=256, progress=stop_after_the_first_batch)
+    assert finished and 0 < finished[0] < 4
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--dtype", "float32", "--task", "wiki", "--windows", "4",
+            "--window-len", "256", "--prune", "2.mlp", "--json", str(tmp_path / "resumed.json")]
+    assert main(argv) == 0
+    assert f"Resumed: {finished[0]} of 4 windows were read from checkpoints an earlier run left" in capsys.readouterr().out
+    document = json.loads((tmp_path / "resumed.json").read_text())
+    assert document["settings"]["resumed"] == finished[0] and document["n"] == 4
+    # a run that finds the whole result in the cache has nothing to resume
+    assert main(argv[:-2]) == 0
+    assert "Resumed" not in capsys.readouterr().out

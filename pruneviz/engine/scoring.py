@@ -239,13 +239,21 @@ def _batch_key(loaded, signature: str, requests: Sequence[Request], rows: list[l
     return make_key("batch-scores", loaded.fingerprint, str(loaded.dtype), signature, digest.hexdigest())
 
 
-def _run_batch(loaded, tokens, requests, rows: list[list[int]], signature: str | None, checkpoint: bool) -> list[torch.Tensor]:
-    """One batch, cached under its content and the plan when ``checkpoint``; split in two on out-of-memory."""
+def _run_batch(
+    loaded, tokens, requests, rows: list[list[int]], signature: str | None, checkpoint: bool
+) -> tuple[list[torch.Tensor], int]:
+    """One batch, cached under its content and the plan when ``checkpoint``; split in two on out-of-memory.
+
+    Returns:
+        the scores of the batch's requests, and how many of them were read from a checkpoint (an earlier
+        run that stopped before the end, or an earlier evaluation that scored the same batch).
+    """
     try:
         compute = lambda: _score_batch(loaded, tokens, requests, rows)  # noqa: E731
         if signature is None:
-            return compute()
-        return cached(_batch_key(loaded, signature, requests, rows), compute, checkpoint)[0]
+            return compute(), 0
+        scores, hit = cached(_batch_key(loaded, signature, requests, rows), compute, checkpoint)
+        return scores, len(scores) if hit else 0
     except torch.OutOfMemoryError:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -256,9 +264,9 @@ def _run_batch(loaded, tokens, requests, rows: list[list[int]], signature: str |
             ) from None
         log.warning("Out of memory; retrying with batches of %d rows.", len(rows) // 2)
         half = len(rows) // 2
-        return _run_batch(loaded, tokens, requests, rows[:half], signature, checkpoint) + _run_batch(
-            loaded, tokens, requests, rows[half:], signature, checkpoint
-        )
+        first, first_read = _run_batch(loaded, tokens, requests, rows[:half], signature, checkpoint)
+        second, second_read = _run_batch(loaded, tokens, requests, rows[half:], signature, checkpoint)
+        return first + second, first_read + second_read
 
 
 def score_requests(
@@ -269,6 +277,7 @@ def score_requests(
     on_chunk: ChunkCallback | None = None,
     checkpoint: bool = True,
     max_batch_tokens: int | None = None,
+    resumed: list[int] | None = None,
 ) -> list[torch.Tensor]:
     """Log-probabilities of every request's candidates under the active plan (see the module docstring).
 
@@ -283,6 +292,8 @@ def score_requests(
         checkpoint: keep each finished batch's scores in the result cache (``False``: neither read nor write).
         max_batch_tokens: padded tokens per forward pass (at most; a single longer row still runs);
             default :data:`BATCH_TOKENS` of the model's device type.
+        resumed: if given, a one-item list that receives the number of requests whose scores were read from
+            checkpoints rather than computed (what an interrupted run had already finished).
 
     Returns:
         per request, ``[len(positions), C]`` log-probabilities (nats, fp64, CPU). They do not depend on
@@ -306,16 +317,20 @@ def score_requests(
     schedule = stratified_schedule(lengths, [requests[row[0]].stratum for row in rows], batch_size, max_batch_tokens)
     signature = plan_signature(loaded.n_blocks)
     results: list[torch.Tensor | None] = [None] * len(requests)
-    done = 0
+    done = reused = 0
     for chunk in schedule:
         for batch in chunk:
             batch_rows = [rows[r] for r in batch]
             members = [i for row in batch_rows for i in row]
-            for i, scores in zip(members, _run_batch(loaded, tokens, requests, batch_rows, signature, checkpoint)):
+            batch_scores, read = _run_batch(loaded, tokens, requests, batch_rows, signature, checkpoint)
+            for i, scores in zip(members, batch_scores):
                 results[i] = scores
+            reused += read
             done += len(members)
             if progress:
                 progress(done, len(requests))
         if on_chunk:
             on_chunk(list(results))
+    if resumed is not None:
+        resumed[:] = [reused]
     return results

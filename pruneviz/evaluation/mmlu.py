@@ -228,8 +228,11 @@ def evaluate_mmlu(
         if 0 < len(complete) < len(items):
             partial(result_for(scores, complete))
 
+    resumed = [0]
     with apply_plan(plan, stand_ins):
-        scores = score_requests(loaded, requests, batch_size, progress, report if partial else None, checkpoint)
+        scores = score_requests(loaded, requests, batch_size, progress, report if partial else None, checkpoint, resumed=resumed)
+    if resumed[0]:
+        settings["resumed"] = resumed[0] // per_question  # questions read from checkpoints an earlier run left
     return result_for(scores, list(range(len(items))))
 
 

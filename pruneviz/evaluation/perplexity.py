@@ -48,10 +48,14 @@ def evaluate_perplexity(
     started = time.perf_counter()
     data, ids = perplexity_windows(loaded, corpus, windows, seq_len)
     requests = [window_request(window.tolist()) for window in ids]
+    resumed = [0]
     with apply_plan(plan, stand_ins):
-        scores = score_requests(loaded, requests, batch_size, progress, checkpoint=checkpoint)
+        scores = score_requests(loaded, requests, batch_size, progress, checkpoint=checkpoint, resumed=resumed)
     sums = [-float(score.sum()) for score in scores]
-    return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
+    result = perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
+    if resumed[0]:
+        result.settings["resumed"] = resumed[0]  # windows read from checkpoints an earlier run left
+    return result
 
 
 def perplexity_windows(loaded, corpus: str, windows: int, seq_len: int) -> tuple[TextCorpus, torch.Tensor]:

@@ -26,7 +26,9 @@ class EvaluationResult:
         prune: canonical plan string (``""`` = unpruned).
         recover: recovery applied (``None`` = none).
         seconds: wall time of the computation (not of a cache hit).
-        settings: every parameter that defined the evaluation, plus notes (e.g. exemplar hold-out).
+        settings: every parameter that defined the evaluation, plus notes (e.g. exemplar hold-out), the model's
+            ``dtype``, and ``resumed``: the questions or windows read from checkpoints an earlier, unfinished run
+            left (absent when none were; ``seconds`` then covers only the rest).
         items: per-question or per-window results.
         from_cache: whether this value was read from the result cache.
     """
