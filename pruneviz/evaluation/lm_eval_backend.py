@@ -39,8 +39,9 @@ from ..core.cache import cache_dir, file_fingerprint
 from ..core.errors import DataError, SettingError
 from ..core.gating import apply_plan
 from ..core.plan import PruningPlan
+from ..core.progress import Progress
 from ..data.mmlu import mmlu_fingerprint
-from ..engine.scoring import Progress, run_batched
+from ..engine.scoring import run_batched
 from .mmlu import group_items, mmlu_questions, summarise_items
 from .perplexity import perplexity_result, perplexity_windows
 from .results import EvaluationResult

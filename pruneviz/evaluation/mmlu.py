@@ -29,8 +29,9 @@ import torch
 from ..core.errors import DataError, SettingError
 from ..core.gating import apply_plan
 from ..core.plan import PruningPlan
+from ..core.progress import Progress
 from ..data.mmlu import LETTERS, load_mmlu, mmlu_fingerprint, mmlu_half, select_subjects, split_exemplars
-from ..engine.scoring import Progress, Request, encode_pair, score_requests, single_token_ids
+from ..engine.scoring import Request, encode_pair, score_requests, single_token_ids
 from .results import EvaluationResult, mean_stderr, proportion_stderr
 
 FORMATS = ("letter", "cloze")

@@ -11,8 +11,9 @@ import torch
 from ..core.errors import SettingError
 from ..core.gating import apply_plan
 from ..core.plan import PruningPlan
+from ..core.progress import Progress
 from ..data.text import TextCorpus, load_corpus, token_windows
-from ..engine.scoring import Progress, Request, score_requests
+from ..engine.scoring import Request, score_requests
 from .results import EvaluationResult, mean_stderr
 
 
