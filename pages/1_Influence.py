@@ -6,12 +6,7 @@ import streamlit as st
 
 from pruneviz import api, plots, ui
 
-GRANULARITIES = {
-    "sublayer": "sublayers (attn and mlp)",
-    "block": "whole blocks",
-    "all": "blocks and sublayers",
-}
-SCHEME_OF_GRANULARITY = {"sublayer": "both", "block": "block", "all": "both"}
+GRANULARITIES = ("sublayer", "block", "all")
 RESULT_KEY = "influence_result"
 FORM = "influence_settings"
 ONE, ALL = "one metric", "all metrics, normalised"
@@ -31,7 +26,7 @@ def settings_form(loaded) -> tuple[dict, bool]:
             metrics = ui.metric_inputs("influence_metrics", form=FORM)
             st.caption("loss_shapley and logit_shapley are adaptive: far slower than the static metrics (see the estimator settings).")
         granularity = right.radio(
-            "Granularity", list(GRANULARITIES), format_func=GRANULARITIES.get, horizontal=True,
+            "Granularity", GRANULARITIES, format_func=lambda name: api.UNIT_SELECTIONS[name].label, horizontal=True,
             **ui.remembered("influence_granularity", "sublayer", form=FORM),
         )
         with st.expander("Adaptive metrics: Shapley estimator"):
@@ -68,7 +63,7 @@ def show_heatmap(table, metrics: list[str], granularity: str) -> None:
     metric = middle.selectbox("Metric", metrics, format_func=ui.metric_label, key="influence_metric")
     ui.plotly_chart(plots.influence_heatmap(table, metric, log_colour), f"influence_{metric}")
     st.caption(ui.metric_caption(metric))
-    order = api.ranked_units(table, metric, SCHEME_OF_GRANULARITY[granularity])
+    order = api.ranked_units(table, metric, api.unit_selection(granularity).measured_as)
     st.markdown(f"Pruned first by {metric}: `{', '.join(str(u) for u in order[:8])}` ...")
 
 

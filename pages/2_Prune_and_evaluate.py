@@ -28,7 +28,6 @@ DEFAULT_PROMPT = "The capital of France is"
 FLOPS_CONTEXT = 1024
 # column groups (attn, mlp, block) of the toggle grid: at 1,024 px a third group cuts the labels to "1…"
 TOGGLE_GROUPS = 2
-SCHEMES = ui.SCHEME_LABELS
 SUBSETS = ("all subjects", "one category", "chosen subjects")
 
 
@@ -97,22 +96,18 @@ def ranking_form(loaded) -> None:
                 "Metric", list(STATIC_METRICS), format_func=ui.metric_label, help=ui.metrics_help(),
                 **ui.remembered("ranking_metric", list(STATIC_METRICS)[0], form=RANKING_FORM),
             )
-            scheme = middle.selectbox(
-                "Scheme", list(SCHEMES), format_func=SCHEMES.get, help="Which kind of unit is ranked and pruned.",
-                **ui.remembered("ranking_scheme", list(SCHEMES)[0], form=RANKING_FORM),
-            )
+            scheme = ui.scheme_input("ranking_scheme", RANKING_FORM, middle, help="Which kind of unit is ranked and pruned.")
             most = 2 * loaded.n_blocks
             count = right.number_input("N units to prune", 0, most, **ui.remembered("ranking_count", 4, (0, most), RANKING_FORM))
             data, samples, seq_len = ui.calibration_inputs(loaded, "ranking", form=RANKING_FORM)
             pressed = ui.form_submit_button(RANKING_FORM, "Build plan")
     if not pressed:
         return
-    granularity = "block" if scheme == "block" else "sublayer"
     with ui.cancellable("ranking"), ui.ProgressBar(f"Ranking units by {metric}") as progress:
-        table = ui.run_or_stop(api.influence, loaded, data, [metric], granularity, samples, seq_len, progress=progress)
+        table = ui.run_or_stop(api.influence, loaded, data, [metric], api.unit_selection(scheme).measured_as, samples, seq_len, progress=progress)
     plan = ui.run_or_stop(api.lowest_plan, table, metric, scheme, int(count), loaded.n_blocks)
     set_plan(plan, loaded.n_blocks)
-    st.success(f"Plan: the {int(count)} {SCHEMES[scheme]} with the lowest {metric} on {table['dataset'].iloc[0]}.")
+    st.success(f"Plan: the {int(count)} {api.UNIT_SELECTIONS[scheme].label} with the lowest {metric} on {table['dataset'].iloc[0]}.")
 
 
 def plan_summary(plan: PruningPlan, info) -> str:

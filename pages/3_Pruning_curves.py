@@ -12,7 +12,6 @@ from pruneviz.studies.curves import Ranking, Task, pruning_curve
 
 RESULT_KEY = "curves_result"
 FORM = "curves_settings"
-SCHEMES = ui.SCHEME_LABELS
 CHARTS_PER_ROW = 2
 
 
@@ -21,10 +20,7 @@ def ranking_inputs(loaded) -> dict:
     left, right = st.columns([3, 2])
     with left:
         metrics = ui.metric_inputs("curves_metrics", label="Ranking metrics (one curve each)", form=FORM)
-    scheme = right.selectbox(
-        "Scheme", list(SCHEMES), format_func=SCHEMES.get, help="Which kind of unit is ranked and removed.",
-        **ui.remembered("curves_scheme", list(SCHEMES)[0], form=FORM),
-    )
+    scheme = ui.scheme_input("curves_scheme", FORM, right)
     data, samples, seq_len = ui.calibration_inputs(
         loaded, "curves", samples=4, seq_len=64, data_label="Metric data",
         data_help="The data the ranking metric is computed on: the calibration half of Wikipedia, or MMLU "

@@ -6,13 +6,12 @@ what that ranking does to the other tasks, and the heatmap how much the rankings
 
 import streamlit as st
 
-from pruneviz import plots, ui
+from pruneviz import api, plots, ui
 from pruneviz.data.mmlu import is_mmlu
 from pruneviz.studies.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
 
 RESULT_KEY = "tradeoff_result"
 FORM = "tradeoff_settings"
-SCHEMES = ui.SCHEME_LABELS
 EXPLANATION = (
     "Each row prunes K units chosen by one metric computed on one task's data (`metric@task`; the first "
     "row is the unpruned model); each column is one task's score after pruning, with its change from the "
@@ -52,9 +51,7 @@ def settings_form(loaded) -> tuple[dict, bool]:
         st.subheader("Metrics and pruning")
         settings = metric_inputs(loaded)
         scheme_column, count_column = st.columns(2)
-        scheme = scheme_column.selectbox(
-            "Scheme", list(SCHEMES), format_func=SCHEMES.get, **ui.remembered("tradeoff_scheme", list(SCHEMES)[0], form=FORM)
-        )
+        scheme = ui.scheme_input("tradeoff_scheme", FORM, scheme_column)
         most = 2 * loaded.n_blocks
         count = count_column.number_input("K units pruned", 1, most, **ui.remembered("tradeoff_count", 3, (1, most), FORM))
         pressed = ui.form_submit_button(FORM, "Run", type="primary")
@@ -90,7 +87,7 @@ def show_result(result: dict) -> None:
     matrix, settings = result["matrix"], result["settings"]
     adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"]))
     mmlu_evaluated = any(is_mmlu(name) for name, _ in settings["tasks"])
-    st.header(f"Pruning {settings['count']} {SCHEMES[settings['scheme']]}")
+    st.header(f"Pruning {settings['count']} {api.UNIT_SELECTIONS[settings['scheme']].label}")
     st.markdown(EXPLANATION)
     st.info(ui.heldout_note(settings["heldout"], adaptive_on_mmlu and mmlu_evaluated, mmlu_evaluated))
     st.dataframe(plots.tradeoff_styled(matrix), hide_index=True)

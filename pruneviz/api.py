@@ -8,13 +8,14 @@ device type), the data fingerprint, the plan and every parameter, so repeating i
 
 from __future__ import annotations
 
+from .core.plan import MEASURED_SELECTIONS, RANKED_SELECTIONS, UNIT_SELECTIONS, unit_selection
 from .engine.incremental import shared_store
 from .evaluation.results import Z_95, EvaluationResult, comparison_json
 from .evaluation.run import BACKENDS, evaluate, lm_eval_draws_progress
 from .evaluation.statistics import confidence_halfwidth, difference_within_noise, noise_metric, within_noise
 from .influence.calibration import calibration_batch
-from .influence.ranking import SCHEMES, lowest_plan, ranked_units
-from .influence.registry import GRANULARITY_KINDS, METRIC_REGISTRY, METRICS, check_metrics
+from .influence.ranking import lowest_plan, ranked_units
+from .influence.registry import METRIC_REGISTRY, METRICS, check_metrics
 from .influence.run import influence
 from .influence.static import CSV_COLUMNS
 from .studies.recovery_report import STDERR_SUFFIX, compare_recoveries, recover, recoveries_within_noise
@@ -29,9 +30,10 @@ def hidden_store_usage() -> dict[str, int]:
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "GRANULARITY_KINDS", "METRICS", "METRIC_REGISTRY", "SCHEMES", "STDERR_SUFFIX", "Z_95",
+    "BACKENDS", "CSV_COLUMNS", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
+    "UNIT_SELECTIONS", "Z_95",
     "EvaluationResult", "calibration_batch", "check_metrics", "comparison_json", "compare_recoveries",
     "confidence_halfwidth", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
     "lm_eval_draws_progress", "lowest_plan", "noise_metric", "ranked_units", "recover", "recoveries_within_noise",
-    "within_noise",
+    "unit_selection", "within_noise",
 ]

@@ -436,7 +436,7 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
-    from .api import BACKENDS, METRICS
+    from .api import BACKENDS, MEASURED_SELECTIONS, METRICS, RANKED_SELECTIONS
     from .core.loading import DEVICE_MAPS
     from .influence.shapley import ESTIMATORS
     from .studies.recovery import FITS, METHODS
@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     metric_args(influence)
     cache_args(influence)
     influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(METRICS)}")
-    influence.add_argument("--granularity", choices=["block", "sublayer", "all"], default="sublayer")
+    influence.add_argument("--granularity", choices=MEASURED_SELECTIONS, default="sublayer")
     influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")
     influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset,dtype")
     influence.set_defaults(run=cmd_influence, outputs={"--out": "file"})
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     metric_args(curve)
     evaluation_args(curve)
     curve.add_argument("--metric", default="cosine", help=f"ranking metric, or a comma list to overlay several: {', '.join(METRICS)}")
-    curve.add_argument("--scheme", choices=["block", "attn", "mlp", "both"], default="block")
+    curve.add_argument("--scheme", choices=RANKED_SELECTIONS, default="block")
     curve.add_argument("--steps", type=_positive, required=True, help="K, the most units removed (at least 1)")
     curve.add_argument("--tasks", default="wiki", help="comma list of wiki, text files, mmlu, mmlu:<subject|category>")
     curve.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")

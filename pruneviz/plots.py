@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .core.plan import SUBLAYERS
+from .core.plan import SUBLAYERS, UNIT_SELECTIONS
 from .data.mmlu import is_mmlu, mmlu_subset
 from .evaluation.results import Z_95, EvaluationResult, proportion_stderr
 from .evaluation.statistics import confidence_halfwidth
@@ -307,8 +307,8 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
                 f"<br>plan %{{customdata[1]}}<extra>{ranking}</extra>"
             ),
         ))
-    scheme = rows["scheme"].iloc[0]
-    units = {"block": "blocks", "attn": "attention sublayers", "mlp": "MLP sublayers", "both": "sublayers"}.get(scheme, "units")
+    selection = UNIT_SELECTIONS.get(rows["scheme"].iloc[0])
+    units = selection.label if selection else "units"
     yaxis = {"title": metric}
     if metric == "perplexity":
         yaxis.update(type="log", exponentformat="power")  # one notation from 10 to 10^40, not "100T" beside "10^21"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pruneviz.core.errors import PlanError
-from pruneviz.core.plan import PruningPlan, Unit, units_of
+from pruneviz.core.errors import PlanError, SettingError
+from pruneviz.core.plan import MEASURED_SELECTIONS, RANKED_SELECTIONS, PruningPlan, Unit, unit_selection, units_of
 
 
 @pytest.mark.parametrize(
@@ -98,8 +98,19 @@ def test_units_of_granularities():
     assert [str(u) for u in units_of(2, "block")] == ["0", "1"]
     assert [str(u) for u in units_of(2, "sublayer")] == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
     assert [str(u) for u in units_of(2, "mlp")] == ["0.mlp", "1.mlp"]
-    with pytest.raises(PlanError, match="'layer'"):
+    assert units_of(2, "both") == units_of(2, "sublayer")
+    assert [str(u) for u in units_of(1, "all")] == ["0", "0.attn", "0.mlp"]
+    with pytest.raises(SettingError, match="'layer' is not a unit selection here; use one of block, attn, mlp"):
         units_of(2, "layer")
+
+
+def test_every_unit_selection_is_measured_by_an_influence_selection_holding_its_units():
+    for name in RANKED_SELECTIONS:
+        selection = unit_selection(name)
+        measured = unit_selection(selection.measured_as, MEASURED_SELECTIONS)
+        assert set(selection.units(5)) <= set(measured.units(5))
+    with pytest.raises(SettingError, match="use one of block, attn, mlp, both"):
+        unit_selection("sublayer", RANKED_SELECTIONS)
 
 
 @pytest.mark.parametrize("blank", ["  ", "\t", " \n "])

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import PlanError
+from .errors import PlanError, SettingError
 from .formatting import shown
 
 SUBLAYERS = ("attn", "mlp")
@@ -59,23 +59,70 @@ class Unit:
         return cls(int(match.group(1)), match.group(2))
 
 
-def units_of(n_blocks: int, granularity: str) -> list[Unit]:
-    """All units of a model at a granularity, in block order.
+@dataclass(frozen=True)
+class UnitSelection:
+    """Which units an influence table, a ranking or a curve is about (docs/ARCHITECTURE.md, "unit selection").
+
+    Attributes:
+        name: ``block``, ``attn``, ``mlp``, ``sublayer`` (attn and mlp), ``both`` (the same units as
+            ``sublayer``; the spelling of ``curve --scheme``) or ``all`` (blocks and sublayers).
+        kinds: the :attr:`Unit.kind` values it holds (the influence table's ``sublayer`` column).
+        label: what it is in words, for pickers and titles ("attention sublayers").
+    """
+
+    name: str
+    kinds: tuple[str, ...]
+    label: str
+
+    def units(self, n_blocks: int) -> list[Unit]:
+        """Its units in block order (block, attn, mlp within a block): L, 2L or (for ``all``) 3L of them."""
+        return [Unit(i, None if kind == "block" else kind) for i in range(n_blocks) for kind in self.kinds]
+
+    @property
+    def measured_as(self) -> str:
+        """The influence selection that measures these units: ``block`` for blocks, ``sublayer`` otherwise."""
+        return "block" if self.kinds == ("block",) else "sublayer"
+
+
+UNIT_SELECTIONS = {
+    selection.name: selection
+    for selection in (
+        UnitSelection("block", ("block",), "whole blocks"),
+        UnitSelection("attn", ("attn",), "attention sublayers"),
+        UnitSelection("mlp", ("mlp",), "MLP sublayers"),
+        UnitSelection("sublayer", SUBLAYERS, "attention and MLP sublayers"),
+        UnitSelection("both", SUBLAYERS, "sublayers (attn and mlp together)"),
+        UnitSelection("all", ("block", *SUBLAYERS), "blocks and sublayers"),
+    )
+}
+# what an influence table measures (``influence --granularity``) and what a ranking orders (``curve --scheme``)
+MEASURED_SELECTIONS = ("block", "sublayer", "all")
+RANKED_SELECTIONS = ("block", "attn", "mlp", "both")
+
+
+def unit_selection(name: str, allowed: Iterable[str] = tuple(UNIT_SELECTIONS)) -> UnitSelection:
+    """The :class:`UnitSelection` called ``name``.
+
+    Raises:
+        SettingError: ``name`` is not one of ``allowed``; the message lists them.
+    """
+    allowed = tuple(allowed)
+    if name not in allowed:
+        raise SettingError(f"'{shown(str(name))}' is not a unit selection here; use one of {', '.join(allowed)}.")
+    return UNIT_SELECTIONS[name]
+
+
+def units_of(n_blocks: int, selection: str) -> list[Unit]:
+    """All units of a model in a selection (:data:`UNIT_SELECTIONS`), in block order.
 
     Args:
         n_blocks: number of decoder blocks L.
-        granularity: ``"block"`` (L units), ``"sublayer"`` (2L units: attn and mlp), ``"attn"`` or ``"mlp"`` (L units).
+        selection: ``"block"`` (L units), ``"sublayer"`` (2L units: attn and mlp), ``"attn"`` or ``"mlp"`` (L units).
 
     Raises:
-        PlanError: unknown granularity.
+        SettingError: unknown selection.
     """
-    if granularity == "block":
-        return [Unit(i) for i in range(n_blocks)]
-    if granularity == "sublayer":
-        return [Unit(i, s) for i in range(n_blocks) for s in SUBLAYERS]
-    if granularity in SUBLAYERS:
-        return [Unit(i, granularity) for i in range(n_blocks)]
-    raise PlanError(f"Granularity '{granularity}' is unknown; use block, sublayer, attn or mlp.")
+    return unit_selection(selection).units(n_blocks)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.errors import PlanError, SettingError
-from ..core.plan import PruningPlan, Unit
-
-# which units a ranking orders: whole blocks, one sublayer kind, or attn and mlp sublayers together
-SCHEMES = ("block", "attn", "mlp", "both")
+from ..core.plan import RANKED_SELECTIONS, PruningPlan, Unit, unit_selection
 
 
 def ranked_units(table: pd.DataFrame, metric: str, scheme: str) -> list[Unit]:
@@ -16,14 +13,13 @@ def ranked_units(table: pd.DataFrame, metric: str, scheme: str) -> list[Unit]:
 
     Args:
         table: an :func:`influence` table containing ``metric``.
-        scheme: ``"block"`` (whole blocks), ``"attn"``, ``"mlp"``, or ``"both"`` (attn and mlp sublayers together).
+        scheme: a unit selection of :data:`~pruneviz.core.plan.RANKED_SELECTIONS`: ``"block"`` (whole blocks),
+            ``"attn"``, ``"mlp"``, or ``"both"`` (attn and mlp sublayers together; ``"sublayer"`` is the same).
 
     Raises:
         SettingError: unknown scheme, or the table lacks that metric at that granularity.
     """
-    if scheme not in SCHEMES:
-        raise SettingError(f"Scheme '{scheme}' is unknown; use one of {', '.join(SCHEMES)}.")
-    kinds = ["attn", "mlp"] if scheme == "both" else [scheme]
+    kinds = unit_selection(scheme, (*RANKED_SELECTIONS, "sublayer")).kinds
     rows = table[(table["metric"] == metric) & table["sublayer"].isin(kinds)]
     if rows.empty:
         raise SettingError(f"No '{metric}' values for scheme '{scheme}'; compute influences at that granularity first.")

@@ -9,8 +9,6 @@ from .static import STATIC_METRICS
 # every metric by name; each entry has .label, .formula and .source for pickers and tooltips
 METRIC_REGISTRY = {**STATIC_METRICS, **ADAPTIVE_METRICS}
 METRICS = tuple(METRIC_REGISTRY)
-# which units each granularity measures
-GRANULARITY_KINDS = {"block": ["block"], "sublayer": ["attn", "mlp"], "all": ["block", "attn", "mlp"]}
 
 
 def check_metrics(metrics: list[str]) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.cache import cached, make_key
-from ..core.errors import SettingError
-from ..core.plan import PruningPlan, units_of
+from ..core.plan import MEASURED_SELECTIONS, PruningPlan, unit_selection, units_of
 from ..core.progress import Progress
 from .calibration import calibration_batch
 from .objectives import objective_data
-from .registry import GRANULARITY_KINDS, check_metrics
+from .registry import check_metrics
 from .shapley import ADAPTIVE_METRICS, adaptive_influence
 from .static import STATIC_METRICS, static_influence
 
@@ -60,8 +59,7 @@ def influence(
         SettingError: unknown metric, granularity or estimator setting; plus :func:`calibration_batch`'s errors.
     """
     check_metrics(metrics)
-    if granularity not in GRANULARITY_KINDS:
-        raise SettingError(f"Granularity '{granularity}' is unknown; use block, sublayer or all.")
+    selection = unit_selection(granularity, MEASURED_SELECTIONS)
     plan.validate(loaded.n_blocks)
     static = [m for m in metrics if m in STATIC_METRICS]
     adaptive = [m for m in metrics if m in ADAPTIVE_METRICS]
@@ -72,7 +70,7 @@ def influence(
         key = make_key("influence", loaded.fingerprint, label, fingerprint, str(plan), sorted(static), granularity, samples, seq_len)
         table, hit = cached(
             key,
-            lambda: static_influence(loaded, batch, static, GRANULARITY_KINDS[granularity], label, plan, progress=progress),
+            lambda: static_influence(loaded, batch, static, list(selection.kinds), label, plan, progress=progress),
             use_cache,
         )
         tables.append(table)

@@ -17,14 +17,13 @@ import pandas as pd
 
 from ..core import distributed
 from ..core.errors import SettingError
-from ..core.plan import PruningPlan, Unit
+from ..core.plan import RANKED_SELECTIONS, PruningPlan, Unit, unit_selection
 from ..core.progress import Progress
 from ..evaluation.run import evaluate
 from ..influence.ranking import ranked_units
 from ..influence.run import influence
 
 CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr", "dtype"]
-SCHEME_GRANULARITY = {"block": "block", "attn": "sublayer", "mlp": "sublayer", "both": "sublayer"}
 
 
 def check_removal_count(loaded, scheme: str, count: int, what: str) -> None:
@@ -33,10 +32,10 @@ def check_removal_count(loaded, scheme: str, count: int, what: str) -> None:
     A scheme has one unit per block (``block``, ``attn``, ``mlp``) or two (``both``).
 
     Raises:
-        SettingError: ``count`` is below 1 or above the number of units of the scheme; ``what`` names
-            the setting (e.g. ``"steps K"``) in the message.
+        SettingError: an unknown scheme, or ``count`` is below 1 or above the number of units of the scheme;
+            ``what`` names the setting (e.g. ``"steps K"``) in the message.
     """
-    units = 2 * loaded.n_blocks if scheme == "both" else loaded.n_blocks
+    units = len(unit_selection(scheme, RANKED_SELECTIONS).units(loaded.n_blocks))
     if not 1 <= count <= units:
         raise SettingError(
             f"Cannot remove {count} units: the {scheme} scheme of this model has {units}; choose {what} from 1 to {units}."
@@ -65,7 +64,7 @@ class Ranking:
     def order(self, loaded, scheme: str, plan: PruningPlan = PruningPlan()) -> list[Unit]:
         """Units of ``scheme`` not already in ``plan``, least important first (measured under ``plan``)."""
         table = influence(
-            loaded, self.data, [self.metric], SCHEME_GRANULARITY[scheme], plan=plan, **self.options
+            loaded, self.data, [self.metric], unit_selection(scheme).measured_as, plan=plan, **self.options
         )
         return [u for u in ranked_units(table, self.metric, scheme) if not set(u.sublayers()) <= plan.pruned]
 

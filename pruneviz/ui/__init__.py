@@ -56,13 +56,13 @@ from .models import load_model_cached, load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
 from .ranking import (
     ADAPTIVE_COST_NOTE,
-    SCHEME_LABELS,
     adaptive_metrics,
     estimator_inputs,
     metric_caption,
     metric_inputs,
     metric_label,
     metrics_help,
+    scheme_input,
 )
 from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery, saved_copy
 from .sidebar import page, plotly_chart, sidebar, stored_result
@@ -70,12 +70,12 @@ from .state import PLAN_KEY, PRUNE_RECOVERY_KEY, RECOVERIES_KEY, cap, current_de
 
 __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "PRUNE_RECOVERY_KEY",
-    "RECOVERIES_KEY", "SCHEME_LABELS", "FittedRecovery", "ProgressBar", "adaptive_metrics", "apply_permalink",
+    "RECOVERIES_KEY", "FittedRecovery", "ProgressBar", "adaptive_metrics", "apply_permalink",
     "calibration_data_options", "calibration_inputs", "cancellable", "cap", "check_heldout", "current_deployment",
     "dataset_label", "delta_style", "directory_bytes", "estimator_inputs", "fitted_recoveries", "forget_recoveries",
     "form_submit_button", "heldout_note", "load_model_cached", "load_model_once", "memory_caption", "metric_caption",
     "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page", "permalink_params",
     "plan_input", "plotly_chart", "rejected_plan_message", "remember_recovery", "remembered", "request_cancel",
-    "run_or_stop", "saved_copy", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",
+    "run_or_stop", "saved_copy", "scheme_input", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",
     "zip_directory",
 ]

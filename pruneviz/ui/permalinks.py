@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ..api import METRICS, SCHEMES
+from ..api import METRICS, RANKED_SELECTIONS
 from ..core.assets import EMBEDDED_MODELS
 from ..deployment import Deployment
 from ..evaluation.mmlu import FORMATS
@@ -48,14 +48,14 @@ PAGE_PARAMS = {
     "Pruning curves": {
         **task_params("curves"),
         "heldout": Param("curves_heldout", bool),
-        "scheme": Param("curves_scheme", str, SCHEMES),
+        "scheme": Param("curves_scheme", str, RANKED_SELECTIONS),
         "steps": Param("curves_steps", int),
         "iterative": Param("curves_iterative", bool),
     },
     "Task trade-offs": {
         **task_params("tradeoff"),
         "heldout": Param("tradeoff_heldout", bool),
-        "scheme": Param("tradeoff_scheme", str, SCHEMES),
+        "scheme": Param("tradeoff_scheme", str, RANKED_SELECTIONS),
         "count": Param("tradeoff_count", int),
     },
     "Recovery": task_params("recovery"),

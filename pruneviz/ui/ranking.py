@@ -1,22 +1,15 @@
-"""Pickers for how units are ranked: pruning schemes, metrics (with formulas and sources) and Shapley estimators."""
+"""Pickers for how units are ranked: unit selections (schemes), metrics (with formulas and sources) and Shapley estimators."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ..api import METRIC_REGISTRY, METRICS
+from ..api import METRIC_REGISTRY, METRICS, RANKED_SELECTIONS, UNIT_SELECTIONS
 from ..influence.shapley import ADAPTIVE_METRICS, ESTIMATORS
 from ..influence.static import STATIC_METRICS
 from ..plots import metric_label
 from .state import cap, remembered
 
-# pruning schemes of pruneviz.api.SCHEMES: which kind of unit is ranked and removed
-SCHEME_LABELS = {
-    "block": "whole blocks",
-    "attn": "attention sublayers",
-    "mlp": "MLP sublayers",
-    "both": "attn and mlp sublayers together",
-}
 ESTIMATOR_LABELS = {
     "loo": "leave-one-out (the paper's default)",
     "subsample": "random subnetworks (± stderr)",
@@ -96,3 +89,17 @@ def estimator_inputs(key: str, form: str | None = None) -> dict:
 def adaptive_metrics(metrics: list[str]) -> list[str]:
     """The adaptive (Shapley) metrics among ``metrics``."""
     return [m for m in metrics if m in ADAPTIVE_METRICS]
+
+
+def scheme_input(name: str, form: str | None = None, container=st, help: str = "Which kind of unit is ranked and removed.") -> str:
+    """A picker of the units a ranking orders and removes (:data:`~pruneviz.core.plan.RANKED_SELECTIONS`).
+
+    Args:
+        name: the remembered setting (:func:`~pruneviz.ui.state.remembered`), e.g. ``"curves_scheme"``.
+        form: the key of the ``st.form`` it is drawn in, if any.
+        container: where to draw it (a column), ``st`` by default.
+    """
+    return container.selectbox(
+        "Scheme", RANKED_SELECTIONS, format_func=lambda selection: UNIT_SELECTIONS[selection].label, help=help,
+        **remembered(name, RANKED_SELECTIONS[0], form=form),
+    )
