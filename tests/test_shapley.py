@@ -11,7 +11,7 @@ import torch
 
 from pruneviz.core.loading import from_modules
 from pruneviz.core.plan import PruningPlan, Unit, units_of
-from pruneviz.engine.prefix import PrefixRunner
+from pruneviz.influence import shapley
 from pruneviz.influence.objectives import ObjectiveData, objective_data
 from pruneviz.influence.shapley import adaptive_influence, subnetwork_values
 from tests.conftest import tiny_llama
@@ -105,22 +105,30 @@ def test_prefix_reuse_equals_naive_and_saves_block_forwards(tiny):
     naive = adaptive_influence(tiny, data, units, "loss", "loo", reuse_prefix=False)
     np.testing.assert_allclose(reused.table["value"], naive.table["value"], rtol=0, atol=1e-5)
     # one batch: reference pass (4 blocks) + per unit the blocks from its own block on
-    assert reused.count.blocks == 4 + sum(4 - u.layer for u in units)
-    assert naive.count.blocks == 4 + 4 * (len(units) + 1)
-    assert reused.count.blocks < naive.count.blocks
+    assert reused.count.computed == 4 + sum(4 - u.layer for u in units)
+    assert naive.count.computed == 4 + 4 * (len(units) + 1) == naive.count.naive == reused.count.naive
+    assert reused.count.computed + reused.count.reused == reused.count.naive
 
 
-def test_prefix_runner_equals_full_forward_under_plan(tiny):
-    from pruneviz.core.gating import apply_plan
-
+def test_permutation_plans_resume_from_the_previous_plan_not_only_the_unpruned_model(tiny):
+    """A permutation walks nested plans; each resumes where it first differs from any plan already run."""
     data = random_text_data()
-    runner = PrefixRunner(tiny, data.input_ids, data.attention_mask)
-    for text in ["", "2.attn", "1,3.mlp", "0.mlp"]:
-        plan = PruningPlan.parse(text)
-        with apply_plan(plan), torch.no_grad():
-            expected = tiny.hidden_states(data.input_ids, data.attention_mask)
-        real = data.attention_mask.bool()
-        assert torch.equal(runner.run(plan)[real], expected[real]), text
+    units = units_of(4, "block")
+    result = adaptive_influence(tiny, data, units, "loss", "permutation", budget=1, seed=3)
+    naive = adaptive_influence(tiny, data, units, "loss", "permutation", budget=1, seed=3, reuse_prefix=False)
+    np.testing.assert_allclose(result.table["value"], naive.table["value"], rtol=0, atol=1e-5)
+    prefix_only = 4 + sum(4 - (4 if plan.first_layer() is None else plan.first_layer()) for plan in _permutation_plans(units, seed=3))
+    assert result.count.computed < prefix_only < naive.count.computed
+
+
+def _permutation_plans(units, seed):
+    """The distinct plans one antithetic permutation pair evaluates (as adaptive_influence draws them)."""
+    import random
+
+    order = list(range(len(units)))
+    random.Random(seed).shuffle(order)
+    plans = [PruningPlan(), shapley._plan_without(units, set()), *shapley._pair_plans(units, order)]
+    return list(dict.fromkeys(plans))[1:]  # the first is the reference pass
 
 
 def test_base_plan_keeps_units_pruned_in_every_subnetwork(tiny):
@@ -230,7 +238,7 @@ def test_cancelled_permutation_run_resumes_from_cached_subnetworks(tiny3, monkey
     # a third run reads everything back and computes nothing
     objective_calls.clear()
     again = adaptive_influence(tiny3, data, units, **settings, use_cache=True)
-    assert objective_calls == [] and again.count.blocks == 0
+    assert objective_calls == [] and again.count.computed == 0
     np.testing.assert_array_equal(again.table["value"].to_numpy(), uninterrupted.table["value"].to_numpy())
 
 
@@ -240,6 +248,6 @@ def test_subnetwork_cache_key_covers_the_data_and_objective(tiny3, monkeypatch, 
     first = adaptive_influence(tiny3, random_text_data(seed=1), units, "loss", "loo", use_cache=True)
     other_data = adaptive_influence(tiny3, random_text_data(seed=2), units, "loss", "loo", use_cache=True)
     other_objective = adaptive_influence(tiny3, random_text_data(seed=1), units, "logit", "loo", use_cache=True)
-    assert other_data.count.blocks > 0 and other_objective.count.blocks > 0
+    assert other_data.count.computed > 0 and other_objective.count.computed > 0
     assert not np.allclose(first.table["value"], other_data.table["value"])
     assert not np.allclose(first.table["value"], other_objective.table["value"])

@@ -46,13 +46,19 @@ _override: contextvars.ContextVar[tuple[HiddenStateStore | None] | None] = conte
 
 @dataclass
 class BlockWork:
-    """Block forward passes spent by :func:`decoder_states` (one block on one batch = 1).
+    """Block forward passes spent by :func:`decoder_states` (one block on one batch = 1): the unit of cost
+    of evaluations and adaptive metrics alike.
 
     ``computed`` were run; ``reused`` were skipped because a stored boundary state covered them.
     """
 
     computed: int = 0
     reused: int = 0
+
+    @property
+    def naive(self) -> int:
+        """Block forwards the same passes cost without reuse (every pass runs all L blocks)."""
+        return self.computed + self.reused
 
 
 _work: contextvars.ContextVar[BlockWork | None] = contextvars.ContextVar("pruneviz_block_work", default=None)
@@ -77,6 +83,15 @@ def budgets_from_environment() -> dict[str, int]:
     if not torch.cuda.is_available():
         budgets["gpu"] = 0
     return budgets
+
+
+def private_store() -> HiddenStateStore:
+    """A store for one long computation's own batches (an adaptive-influence run), bounded by the same budgets as
+    :func:`shared_store` but without a disk tier: its states are rarely wanted again, and in the shared store
+    they would evict the interactive evaluations' states.
+    """
+    budgets = budgets_from_environment()
+    return HiddenStateStore(budgets["gpu"], budgets["cpu"], 0)
 
 
 def shared_store() -> HiddenStateStore:
@@ -109,9 +124,9 @@ def using_store(store: HiddenStateStore | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def counting_blocks() -> Iterator[BlockWork]:
-    """Count the block forward passes computed and reused by evaluations inside the block."""
-    work = BlockWork()
+def counting_blocks(work: BlockWork | None = None) -> Iterator[BlockWork]:
+    """Count the block forward passes computed and reused by evaluations inside the block (into ``work``, if given)."""
+    work = work if work is not None else BlockWork()
     token = _work.set(work)
     try:
         yield work

@@ -93,7 +93,7 @@ def influence(
                 hits.append(hit)
                 cost[f"{metric}/{kind}"] = {
                     "estimator": result.estimator, "subnetworks": result.subnetworks,
-                    "block_forwards": result.count.blocks, "naive_block_forwards": result.naive_blocks,
+                    "block_forwards": result.count.computed, "naive_block_forwards": result.count.naive,
                     "seconds": round(result.seconds, 3),
                 }
     if progress and all(hits):  # nothing was computed: say it is done, or a progress bar would stay empty

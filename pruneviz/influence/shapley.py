@@ -14,7 +14,9 @@ A subnetwork is the model with a set ``S`` of units present and the rest pruned;
 
 Influence = -Shapley (removing an important unit raises the objective), so ascending influence is the
 pruning order, as for the static metrics. Subnetworks are evaluated batch by batch with
-:class:`pruneviz.engine.prefix.PrefixRunner`: blocks before a plan's first pruned unit are never recomputed.
+:func:`pruneviz.engine.incremental.decoder_states` with a store of the run's own: blocks before a plan's first
+pruned unit (more generally, before the first block where it differs from a plan already evaluated on the
+batch) are not recomputed.
 
 Long runs resume and scale out (:func:`adaptive_influence` with ``use_cache=True``): every ``v(S)`` is
 cached on its own as soon as it is complete (key: model fingerprint, a digest of the objective's data,
@@ -34,14 +36,17 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..core import distributed
 from ..core.cache import cached, make_key
 from ..core.digest import tensor_digest
 from ..core.errors import SettingError
+from ..core.gating import apply_plan
 from ..core.plan import PruningPlan, Unit
 from ..core.progress import Progress
-from ..engine.prefix import ForwardCount, PrefixRunner
+from ..engine.hidden_store import HiddenStateStore
+from ..engine.incremental import BlockWork, counting_blocks, decoder_states, private_store, using_store
 from .objectives import ObjectiveData, objective_sum, scored_logits
 from .static import CSV_COLUMNS
 
@@ -97,9 +102,9 @@ class AdaptiveResult:
         table: rows ``unit, layer, sublayer, metric, value, stderr, dataset`` (value = influence = -Shapley).
         estimator: ``loo``, ``subsample`` or ``permutation``.
         subnetworks: distinct subnetworks the estimator used (computed now or read from the cache).
-        count: block forwards actually run (one block on one batch = 1), with prefix reuse, summed over
-            the processes of a data-parallel run; subnetworks read from the cache cost none.
-        naive_blocks: block forwards the same evaluations cost without prefix reuse.
+        count: block forwards run (``computed``; one block on one batch = 1) and skipped by prefix reuse
+            (``reused``), summed over the processes of a data-parallel run; subnetworks read from the cache
+            cost none. ``count.naive`` is what the same evaluations cost without prefix reuse.
         seconds: wall time.
         total_effect: ``v(all) - v(none)`` where it was computed (``permutation``), else NaN.
     """
@@ -107,8 +112,7 @@ class AdaptiveResult:
     table: pd.DataFrame
     estimator: str
     subnetworks: int
-    count: ForwardCount
-    naive_blocks: int
+    count: BlockWork
     seconds: float
     total_effect: float = float("nan")
 
@@ -136,37 +140,45 @@ def _evaluate(
     objective: str,
     plans: list[PruningPlan],
     batch_size: int,
-    reuse_prefix: bool,
-    count: ForwardCount,
+    store: HiddenStateStore | None,
+    count: BlockWork,
     finished: Callable[[PruningPlan, float], None],
     ticked: Callable[[int], None],
 ) -> None:
     """Evaluate distinct ``plans`` in passes of :data:`CHECKPOINT_PLANS`; ``finished(plan, v)`` as soon as a
     plan's mean objective is complete, ``ticked(work)`` with the work units done so far (see
-    :func:`_evaluation_work`) after every plan on every batch (either callback may raise)."""
+    :func:`_evaluation_work`) after every plan on every batch (either callback may raise).
+
+    ``store`` keeps the block-boundary states between plans (``None``: every block of every plan is run).
+    """
     batches = range(0, len(data), batch_size)
-    shared = None  # with one batch, its prefix runner and reference logits serve every pass
+    shared = None  # with one batch, its reference logits serve every pass
     work = 0
-    for first in range(0, len(plans), CHECKPOINT_PLANS):
-        chunk = plans[first : first + CHECKPOINT_PLANS]
-        sums = np.zeros(len(chunk))
-        for number, start in enumerate(batches):
-            if shared is None:
-                part = data.select(start, start + batch_size)
-                runner = PrefixRunner(loaded, part.input_ids, part.attention_mask, count=count)
-                reference = scored_logits(loaded, runner.final_hidden, part)
-                work += 2 * loaded.n_blocks + 1
-                if len(batches) == 1:
-                    shared = part, runner, reference
-            else:
-                part, runner, reference = shared
-            for index, plan in enumerate(chunk):
-                hidden = runner.run(plan, start=None if reuse_prefix else 0)
-                sums[index] += objective_sum(objective, scored_logits(loaded, hidden, part), reference, part)
-                if number == len(batches) - 1:
-                    finished(plan, float(sums[index] / len(data.rows)))
-                work += _plan_work(plan, loaded.n_blocks, reuse_prefix)
-                ticked(work)
+
+    def final_hidden(part: ObjectiveData, plan: PruningPlan) -> torch.Tensor:
+        with torch.no_grad(), apply_plan(plan):
+            return decoder_states(loaded, part.input_ids, part.attention_mask)
+
+    with using_store(store), counting_blocks(count):
+        for first in range(0, len(plans), CHECKPOINT_PLANS):
+            chunk = plans[first : first + CHECKPOINT_PLANS]
+            sums = np.zeros(len(chunk))
+            for number, start in enumerate(batches):
+                if shared is None:
+                    part = data.select(start, start + batch_size)
+                    reference = scored_logits(loaded, final_hidden(part, PruningPlan()), part)
+                    work += 2 * loaded.n_blocks + 1
+                    if len(batches) == 1:
+                        shared = part, reference
+                else:
+                    part, reference = shared
+                for index, plan in enumerate(chunk):
+                    hidden = final_hidden(part, plan)
+                    sums[index] += objective_sum(objective, scored_logits(loaded, hidden, part), reference, part)
+                    if number == len(batches) - 1:
+                        finished(plan, float(sums[index] / len(data.rows)))
+                    work += _plan_work(plan, loaded.n_blocks, store is not None)
+                    ticked(work)
 
 
 def subnetwork_values(
@@ -176,7 +188,7 @@ def subnetwork_values(
     plans: list[PruningPlan],
     batch_size: int = 8,
     reuse_prefix: bool = True,
-    count: ForwardCount | None = None,
+    count: BlockWork | None = None,
     progress: Progress | None = None,
 ) -> list[float]:
     """Mean objective of the model under each plan (nats for ``loss``; logit units for ``logit``).
@@ -189,7 +201,7 @@ def subnetwork_values(
         plans: subnetworks to evaluate (duplicates are evaluated once).
         batch_size: sequences per forward pass.
         reuse_prefix: start each plan at its first pruned block (``False``: recompute every block).
-        count: accumulates block forwards.
+        count: accumulates block forwards computed and reused.
         progress: ``progress(done, total)`` in work units (one attention or MLP sublayer, or the output
             head, on one batch: units of roughly equal cost); may raise ``Cancelled``.
 
@@ -197,7 +209,7 @@ def subnetwork_values(
         one value per plan, in order.
     """
     unique = list(dict.fromkeys(plans))
-    count = count if count is not None else ForwardCount()
+    count = count if count is not None else BlockWork()
     values: dict[PruningPlan, float] = {}
     total = _evaluation_work(unique, math.ceil(len(data) / batch_size), loaded.n_blocks, reuse_prefix)
 
@@ -205,7 +217,8 @@ def subnetwork_values(
         if progress:
             progress(work, total)
 
-    _evaluate(loaded, data, objective, unique, batch_size, reuse_prefix, count, values.__setitem__, ticked)
+    store = private_store() if reuse_prefix else None
+    _evaluate(loaded, data, objective, unique, batch_size, store, count, values.__setitem__, ticked)
     return [values[plan] for plan in plans]
 
 
@@ -237,7 +250,8 @@ class _Subnetworks:
         self.batch_size, self.reuse_prefix, self.use_cache, self.progress = batch_size, reuse_prefix, use_cache, progress
         self.n_batches = math.ceil(len(data) / batch_size)
         self.key_parts = ("subnetwork", loaded.fingerprint, data_digest(data), objective, batch_size, reuse_prefix)
-        self.count = ForwardCount()
+        self.count = BlockWork()
+        self.store = private_store() if reuse_prefix else None
         self.known: dict[PruningPlan, float] = {}
         self.used: set[PruningPlan] = set()
         planned = list(dict.fromkeys(base | p for call in calls for p in call))
@@ -296,19 +310,22 @@ class _Subnetworks:
             # this process's share done, scaled to the whole step (the other processes run alongside)
             self._report(self.done + work * call_cost // max(my_cost, 1))
 
-        _evaluate(self.loaded, self.data, self.objective, mine, self.batch_size, self.reuse_prefix, self.count, finished, ticked)
+        _evaluate(self.loaded, self.data, self.objective, mine, self.batch_size, self.store, self.count, finished, ticked)
         for share in distributed.gather(fresh):
             self.known.update(share)
         self.done += call_cost
         self._report(self.done)
         return [self.known[p] for p in plans]
 
-    def finish(self) -> ForwardCount:
-        """Report the run complete (an early stop skips planned work); return block forwards of all processes."""
+    def finish(self) -> BlockWork:
+        """Report the run complete (an early stop skips planned work), free the run's states, and return the
+        block forwards computed and reused by all processes."""
         self.done = self.total
         self._report(self.done)
-        counts = distributed.gather((self.count.blocks, self.count.passes))
-        return ForwardCount(sum(c[0] for c in counts), sum(c[1] for c in counts))
+        if self.store is not None:
+            self.store.clear()
+        counts = distributed.gather((self.count.computed, self.count.reused))
+        return BlockWork(sum(c[0] for c in counts), sum(c[1] for c in counts))
 
 
 def _plan_without(units: list[Unit], present: set[int]) -> PruningPlan:
@@ -405,9 +422,8 @@ def adaptive_influence(
     else:
         shapley, stderr, total_effect = _permutation_shapley(n, units, values, orders, tolerance)
     count = values.finish()
-    naive = count.passes * loaded.n_blocks
     table = _table(units, shapley, stderr, f"{objective}_shapley", data.label)
-    return AdaptiveResult(table, estimator, len(values.used), count, naive, time.perf_counter() - started, total_effect)
+    return AdaptiveResult(table, estimator, len(values.used), count, time.perf_counter() - started, total_effect)
 
 
 def _difference_of_means(stats: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
