@@ -177,8 +177,8 @@ def cmd_evaluate(args) -> None:
         f"{name}={value:.4g}" + (f" (se {result.stderr[name]:.2g})" if math.isfinite(result.stderr.get(name, math.nan)) else "")
         for name, value in result.metrics.items()
     )
-    pruned = f"prune='{result.prune}'" if result.prune else "unpruned"
-    recovered = f" recover='{result.recover}'" if result.recover else ""
+    pruned = f"prune='{result.plan}'" if result.plan else "unpruned"
+    recovered = f" recover='{result.recovery}'" if result.recovery else ""
     _say(f"{result.task} n={result.n} {pruned}{recovered} ({loaded.dtype_name}): {summary}")
     if result.settings.get("resumed") and not result.from_cache:
         noun = "windows" if "perplexity" in result.metrics else "questions"

@@ -191,7 +191,7 @@ def influence_wide(table: pd.DataFrame) -> pd.DataFrame:
 
 def result_name(result: EvaluationResult) -> str:
     """Legend name of an evaluation: ``"unpruned"`` or ``"pruned 3.attn,7"``."""
-    return f"pruned {result.prune}" if result.prune else "unpruned"
+    return f"pruned {result.plan}" if result.plan else "unpruned"
 
 
 def mmlu_category_bars(results: list[EvaluationResult], metric: str) -> go.Figure:

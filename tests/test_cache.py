@@ -207,7 +207,7 @@ def test_evaluate_twice_hits_the_cache(smollm2, fresh_cache):
     first = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
     second = api.evaluate(smollm2, plan, "wiki", windows=2, seq_len=16)
     assert (first.from_cache, second.from_cache) == (False, True)
-    assert second.metrics == first.metrics and second.prune == "2.attn"
+    assert second.metrics == first.metrics and second.plan == "2.attn"
     # the result, plus the checkpoint of its one batch (2 windows of 16 tokens)
     assert len(fresh_cache) == 2
     (key,) = [k for k in fresh_cache.iterkeys() if isinstance(cache._unseal(k, fresh_cache[k]), EvaluationResult)]

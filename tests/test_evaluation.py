@@ -123,7 +123,7 @@ def test_stderr_helpers():
 
 def test_result_to_json():
     result = EvaluationResult(
-        task="mmlu", n=3, metrics={"acc": 2 / 3}, stderr={"acc": 0.33}, prune="1.attn", seconds=1.23456,
+        task="mmlu", n=3, metrics={"acc": 2 / 3}, stderr={"acc": 0.33}, plan="1.attn", seconds=1.23456,
         settings={"format": "letter"}, items=pd.DataFrame(),
         per_subject=pd.DataFrame({"subject": ["anatomy"], "n": [3], "acc": [2 / 3], "category": ["STEM"]}),
         per_category=pd.DataFrame({"category": ["STEM"], "n": [3], "acc": [2 / 3]}),
@@ -187,7 +187,7 @@ def test_perplexity_batch_size_invariant_and_fields(smollm2):
     assert three.metrics["tokens"] == 3 * 31 and three.n == 3 and len(three.items) == 3
     assert three.metrics["perplexity"] == pytest.approx(math.exp(three.metrics["nll"]))
     assert 2 < three.metrics["perplexity"] < 200
-    assert three.task == "wiki" and three.prune == "" and three.settings["split"] == "wiki (evaluation half)"
+    assert three.task == "wiki" and three.plan == "" and three.settings["split"] == "wiki (evaluation half)"
     assert three.stderr["nll"] > 0
     # the same windows scored by the model's own loss
     from pruneviz.data.text import load_corpus, token_windows
@@ -198,7 +198,7 @@ def test_perplexity_batch_size_invariant_and_fields(smollm2):
     assert one.metrics["nll"] == pytest.approx(sum(losses) / 3, abs=1e-6)
     # pruning a sublayer changes the perplexity
     pruned = evaluate_perplexity(smollm2, PruningPlan.parse("3.mlp"), "wiki", windows=3, seq_len=32, batch_size=3)
-    assert pruned.prune == "3.mlp"
+    assert pruned.plan == "3.mlp"
     assert abs(pruned.metrics["perplexity"] - three.metrics["perplexity"]) > 1e-3 * three.metrics["perplexity"]
 
 

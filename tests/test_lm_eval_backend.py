@@ -91,7 +91,7 @@ def test_mmlu_agrees_with_pruneviz_unpruned_and_pruned(smollm2, fmt):
         ours = mmlu_eval.evaluate_mmlu(smollm2, plan, SUBSET, fmt, 0, per_subject=1)
         result = backend.evaluate_mmlu(smollm2, plan, SUBSET, fmt, 0, per_subject=1)
         theirs[str(plan)] = np.array(result.items["loglikelihoods"].tolist())  # [10, 4] nats
-        assert result.n == ours.n == 10 and result.prune == str(plan)
+        assert result.n == ours.n == 10 and result.plan == str(plan)
         assert result.settings["backend"] == "lm-eval" and result.settings["format"] == fmt
         np.testing.assert_allclose(theirs[str(plan)], mmlu_eval.choice_scores(ours.items).numpy(), atol=1e-4, rtol=0)
         assert list(result.items["subject"]) == list(ours.items["subject"])
@@ -168,7 +168,7 @@ def test_any_lm_eval_task_by_name_or_file(smollm2, tmp_path):
     assert set(by_name.metrics) == {"acc", "acc_norm"} and set(by_name.stderr) == {"acc", "acc_norm"}
     assert by_name.settings["backend"] == "lm-eval" and len(by_name.items) == 2
     by_file = api.evaluate(smollm2, PruningPlan.parse("0", smollm2.n_blocks), str(path), backend="lm-eval")
-    assert by_file.task == "pruneviz_test_tiny" and by_file.prune == "0" and by_file.n == 2
+    assert by_file.task == "pruneviz_test_tiny" and by_file.plan == "0" and by_file.n == 2
 
 
 @pytest.mark.real

@@ -120,7 +120,7 @@ def test_recovering_an_early_block_lowers_wikipedia_perplexity(smollm2):
     recovered = api.evaluate(smollm2, plan, "wiki", recovery=recovery, **options)
     full = api.evaluate(smollm2, PruningPlan(), "wiki", **options).metrics["perplexity"]
     assert full < recovered.metrics["perplexity"] < pruned
-    assert recovered.recover == "lowrank-8/emulate"
+    assert recovered.recovery == "lowrank-8/emulate"
     assert recovery.added_params == 2 * 576 * 8 + 576
     assert 0 < recovery.added_percent < 1
 

@@ -43,8 +43,8 @@ DIGEST_BYTES = 32  # SHA-256
 # the checkout pruneviz runs from: pruneviz/core/cache.py is two folders below it
 REPOSITORY = Path(__file__).resolve().parents[2]
 # bumped whenever a computation changes in a way that invalidates stored results (3: values are sealed; 4: sealed with
-# a keyed HMAC bound to their key)
-CACHE_VERSION = 4
+# a keyed HMAC bound to their key; 5: EvaluationResult says plan and recovery, not prune and recover)
+CACHE_VERSION = 5
 SECRET_FILE = "secret.key"
 SECRET_BYTES = 32
 _secrets: dict[Path, bytes] = {}  # the secret of each cache directory, read once

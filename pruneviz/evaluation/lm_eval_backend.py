@@ -308,7 +308,7 @@ def evaluate_mmlu(
         n=len(items),
         metrics=metrics,
         stderr=stderr,
-        prune=str(plan),
+        plan=str(plan),
         seconds=time.perf_counter() - started,
         settings=_settings(
             format=fmt, shots=shots, per_subject=per_subject, source=source, half=half,
@@ -450,7 +450,7 @@ def _task_result(out: dict, plan: PruningPlan, shots: int | None, limit: int | N
         n=sum(int(out["n-samples"][name]["effective"]) for name in leaves),
         metrics=metrics,
         stderr=stderr,
-        prune=str(plan),
+        plan=str(plan),
         seconds=seconds,
         settings=_settings(shots=shots, limit=limit, n_shot=out.get("n-shot", {}), versions=out.get("versions", {})),
         items=_task_items(out, leaves, {m.partition(",")[0] for m in metrics}),

@@ -243,7 +243,7 @@ def choice_scores(items: pd.DataFrame) -> torch.Tensor:
 
 
 def mmlu_result(
-    items: pd.DataFrame, scores: torch.Tensor, fmt: str, task: str, prune: str, seconds: float, settings: dict
+    items: pd.DataFrame, scores: torch.Tensor, fmt: str, task: str, plan: str, seconds: float, settings: dict
 ) -> EvaluationResult:
     """An :class:`EvaluationResult` from per-question choice scores.
 
@@ -278,7 +278,7 @@ def mmlu_result(
         n=len(items),
         metrics=metrics,
         stderr=stderr,
-        prune=prune,
+        plan=plan,
         seconds=seconds,
         settings=settings,
         items=items,

@@ -107,7 +107,7 @@ def perplexity_result(
         metrics={"perplexity": math.exp(nll), "nll": nll, "tokens": windows * (seq_len - 1)},
         # delta method: se(exp(m)) ~ exp(m) * se(m), over windows
         stderr={"perplexity": math.exp(nll) * nll_err, "nll": nll_err},
-        prune=str(plan),
+        plan=str(plan),
         seconds=seconds,
         settings={"windows": windows, "seq_len": seq_len, "split": data.label, "data_fingerprint": data.fingerprint},
         items=per_window,

@@ -23,8 +23,8 @@ class EvaluationResult:
             MMLU cloze: ``acc``, ``acc_norm``; perplexity: ``perplexity``, ``nll`` (nats/token), ``tokens``.
         stderr: standard error of each metric where defined (same keys).
         per_subject / per_category: MMLU tables (``subject``/``category``, ``n``, metric columns); empty otherwise.
-        prune: canonical plan string (``""`` = unpruned).
-        recover: recovery applied (``None`` = none).
+        plan: canonical plan string (``""`` = unpruned); JSON ``prune``, as the CLI's ``--prune``.
+        recovery: label of the recovery applied (``None`` = none); JSON ``recover``.
         seconds: wall time of the computation (not of a cache hit).
         settings: every parameter that defined the evaluation, plus notes (e.g. exemplar hold-out), the model's
             ``dtype``, and ``resumed``: the questions or windows read from checkpoints an earlier, unfinished run
@@ -37,14 +37,24 @@ class EvaluationResult:
     n: int
     metrics: dict[str, float]
     stderr: dict[str, float]
-    prune: str
+    plan: str
     seconds: float
     settings: dict
     items: pd.DataFrame
     per_subject: pd.DataFrame = field(default_factory=pd.DataFrame)
     per_category: pd.DataFrame = field(default_factory=pd.DataFrame)
-    recover: str | None = None
+    recovery: str | None = None
     from_cache: bool = False
+
+    @property
+    def headline(self) -> str:
+        """The metric the task is judged by: ``perplexity`` (text) or ``acc`` (MMLU)."""
+        return "perplexity" if "perplexity" in self.metrics else "acc"
+
+    @property
+    def accuracy_metrics(self) -> list[str]:
+        """The accuracy columns of an MMLU result: ``acc``, and ``acc_norm`` in cloze format (none for text)."""
+        return [name for name in ("acc", "acc_norm") if name in self.metrics]
 
     def to_json(self) -> dict:
         """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``."""
@@ -55,8 +65,8 @@ class EvaluationResult:
             "stderr": self.stderr,
             "per_subject": _records(self.per_subject, "subject"),
             "per_category": _records(self.per_category, "category"),
-            "prune": self.prune,
-            "recover": self.recover,
+            "prune": self.plan,
+            "recover": self.recovery,
             "seconds": round(self.seconds, 3),
             "settings": self.settings,
             "from_cache": self.from_cache,

@@ -114,7 +114,7 @@ def evaluate(
         )
     result, hit = cached(key, compute, use_cache)
     result.from_cache = hit
-    result.recover = recovery.label if recovery else None
+    result.recovery = recovery.label if recovery else None
     result.settings.setdefault("backend", backend)
     result.settings["dtype"] = loaded.dtype_name
     return result
