@@ -14,18 +14,6 @@ RESULT_KEY = "export_result"
 NO_RECOVERY = "none"
 
 
-def recovery_input(loaded, plan):
-    """Pick one of the recoveries fitted for this plan on the Recovery page (newest first), or none."""
-    fitted = ui.fitted_recoveries(loaded, plan)
-    names = [NO_RECOVERY, *reversed(fitted)]
-    name = st.selectbox(
-        "Recovery stand-ins", names, key="export_recovery", disabled=len(names) == 1,
-        help="Recoveries fitted for this plan on the Recovery page, newest first. With stand-ins the export "
-        "is the full model plus the plan and the stand-ins (pruneviz loads it).",
-    )
-    return None if name == NO_RECOVERY else fitted[name]
-
-
 def expected_kind(plan, recovery, n_blocks: int) -> str:
     """What the export will be, said before it is made."""
     units = plan.units()
@@ -106,7 +94,11 @@ model = ui.page(
     "`transformers` loads as it is; any other plan keeps the weights and records the plan beside them."
 )
 current = ui.plan_input(model, "export")
-chosen = recovery_input(model, current)
+chosen = ui.recovery_input(
+    model, current, "export_recovery",
+    help="Recoveries fitted for this plan on the Recovery page, newest first. With stand-ins the export "
+    "is the full model plus the plan and the stand-ins (pruneviz loads it).",
+)
 st.markdown(expected_kind(current, chosen, model.n_blocks))
 demo = ui.current_deployment().demo
 if demo:

@@ -8,11 +8,20 @@ device type), the data fingerprint, the plan and every parameter, so repeating i
 
 from __future__ import annotations
 
+from .core.cost import FLOPS_CONTEXT, PlanCost, plan_cost
 from .core.plan import MEASURED_SELECTIONS, RANKED_SELECTIONS, UNIT_SELECTIONS, unit_selection
 from .engine.incremental import shared_store
 from .evaluation.results import Z_95, EvaluationResult, comparison_json
 from .evaluation.run import BACKENDS, evaluate, lm_eval_draws_progress
-from .evaluation.statistics import confidence_halfwidth, difference_within_noise, noise_metric, within_noise
+from .evaluation.statistics import (
+    ci_caption,
+    confidence_halfwidth,
+    difference_within_noise,
+    noise_metric,
+    noise_verdict,
+    with_ci,
+    within_noise,
+)
 from .influence.calibration import calibration_batch
 from .influence.ranking import lowest_plan, ranked_units
 from .influence.registry import METRIC_REGISTRY, METRICS, check_metrics
@@ -30,10 +39,10 @@ def hidden_store_usage() -> dict[str, int]:
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
+    "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
     "UNIT_SELECTIONS", "Z_95",
-    "EvaluationResult", "calibration_batch", "check_metrics", "comparison_json", "compare_recoveries",
-    "confidence_halfwidth", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
-    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "ranked_units", "recover", "recoveries_within_noise",
-    "unit_selection", "within_noise",
+    "EvaluationResult", "PlanCost", "calibration_batch", "check_metrics", "ci_caption", "comparison_json",
+    "compare_recoveries", "confidence_halfwidth", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
+    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "plan_cost", "ranked_units", "recover", "recoveries_within_noise",
+    "unit_selection", "with_ci", "within_noise",
 ]

@@ -18,3 +18,9 @@ def format_bytes(count: float) -> str:
         count /= 1024
         power += 1
     return f"{count:,.0f} B" if power == 0 else f"{count:,.1f} {units[power]}"
+
+
+def format_number(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, or 3 significant digits from a million on (a perplexity of 1e45, every
+    block pruned, would otherwise print 46 digits)."""
+    return f"{x:.{digits}f}" if abs(x) < 1e6 else f"{x:.3g}"

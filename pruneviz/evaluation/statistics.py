@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..core.errors import SettingError
+from ..core.formatting import format_number
 from .results import Z_95, EvaluationResult
 
 
@@ -53,4 +54,45 @@ def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str,
     return difference_within_noise(
         first.metrics[judged], first.stderr.get(judged, float("nan")),
         second.metrics[judged], second.stderr.get(judged, float("nan")), sigmas,
+    )
+
+
+def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    """``"12.34 ± 1.10"``: ``value × scale`` and its 95 % CI half-width 1.96 × stderr × scale (no interval where
+    the standard error is NaN). ``scale=100, unit=" %"`` writes a fraction as a percentage."""
+    text = f"{format_number(value * scale, digits)}{unit}"
+    if math.isnan(stderr):
+        return text
+    return f"{text} ± {format_number(confidence_halfwidth(stderr) * scale, digits)}{unit}"
+
+
+def ci_caption(stderr: float) -> str:
+    """``"95 % CI ± 1.10"`` (1.96 × stderr), or why there is no interval (a single window)."""
+    if math.isnan(stderr):
+        return "no confidence interval from a single window"
+    return f"95 % CI ± {format_number(confidence_halfwidth(stderr))}"
+
+
+def noise_verdict(baseline: EvaluationResult, pruned: EvaluationResult, metric: str, what: str) -> str | None:
+    """A warning sentence when ``pruned`` and ``baseline`` differ in ``metric`` by less than two combined standard
+    errors (judged on :func:`noise_metric`'s scale), else ``None``.
+
+    Args:
+        what: the items counted, plural (``"windows"``, ``"questions"``), for the sentence.
+    """
+    if not within_noise(baseline, pruned, metric):
+        return None
+    judged = noise_metric(metric)
+    se = math.hypot(baseline.stderr.get(judged, math.nan), pruned.stderr.get(judged, math.nan))
+    bound = f"no standard error with fewer than 2 {what}" if math.isnan(se) else f"less than 2 combined standard errors, {2 * se:.3g}"
+    difference = abs(pruned.metrics[judged] - baseline.metrics[judged])
+    if difference == 0:
+        noise = (
+            f"with {bound}, no noise level can be told" if math.isnan(se)
+            else f"a difference smaller than the noise ({bound.removeprefix('less than ')}) would not show"
+        )
+        return f"The {judged} of the pruned and unpruned model is the same on these {what}; {noise}. Evaluate more {what} to see one."
+    return (
+        f"The {judged} of the pruned and unpruned model differ by {difference:.3g}: "
+        f"within noise ({bound}). Evaluate more {what} before reading anything into it."
     )

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.cost import plan_cost
 from ..core.errors import DataError, SettingError
 from ..core.loading import LoadedModel, full_state_dict, load_model
 from ..core.plan import PruningPlan
@@ -99,9 +100,7 @@ def export_model(
     standalone = recovery is None and len(removed_blocks) == len(units)
     if len(removed_blocks) == loaded.n_blocks:
         raise SettingError("The plan prunes every block, which leaves no model to export; keep at least one block.")
-    info = loaded.info
-    removed_attn = sum(1 for layer, name in plan.pruned if name == "attn")
-    removed_params = sum(info.params_block if u.sublayer is None else getattr(info, f"params_{u.sublayer}") for u in units)
+    info, cost = loaded.info, plan_cost(loaded.info, plan, loaded.dtype.itemsize)
     added = recovery.added_params if recovery else 0
     out.mkdir(parents=True, exist_ok=True)
     if standalone:
@@ -120,7 +119,7 @@ def export_model(
     loaded.tokenizer.save_pretrained(out)
     report = ExportReport(
         out, standalone, loaded.n_blocks - len(removed_blocks), info.params_total,
-        info.params_total - removed_params + added, removed_attn * info.kv_bytes_per_token_per_attn(loaded.dtype.itemsize),
+        info.params_total - cost.params_removed + added, cost.kv_bytes_per_token,
     )
     (out / PLAN_FILE).write_text(json.dumps({
         "source_model": loaded.name, "plan": str(plan), "standalone": standalone,

@@ -1,4 +1,4 @@
-"""Greedy generation under a plan, and what a plan saves per token.
+"""Greedy generation under a plan.
 
 Generation recomputes the whole prefix at every step instead of using a KV cache: a pruned attention
 sublayer writes no cache entries, which would desynchronise the cache's sequence length (read from
@@ -69,46 +69,6 @@ def generate_greedy(
     seconds = time.perf_counter() - started
     text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
     return Generation(prompt, text, len(generated), len(generated) / seconds if seconds > 0 else float("nan"))
-
-
-@dataclass(frozen=True)
-class PlanSavings:
-    """What a plan removes, per token.
-
-    Attributes:
-        params_removed: parameters of the pruned units (count).
-        params_removed_percent: as % of all parameters.
-        kv_bytes_per_token: KV-cache bytes per token no longer stored (K and V of each pruned attention
-            sublayer, in the model's dtype).
-        flops_per_token: estimated forward FLOPs per token saved: 2 per weight of each pruned unit plus,
-            for attention, 4 * heads * head_dim * context (the QK^T and AV products).
-        flops_percent: as % of the full model's estimate at the same context.
-    """
-
-    params_removed: int
-    params_removed_percent: float
-    kv_bytes_per_token: int
-    flops_per_token: int
-    flops_percent: float
-
-
-def plan_savings(info, plan: PruningPlan, context: int = 1024, value_bytes: int = 2) -> PlanSavings:
-    """Estimate what ``plan`` saves on a model described by ``info`` (a ``ModelInfo``).
-
-    Args:
-        context: tokens attended to, for the attention-score FLOPs.
-        value_bytes: bytes per KV-cache value (the model's dtype, e.g. ``loaded.dtype.itemsize``).
-    """
-    attn_score_flops = 4 * info.n_heads * info.head_dim * context
-    pruned_attn = sum(1 for _, name in plan.pruned if name == "attn")
-    pruned_mlp = sum(1 for _, name in plan.pruned if name == "mlp")
-    params = pruned_attn * info.params_attn + pruned_mlp * info.params_mlp
-    flops = 2 * params + pruned_attn * attn_score_flops
-    full_flops = 2 * info.params_total + info.n_blocks * attn_score_flops
-    return PlanSavings(
-        params, 100.0 * params / info.params_total, pruned_attn * info.kv_bytes_per_token_per_attn(value_bytes),
-        flops, 100.0 * flops / full_flops,
-    )
 
 
 def generate_side_by_side(

@@ -21,13 +21,19 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
   model box into a select of configured models and cap every count (:func:`cap`);
 * :mod:`.inputs`: :func:`calibration_inputs` and :func:`task_inputs` keep the data pickers of every page
   the same and fill them from the registries; :func:`heldout_note` says which questions ranked and which
-  were evaluated; :func:`plan_input` edits the pruning plan shared by every page, and
+  were evaluated;
+* :mod:`.plan_editor`: :func:`plan_input` edits the pruning plan shared by every page (a text box, and on
+  the prune page a toggle per unit), :func:`adopt_plan` makes a computed plan the session's, and
   :func:`rejected_plan_message` says that a rejected edit left the previous plan in force;
+* :mod:`.evaluation_set` and :mod:`.comparison`: the prune page's evaluation set, its evaluation against
+  the unpruned baseline with live provisional results, and the results (value ± 95 % CI, change, noise
+  verdict, what the plan saves);
 * :mod:`.ranking`: :func:`metric_inputs` and :func:`estimator_inputs` pick how units are ranked;
   :func:`metric_label`, :func:`metrics_help` and :func:`metric_caption` describe each metric with its
   formula and source;
 * :mod:`.recoveries`: :func:`fitted_recoveries` / :func:`remember_recovery` keep the recoveries fitted
-  for a plan, and :func:`saved_copy` finds where identical stand-ins were already saved;
+  for a plan, :func:`recovery_input` picks one, and :func:`saved_copy` finds where identical stand-ins
+  were already saved;
 * :mod:`.permalinks`: :func:`permalink_params` / :func:`apply_permalink` restore the plan and a page's
   own view settings from a link;
 * :mod:`.cards`: :func:`short_count` writes a count short enough for an ``st.metric`` card, and
@@ -37,6 +43,8 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
 """
 
 from .cards import delta_style, short_count
+from .comparison import show_results
+from .evaluation_set import evaluation_inputs, run_evaluations
 from .feedback import CANCEL_NOTE, ProgressBar, cancellable, request_cancel, run_or_stop, stop_with_error
 from .files import directory_bytes, output_directory, zip_directory
 from .inputs import (
@@ -48,12 +56,11 @@ from .inputs import (
     dataset_label,
     heldout_note,
     mmlu_task_label,
-    plan_input,
-    rejected_plan_message,
     task_inputs,
 )
 from .models import load_model_cached, load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
+from .plan_editor import adopt_plan, plan_input, rejected_plan_message
 from .ranking import (
     ADAPTIVE_COST_NOTE,
     adaptive_metrics,
@@ -64,18 +71,18 @@ from .ranking import (
     metrics_help,
     scheme_input,
 )
-from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, remember_recovery, saved_copy
+from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, recovery_input, remember_recovery, saved_copy
 from .sidebar import page, plotly_chart, sidebar, stored_result
 from .state import PLAN_KEY, PRUNE_RECOVERY_KEY, RECOVERIES_KEY, cap, current_deployment, form_submit_button, remembered
 
 __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "MMLU_TASKS", "PLAN_KEY", "PRUNE_RECOVERY_KEY",
-    "RECOVERIES_KEY", "FittedRecovery", "ProgressBar", "adaptive_metrics", "apply_permalink",
+    "RECOVERIES_KEY", "FittedRecovery", "ProgressBar", "adaptive_metrics", "adopt_plan", "apply_permalink",
     "calibration_data_options", "calibration_inputs", "cancellable", "cap", "check_heldout", "current_deployment",
-    "dataset_label", "delta_style", "directory_bytes", "estimator_inputs", "fitted_recoveries", "forget_recoveries",
+    "dataset_label", "delta_style", "directory_bytes", "estimator_inputs", "evaluation_inputs", "fitted_recoveries", "forget_recoveries",
     "form_submit_button", "heldout_note", "load_model_cached", "load_model_once", "memory_caption", "metric_caption",
     "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page", "permalink_params",
-    "plan_input", "plotly_chart", "rejected_plan_message", "remember_recovery", "remembered", "request_cancel",
-    "run_or_stop", "saved_copy", "scheme_input", "short_count", "sidebar", "stop_with_error", "stored_result", "task_inputs",
+    "plan_input", "plotly_chart", "recovery_input", "rejected_plan_message", "remember_recovery", "remembered",
+    "request_cancel", "run_evaluations", "run_or_stop", "saved_copy", "scheme_input", "short_count", "show_results", "sidebar", "stop_with_error", "stored_result", "task_inputs",
     "zip_directory",
 ]

@@ -1,4 +1,4 @@
-"""Pickers for what a computation reads: calibration data, evaluation tasks, and the shared pruning plan."""
+"""Pickers for what a computation reads: calibration data and evaluation tasks (the plan: :mod:`.plan_editor`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..core.errors import PlanError
 from ..core.loading import LoadedModel
-from ..core.plan import PruningPlan
 from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS, is_mmlu, mmlu_subset
 from ..evaluation.mmlu import FORMATS, default_format
 from .feedback import stop_with_error
-from .state import PLAN_KEY, cap, current_deployment, remembered
+from .state import cap, current_deployment, remembered
 
 CALIBRATION_DATA = ("wiki", "mmlu", *(f"mmlu:{c}" for c in CATEGORIES))
 MMLU_TASKS = ("mmlu", *(f"mmlu:{c}" for c in CATEGORIES), *(f"mmlu:{s}" for s in SUBJECTS))
@@ -183,52 +181,3 @@ def heldout_note(heldout: bool, adaptive_on_mmlu: bool, mmlu_evaluated: bool) ->
     if adaptive_on_mmlu:
         return "Adaptive MMLU metrics were **computed on the evaluated questions (optimistic)**."
     return "MMLU is evaluated on all chosen questions; static metrics read the prompts but never the answers."
-
-
-def rejected_plan_message(error: str, plan: PruningPlan) -> str:
-    """The error shown for a rejected plan edit: the problem, and that ``plan`` (the one before the edit) still applies."""
-    kept = f"'{plan}'" if len(plan) else "(nothing pruned)"
-    return f"{error} The edit was not applied: the previous plan {kept} stays in force."
-
-
-def _canonical_plan_text(widget: str, n_blocks: int) -> None:
-    """Callback of a plan text box: adopt a valid plan as the shared one, or remember the error."""
-    try:
-        plan = PruningPlan.parse(st.session_state[widget], n_blocks)
-    except PlanError as error:
-        st.session_state[f"{widget}_error"] = str(error)
-        return
-    st.session_state.pop(f"{widget}_error", None)
-    st.session_state[PLAN_KEY] = str(plan)
-    st.session_state[widget] = str(plan)
-
-
-def plan_input(loaded: LoadedModel, key: str) -> PruningPlan:
-    """A text box editing the pruning plan shared with every page; returns the valid current plan.
-
-    A plan that does not fit this model (it was made for another one) is cleared with a warning; a
-    malformed edit shows one ``st.error`` and stops the page.
-    """
-    n_blocks = loaded.n_blocks
-    try:
-        plan = PruningPlan.parse(st.session_state.get(PLAN_KEY, ""), n_blocks)
-    except PlanError as error:
-        st.warning(f"The previous plan does not fit this model and was cleared: {error}")
-        plan = PruningPlan()
-    st.session_state[PLAN_KEY] = str(plan)
-    widget = f"{key}_plan"
-    # every run redraws the box from the shared plan (its callback has already folded the user's last edit
-    # into it) unless it holds a rejected edit: widget state Streamlit dropped while the page was not drawn
-    # (another page, a model switch) would otherwise come back from the browser stale or empty
-    if widget not in st.session_state or f"{widget}_error" not in st.session_state:
-        st.session_state[widget] = str(plan)
-        st.session_state.pop(f"{widget}_error", None)
-    st.text_input(
-        "Pruning plan", key=widget, on_change=_canonical_plan_text, args=(widget, n_blocks),
-        placeholder="nothing pruned; e.g. 3.attn,7,12.mlp",
-        help=f"Shared with the Prune and evaluate page. Comma-separated units: a block index (0-{n_blocks - 1}) "
-        "for the whole block, or '<i>.attn' / '<i>.mlp'. Press Enter to apply.",
-    )
-    if f"{widget}_error" in st.session_state:
-        stop_with_error(rejected_plan_message(st.session_state[f"{widget}_error"], plan))
-    return plan

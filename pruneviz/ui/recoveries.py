@@ -54,3 +54,21 @@ def saved_copy(loaded: LoadedModel, plan: PruningPlan, recovery: Recovery) -> Pa
 def forget_recoveries(loaded: LoadedModel, plan: PruningPlan) -> None:
     """Drop the recoveries fitted for ``plan`` on this model (their saved directories stay)."""
     st.session_state.get(RECOVERIES_KEY, {}).pop((loaded.fingerprint, str(plan)), None)
+
+
+NO_RECOVERY = "none"
+
+
+def recovery_input(loaded: LoadedModel, plan: PruningPlan, key: str, help: str) -> FittedRecovery | None:
+    """Pick one of the recoveries fitted for ``plan`` on the Recovery page (newest first), or none.
+
+    Args:
+        key: the picker's session-state key (an adopted export preselects its recovery by writing it).
+        help: what applying the stand-ins means on this page.
+    """
+    fitted = fitted_recoveries(loaded, plan)
+    names = [NO_RECOVERY, *reversed(fitted)]
+    name = st.selectbox("Recovery stand-ins", names, key=key, disabled=len(names) == 1, help=help)
+    if len(names) == 1:
+        st.caption("None fitted for this plan yet: fit stand-ins on the Recovery page to apply them here.")
+    return None if name == NO_RECOVERY else fitted[name]

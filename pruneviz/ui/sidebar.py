@@ -16,13 +16,13 @@ from .feedback import cancel_notice, run_or_stop
 from .files import _slug
 from .models import load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
+from .plan_editor import adopt_plan
 from .recoveries import FittedRecovery, remember_recovery
 from .state import (
     ADOPTED_EXPORT_KEY,
     FIGURE_FORMAT_KEY,
     FIGURE_FORMATS,
     OTHER_MODEL,
-    PLAN_KEY,
     PRUNE_RECOVERY_KEY,
     current_deployment,
     remembered,
@@ -133,7 +133,7 @@ def adopt_export_plan(spec: str, loaded: LoadedModel) -> None:
     adopted = (loaded.fingerprint, spec)
     if st.session_state.get(ADOPTED_EXPORT_KEY) != adopted:
         plan, recovery = run_or_stop(exported_plan, spec, loaded)
-        st.session_state[PLAN_KEY] = str(plan)
+        adopt_plan(plan)
         if recovery is not None:
             name = f"exported: {recovery.label}"
             remember_recovery(loaded, plan, FittedRecovery(name, recovery, Path(spec).expanduser() / "recovery"))

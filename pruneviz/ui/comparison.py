@@ -1,0 +1,179 @@
+"""The prune page's results: each task pruned against unpruned (value ± 95 % CI, change, noise verdict), and plan cost."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import api, plots
+from ..core.formatting import format_bytes, format_number
+from ..core.plan import PruningPlan
+from .cards import delta_style, short_count
+from .sidebar import plotly_chart
+
+
+def noise_warning(baseline, pruned, metric: str, what: str) -> None:
+    """Warn when the pruned and unpruned values of ``metric`` differ by less than two combined standard errors."""
+    verdict = api.noise_verdict(baseline, pruned, metric, what)
+    if verdict:
+        st.warning(verdict)
+
+
+def provenance(baseline, pruned) -> str:
+    """Where each number came from: the result cache or a fresh computation (with its time, and what it resumed)."""
+    def one(result, which):
+        if result.from_cache:
+            return f"{which} from cache"
+        resumed = result.settings.get("resumed")
+        return f"{which} computed in {result.seconds:.1f} s" + (f", resuming {resumed} of {result.n} from an earlier run" if resumed else "")
+    return f"{one(baseline, 'Unpruned')}; {one(pruned, 'pruned')}."
+
+
+def show_perplexity(baseline, pruned) -> None:
+    """Perplexity and NLL of the pruned model against the baseline."""
+    st.subheader("Wikipedia perplexity")
+    change = pruned.metrics["perplexity"] - baseline.metrics["perplexity"]
+    nll_change = pruned.metrics["nll"] - baseline.metrics["nll"]
+    # three cards a row leave no room for "± CI" in the value: it goes on a line below
+    columns = st.columns(3)
+    columns[0].metric(
+        "Perplexity (pruned)", format_number(pruned.metrics["perplexity"]),
+        delta=f"{change:+.2f}", **delta_style(change, lower_is_better=True),
+        help="exp(mean next-token NLL) over the windows; lower is better. Below it: ± 1.96 standard errors over "
+        "windows (normal-approximation 95 % confidence interval).",
+    )
+    columns[0].caption(api.ci_caption(pruned.stderr["perplexity"]))
+    columns[1].metric(
+        "Perplexity (unpruned)", format_number(baseline.metrics["perplexity"]),
+        help="The same windows without pruning. Below it: ± 1.96 standard errors (95 % CI).",
+    )
+    columns[1].caption(api.ci_caption(baseline.stderr["perplexity"]))
+    columns[2].metric(
+        "NLL, nats/token (pruned)", f"{pruned.metrics['nll']:.3f}",
+        delta=f"{nll_change:+.3f}", **delta_style(nll_change, lower_is_better=True),
+        help="Mean next-token negative log-likelihood −log p(token | prefix), in nats; perplexity = exp(NLL).",
+    )
+    settings = pruned.settings
+    st.caption(
+        f"n = {pruned.n} windows × {settings['seq_len']} tokens of {settings['split']} "
+        f"({int(pruned.metrics['tokens'])} predicted tokens), in {settings['dtype']}. {provenance(baseline, pruned)}"
+    )
+    noise_warning(baseline, pruned, "perplexity", "windows")
+
+
+def show_mmlu_metric(baseline, pruned, name: str) -> None:
+    """One MMLU metric, pruned (with its change) beside unpruned, each ± its 95 % confidence half-width."""
+    is_loss = name == "loss"
+    scale, digits, unit = (1, 3, "") if is_loss else (100, 1, " %")
+    change = pruned.metrics[name] - baseline.metrics[name]
+    left, right = st.columns(2)
+    formula = {
+        "loss": "MMLU loss: −log softmax over the four letter logits at the gold letter, in nats (Siddiqui et al. 2024, §3.1)",
+        "acc": "acc: fraction of questions whose highest-scoring answer is the gold one (lm-evaluation-harness)",
+        "acc_norm": "acc_norm: acc with each answer's log-likelihood divided by its length in characters (lm-evaluation-harness)",
+    }[name]
+    interval = f"± 1.96 standard errors over the n = {pruned.n} questions (normal-approximation 95 % CI)"
+    left.metric(
+        f"{name} (pruned)", api.with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
+        delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",
+        **delta_style(change, lower_is_better=is_loss),
+        help=f"{formula}. {interval}." + ("" if is_loss else " Chance is 25 %."),
+    )
+    right.metric(
+        f"{name} (unpruned)", api.with_ci(baseline.metrics[name], baseline.stderr[name], scale, digits, unit),
+        help=f"{formula}. {interval}.",
+    )
+
+
+def show_mmlu(baseline, pruned) -> None:
+    """MMLU accuracy (± standard error) against the baseline, per category and per subject."""
+    settings = pruned.settings
+    questions = f"{pruned.n} question" + ("s" if pruned.n != 1 else "")
+    st.subheader(f"MMLU ({settings['format']} format, {settings['shots']}-shot, {questions}, {settings['dtype']})")
+    names = pruned.accuracy_metrics
+    for name in [*names, *(["loss"] if "loss" in pruned.metrics else [])]:
+        show_mmlu_metric(baseline, pruned, name)
+    notes = [provenance(baseline, pruned)] + ([settings["note"].capitalize() + "."] if settings.get("note") else [])
+    st.caption(" ".join(notes))
+    noise_warning(baseline, pruned, "acc", "questions")
+    metric = st.radio("Per-category chart", names, horizontal=True, key="mmlu_chart_metric")
+    plotly_chart(plots.mmlu_category_bars([baseline, pruned], metric), f"mmlu_{metric}_per_category")
+    table = plots.comparison_table(baseline.per_subject, pruned.per_subject, "subject", names, confidence=True)
+    intervals = [c for c in table.columns if c.startswith("± ")]
+    note = "± is the half-width of the pruned accuracy's 95 % CI, 1.96 × sqrt(p (1 − p) / (n − 1))."
+    if intervals and table[intervals].isna().all().all():
+        # one question per subject: an interval needs two, and a column of blanks says nothing
+        table = table.drop(columns=intervals)
+        note = "no confidence interval with one question per subject (it needs n ≥ 2)."
+    percent = {c: st.column_config.NumberColumn(format="percent") for c in table.columns if c not in ("subject", "category", "n")}
+    percent["n"] = st.column_config.NumberColumn(help="Questions scored in this subject.")
+    st.dataframe(table, hide_index=True, column_config=percent)
+    st.caption(f"Per subject: n questions; {note}")
+
+
+def show_savings(loaded, plan: PruningPlan, speed: dict | None) -> None:
+    """What the plan saves: parameters, KV-cache bytes and FLOPs per token, and the measured tokens/s.
+
+    Each card holds a short label and value (exact counts in its tooltip) with the unit or the share of
+    the model in grey below: a card cuts longer text off.
+
+    Args:
+        speed: ``{"unpruned": tokens/s, "pruned": tokens/s}`` of a generation with this plan, or ``None``.
+    """
+    savings = api.plan_cost(loaded.info, plan, loaded.dtype.itemsize)
+    columns = st.columns(4)
+    columns[0].metric(
+        "Params removed", short_count(savings.params_removed),
+        delta=f"{savings.params_removed_percent:.1f} % of the model", delta_color="off", delta_arrow="off",
+        help=f"{savings.params_removed:,} parameters: the sum over the pruned sublayers, each with its pre-norm: "
+        "attn = q, k, v, o projections; mlp = gate, up, down projections (counted from the loaded weights).",
+    )
+    columns[1].metric(
+        "KV cache saved", format_bytes(savings.kv_bytes_per_token), delta="per token", delta_color="off", delta_arrow="off",
+        help=f"{savings.kv_bytes_per_token:,} bytes per token. Per pruned attention sublayer: 2 (K and V) × KV heads × "
+        f"head dim × {loaded.dtype.itemsize} bytes ({loaded.dtype_name}, the loaded dtype) no "
+        "longer stored for each token of the context.",
+    )
+    columns[2].metric(
+        "FLOPs saved", short_count(savings.flops_per_token),
+        delta=f"per token ({savings.flops_percent:.1f} %)", delta_color="off", delta_arrow="off",
+        help=f"{savings.flops_per_token:,} FLOPs per token, {savings.flops_percent:.1f} % of the full model's. Estimate: "
+        "2 FLOPs per weight of each pruned sublayer (one multiply-add) plus, per pruned attention sublayer, 4 × heads × "
+        f"head dim × context for QKᵀ and AV, at a context of {savings.context} tokens (Kaplan et al. 2020, §2.1).",
+    )
+    if speed is None:
+        columns[3].caption("Tokens/s: generate text with this plan above to measure the pruned model's speed.")
+        return
+    change = speed["pruned"] - speed["unpruned"]
+    columns[3].metric(
+        "Tokens/s (pruned)", f"{speed['pruned']:.1f}", delta=f"{change:+.1f} vs unpruned",
+        **delta_style(change, lower_is_better=False),
+        help="Generated tokens / wall seconds of the greedy generation above (no KV cache, this machine); "
+        "one short run, so expect a few % of timing noise.",
+    )
+
+
+def show_results(evaluation: dict, plan: PruningPlan, loaded, speed: dict | None) -> None:
+    """Every evaluated task, pruned against unpruned, with what the plan saves and a JSON download.
+
+    Args:
+        evaluation: what :func:`pruneviz.ui.evaluation_set.run_evaluations` returned.
+        plan: the plan in force now (the results may be of an earlier one: then a warning says so).
+        speed: as :func:`show_savings`.
+    """
+    st.header("Results")
+    if evaluation["plan"] != str(plan):
+        st.warning(f"These results are for the plan '{evaluation['plan'] or 'nothing pruned'}'; press Run to evaluate the current plan.")
+    elif not evaluation["plan"]:
+        st.info("The plan is empty, so the 'pruned' model is the unpruned baseline.")
+    if evaluation["recovery"]:
+        st.info(f"'Pruned' is the plan with the recovery {evaluation['recovery']} applied.")
+    show_savings(loaded, PruningPlan.parse(evaluation["plan"]), speed)
+    if "wiki" in evaluation["pairs"]:
+        show_perplexity(*evaluation["pairs"]["wiki"])
+    if "mmlu" in evaluation["pairs"]:
+        show_mmlu(*evaluation["pairs"]["mmlu"])
+    st.download_button(
+        "Download JSON", api.comparison_json(evaluation["plan"], evaluation["recovery"], evaluation["pairs"]),
+        file_name="evaluation.json", mime="application/json",
+        help="Every result as `pruneviz evaluate --json` writes it (task, n, metrics, stderr, per subject and category, plan).",
+    )
