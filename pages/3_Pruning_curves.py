@@ -6,8 +6,7 @@ The figures of Siddiqui et al. (2024, §4): one line per ranking metric, one cha
 import pandas as pd
 import streamlit as st
 
-from pruneviz import plots, ui
-from pruneviz.data.mmlu import is_mmlu
+from pruneviz import api, plots, ui
 from pruneviz.studies.curves import Ranking, Task, pruning_curve
 
 RESULT_KEY = "curves_result"
@@ -86,8 +85,8 @@ def curve_of(loaded, metric: str, settings: dict, tasks: list[Task]) -> pd.DataF
 
 def provenance(settings: dict) -> str:
     """Where the rankings came from and which questions were evaluated: held out or optimistic."""
-    adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"])) and is_mmlu(settings["data"])
-    mmlu_evaluated = any(is_mmlu(name) for name, _ in settings["tasks"])
+    adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"])) and api.TaskSpec.parse(settings["data"]).is_mmlu
+    mmlu_evaluated = any(api.TaskSpec.parse(name).is_mmlu for name, _ in settings["tasks"])
     note = ui.heldout_note(settings["heldout"], adaptive_on_mmlu, mmlu_evaluated)
     return f"Rankings computed on **{ui.dataset_label(settings['data'])}**. {note}"
 

@@ -7,7 +7,6 @@ what that ranking does to the other tasks, and the heatmap how much the rankings
 import streamlit as st
 
 from pruneviz import api, plots, ui
-from pruneviz.data.mmlu import is_mmlu
 from pruneviz.studies.curves import Ranking, Task, ranking_correlation, tradeoff_matrix
 
 RESULT_KEY = "tradeoff_result"
@@ -86,7 +85,7 @@ def show_result(result: dict) -> None:
     """The coloured matrix, its CSV, and the rank-correlation heatmap."""
     matrix, settings = result["matrix"], result["settings"]
     adaptive_on_mmlu = bool(ui.adaptive_metrics(settings["metrics"]))
-    mmlu_evaluated = any(is_mmlu(name) for name, _ in settings["tasks"])
+    mmlu_evaluated = any(api.TaskSpec.parse(name).is_mmlu for name, _ in settings["tasks"])
     st.header(f"Pruning {settings['count']} {api.UNIT_SELECTIONS[settings['scheme']].label}")
     st.markdown(EXPLANATION)
     st.info(ui.heldout_note(settings["heldout"], adaptive_on_mmlu and mmlu_evaluated, mmlu_evaluated))

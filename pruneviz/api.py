@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .core.cost import FLOPS_CONTEXT, PlanCost, plan_cost
 from .core.plan import MEASURED_SELECTIONS, RANKED_SELECTIONS, UNIT_SELECTIONS, unit_selection
+from .data.tasks import TaskSpec
 from .engine.incremental import shared_store
 from .evaluation.results import Z_95, EvaluationResult, comparison_json
 from .evaluation.run import BACKENDS, evaluate, lm_eval_draws_progress
@@ -41,7 +42,7 @@ def hidden_store_usage() -> dict[str, int]:
 __all__ = [
     "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
     "UNIT_SELECTIONS", "Z_95",
-    "EvaluationResult", "PlanCost", "calibration_batch", "check_metrics", "ci_caption", "comparison_json",
+    "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "check_metrics", "ci_caption", "comparison_json",
     "compare_recoveries", "confidence_halfwidth", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
     "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "plan_cost", "ranked_units", "recover", "recoveries_within_noise",
     "unit_selection", "with_ci", "within_noise",

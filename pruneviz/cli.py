@@ -109,13 +109,13 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _task_list(text: str) -> list[str]:
-    """The dataset or task specs of a comma list, MMLU subsets spelt one way (:func:`~pruneviz.data.mmlu.canonical_spec`),
+    """The dataset or task specs of a comma list, MMLU subsets spelt one way (:func:`~pruneviz.data.tasks.canonical_spec`),
     without repeats: ``mmlu:anatomy,mmlu:Anatomy`` is one task.
 
     Raises:
         DataError: an MMLU spec names no subject after its colon.
     """
-    from .data.mmlu import canonical_spec
+    from .data.tasks import canonical_spec
 
     return list(dict.fromkeys(canonical_spec(name) for name in _comma_list(text)))
 
@@ -268,7 +268,7 @@ def _recovery(args, loaded):
 def _check_inputs(args) -> None:
     """Refuse inputs that can be judged without a model, before one is loaded."""
     from .core.plan import PruningPlan
-    from .data.mmlu import canonical_spec
+    from .data.tasks import canonical_spec
     from .studies.recovery import refuse_model_as_recovery
 
     if getattr(args, "prune", None) is not None:

@@ -15,7 +15,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from .core.plan import SUBLAYERS, UNIT_SELECTIONS
-from .data.mmlu import is_mmlu, mmlu_subset
+from .data.tasks import TaskSpec
 from .evaluation.results import Z_95, EvaluationResult, proportion_stderr
 from .evaluation.statistics import confidence_halfwidth
 from .influence.registry import METRIC_REGISTRY
@@ -256,15 +256,6 @@ def comparison_table(
     return joined
 
 
-def task_label(task: str) -> str:
-    """Human name of an evaluation task, e.g. ``"Wikipedia"`` or ``"MMLU STEM"``."""
-    if task == "wiki":
-        return "Wikipedia"
-    if is_mmlu(task):
-        return "MMLU " + (mmlu_subset(task) or "all subjects")
-    return task
-
-
 def curve_panels(curve: pd.DataFrame) -> list[tuple[str, str]]:
     """The ``(task, metric)`` pairs of a pruning-curve table, in table order: one chart each."""
     return list(dict.fromkeys(zip(curve["task"], curve["metric"])))
@@ -316,7 +307,7 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
         yaxis["tickformat"] = ".0%"
         figure.add_hline(y=CHANCE_ACCURACY, line_dash="dash", annotation_text="chance", annotation_position="bottom left")
     figure.update_layout(
-        title=f"{task_label(task)}: {metric}",
+        title=f"{TaskSpec.parse(task).label}: {metric}",
         xaxis={"title": f"{units} removed", "dtick": _step_tick(int(rows["step"].max())), "range": [-0.5, rows["step"].max() + 0.5]},
         yaxis=yaxis,
         legend={"orientation": "h", "y": -0.25},

@@ -253,19 +253,6 @@ def mmlu_subset(spec: str) -> str | None:
     return ",".join(canonical_name(name) for name in subset.split(",") if name.strip()) or None
 
 
-def canonical_spec(spec: str) -> str:
-    """A dataset or task spec with its MMLU subset spelt one way (``mmlu:Abstract_Algebra`` is
-    ``mmlu:abstract algebra``); any other spec stripped, unchanged.
-
-    Raises:
-        DataError: as :func:`mmlu_subset`.
-    """
-    if not is_mmlu(spec.strip()):
-        return spec.strip()
-    subset = mmlu_subset(spec.strip())
-    return f"mmlu:{subset}" if subset else "mmlu"
-
-
 def select_subjects(table: pd.DataFrame, subset: str | None) -> list[str]:
     """Subjects named by ``subset``: ``None``/``"all"``, a subject, a category, or a comma list of these.
 

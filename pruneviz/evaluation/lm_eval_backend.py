@@ -41,6 +41,7 @@ from ..core.gating import apply_plan
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
 from ..data.mmlu import mmlu_fingerprint
+from ..data.tasks import YAML_SUFFIXES
 from ..engine.scoring import run_batched
 from .mmlu import group_items, mmlu_questions, summarise_items
 from .perplexity import perplexity_result, perplexity_windows
@@ -52,8 +53,6 @@ MMLU_TEMPLATES = {
     "letter": ("default", "_default_template_yaml", "The following are multiple choice questions (with answers) about {}.\n\n"),
     "cloze": ("continuation", "_continuation_template_yaml", "The following are questions (with answers) about {}.\n\n"),
 }
-YAML_SUFFIXES = (".yaml", ".yml")
-TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
 # bootstrap draws for the standard errors of metrics without a closed form (lm-eval's default, 100,000, takes minutes)
 BOOTSTRAP_ITERS = 1000
 
@@ -323,12 +322,6 @@ def evaluate_mmlu(
 # --------------------------------------------------------------------------------------- perplexity
 
 
-def is_text_corpus(task: str) -> bool:
-    """Whether ``task`` names a perplexity corpus (``"wiki"`` or a text file) rather than an lm-eval task."""
-    path = Path(task).expanduser()
-    return task == "wiki" or path.suffix in TEXT_SUFFIXES or (path.is_file() and path.suffix not in YAML_SUFFIXES)
-
-
 def evaluate_perplexity(
     loaded,
     plan: PruningPlan,
@@ -520,6 +513,6 @@ def evaluate_task(
 
 
 __all__ = [
-    "PlannedHFLM", "write_mmlu_tasks", "evaluate_mmlu", "is_text_corpus", "evaluate_perplexity",
+    "PlannedHFLM", "write_mmlu_tasks", "evaluate_mmlu", "evaluate_perplexity",
     "task_fingerprint", "evaluate_task",
 ]

@@ -8,7 +8,8 @@ from ..core.cache import cached, make_key
 from ..core.errors import SettingError
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
-from ..data.mmlu import is_mmlu, mmlu_fingerprint, mmlu_subset
+from ..data.mmlu import mmlu_fingerprint
+from ..data.tasks import TaskSpec
 from ..data.text import load_corpus
 from .mmlu import default_format, evaluate_mmlu
 from .perplexity import evaluate_perplexity
@@ -33,11 +34,7 @@ def lm_eval_draws_progress(task: str, backend: str) -> bool:
     progress bars; a ``progress`` callback then hears only the start and the end. lm-eval's perplexity path
     (``wiki``, text files) reports each batch to the callback instead.
     """
-    if backend != "lm-eval":
-        return False
-    from . import lm_eval_backend
-
-    return is_mmlu(task) or not lm_eval_backend.is_text_corpus(task)
+    return backend == "lm-eval" and TaskSpec.parse(task).kind != "text"
 
 
 def evaluate(
@@ -91,8 +88,9 @@ def evaluate(
         from . import lm_eval_backend
 
         mmlu_evaluator, perplexity_evaluator = lm_eval_backend.evaluate_mmlu, lm_eval_backend.evaluate_perplexity
-    if is_mmlu(task):
-        subset = mmlu_subset(task)
+    spec = TaskSpec.parse(task)
+    if spec.is_mmlu:
+        subset = spec.subset
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
         # the source's name is in the key besides its content: the result is labelled with it
         key = make_key("mmlu", backend, loaded.fingerprint, mmlu_source, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
@@ -101,7 +99,7 @@ def evaluate(
             loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins,
             **engine_options,
         )
-    elif backend == "lm-eval" and not lm_eval_backend.is_text_corpus(task):
+    elif backend == "lm-eval" and spec.kind == "lm-eval":
         key = make_key("lm-eval-task", loaded.fingerprint, lm_eval_backend.task_fingerprint(task), str(plan), recovered, shots, per_subject)
         compute = lambda: lm_eval_backend.evaluate_task(  # noqa: E731
             loaded, plan, task, shots, per_subject, progress=progress, stand_ins=stand_ins

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..core.cache import make_key
 from ..core.errors import SettingError
-from ..data.mmlu import is_mmlu, load_mmlu, mmlu_fingerprint, mmlu_subset, select_subjects, split_exemplars
+from ..data.mmlu import load_mmlu, mmlu_fingerprint, select_subjects, split_exemplars
+from ..data.tasks import TaskSpec
 from ..data.text import document_batch, load_corpus
 from ..evaluation.mmlu import build_prompt
 
@@ -31,9 +32,9 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
         raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
     if samples < 1:
         raise SettingError(f"--samples must be at least 1 (got {samples}).")
-    if is_mmlu(data):
-        subset = mmlu_subset(data)
-        label = f"mmlu:{subset}" if subset else "mmlu"
+    spec = TaskSpec.parse(data)
+    if spec.is_mmlu:
+        subset, label = spec.subset, spec.spec
         table = load_mmlu("mmlu")
         _, scored = split_exemplars(table, select_subjects(table, subset), 0, None)
         # round-robin over subjects so a small sample covers all of them

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.mmlu import LETTERS, is_mmlu, load_mmlu, mmlu_fingerprint, mmlu_half, mmlu_subset, select_subjects, split_exemplars
+from ..data.mmlu import LETTERS, load_mmlu, mmlu_fingerprint, mmlu_half, select_subjects, split_exemplars
+from ..data.tasks import TaskSpec
 from ..data.text import document_batch, load_corpus
 from ..engine.scoring import pad_right, single_token_ids
 from ..evaluation.mmlu import build_prompt
@@ -103,8 +104,9 @@ def mmlu_objective_data(loaded, subset: str | None, per_subject: int, half: str 
 def objective_data(loaded, data: str, samples: int, seq_len: int, half: str = "all") -> ObjectiveData:
     """Dataset for an adaptive metric: ``wiki`` / a text file (``samples`` documents of ``seq_len``
     tokens) or ``mmlu[:subset]`` (``samples`` questions per subject, ``half`` of them)."""
-    if is_mmlu(data):
-        return mmlu_objective_data(loaded, mmlu_subset(data), samples, half)
+    spec = TaskSpec.parse(data)
+    if spec.is_mmlu:
+        return mmlu_objective_data(loaded, spec.subset, samples, half)
     return text_objective_data(loaded, data, samples, seq_len)
 
 

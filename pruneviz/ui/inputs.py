@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from ..core.loading import LoadedModel
-from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS, is_mmlu, mmlu_subset
+from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
+from ..data.tasks import TaskSpec
 from ..evaluation.mmlu import FORMATS, default_format
 from .feedback import stop_with_error
 from .state import cap, current_deployment, remembered
@@ -27,12 +26,8 @@ def calibration_data_options() -> list[str]:
 
 def dataset_label(data: str) -> str:
     """Human name of a calibration dataset option, e.g. ``"MMLU STEM prompts"`` (a text file: its name)."""
-    if data == "wiki":
-        return "Wikipedia (calibration half)"
-    if not is_mmlu(data):
-        return f"{Path(data).name} (calibration half)"
-    subset = mmlu_subset(data)
-    return f"MMLU {subset} prompts (0-shot, letter format)" if subset else "MMLU prompts, all subjects (0-shot, letter format)"
+    spec = TaskSpec.parse(data)
+    return f"{spec.label} prompts (0-shot, letter format)" if spec.is_mmlu else f"{spec.label} (calibration half)"
 
 
 def calibration_inputs(
@@ -77,7 +72,7 @@ def calibration_inputs(
 
 def mmlu_task_label(task: str) -> str:
     """Picker label of an MMLU task: ``"all subjects"``, ``"STEM (category)"`` or ``"anatomy (STEM)"``."""
-    subset = mmlu_subset(task)
+    subset = TaskSpec.parse(task).subset
     if not subset:
         return "all subjects"
     return f"{subset} (category)" if subset in CATEGORIES else f"{subset} ({SUBJECT_CATEGORY[subset]})"
