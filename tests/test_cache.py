@@ -19,9 +19,7 @@ from pruneviz.core import cache
 from pruneviz.core.errors import SettingError
 from pruneviz.core.loading import from_modules
 from pruneviz.core.plan import PruningPlan
-from pruneviz.evaluation import run as evaluation_run
 from pruneviz.evaluation.results import EvaluationResult
-from pruneviz.influence import run as influence_run
 from pruneviz.influence.static import CSV_COLUMNS
 
 GARBAGE = b"\x80\x04 this is not a pickle \xff\x00"
@@ -232,9 +230,8 @@ def test_keys_cover_plan_model_data_and_parameters(smollm2, monkeypatch):
 
     computing_influence = False
 
-    # evaluations and influences build their keys in their own layers
-    monkeypatch.setattr(evaluation_run, "cached", spy)
-    monkeypatch.setattr(influence_run, "cached", spy)
+    # evaluations and influences key their calls with cached_call, which stores through cache.cached
+    monkeypatch.setattr(cache, "cached", spy)
     other_model = dataclasses.replace(smollm2, fingerprint="0123456789abcdef")
     empty = PruningPlan()
     api.evaluate(smollm2, empty, "wiki", windows=2, seq_len=16)

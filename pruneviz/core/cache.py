@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -24,11 +25,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import diskcache
+import torch
 
+from .digest import tensor_digest
 from .errors import SettingError
+from .gating import stand_in_digest
+from .plan import PruningPlan, Unit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -237,6 +242,72 @@ def make_key(*parts: Any) -> str:
     """A stable digest of JSON-serialisable ``parts`` (objects are rendered with ``str``)."""
     text = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _key_part(name: str, value: Any) -> Any:
+    """What of an argument goes into a key: plain values as they are, a model, recovery or dataset by its
+    ``fingerprint``, a plan or unit by its canonical string, a tensor or module by a digest of its contents.
+
+    Raises:
+        TypeError: the argument cannot be keyed (a callback): name it in ``ignore`` if it cannot change the result.
+    """
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (PruningPlan, Unit, torch.dtype)):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return tensor_digest([(name, value)], length=32)
+    if isinstance(value, torch.nn.Module):
+        return stand_in_digest(value)
+    if hasattr(value, "fingerprint"):
+        return value.fingerprint
+    if isinstance(value, Mapping):
+        return {str(k): _key_part(f"{name}[{k}]", v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+    if isinstance(value, (set, frozenset)):
+        return sorted(str(_key_part(name, v)) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_key_part(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    raise TypeError(
+        f"Argument '{name}' ({type(value).__name__}) cannot be part of a cache key; name it in ignore= if it cannot "
+        "change the result, or give its type a fingerprint."
+    )
+
+
+def call_key(
+    function: Callable, args: tuple = (), kwargs: Mapping[str, Any] | None = None, ignore: Iterable[str] = (), content: Any = ()
+) -> str:
+    """The cache key of ``function(*args, **kwargs)``, built from the call itself so that no argument can be forgotten.
+
+    Every argument the function receives (defaults included) is in the key as :func:`_key_part` renders it,
+    unless named in ``ignore`` (callbacks such as ``progress``, switches such as ``checkpoint`` that cannot
+    change the value), together with the function's qualified name and ``content``: digests of what an
+    argument only names (a data file's contents under its path).
+
+    Raises:
+        TypeError: an argument cannot be keyed and is not ignored; or the arguments do not fit the signature.
+    """
+    bound = inspect.signature(function).bind(*args, **(kwargs or {}))
+    bound.apply_defaults()
+    ignored = set(ignore)
+    parts = {name: _key_part(name, value) for name, value in bound.arguments.items() if name not in ignored}
+    return make_key(f"{function.__module__}.{function.__qualname__}", parts, content)
+
+
+def cached_call(
+    function: Callable[..., T],
+    args: tuple = (),
+    kwargs: Mapping[str, Any] | None = None,
+    use_cache: bool = True,
+    ignore: Iterable[str] = (),
+    content: Any = (),
+) -> tuple[T, bool]:
+    """``(function(*args, **kwargs), hit)`` through the cache under :func:`call_key`.
+
+    Raises:
+        TypeError: as :func:`call_key`; plus whatever ``function`` raises.
+    """
+    key = call_key(function, args, kwargs, ignore, content)
+    return cached(key, lambda: function(*args, **(kwargs or {})), use_cache)
 
 
 def cached(key: str, compute: Callable[[], T], use_cache: bool = True) -> tuple[T, bool]:

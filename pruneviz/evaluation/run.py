@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from ..core.cache import cached, make_key
+from ..core.cache import cached_call
 from ..core.errors import SettingError
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
@@ -80,7 +80,6 @@ def evaluate(
         )
     if backend not in BACKENDS:
         raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
-    recovered = recovery.fingerprint if recovery else None
     stand_ins = recovery.stand_ins if recovery else None
     mmlu_evaluator, perplexity_evaluator = evaluate_mmlu, evaluate_perplexity
     if backend == "lm-eval":
@@ -92,25 +91,18 @@ def evaluate(
     if spec.is_mmlu:
         subset = spec.subset
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
-        # the source's name is in the key besides its content: the result is labelled with it
-        key = make_key("mmlu", backend, loaded.fingerprint, mmlu_source, mmlu_fingerprint(mmlu_source), str(plan), recovered, subset, fmt, shots, per_subject, half)
         engine_options = {} if backend == "lm-eval" else {"partial": partial, "checkpoint": use_cache}
-        compute = lambda: mmlu_evaluator(  # noqa: E731
-            loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half, progress=progress, stand_ins=stand_ins,
-            **engine_options,
-        )
+        call = (mmlu_evaluator, (loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half),
+                dict(progress=progress, stand_ins=stand_ins, **engine_options), mmlu_fingerprint(mmlu_source))
     elif backend == "lm-eval" and spec.kind == "lm-eval":
-        key = make_key("lm-eval-task", loaded.fingerprint, lm_eval_backend.task_fingerprint(task), str(plan), recovered, shots, per_subject)
-        compute = lambda: lm_eval_backend.evaluate_task(  # noqa: E731
-            loaded, plan, task, shots, per_subject, progress=progress, stand_ins=stand_ins
-        )
+        call = (lm_eval_backend.evaluate_task, (loaded, plan, task, shots, per_subject),
+                dict(progress=progress, stand_ins=stand_ins), lm_eval_backend.task_fingerprint(task))
     else:
-        key = make_key("perplexity", backend, loaded.fingerprint, task, load_corpus(task, "evaluation").fingerprint, str(plan), recovered, windows, seq_len)
         engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache}
-        compute = lambda: perplexity_evaluator(  # noqa: E731
-            loaded, plan, task, windows, seq_len, progress=progress, stand_ins=stand_ins, **engine_options
-        )
-    result, hit = cached(key, compute, use_cache)
+        call = (perplexity_evaluator, (loaded, plan, task, windows, seq_len),
+                dict(progress=progress, stand_ins=stand_ins, **engine_options), load_corpus(task, "evaluation").fingerprint)
+    function, args, kwargs, content = call
+    result, hit = cached_call(function, args, kwargs, use_cache, ignore=("progress", "partial", "checkpoint"), content=content)
     result.from_cache = hit
     result.recovery = recovery.label if recovery else None
     result.settings.setdefault("backend", backend)

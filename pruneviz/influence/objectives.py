@@ -70,7 +70,8 @@ def text_objective_data(loaded, data: str, samples: int, seq_len: int) -> Object
     # position p predicts token p + 1; both must be real tokens
     scored = mask[:, :-1].bool() & mask[:, 1:].bool()
     rows, positions = scored.nonzero(as_tuple=True)
-    return ObjectiveData(ids, mask, rows, positions, ids[rows, positions + 1], None, corpus.label, corpus.fingerprint)
+    return ObjectiveData(ids, mask, rows, positions, ids[rows, positions + 1], None, corpus.label,
+                         f"{corpus.fingerprint}:{samples}x{seq_len}")
 
 
 def mmlu_objective_data(loaded, subset: str | None, per_subject: int, half: str = "all") -> ObjectiveData:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..core.cache import cached, make_key
+from ..core.cache import cached_call
 from ..core.plan import MEASURED_SELECTIONS, PruningPlan, unit_selection, units_of
 from ..core.progress import Progress
 from .calibration import calibration_batch
@@ -66,12 +66,9 @@ def influence(
     tables, cost, hits = [], {}, []
     if static:
         batch, label, fingerprint = calibration_batch(loaded, data, samples, seq_len)
-        # the label is in the key besides the content's fingerprint: the table's dataset column names it
-        key = make_key("influence", loaded.fingerprint, label, fingerprint, str(plan), sorted(static), granularity, samples, seq_len)
-        table, hit = cached(
-            key,
-            lambda: static_influence(loaded, batch, static, list(selection.kinds), label, plan, progress=progress),
-            use_cache,
+        table, hit = cached_call(
+            static_influence, (loaded, batch, sorted(static), list(selection.kinds), label, plan), dict(progress=progress),
+            use_cache, ignore=("progress",), content=fingerprint,
         )
         tables.append(table)
         hits.append(hit)
@@ -81,13 +78,9 @@ def influence(
             for kind in ("block", "sublayer") if granularity == "all" else (granularity,):
                 settings = dict(objective=ADAPTIVE_METRICS[metric].objective, estimator=estimator, fraction=fraction,
                                 budget=budget, tolerance=tolerance, seed=seed, base=plan)
-                key = make_key("adaptive", loaded.fingerprint, data, data_for_objective.fingerprint, samples, seq_len, kind, settings)
-                result, hit = cached(
-                    key,
-                    lambda: adaptive_influence(
-                        loaded, data_for_objective, units_of(loaded.n_blocks, kind), progress=progress, use_cache=use_cache, **settings
-                    ),
-                    use_cache,
+                result, hit = cached_call(
+                    adaptive_influence, (loaded, data_for_objective, units_of(loaded.n_blocks, kind)),
+                    dict(progress=progress, use_cache=use_cache, **settings), use_cache, ignore=("progress", "use_cache"),
                 )
                 tables.append(result.table)
                 hits.append(hit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..core.cache import cached, make_key
+from ..core.cache import cached, call_key, make_key
 from ..core.errors import TooFewSamplesError
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
@@ -53,16 +53,10 @@ def recover(
         ) from None
     fit_part = {k: v[:samples] for k, v in batch.items()}
     heldout = {k: v[samples:] for k, v in batch.items()}
-    key = make_key("recover", loaded.fingerprint, label, fingerprint, str(plan), method, rank, fit, inputs, samples, seq_len, steps, learning_rate)
-    recovery, _ = cached(
-        key,
-        lambda: fit_recovery(
-            loaded, plan, fit_part, method, rank, fit, inputs, f"{label}, {samples} documents x {seq_len} tokens",
-            heldout=heldout, steps=steps, learning_rate=learning_rate, progress=progress,
-            checkpoint=make_key("recover-partial", key) if use_cache else None,
-        ),
-        use_cache,
-    )
+    args = (loaded, plan, fit_part, method, rank, fit, inputs, f"{label}, {samples} documents x {seq_len} tokens")
+    kwargs = dict(heldout=heldout, steps=steps, learning_rate=learning_rate, progress=progress)
+    key = call_key(fit_recovery, args, kwargs, ignore=("progress", "checkpoint"), content=fingerprint)
+    recovery, _ = cached(key, lambda: fit_recovery(*args, **kwargs, checkpoint=make_key("recover-partial", key) if use_cache else None), use_cache)
     recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
     return recovery
 
