@@ -1,7 +1,7 @@
 """The import direction of the library, folder by folder (docs/ARCHITECTURE.md draws it), and the app's layering.
 
 core -> engine -> data -> evaluation -> influence -> studies -> the facade and its peers (api, cli, plots,
-permalink, deployment) -> ui. A module may import its own layer and the layers before it, never one after:
+deployment) -> ui. A module may import its own layer and the layers before it, never one after:
 every ``from pruneviz... import`` and every relative import, lazy ones inside functions included.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pruneviz.deployment import Deployment, Limits
-from pruneviz.permalink import Param, parse, render
+from pruneviz.ui.permalinks import Param, parse, render
 
 
 def test_values_are_parsed_to_their_setting_type():

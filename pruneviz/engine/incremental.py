@@ -3,8 +3,8 @@
 A plan whose first pruned unit is in block ``k`` leaves the residual stream entering blocks ``0..k``
 exactly as in the unpruned model; more generally two plans (with their recovery stand-ins) that agree on
 blocks ``< k`` produce the same state entering block ``k``. Every evaluated batch therefore leaves its
-block-boundary states ``h_k`` (``[B, T, d]``, ``k = 1..L``; ``h_L`` is the last block's output before
-the final norm) in a :class:`~pruneviz.engine.hidden_store.HiddenStateStore`, keyed by
+block-boundary states ``resid_pre[k]`` (``[B, T, d]``, ``k = 1..L``; ``resid_pre[L]`` stands for the last
+block's output ``resid_post[L-1]``, before the final norm; docs/ARCHITECTURE.md, "residual stream") in a :class:`~pruneviz.engine.hidden_store.HiddenStateStore`, keyed by
 
     (model fingerprint, batch tokens/mask/positions, k, the plan's units and stand-ins in blocks < k),
 
@@ -12,7 +12,8 @@ and the next plan restarts from the deepest boundary whose key matches: toggling
 ``k`` after evaluating any plan that agrees before ``k`` recomputes only blocks ``k..L-1``, and
 re-evaluating a plan already seen recomputes no block at all. The states are the very tensors a full
 forward pass computed, so results are bit-identical to the plain path (tested in
-``tests/test_incremental.py``).
+``tests/test_incremental.py``). Adaptive influence evaluates its subnetworks the same way, over a store of
+its own (:func:`private_store`).
 """
 
 from __future__ import annotations

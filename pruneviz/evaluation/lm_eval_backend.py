@@ -43,7 +43,7 @@ from ..core.progress import Progress
 from ..data.mmlu import mmlu_fingerprint
 from ..data.tasks import YAML_SUFFIXES
 from ..engine.scoring import run_batched
-from .mmlu import group_items, mmlu_questions, summarise_items
+from .mmlu import mmlu_items_result, mmlu_questions
 from .perplexity import perplexity_result, perplexity_windows
 from .results import EvaluationResult
 
@@ -298,24 +298,14 @@ def evaluate_mmlu(
     out = _simple_evaluate(model, list(names.values()), None, TaskManager(include_path=str(folder), include_defaults=False))
     if progress:
         progress(len(scored), len(scored))
-    items = _mmlu_items(out, names, scored, fmt)
-    value_columns = {"acc": "correct", "loss": "loss"} if fmt == "letter" else {"acc": "correct", "acc_norm": "correct_norm"}
-    metrics, stderr = summarise_items(items, value_columns)
     note = f"first {shots} questions of each subject held out as exemplars and not scored" if shots else ""
-    return EvaluationResult(
-        task=f"mmlu:{subset}" if subset else "mmlu",
-        n=len(items),
-        metrics=metrics,
-        stderr=stderr,
-        plan=str(plan),
-        seconds=time.perf_counter() - started,
-        settings=_settings(
-            format=fmt, shots=shots, per_subject=per_subject, source=source, half=half,
-            data_fingerprint=mmlu_fingerprint(source), note=note, lm_eval_tasks=str(folder), batch_size=batch_size,
-        ),
-        items=items,
-        per_subject=group_items(items, "subject", value_columns),
-        per_category=group_items(items, "category", value_columns),
+    settings = _settings(
+        format=fmt, shots=shots, per_subject=per_subject, source=source, half=half,
+        data_fingerprint=mmlu_fingerprint(source), note=note, lm_eval_tasks=str(folder), batch_size=batch_size,
+    )
+    return mmlu_items_result(
+        _mmlu_items(out, names, scored, fmt), fmt, f"mmlu:{subset}" if subset else "mmlu", str(plan),
+        time.perf_counter() - started, settings,
     )
 
 

@@ -35,6 +35,8 @@ from ..engine.scoring import Request, encode_pair, score_requests, single_token_
 from .results import EvaluationResult, mean_stderr, proportion_stderr
 
 FORMATS = ("letter", "cloze")
+# the per-question column each metric averages, by format
+MMLU_VALUE_COLUMNS = {"letter": {"acc": "correct", "loss": "loss"}, "cloze": {"acc": "correct", "acc_norm": "correct_norm"}}
 CLOZE_BELOW_PARAMS = 1_000_000_000
 
 
@@ -266,12 +268,22 @@ def mmlu_result(
     items["correct"] = (items["pred"] == items["answer"]).astype(float)
     if fmt == "letter":
         items["loss"] = (-torch.log_softmax(scores, 1).gather(1, gold[:, None])[:, 0]).numpy()
-        value_columns = {"acc": "correct", "loss": "loss"}
     else:
         lengths = torch.tensor(items.pop("answer_chars").tolist(), dtype=torch.float64).view(-1, 4)
         items["pred_norm"] = (scores / lengths).argmax(1).numpy()
         items["correct_norm"] = (items["pred_norm"] == items["answer"]).astype(float)
-        value_columns = {"acc": "correct", "acc_norm": "correct_norm"}
+    return mmlu_items_result(items, fmt, task, plan, seconds, settings)
+
+
+def mmlu_items_result(items: pd.DataFrame, fmt: str, task: str, plan: str, seconds: float, settings: dict) -> EvaluationResult:
+    """An :class:`EvaluationResult` from per-question outcomes (pruneviz's, or lm-eval's in its backend).
+
+    Args:
+        items: per question ``subject``, ``category``, ``correct`` (0/1) and ``loss`` (letter, nats) or
+            ``correct_norm`` (cloze, 0/1).
+        fmt: ``"letter"`` (metrics ``acc``, ``loss``) or ``"cloze"`` (``acc``, ``acc_norm``).
+    """
+    value_columns = MMLU_VALUE_COLUMNS[fmt]
     metrics, stderr = summarise_items(items, value_columns)
     return EvaluationResult(
         task=task,
