@@ -36,16 +36,16 @@ models: $(MODELS_STAMP)
 run: setup
 	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false --server.fileWatcherType none
 
-# installs chromium as root, or with password-less sudo in CI; elsewhere tests/test_browser.py fails and says how
+# installs chromium as root, or with password-less sudo in CI; elsewhere tests/browser/test_browser.py fails and says how
 chromium:
 	@if [ -x $(CHROMIUM) ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
-		|| echo "make chromium: installing Debian's chromium failed; tests/test_browser.py will fail"; \
+		|| echo "make chromium: installing Debian's chromium failed; tests/browser/test_browser.py will fail"; \
 	elif [ "$$CI" = true ] && sudo -n true 2>/dev/null; then \
 		sudo apt-get update -qq && sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
-		|| echo "make chromium: installing Debian's chromium failed; tests/test_browser.py will fail"; \
-	else echo "make chromium: $(CHROMIUM) is missing; run 'sudo apt-get install -y chromium', or tests/test_browser.py fails"; fi
+		|| echo "make chromium: installing Debian's chromium failed; tests/browser/test_browser.py will fail"; \
+	else echo "make chromium: $(CHROMIUM) is missing; run 'sudo apt-get install -y chromium', or tests/browser/test_browser.py fails"; fi
 
 test: setup chromium
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)

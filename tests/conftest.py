@@ -2,6 +2,10 @@
 
 * ``tiny``: a randomly initialised 4-block Llama (d=32, vocab 128) wrapped as a ``LoadedModel`` (no tokenizer).
 * ``smollm2``: the real embedded SmolLM2-135M-Instruct in float32 (the reference dtype) on the CPU, loaded once per session.
+* ``fresh_cache``: an empty result cache for one test.
+
+This file serves every tier folder (``unit/``, ``real/``, ``browser/``); ``pythonpath = ["tests"]`` in pyproject.toml
+lets tests import its plain helpers (``from conftest import REPO, tiny_llama``).
 
 The result cache lives in a fresh temporary directory per session; the dequantised embedded model is
 kept in the repository's ``cache/models`` so that only the first run pays for the conversion.
@@ -30,6 +34,16 @@ def isolated_cache(tmp_path_factory):
     (root / "models").symlink_to(models, target_is_directory=True)
     os.environ["PRUNEVIZ_CACHE_DIR"] = str(root)
     yield root
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty result cache for one test (the session's converted model is unaffected)."""
+    from pruneviz.core import cache
+
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    yield cache.results_cache()
+    cache.results_cache().close()
 
 
 @pytest.fixture(autouse=True)

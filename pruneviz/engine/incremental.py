@@ -12,7 +12,7 @@ and the next plan restarts from the deepest boundary whose key matches: toggling
 ``k`` after evaluating any plan that agrees before ``k`` recomputes only blocks ``k..L-1``, and
 re-evaluating a plan already seen recomputes no block at all. The states are the very tensors a full
 forward pass computed, so results are bit-identical to the plain path (tested in
-``tests/test_incremental.py``). Adaptive influence evaluates its subnetworks the same way, over a store of
+``tests/unit/test_incremental.py``). Adaptive influence evaluates its subnetworks the same way, over a store of
 its own (:func:`private_store`).
 """
 

@@ -1,4 +1,4 @@
-"""Helpers of ``tests/test_browser.py``: the app as a subprocess, and headless Chromium driven by playwright.
+"""Helpers of ``tests/browser/test_browser.py``: the app as a subprocess, and headless Chromium driven by playwright.
 
 * :func:`require_chromium` fails (never skips) with the command that installs Debian's ``chromium``;
 * :func:`streamlit_server` starts ``streamlit run app.py`` on a free local port and always stops it;
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = REPO / "test-artifacts" / "browser"

@@ -2,8 +2,8 @@
 
 There is no GPU here, so the sharded models offload blocks to disk: accelerate's ``AlignDevicesHook``
 then loads each offloaded block's weights in its pre-forward hook, and the hooks really sit in the path
-of every computation. A tiny Llama with a small trained BPE tokenizer runs the unit tests; the embedded
-SmolLM2 runs one ``real`` test.
+of every computation. A tiny Llama with a small trained BPE tokenizer runs these tests; the embedded
+SmolLM2 runs in ``tests/real/test_sharded_real.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_llama
 
 from pruneviz import api
 from pruneviz.core.errors import ModelLoadError
@@ -27,7 +28,6 @@ from pruneviz.influence.shapley import adaptive_influence
 from pruneviz.studies.export import export_model, load_exported
 from pruneviz.studies.generation import generate_greedy
 from pruneviz.studies.recovery import fit_recovery
-from tests.conftest import tiny_llama
 
 # blocks 1 and 3 on disk, the rest in CPU memory
 EXPLICIT_MAP = {
@@ -227,22 +227,3 @@ def test_bad_sharding_settings_are_clear_errors(tiny_dir):
         load_model(str(tiny_dir), device="cpu", device_map="auto", self_check=False)
     with pytest.raises(ModelLoadError, match="Device map 'everywhere' is unknown"):
         load_model(str(tiny_dir), device_map="everywhere", self_check=False)
-
-
-@pytest.mark.real
-def test_real_model_sharded_to_disk_gives_the_same_results(smollm2, tmp_path):
-    """SmolLM2 (540 MB in fp32) with 200 MB of CPU memory allowed: most blocks go to disk; both backends and
-    generation give the unsharded model's results."""
-    from pruneviz.evaluation.perplexity import evaluate_perplexity
-
-    sharded = load_model("smollm2", dtype="float32", device_map="auto", max_memory={"cpu": "200MB"}, offload_folder=tmp_path)
-    assert "disk" in set(sharded.device_map.values()) and sharded.device == torch.device("cpu")
-    for plan in (PruningPlan(), PruningPlan.parse("5.attn,20")):
-        expected = evaluate_perplexity(smollm2, plan, "wiki", windows=2, seq_len=32)
-        got = evaluate_perplexity(sharded, plan, "wiki", windows=2, seq_len=32)
-        assert got.metrics["perplexity"] == pytest.approx(expected.metrics["perplexity"], rel=1e-5)
-    plan = PruningPlan.parse("5.attn,20")
-    through_lm_eval = lm_eval_backend.evaluate_perplexity(sharded, plan, "wiki", windows=2, seq_len=32)
-    assert through_lm_eval.metrics["perplexity"] == pytest.approx(expected.metrics["perplexity"], rel=1e-5)
-    generated = [generate_greedy(m, "The capital of France is", plan, max_new_tokens=4) for m in (smollm2, sharded)]
-    assert generated[1].text == generated[0].text

@@ -1,113 +1,21 @@
-"""The Streamlit app: figures, and every page run on the real embedded model with AppTest (layering: test_layers.py)."""
+"""Every page of the Streamlit app run with AppTest on the real embedded model.
+
+Figures and tables without a model: ``tests/unit/test_plots.py``; ``pruneviz.ui`` helpers:
+``tests/unit/test_app_ui.py``; the layering: ``tests/unit/test_layers.py``.
+"""
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
+from conftest import REPO
 
-from pruneviz import plots
 from pruneviz.core.cache import cache_dir
-from pruneviz.evaluation.results import EvaluationResult
 
-REPO = Path(__file__).resolve().parent.parent
-APP_FILES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]
 TIMEOUT = 300  # seconds per AppTest run: a cold model load converts the GGUF file once
-
-
-# ---------------------------------------------------------------- figures (no model)
-
-
-def influence_table() -> pd.DataFrame:
-    """A 3-block influence table with two metrics at every granularity."""
-    rows = []
-    for layer in range(3):
-        for kind in ("block", "attn", "mlp"):
-            unit = str(layer) if kind == "block" else f"{layer}.{kind}"
-            for metric, scale in (("cosine", 0.1), ("l2", 10.0)):
-                value = scale * (layer + 1) * {"attn": 1, "mlp": 2, "block": 3}[kind]
-                rows.append({"unit": unit, "layer": layer, "sublayer": kind, "metric": metric, "value": value,
-                             "stderr": math.nan, "dataset": "wiki (calibration half)"})
-    return pd.DataFrame(rows)
-
-
-def test_influence_heatmap_has_block_0_on_top_and_unit_names_on_hover():
-    figure = plots.influence_heatmap(influence_table(), "cosine")
-    heatmap = figure.data[0]
-    assert list(heatmap.x) == ["attn", "mlp", "block"]
-    assert list(heatmap.y) == [0, 1, 2]
-    assert figure.layout.yaxis.autorange == "reversed"
-    assert heatmap.customdata[2][0][0] == "2.attn" and heatmap.customdata[1][2][0] == "1"
-    assert heatmap.z[2][1] == pytest.approx(0.6)
-    assert "cosine distance" in heatmap.hovertemplate
-
-
-def test_log_colour_keeps_exact_values_on_hover():
-    heatmap = plots.influence_heatmap(influence_table(), "l2", log_colour=True).data[0]
-    assert heatmap.z[0][0] == pytest.approx(1.0)  # log10 of 10.0
-    assert heatmap.customdata[0][0][1] == pytest.approx(10.0)
-
-
-def test_normalised_heatmaps_scale_each_metric_to_unit_interval():
-    figure = plots.normalised_heatmaps(influence_table())
-    assert len(figure.data) == 2
-    for trace in figure.data:
-        values = [v for row in trace.z for v in row]
-        assert min(values) == pytest.approx(0.0) and max(values) == pytest.approx(1.0)
-    assert figure.data[1].customdata[0][0][1] == pytest.approx(10.0)  # raw l2 value of 0.attn on hover
-    logged = plots.normalised_heatmaps(influence_table(), ["l2"], log_colour=True).data[0]
-    assert logged.z[1][0] == pytest.approx(math.log10(2) / math.log10(9))  # 1.attn between 0.attn and 2.block
-
-
-def mmlu_result(prune: str, acc: list[float]) -> EvaluationResult:
-    per_category = pd.DataFrame({"category": ["STEM", "other"], "n": [10, 10], "acc": acc})
-    return EvaluationResult("mmlu", 20, {"acc": sum(acc) / 2}, {}, prune, 0.0, {}, pd.DataFrame(), per_category=per_category)
-
-
-def test_mmlu_category_bars_name_each_evaluation_by_its_plan():
-    figure = plots.mmlu_category_bars([mmlu_result("", [0.5, 0.3]), mmlu_result("3.attn", [0.4, 0.3])], "acc")
-    assert [trace.name for trace in figure.data] == ["unpruned", "pruned 3.attn"]
-    assert list(figure.data[1].x) == ["STEM", "other"]
-
-
-def test_comparison_table_reports_the_change():
-    table = plots.comparison_table(mmlu_result("", [0.5, 0.3]).per_category, mmlu_result("7", [0.4, 0.3]).per_category, "category", ["acc"])
-    assert list(table["Δ acc"]) == pytest.approx([-0.1, 0.0])
-
-
-def test_a_model_from_before_a_module_reload_is_not_reused():
-    from types import SimpleNamespace
-
-    from pruneviz.ui import models
-
-    # a stand-in for a LoadedModel built by modules that Streamlit has since re-imported
-    assert not models._from_current_modules(SimpleNamespace(name="smollm2"))
-
-
-def test_the_reload_check_sees_the_class_of_the_modules_imported_now(monkeypatch):
-    """Streamlit keeps the first validate function it was given, so the check must not bind the class at import."""
-    import sys
-    from types import SimpleNamespace
-
-    from conftest import tiny_llama
-
-    from pruneviz.core.loading import from_modules
-    from pruneviz.ui import models
-
-    built_before_reload = from_modules("tiny", tiny_llama(), tokenizer=None)
-    assert models._from_current_modules(built_before_reload)
-
-    class ReimportedLoadedModel:
-        pass
-
-    monkeypatch.setitem(sys.modules, "pruneviz.core.loading", SimpleNamespace(LoadedModel=ReimportedLoadedModel))
-    assert not models._from_current_modules(built_before_reload)
 
 
 # ---------------------------------------------------------------- pages on the real model
@@ -183,7 +91,7 @@ def test_influence_page_draws_heatmaps(app):
 def test_pruning_one_attention_sublayer_changes_perplexity(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
     at.checkbox(key="toggle_3_attn").check().run()
-    assert at.text_input(key="plan_text").value == "3.attn"
+    assert at.text_input(key="prune_plan").value == "3.attn"
     at.number_input(key="_wiki_windows").set_value(2)
     at.number_input(key="_wiki_seq_len").set_value(64)
     next(b for b in at.button if b.label == "Run").click().run()
@@ -202,7 +110,7 @@ def test_pruning_the_n_least_important_blocks_sets_the_plan(app):
     at.number_input(key="_ranking_seq_len").set_value(32)
     next(b for b in at.button if b.label == "Build plan").click().run()
     assert not at.exception, at.exception
-    plan = at.text_input(key="plan_text").value
+    plan = at.text_input(key="prune_plan").value
     assert len(plan.split(",")) == 4 and all(unit.isdigit() for unit in plan.split(","))
     assert sum(at.checkbox(key=f"toggle_{i}_block").value for i in range(30)) == 4
 
@@ -210,12 +118,12 @@ def test_pruning_the_n_least_important_blocks_sets_the_plan(app):
 @pytest.mark.real
 def test_plan_text_and_block_toggles_share_one_canonical_plan(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("12.mlp, 3.attn,3.mlp").run()
-    assert at.text_input(key="plan_text").value == "3,12.mlp"
+    at.text_input(key="prune_plan").input("12.mlp, 3.attn,3.mlp").run()
+    assert at.text_input(key="prune_plan").value == "3,12.mlp"
     assert at.checkbox(key="toggle_3_block").value and not at.checkbox(key="toggle_12_attn").value
     at.checkbox(key="toggle_3_block").uncheck().run()
-    assert at.text_input(key="plan_text").value == "12.mlp"
-    at.text_input(key="plan_text").input("99.attn").run()
+    assert at.text_input(key="prune_plan").value == "12.mlp"
+    at.text_input(key="prune_plan").input("99.attn").run()
     assert not at.exception
     assert len(at.error) == 1 and "blocks 0-29" in at.error[0].value
     # the error itself says the edit changed nothing, and which plan applies
@@ -225,7 +133,7 @@ def test_plan_text_and_block_toggles_share_one_canonical_plan(app):
 
 def mmlu_only(at, plan: str) -> None:
     """Set the plan on the prune page and choose MMLU as the only evaluation."""
-    at.text_input(key="plan_text").input(plan).run()
+    at.text_input(key="prune_plan").input(plan).run()
     at.checkbox(key="_use_wiki").uncheck().run()
     at.checkbox(key="_use_mmlu").check().run()
 
@@ -242,160 +150,6 @@ def test_mmlu_results_show_deltas_per_category_and_subject(app):
     labels = [m.label for m in at.metric]
     assert "acc (pruned)" in labels and "acc_norm (unpruned)" in labels
     assert at.get("plotly_chart") and at.dataframe
-
-
-# ---------------------------------------------------------------- figures and helpers of the curve, trade-off and recovery pages
-
-
-def curve_table() -> pd.DataFrame:
-    """Two rankings over three steps on Wikipedia (perplexity, nll) and MMLU (acc)."""
-    rows = []
-    for ranking, slope in (("cosine@wiki", 1.0), ("loss_shapley@wiki", 2.0)):
-        for step in range(3):
-            removed, plan = ("", "") if step == 0 else (str(step), ",".join(str(i) for i in range(1, step + 1)))
-            common = {"ranking": ranking, "scheme": "block", "step": step, "removed": removed, "plan": plan}
-            rows.append({**common, "task": "wiki", "metric": "perplexity", "value": 10.0 + slope * step, "stderr": 0.5})
-            rows.append({**common, "task": "wiki", "metric": "nll", "value": 2.0 + slope * step / 10, "stderr": 0.01})
-            rows.append({**common, "task": "mmlu:STEM", "metric": "acc", "value": 0.5 - 0.1 * step, "stderr": math.nan})
-    return pd.DataFrame(rows)
-
-
-def test_curve_figure_overlays_one_line_per_ranking_with_error_bars():
-    curve = curve_table()
-    assert plots.curve_panels(curve) == [("wiki", "perplexity"), ("wiki", "nll"), ("mmlu:STEM", "acc")]
-    figure = plots.curve_figure(curve, "wiki", "perplexity")
-    assert [trace.name for trace in figure.data] == ["cosine@wiki", "loss_shapley@wiki"]
-    assert figure.data[0].line.color != figure.data[1].line.color
-    assert list(figure.data[1].x) == [0, 1, 2] and list(figure.data[1].y) == [10.0, 12.0, 14.0]
-    # perplexity's bars span exp(nll ± se_nll), se_nll = se_ppl / ppl (delta method): lopsided, never below zero
-    bars = figure.data[0].error_y
-    assert bars.visible and not bars.symmetric
-    assert list(bars.arrayminus) == pytest.approx([10 * (1 - math.exp(-0.05)), 11 * (1 - math.exp(-0.5 / 11)), 12 * (1 - math.exp(-0.5 / 12))])
-    assert list(bars.array) == pytest.approx([10 * (math.exp(0.05) - 1), 11 * (math.exp(0.5 / 11) - 1), 12 * (math.exp(0.5 / 12) - 1)])
-    assert list(plots.curve_figure(curve, "wiki", "nll").data[0].error_y.array) == [0.01] * 3
-    assert figure.layout.xaxis.dtick == 1 and list(figure.layout.xaxis.range) == [-0.5, 2.5]
-    assert figure.layout.yaxis.type == "log" and figure.layout.xaxis.title.text == "blocks removed"
-    assert figure.data[0].customdata[0][0] == "nothing" and figure.data[0].customdata[2][1] == "1,2"
-    accuracy = plots.curve_figure(curve, "mmlu:STEM", "acc")
-    assert not accuracy.data[0].error_y.visible and "±" not in accuracy.data[0].hovertemplate
-    with pytest.raises(ValueError, match="no 'acc' values on 'wiki'"):
-        plots.curve_figure(curve, "wiki", "acc")
-
-
-def test_a_long_curve_keeps_its_ticks_apart_and_its_error_bars_above_zero():
-    steps = 30
-    rows = [
-        {"ranking": "cosine@wiki", "scheme": "block", "step": step, "removed": str(step), "plan": "", "task": "wiki",
-         "metric": "perplexity", "value": 10.0 ** (1 + step), "stderr": 3 * 10.0 ** (1 + step)}  # se larger than the value
-        for step in range(steps + 1)
-    ]
-    figure = plots.curve_figure(pd.DataFrame(rows), "wiki", "perplexity")
-    assert figure.layout.xaxis.dtick == 5 and list(figure.layout.xaxis.range) == [-0.5, 30.5]
-    values, below = np.array(figure.data[0].y), np.array(figure.data[0].error_y.arrayminus)
-    assert (values - below > 0).all(), "a bar reaches down to the log axis"
-    assert figure.layout.yaxis.exponentformat == "power"
-
-
-def test_curve_wide_has_one_row_per_ranking_and_step():
-    wide = plots.curve_wide(curve_table())
-    assert len(wide) == 6
-    assert {"wiki perplexity", "wiki nll", "mmlu:STEM acc"} <= set(wide.columns)
-    assert wide.loc[(wide["ranking"] == "cosine@wiki") & (wide["step"] == 2), "wiki perplexity"].item() == 12.0
-
-
-def test_tradeoff_deltas_are_green_when_better_and_red_when_worse():
-    matrix = pd.DataFrame({
-        "ranking": ["unpruned", "cosine@wiki", "cosine@mmlu:STEM"], "plan": ["", "3", "5"],
-        "wiki perplexity": [10.0, 12.0, 15.0], "wiki perplexity Δ": [0.0, 2.0, -1.0],
-        "mmlu:STEM acc": [0.5, 0.4, 0.6], "mmlu:STEM acc Δ": [0.0, -0.1, 0.1],
-    })
-    html = plots.tradeoff_styled(matrix).to_html()
-    styles = plots._delta_styles(matrix["wiki perplexity Δ"])
-    assert styles[0] == "" and plots.WORSE_RGB in styles[1] and plots.BETTER_RGB in styles[2]
-    accuracy = plots._delta_styles(matrix["mmlu:STEM acc Δ"])
-    assert plots.WORSE_RGB in accuracy[1] and plots.BETTER_RGB in accuracy[2]
-    assert "+2.000" in html and "-10.0%" in html
-
-
-def test_correlation_heatmap_is_labelled_and_fixed_to_minus_one_one():
-    labels = ["cosine@wiki", "cosine@mmlu:STEM"]
-    correlation = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=labels, columns=labels)
-    heatmap = plots.correlation_heatmap(correlation, "block").data[0]
-    assert list(heatmap.x) == labels and (heatmap.zmin, heatmap.zmax) == (-1, 1)
-    assert heatmap.z[0][1] == pytest.approx(0.3)
-
-
-def test_recovery_comparison_names_each_recovery():
-    table = pd.DataFrame({"variant": ["unpruned", "pruned", "bias/emulate", "bias/emulate"], "wiki perplexity": [10.0, 20.0, 15.0, 14.0]})
-    named = plots.recovery_comparison(table, ["bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"])
-    assert list(named["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"]
-    with pytest.raises(ValueError):
-        plots.recovery_comparison(table, ["one"])
-    assert plots.variant_bars(named, "wiki perplexity", "stderr").layout.title.text == "wiki perplexity (lower is better)"
-
-
-def test_recovery_comparison_shows_confidence_intervals_and_flags_noise():
-    from pruneviz import api
-
-    table = pd.DataFrame({
-        "variant": ["unpruned", "pruned", "bias", "lowrank"],
-        "wiki perplexity": [10.0, 20.0, 15.0, 14.0],
-        "wiki perplexity stderr": [0.5, 1.0, 1.0, 1.0],
-    })
-    # |15 - 20| = 5 > 2 sqrt(2) ~ 2.83: bias beats pruned; |14 - 15| = 1 < 2.83: bias vs lowrank is noise
-    assert api.recoveries_within_noise(table) == [("lowrank", "bias", "wiki perplexity")]
-    # nll says what perplexity says: flagged once
-    with_nll = table.assign(**{"wiki nll": [2.3, 3.0, 2.7, 2.64], "wiki nll stderr": [0.05, 0.05, 0.05, 0.05]})
-    assert api.recoveries_within_noise(with_nll) == [("lowrank", "bias", "wiki perplexity")]
-    # 4 sigmas: threshold 4 sqrt(2) ~ 5.66 takes in bias vs pruned (5) but not lowrank vs pruned (6)
-    assert api.recoveries_within_noise(table, sigmas=4.0) == [("bias", "pruned", "wiki perplexity"), ("lowrank", "bias", "wiki perplexity")]
-    shown = plots.with_confidence_columns(table, "stderr")
-    assert list(shown.columns) == ["variant", "wiki perplexity", "wiki perplexity ±95% CI"]
-    assert shown["wiki perplexity ±95% CI"].tolist() == pytest.approx([0.98, 1.96, 1.96, 1.96], abs=1e-3)
-    bars = plots.variant_bars(table, "wiki perplexity", "stderr")
-    assert list(bars.data[0].error_y.array) == pytest.approx([0.98, 1.96, 1.96, 1.96], abs=1e-3)
-    assert "95% CI" in bars.layout.title.text
-
-
-def test_shapley_standard_errors_reach_the_hover_and_the_table():
-    table = influence_table()
-    shapley = table[table["metric"] == "cosine"].assign(metric="loss_shapley", stderr=0.25, dataset="wiki")
-    table = pd.concat([table, shapley], ignore_index=True)
-    heatmap = plots.influence_heatmap(table, "loss_shapley").data[0]
-    assert "±" in heatmap.hovertemplate and heatmap.customdata[0][0][2] == pytest.approx(0.25)
-    assert "±" not in plots.influence_heatmap(table, "cosine").data[0].hovertemplate
-    wide = plots.influence_wide(table)
-    assert list(wide.columns) == ["layer", "sublayer", "unit", "cosine", "l2", "loss_shapley", "loss_shapley stderr"]
-    assert plots.metric_label("loss_shapley") == "−Shapley value for the task loss (loss_shapley)"
-
-
-def test_metric_tooltips_give_every_formula_and_source():
-    from pruneviz import ui
-
-    text = ui.metrics_help(adaptive=True)
-    assert "1 − cos(x, y)" in text and "ShortGPT" in text
-    assert "influence = −Shapley value of the unit for the task loss" in text
-    assert "LOO: v(all∖i) − v(all)" in text and "Siddiqui et al. 2024, §3.2" in text
-    assert "loss_shapley" not in ui.metrics_help()
-
-
-def test_output_directories_are_generated_under_the_cache_dir_and_zip(tmp_path, monkeypatch):
-    import io
-    import zipfile
-
-    from pruneviz import ui
-
-    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path))
-    first = ui.output_directory("exports", "/models/../../etc/passwd", "3.attn,7", "bias/emulate")
-    second = ui.output_directory("exports", "/models/../../etc/passwd", "3.attn,7", "bias/emulate")
-    assert first.parent == tmp_path / "exports" and first != second
-    assert first.name.startswith("passwd-3.attn_7-bias_emulate-")
-    first.mkdir(parents=True)
-    (first / "config.json").write_text("{}")
-    (first / "recovery").mkdir()
-    (first / "recovery" / "recovery.json").write_text("[]")
-    names = zipfile.ZipFile(io.BytesIO(ui.zip_directory(first))).namelist()
-    assert sorted(names) == [f"{first.name}/config.json", f"{first.name}/recovery/recovery.json"]
 
 
 # ---------------------------------------------------------------- curve, trade-off, recovery and export pages on the real model
@@ -536,81 +290,6 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     assert not at.exception and not at.dataframe and any("press **Compute influence**" in i.value for i in at.info)
 
 
-# ---------------------------------------------------------------- reliability and conveniences
-
-
-def evaluation(value: float, stderr: float, n: int = 50) -> EvaluationResult:
-    return EvaluationResult("mmlu", n, {"acc": value}, {"acc": stderr}, "", 0.0, {}, pd.DataFrame())
-
-
-def test_within_noise_compares_the_difference_with_two_combined_standard_errors():
-    from pruneviz import api
-
-    # combined standard error sqrt(0.03² + 0.04²) = 0.05, so the noise band is ± 0.10
-    assert api.within_noise(evaluation(0.40, 0.03), evaluation(0.49, 0.04), "acc")
-    assert not api.within_noise(evaluation(0.40, 0.03), evaluation(0.51, 0.04), "acc")
-    assert api.within_noise(evaluation(0.0, math.nan, n=1), evaluation(1.0, math.nan, n=1), "acc")
-    assert api.confidence_halfwidth(0.05) == pytest.approx(0.098, abs=1e-3)
-    with pytest.raises(Exception, match="'loss' is not in both results"):
-        api.within_noise(evaluation(0.4, 0.03), evaluation(0.5, 0.03), "loss")
-
-
-def test_perplexity_is_judged_against_noise_by_its_nll():
-    from pruneviz import api
-
-    def wiki(nll: float, se_nll: float) -> EvaluationResult:
-        # the delta-method standard error of perplexity, exp(nll) x se(nll), as the evaluator reports it
-        ppl = math.exp(nll)
-        return EvaluationResult("wiki", 8, {"perplexity": ppl, "nll": nll}, {"perplexity": ppl * se_nll, "nll": se_nll}, "", 0.0, {}, pd.DataFrame())
-
-    # every block pruned: NLL 3.14 -> 103.9 nats is far outside noise, though the perplexity band is wider still
-    unpruned, everything = wiki(3.14, 0.1), wiki(103.9, 4.0)
-    assert api.difference_within_noise(unpruned.metrics["perplexity"], unpruned.stderr["perplexity"],
-                                       everything.metrics["perplexity"], everything.stderr["perplexity"])
-    assert not api.within_noise(unpruned, everything, "perplexity")
-    assert api.within_noise(wiki(3.14, 0.1), wiki(3.30, 0.1), "perplexity")
-
-
-def test_comparison_table_gives_each_subject_its_n_and_confidence_interval():
-    baseline = pd.DataFrame({"subject": ["anatomy", "astronomy"], "category": ["STEM", "STEM"], "n": [5, 1], "acc": [0.6, 1.0]})
-    pruned = baseline.assign(acc=[0.4, 0.0])
-    table = plots.comparison_table(baseline, pruned, "subject", ["acc"], confidence=True)
-    assert list(table["n"]) == [5, 1]
-    assert table["± acc (95% CI)"].iloc[0] == pytest.approx(1.959964 * math.sqrt(0.4 * 0.6 / 4))
-    assert math.isnan(table["± acc (95% CI)"].iloc[1])  # one question: no standard error
-    assert "± acc (95% CI)" not in plots.comparison_table(baseline, pruned, "subject", ["acc"]).columns
-
-
-def test_switching_models_frees_the_previous_one(monkeypatch):
-    import weakref
-
-    from conftest import tiny_llama
-
-    from pruneviz.core.loading import from_modules
-    from pruneviz.ui import models
-
-    loads = []
-
-    def load_tiny(spec, device, dtype, trust_remote_code):
-        loads.append((spec, trust_remote_code))
-        return from_modules(spec, tiny_llama(), tokenizer=None)
-
-    monkeypatch.setattr(models, "load_model", load_tiny)
-    models.load_model_cached.clear()
-    models._resident.clear()
-    try:
-        first = models.load_model_once("a", "cpu", "float32")
-        assert models.load_model_once("a", "cpu", "float32") is first
-        alive = weakref.ref(first.model)
-        del first
-        second = models.load_model_once("b", "cpu", "float32", trust_remote_code=True)
-        assert alive() is None, "the previous model is freed when another is loaded"
-        assert second.name == "b" and loads == [("a", False), ("b", True)]
-    finally:
-        models.load_model_cached.clear()
-        models._resident.clear()
-
-
 def fresh_app(page: str | None = None, query: dict | None = None):
     """A new AppTest session (optionally opening ``page`` with query parameters ``query`` on its first run)."""
     from streamlit.testing.v1 import AppTest
@@ -637,7 +316,7 @@ def metric_values(at) -> dict[str, str]:
 
 
 def evaluate_wiki(at, plan: str, windows: int, seq_len: int):
-    at.text_input(key="plan_text").input(plan).run()
+    at.text_input(key="prune_plan").input(plan).run()
     at.number_input(key="_wiki_windows").set_value(windows)
     at.number_input(key="_wiki_seq_len").set_value(seq_len)
     return next(b for b in at.button if b.label == "Run").click()
@@ -700,7 +379,7 @@ def test_two_sessions_with_different_plans_each_show_the_answer_they_would_get_a
     loaded = app_model()
     for plan, at in sessions.items():
         assert not at.exception, at.exception
-        assert at.text_input(key="plan_text").value == plan
+        assert at.text_input(key="prune_plan").value == plan
         alone = api.evaluate(loaded, PruningPlan.parse(plan), "wiki", windows=3, seq_len=48, use_cache=False)
         shown = first_number(metric_values(at)["Perplexity (pruned)"])
         assert shown == pytest.approx(alone.metrics["perplexity"], abs=0.006), plan
@@ -739,11 +418,11 @@ def test_cancel_stops_the_evaluation_and_leaves_the_model_unchanged(app, monkeyp
 
 @pytest.mark.real
 def test_side_by_side_generation_and_what_the_plan_saves(app):
+    from pruneviz.core.cost import plan_cost
     from pruneviz.core.plan import PruningPlan
-    from pruneviz.studies.generation import plan_savings
 
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("3.attn").run()
+    at.text_input(key="prune_plan").input("3.attn").run()
     at.number_input(key="generate_tokens").set_value(6)
     press(at, "Generate")
     unpruned, pruned = (t.value for t in at.text)
@@ -752,7 +431,7 @@ def test_side_by_side_generation_and_what_the_plan_saves(app):
     evaluate_wiki(at, "3.attn", windows=2, seq_len=32).run()
     assert not at.exception, at.exception
     values = metric_values(at)
-    savings = plan_savings(app_model().info, PruningPlan.parse("3.attn"), value_bytes=4)
+    savings = plan_cost(app_model().info, PruningPlan.parse("3.attn"), value_bytes=4)
     # per token: K and V, 2 x 3 KV heads x 64 dims x 4 bytes in fp32 (1.5 KiB), 2 in bf16 (the app's auto on a CPU with native bf16)
     assert values["KV cache saved"] == {4: "1.5 KiB", 2: "768 B"}[app_model().dtype.itemsize]
     removed = next(m for m in at.metric if m.label == "Params removed")
@@ -847,7 +526,7 @@ def test_a_permalink_restores_the_plan_and_the_view():
         "chart": "x", "log": "x",
     }
     at = fresh_app("2_Prune_and_evaluate.py", query)
-    assert at.text_input(key="plan_text").value == "3.attn,7"
+    assert at.text_input(key="prune_plan").value == "3.attn,7"
     assert at.number_input(key="_wiki_windows").value == 3 and at.number_input(key="_wiki_seq_len").value == 48
     assert at.checkbox(key="_use_mmlu").value and at.number_input(key="_mmlu_per_subject").value == 2000
     # one warning, for this page's malformed setting; 'log' belongs to the Influence page and is ignored here
@@ -889,32 +568,6 @@ def test_provisional_results_reach_the_page_while_evaluating(app, monkeypatch):
         assert task.startswith("mmlu") and provisional and provisional == sorted(provisional) and provisional[-1] < n
 
 
-# ---------------------------------------------------------------- settings that outlive pages, and links per page
-
-
-def test_short_counts_fit_a_card_at_any_model_size():
-    from pruneviz import ui
-
-    assert [ui.short_count(n) for n in (576, 885_312, 28_311_552, 999_999, 70_553_706_496)] == ["576", "885K", "28.3M", "1M", "70.6B"]
-    assert ui.short_count(134_515_008, 4) == "134.5M" and ui.short_count(-2_831_616) == "-2.83M"
-    # the longest a four-digit value gets (a card in a row of four holds about ten characters)
-    assert max(len(ui.short_count(n, 4)) for n in (999_949, 123_456_789_012, -123_456_789)) <= 8
-
-
-def test_every_page_with_its_own_link_settings_is_a_page():
-    from pruneviz.ui.permalinks import PAGE_PARAMS, page_params
-
-    names = set()
-    for path in APP_FILES[1:]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "page" and node.args:
-                names.add(node.args[0].value)
-    assert set(PAGE_PARAMS) <= names, f"link settings for pages that do not exist: {set(PAGE_PARAMS) - names}"
-    assert page_params("Recovery")["windows"].key == "recovery_windows"
-    assert page_params("Prune and evaluate")["windows"].key == "wiki_windows"
-    assert set(page_params(None)) == {"plan", "figure"}
-
-
 def switch_model_away_and_back(at):
     """Choose 'another model' (no path typed: the page stops before its widgets) and the embedded model again."""
     at.sidebar.selectbox(key="_model_choice").set_value("other").run()
@@ -926,13 +579,13 @@ def switch_model_away_and_back(at):
 @pytest.mark.real
 def test_evaluation_settings_survive_a_model_switch_like_the_plan(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("4.attn").run()
+    at.text_input(key="prune_plan").input("4.attn").run()
     at.number_input(key="_wiki_windows").set_value(3)
     at.number_input(key="_wiki_seq_len").set_value(48)
     at.checkbox(key="_use_mmlu").check().run()
     at.number_input(key="_mmlu_per_subject").set_value(2).run()
     switch_model_away_and_back(at)
-    assert at.text_input(key="plan_text").value == "4.attn"
+    assert at.text_input(key="prune_plan").value == "4.attn"
     assert at.number_input(key="_wiki_windows").value == 3 and at.number_input(key="_wiki_seq_len").value == 48
     assert at.checkbox(key="_use_mmlu").value and at.number_input(key="_mmlu_per_subject").value == 2
     assert at.query_params["windows"] == "3" and at.query_params["tokens"] == "48"
@@ -941,7 +594,7 @@ def test_evaluation_settings_survive_a_model_switch_like_the_plan(app):
 @pytest.mark.real
 def test_a_recovery_permalink_carries_the_recovery_pages_own_settings(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.text_input(key="plan_text").input("3.attn").run()
+    at.text_input(key="prune_plan").input("3.attn").run()
     at.number_input(key="_wiki_windows").set_value(5)
     at.number_input(key="_wiki_seq_len").set_value(96).run()
     at = open_page(at, "5_Recovery.py").run()
@@ -975,62 +628,6 @@ def test_a_permalink_seeds_each_widget_one_way_only(monkeypatch):
     at = fresh_app("5_Recovery.py", recovery)
     assert at.number_input(key="_recovery_windows").value == 3 and at.radio(key="_recovery_format").value == "letter"
     assert not warned, warned
-
-
-def _remembered_format_script():
-    import streamlit as st
-
-    from pruneviz.ui.state import remembered
-
-    # the default a page computes from the loaded model (cloze under 1B parameters, letter above)
-    st.radio("Format", ("letter", "cloze"), **remembered("format", st.session_state.get("model_default", "cloze")))
-
-
-def test_a_remembered_setting_follows_its_default_until_chosen():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_function(_remembered_format_script).run()
-    assert at.radio[0].value == "cloze"
-    at.session_state["model_default"] = "letter"  # another model
-    assert at.run().radio[0].value == "letter" and "format" not in at.session_state
-    at.radio[0].set_value("cloze").run()  # the user's choice
-    at.session_state["model_default"] = "cloze"
-    at.run()
-    at.session_state["model_default"] = "letter"
-    assert at.run().radio[0].value == "cloze" and at.session_state["format"] == "cloze"
-
-
-def _remembered_form_script():
-    import streamlit as st
-
-    from pruneviz.ui.state import form_submit_button, remembered
-
-    if not st.session_state.get("elsewhere"):  # another page: the form is not drawn, Streamlit drops its widgets
-        with st.form("settings"):
-            st.number_input("Steps", 1, 10, **remembered("steps", 3, (1, 10), form="settings"))
-            st.radio("Format", ("letter", "cloze"), **remembered("format", st.session_state.get("model_default", "cloze"), form="settings"))
-            form_submit_button("settings", "Run")
-
-
-def test_a_form_keeps_its_remembered_settings_once_submitted():
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_function(_remembered_form_script).run()
-    assert at.number_input[0].value == 3 and "steps" not in at.session_state
-    at.number_input[0].set_value(5)
-    at.button[0].click().run()
-    assert at.session_state["steps"] == 5
-    at.session_state["elsewhere"] = True
-    at.run()
-    at.session_state["elsewhere"] = False
-    assert at.run().number_input[0].value == 5, "the submitted value comes back with the form"
-    assert "format" not in at.session_state, "a value left at its default is not a choice"
-    at.session_state["model_default"] = "letter"  # another model
-    assert at.run().radio[0].value == "letter"
-    at.session_state["steps"] = 12  # a permalink's value, above the input's range
-    assert at.run().number_input[0].value == 10 and at.session_state["steps"] == 12
-    at.button[0].click().run()  # submitted as shown: the link's 12 stays for a model where it fits
-    assert at.session_state["steps"] == 12
 
 
 @pytest.mark.real

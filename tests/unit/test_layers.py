@@ -11,8 +11,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "pruneviz"
 APP_FILES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]
 LIBRARY_FILES = sorted(PACKAGE.rglob("*.py"))

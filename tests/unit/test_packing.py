@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import packed_hidden
 
 from pruneviz.core.architecture import adapter_for, resolve
 from pruneviz.core.errors import SettingError
@@ -21,17 +22,6 @@ def _alone(base, seq: list[int]) -> torch.Tensor:
     ids = torch.tensor([seq])
     with torch.no_grad():
         return base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).last_hidden_state[0]
-
-
-def _packed(base, batch: PackedBatch, attention_mask=None, position_ids=None) -> torch.Tensor:
-    """``[B, T, d]`` hidden states of a packed batch (optionally with a substituted mask or positions)."""
-    with torch.no_grad():
-        return base(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask if attention_mask is None else attention_mask,
-            position_ids=batch.position_ids if position_ids is None else position_ids,
-            use_cache=False,
-        ).last_hidden_state
 
 
 def _max_difference(base, sequences, batch: PackedBatch, hidden: torch.Tensor, indices) -> float:
@@ -135,7 +125,7 @@ def test_sliding_mask_matches_transformers_convention():
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_tiny_llama_packed_equals_alone(llama_case, attn):
-    from tests.conftest import tiny_llama
+    from conftest import tiny_llama
 
     model = tiny_llama()
     model.set_attn_implementation(attn)
@@ -145,20 +135,20 @@ def test_tiny_llama_packed_equals_alone(llama_case, attn):
     assert isinstance(batch.attention_mask, torch.Tensor)
     assert batch.input_ids.shape == (3, 9 + 3 + 1 + 0 + 7)
     assert _every_query_sees_a_key(batch)
-    hidden = _packed(base, batch)
+    hidden = packed_hidden(base, batch)
     assert torch.isfinite(hidden).all()  # padding rows included
     assert _max_difference(base, sequences, batch, hidden, range(len(sequences))) < TOL_FP32
     # the checks can fail: suffixes that see each other, or positions that run on through the row, differ
     leaky = torch.triu(torch.full(batch.input_ids.shape[1:] * 2, torch.finfo(torch.float32).min), 1)[None, None]
-    assert _max_difference(base, sequences, batch, _packed(base, batch, attention_mask=leaky), [1, 3]) > 1e-3
+    assert _max_difference(base, sequences, batch, packed_hidden(base, batch, attention_mask=leaky), [1, 3]) > 1e-3
     running = torch.arange(batch.input_ids.shape[1]).expand_as(batch.input_ids)
-    assert _max_difference(base, sequences, batch, _packed(base, batch, position_ids=running), [1, 3]) > 1e-3
+    assert _max_difference(base, sequences, batch, packed_hidden(base, batch, position_ids=running), [1, 3]) > 1e-3
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_nested_prefixes_are_shared_at_every_level(attn):
     """k-shot cloze shape: exemplars shared by two questions, each question's context shared by its answers."""
-    from tests.conftest import tiny_llama
+    from conftest import tiny_llama
 
     model = tiny_llama()
     model.set_attn_implementation(attn)
@@ -169,7 +159,7 @@ def test_nested_prefixes_are_shared_at_every_level(attn):
     assert packed_length(sequences) == len(shots) + len(first) + len(second) + 2 * sum(map(len, answers))
     batch = pack_groups(sequences, [list(range(6))], pad_id=0, config=model.config, dtype=torch.float32)
     assert batch.input_ids.shape == (1, packed_length(sequences))
-    assert _max_difference(base, sequences, batch, _packed(base, batch), range(6)) < TOL_FP32
+    assert _max_difference(base, sequences, batch, packed_hidden(base, batch), range(6)) < TOL_FP32
     # each question's context appears once, before its answers
     row, columns = batch.locate(4)
     assert columns.tolist()[: len(shots)] == list(range(len(shots)))
@@ -181,7 +171,7 @@ def test_tiny_llama_through_loaded_model(tiny, llama_case):
     base = resolve(tiny.model, tiny.adapter.base)
     sequences, groups = llama_case
     batch = pack_groups(sequences, groups, pad_id=0, config=tiny.model.config, dtype=tiny.dtype, device=tiny.device)
-    hidden = _packed(base, batch)
+    hidden = packed_hidden(base, batch)
     for index, seq in enumerate(sequences):
         row, columns = batch.locate(index)
         alone = tiny.hidden_states(torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long))[0]
@@ -240,13 +230,13 @@ def test_sliding_window_models_packed_equal_alone(build, attn):
     sliding_layers = "sliding_attention" in (getattr(model.config, "layer_types", None) or [])
     assert isinstance(batch.attention_mask, dict) == sliding_layers
     assert _every_query_sees_a_key(batch)
-    hidden = _packed(base, batch)
+    hidden = packed_hidden(base, batch)
     assert torch.isfinite(hidden).all()
     assert _max_difference(base, sequences, batch, hidden, range(len(sequences))) < TOL_FP32
     # without the window (full attention everywhere) the long sequences come out different
     full = pack_groups(sequences, groups, pad_id=0, config=LlamaConfig(), dtype=torch.float32).attention_mask
     unwindowed = {t: full for t in batch.attention_mask} if sliding_layers else full
-    assert _max_difference(base, sequences, batch, _packed(base, batch, attention_mask=unwindowed), [0, 4]) > 1e-3
+    assert _max_difference(base, sequences, batch, packed_hidden(base, batch, attention_mask=unwindowed), [0, 4]) > 1e-3
 
 
 def test_plan_groups_splits_under_max_tokens():
@@ -270,7 +260,7 @@ def test_plan_groups_splits_under_max_tokens():
 
 def test_plan_groups_output_packs_and_matches(llama_case):
     """plan_groups feeds pack_groups directly; rows respect max_tokens and results match the plain path."""
-    from tests.conftest import tiny_llama
+    from conftest import tiny_llama
 
     model = tiny_llama()
     base = _base(model)
@@ -279,7 +269,7 @@ def test_plan_groups_output_packs_and_matches(llama_case):
     groups = plan_groups(sequences, keys, max_tokens=16)
     batch = pack_groups(sequences, groups, pad_id=0, config=model.config, dtype=torch.float32)
     assert batch.input_ids.shape[1] <= 16
-    assert _max_difference(base, sequences, batch, _packed(base, batch), range(len(sequences))) < TOL_FP32
+    assert _max_difference(base, sequences, batch, packed_hidden(base, batch), range(len(sequences))) < TOL_FP32
 
 
 def test_bad_input_is_rejected():
@@ -310,41 +300,3 @@ def test_bad_input_is_rejected():
         plan_groups(sequences, ["a"], max_tokens=8)
     with pytest.raises(SettingError, match="at least 1"):
         plan_groups(sequences, ["a", "a", "a"], max_tokens=0)
-
-
-def _loglikelihood(loaded, hidden: torch.Tensor, targets: list[int]) -> float:
-    """Summed log-probability (nats) of ``targets`` given ``[len(targets), d]`` hidden states."""
-    logprobs = torch.log_softmax(loaded.logits(hidden), dim=-1)
-    return logprobs.gather(1, torch.tensor(targets)[:, None]).sum().item()
-
-
-@pytest.mark.real
-def test_smollm2_mmlu_cloze_packed_equals_per_sequence(smollm2):
-    """Two real 1-shot MMLU cloze prompts x 4 answers, packed per question and per subject, match the plain path."""
-    from pruneviz.data.mmlu import load_mmlu, split_exemplars
-    from pruneviz.engine.scoring import encode_pair
-    from pruneviz.evaluation.mmlu import build_prompt
-
-    exemplars, scored = split_exemplars(load_mmlu("mmlu"), ["anatomy"], shots=1, per_subject=2)
-    pairs, keys = [], []
-    for question, row in enumerate(scored.itertuples()):
-        prompt = build_prompt(row, exemplars, "cloze")
-        for choice in row.choices:
-            pairs.append(encode_pair(smollm2.tokenizer, prompt, f" {choice}"))
-            keys.append(question)
-    sequences = [(ctx + cont)[:-1] for ctx, cont in pairs]
-    base = resolve(smollm2.model, smollm2.adapter.base)
-    alone = [smollm2.hidden_states(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in sequences]
-    for grouping in (keys, ["anatomy"] * len(keys)):
-        groups = plan_groups(sequences, grouping, max_tokens=2048)
-        assert len(groups) == len(set(grouping))
-        batch = pack_groups(sequences, groups, smollm2.tokenizer.pad_token_id, smollm2.model.config, smollm2.dtype)
-        assert batch.input_ids.numel() < sum(len(s) for s in sequences)  # the shared context is stored once
-        hidden = _packed(base, batch)
-        for index, (ctx, cont) in enumerate(pairs):
-            row, columns = batch.locate(index)
-            assert (hidden[row, columns] - alone[index]).abs().max().item() < 1e-4
-            # the answer's log-likelihood (position p predicts token p + 1) is what cloze scoring reads
-            answer = slice(len(ctx) - 1, len(ctx) - 1 + len(cont))
-            packed_ll = _loglikelihood(smollm2, hidden[row, columns[answer]], cont)
-            assert packed_ll == pytest.approx(_loglikelihood(smollm2, alone[index][answer], cont), abs=1e-4)

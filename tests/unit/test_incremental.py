@@ -1,5 +1,5 @@
-"""The incremental evaluation engine: stored block-boundary states, packing, stratified progressive scoring,
-per-batch checkpoints. Every path must give the plain path's numbers."""
+"""The incremental evaluation engine on a tiny model: stored block-boundary states, packing, stratified
+progressive scoring, per-batch checkpoints. Every path must give the plain path's numbers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 import threading
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
+from helpers import plain_logprobs
 
 from pruneviz.core.errors import Cancelled, SettingError
 from pruneviz.core.gating import apply_plan
@@ -19,8 +19,6 @@ from pruneviz.engine import scoring
 from pruneviz.engine.hidden_store import HiddenStateStore
 from pruneviz.engine.incremental import counting_blocks, decoder_states, using_store
 from pruneviz.engine.scoring import Request, score_requests, stratified_schedule
-from pruneviz.evaluation.mmlu import choice_scores, evaluate_mmlu
-from pruneviz.evaluation.perplexity import evaluate_perplexity
 from pruneviz.studies.recovery import StandIn
 
 
@@ -42,17 +40,6 @@ def _requests(seed: int = 0, n: int = 9) -> list[Request]:
     return requests
 
 
-def _plain(loaded, requests: list[Request], plan: PruningPlan, stand_ins=None) -> list[torch.Tensor]:
-    """Each request alone through the stock model forward (no packing, no store, no batching)."""
-    out = []
-    with apply_plan(plan, stand_ins), torch.no_grad():
-        for request in requests:
-            logits = loaded.model(torch.tensor([request.tokens])).logits[0].float()
-            logprobs = torch.log_softmax(logits, -1)[list(request.positions)]
-            out.append(logprobs.gather(1, torch.tensor(request.candidates)).double())
-    return out
-
-
 def _assert_same(ours, reference, atol=1e-5):
     assert len(ours) == len(reference)
     for a, b in zip(ours, reference):
@@ -71,7 +58,7 @@ def test_toggles_reuse_stored_boundaries_and_equal_the_plain_path(tiny_tok):
             plan = PruningPlan.parse(plan_text)
             with counting_blocks() as work, apply_plan(plan):
                 ours = score_requests(tiny_tok, requests, batch_size=2, checkpoint=False)
-            _assert_same(ours, _plain(tiny_tok, requests, plan))
+            _assert_same(ours, plain_logprobs(tiny_tok, requests, plan))
             spent.append((work.computed, work.reused))
     batches = spent[0][0] // 4
     assert batches >= 2 and spent[0] == (4 * batches, 0)
@@ -106,7 +93,7 @@ def test_store_too_small_still_gives_the_right_answer(tiny_tok):
         plan = PruningPlan.parse(plan_text)
         with using_store(store), apply_plan(plan):
             ours = score_requests(tiny_tok, requests, batch_size=3, checkpoint=False)
-        _assert_same(ours, _plain(tiny_tok, requests, plan))
+        _assert_same(ours, plain_logprobs(tiny_tok, requests, plan))
     assert store.usage()["cpu"] <= 2048
 
 
@@ -123,7 +110,7 @@ def test_stand_ins_are_part_of_the_key(tiny_tok):
             stand_ins = {(1, "attn"): stand_in}
             with apply_plan(plan, stand_ins):
                 ours = score_requests(tiny_tok, requests, checkpoint=False)
-            _assert_same(ours, _plain(tiny_tok, requests, plan, stand_ins))
+            _assert_same(ours, plain_logprobs(tiny_tok, requests, plan, stand_ins))
         # a plain callable cannot be hashed: the engine runs every block
         with apply_plan(plan, {(1, "attn"): lambda x: torch.zeros_like(x)}), counting_blocks() as work:
             score_requests(tiny_tok, requests, checkpoint=False)
@@ -132,7 +119,7 @@ def test_stand_ins_are_part_of_the_key(tiny_tok):
 
 def test_batch_size_and_token_budget_do_not_change_results(tiny_tok):
     requests = _requests(seed=4, n=12)
-    reference = _plain(tiny_tok, requests, PruningPlan())
+    reference = plain_logprobs(tiny_tok, requests, PruningPlan())
     with using_store(None):
         for batch_size in (1, 7, 32):
             for budget in (16, 8192):
@@ -183,7 +170,7 @@ def test_cancelled_scoring_resumes_from_checkpointed_batches(tiny_tok, monkeypat
         resumed = score_requests(tiny_tok, requests, batch_size=1)
     rows = len(computed) - 2
     assert rows == 2  # four rows in all: two were cached before the cancel
-    _assert_same(resumed, _plain(tiny_tok, requests, plan))
+    _assert_same(resumed, plain_logprobs(tiny_tok, requests, plan))
     with using_store(None), apply_plan(PruningPlan.parse("2.mlp")):
         score_requests(tiny_tok, requests, batch_size=1)
     assert len(computed) == 8  # another plan shares no checkpoint
@@ -203,7 +190,7 @@ def test_out_of_memory_splits_the_batch_then_says_what_to_do(tiny_tok, monkeypat
     monkeypatch.setattr(scoring, "_score_batch", limited)
     with using_store(None):
         ours = score_requests(tiny_tok, requests, batch_size=3, checkpoint=False)
-    _assert_same(ours, _plain(tiny_tok, requests, PruningPlan()))
+    _assert_same(ours, plain_logprobs(tiny_tok, requests, PruningPlan()))
     assert sizes[0] == 3 and 1 in sizes
 
     def never(loaded, tokens, reqs, rows):
@@ -217,7 +204,7 @@ def test_out_of_memory_splits_the_batch_then_says_what_to_do(tiny_tok, monkeypat
 def test_concurrent_plans_share_one_store_and_get_their_own_answers(tiny_tok):
     requests = _requests(seed=6)
     plans = [PruningPlan.parse(p) for p in ("", "3.attn", "1", "2.mlp,3.attn")]
-    serial = {str(p): _plain(tiny_tok, requests, p) for p in plans}
+    serial = {str(p): plain_logprobs(tiny_tok, requests, p) for p in plans}
     store = HiddenStateStore(cpu_bytes=64 * 2**20)
     failures = []
 
@@ -249,90 +236,3 @@ def test_decoder_states_with_store_equal_hidden_states(tiny_tok):
         expected = tiny_tok.hidden_states(ids, mask)
     assert work.computed == 2 and work.reused == 2
     assert torch.equal(ours, expected)
-
-
-# --- on the real model --------------------------------------------------------------------------
-
-SUBSET = "anatomy,astronomy,virology"
-
-
-def _reference_mmlu_scores(loaded, result, plan: PruningPlan, fmt: str) -> np.ndarray:
-    """Per-choice scores of each question computed alone with the stock model forward (the plain path)."""
-    from pruneviz.evaluation.mmlu import mmlu_questions, mmlu_requests
-
-    exemplars, scored = mmlu_questions(fmt, "mmlu", SUBSET, 0, 2, "all")
-    requests = mmlu_requests(loaded.tokenizer, exemplars, scored, fmt)
-    if fmt == "letter":
-        return torch.cat(_plain(loaded, requests, plan)).numpy()
-    sums = [float(s.sum()) for s in _plain(loaded, requests, plan)]
-    return np.array(sums).reshape(-1, 4)
-
-
-@pytest.mark.real
-@pytest.mark.parametrize("fmt", ["letter", "cloze"])
-def test_mmlu_incremental_toggles_equal_the_plain_path(smollm2, fmt):
-    store = HiddenStateStore(cpu_bytes=512 * 2**20)
-    with using_store(store):
-        for plan_text in ("", "27.attn", "5"):
-            plan = PruningPlan.parse(plan_text)
-            with counting_blocks() as work:
-                result = evaluate_mmlu(smollm2, plan, SUBSET, fmt, per_subject=2, batch_size=4, checkpoint=False)
-            ours = choice_scores(result.items).numpy()
-            theirs = _reference_mmlu_scores(smollm2, result, plan, fmt)
-            np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
-            assert list(result.items["pred"]) == list(theirs.argmax(1))
-            if plan_text == "27.attn":
-                assert work.computed > 0 and work.computed * 9 == work.reused  # per batch: blocks 27-29 run, 0-26 reused
-            if fmt == "letter":
-                gold = result.items["answer"].to_numpy()
-                loss = -torch.log_softmax(torch.tensor(theirs), 1)[torch.arange(len(gold)), torch.tensor(gold)]
-                np.testing.assert_allclose(result.items["loss"].to_numpy(), loss.numpy(), atol=1e-4, rtol=0)
-
-
-@pytest.mark.real
-@pytest.mark.parametrize("fmt", ["letter", "cloze"])
-def test_mmlu_scores_do_not_depend_on_batch_size(smollm2, fmt):
-    results = {}
-    with using_store(None):
-        for batch_size in (1, 7, 32):
-            result = evaluate_mmlu(smollm2, PruningPlan(), SUBSET, fmt, shots=1, per_subject=3, batch_size=batch_size, checkpoint=False)
-            results[batch_size] = choice_scores(result.items).numpy()
-            assert np.isfinite(results[batch_size]).all()
-    np.testing.assert_allclose(results[1], results[7], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(results[1], results[32], atol=1e-4, rtol=0)
-
-
-@pytest.mark.real
-def test_perplexity_incremental_equals_plain(smollm2):
-    plan = PruningPlan.parse("20.mlp")
-    with using_store(None):
-        plain = evaluate_perplexity(smollm2, plan, windows=3, seq_len=48, batch_size=2, checkpoint=False)
-        single = evaluate_perplexity(smollm2, plan, windows=3, seq_len=48, batch_size=1, checkpoint=False)
-    store = HiddenStateStore(cpu_bytes=256 * 2**20)
-    with using_store(store):
-        evaluate_perplexity(smollm2, PruningPlan(), windows=3, seq_len=48, batch_size=2, checkpoint=False)
-        with counting_blocks() as work:
-            ours = evaluate_perplexity(smollm2, plan, windows=3, seq_len=48, batch_size=2, checkpoint=False)
-    assert work.reused == 20 * 2 and work.computed == 10 * 2
-    assert ours.items["nll_sum"].tolist() == plain.items["nll_sum"].tolist()  # same batches: bit-identical
-    # another batch size: per-token log-likelihoods agree within float rounding
-    np.testing.assert_allclose(single.items["nll"], plain.items["nll"], atol=1e-5, rtol=0)
-    assert single.metrics["perplexity"] == pytest.approx(plain.metrics["perplexity"], rel=1e-5)
-
-
-@pytest.mark.real
-def test_progressive_results_are_stratified_and_end_in_the_final_result(smollm2):
-    seen = []
-    result = evaluate_mmlu(
-        smollm2, PruningPlan(), "STEM", "letter", per_subject=1, batch_size=2, checkpoint=False, partial=seen.append
-    )
-    assert len(seen) >= 2
-    counts = [r.n for r in seen]
-    assert counts == sorted(counts) and counts[-1] < result.n
-    # the first estimate already spans several subjects (rows are dealt round-robin over subjects)
-    assert seen[0].per_subject["subject"].nunique() >= 2
-    for early in seen:
-        assert 0 <= early.metrics["acc"] <= 1 and early.stderr["acc"] >= 0
-        # a provisional item carries the same scores as in the final result
-        merged = early.items.merge(result.items, on=["subject", "score_A", "score_B", "score_C", "score_D"])
-        assert len(merged) == early.n

@@ -5,7 +5,7 @@ fp16 is the GPU fallback. Each command of the CLI runs end to end on a tiny rand
 model folder in each dtype (the path a user's model takes: loading, gates, batch digests, the result
 cache, checkpoints), and its numbers are compared with float32's. Tolerances are stated where they are
 used; bf16 keeps 8 bits of mantissa (relative rounding 2^-9 = 0.2 %), fp16 11 bits (2^-12 = 0.02 %).
-The real embedded SmolLM2 in bf16 is compared with float32 in ``test_dtypes_real.py``.
+The real embedded SmolLM2 in bf16 is compared with float32 in ``tests/real/test_dtypes_real.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import csv
 import io
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 
 from pruneviz import api
 from pruneviz.cli import main
@@ -30,7 +30,6 @@ from pruneviz.studies.export import load_exported
 from pruneviz.studies.generation import generate_side_by_side
 
 DTYPES = ["float32", "bfloat16", "float16"]
-REPO = Path(__file__).resolve().parent.parent
 SUBJECT = "mmlu:abstract_algebra"
 
 

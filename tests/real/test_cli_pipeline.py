@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 pytestmark = pytest.mark.real
-REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, cache_dir: Path | None = None) -> subprocess.CompletedProcess:

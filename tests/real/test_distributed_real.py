@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
-from pruneviz.core import distributed
-
-REPO = Path(__file__).resolve().parent.parent
 MODEL_SETTINGS = ["--samples", "2", "--seq-len", "24"]
 
 
@@ -36,17 +34,6 @@ def _run(tmp_path: Path, name: str, processes: int, *args: str) -> tuple[subproc
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result, out
-
-
-def test_helpers_without_a_launcher():
-    here = distributed.init()
-    assert (here.rank, here.size) == (0, 1) and distributed.is_main()
-    items = list(range(7))
-    assert distributed.shard(items) == items and distributed.gather("mine") == ["mine"]
-    # what 3 processes would hold, and back
-    shares = [items[rank::3] for rank in range(3)]
-    assert shares == [[0, 3, 6], [1, 4], [2, 5]] and distributed.unshard(shares) == items
-    assert distributed.local_device("cpu") == "cpu"
 
 
 @pytest.mark.real
