@@ -47,7 +47,7 @@ chromium:
 		|| echo "make chromium: installing Debian's chromium failed; tests/browser/test_browser.py will fail"; \
 	else echo "make chromium: $(CHROMIUM) is missing; run 'sudo apt-get install -y chromium', or tests/browser/test_browser.py fails"; fi
 
-test: setup chromium
+test: setup models chromium
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

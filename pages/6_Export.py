@@ -8,10 +8,9 @@ import streamlit as st
 
 from pruneviz import ui
 from pruneviz.core.formatting import format_bytes
-from pruneviz.studies.export import delete_export, export_model
+from pruneviz.studies.export import delete_export, export_model, is_standalone
 
 RESULT_KEY = "export_result"
-NO_RECOVERY = "none"
 
 
 def expected_kind(plan, recovery, n_blocks: int) -> str:
@@ -21,7 +20,7 @@ def expected_kind(plan, recovery, n_blocks: int) -> str:
         return "This plan prunes every block, which leaves **no model to export**: keep at least one block."
     if not units:
         return "The plan is empty, so the export is a **standalone** copy of the unpruned model."
-    if recovery is None and all(unit.sublayer is None for unit in units):
+    if is_standalone(plan, recovery is not None):
         return "This plan removes whole blocks only, so the export is a **standalone** model that stock `transformers` loads."
     return (
         "This plan removes sublayers or adds stand-ins, so the export is the full model plus `pruning_plan.json`"

@@ -129,11 +129,14 @@ STATIC_METRIC_NAMES = ["cosine", "angular", "l1", "l2", "rel_l1", "rel_l2"]
 STATIC_KINDS = ["block", "attn", "mlp"]
 
 
-def static_metrics_with_hooks(loaded, batch, batch_size, metrics=STATIC_METRIC_NAMES, kinds=STATIC_KINDS, plan=PruningPlan()):
+def static_metrics_with_hooks(
+    loaded, batch, batch_size, metrics=STATIC_METRIC_NAMES, kinds=STATIC_KINDS, plan=PruningPlan(), mlp_norm="post_attention_layernorm"
+):
     """The static metrics by hand (``reference.py``) from residuals captured with plain hooks while ``batch``
-    runs through ``loaded`` under ``plan``, ``batch_size`` rows at a time."""
+    runs through ``loaded`` under ``plan``, ``batch_size`` rows at a time (``mlp_norm``: the block's module whose
+    input is ``resid_mid``, Gemma's ``pre_feedforward_layernorm``)."""
     masks = []
-    with ResidualHooks(loaded.model.model.layers) as hooks, torch.no_grad(), apply_plan(plan):
+    with ResidualHooks(loaded.model.model.layers, mlp_norm) as hooks, torch.no_grad(), apply_plan(plan):
         for start in range(0, len(batch["input_ids"]), batch_size):
             ids = batch["input_ids"][start : start + batch_size]
             mask = batch["attention_mask"][start : start + batch_size]

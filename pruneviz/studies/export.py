@@ -75,6 +75,12 @@ def block_pruned_state(loaded: LoadedModel, removed: list[int]) -> tuple[dict, d
     return config, state
 
 
+def is_standalone(plan: PruningPlan, with_recovery: bool) -> bool:
+    """Whether exporting ``plan`` gives a standalone model that stock ``transformers`` loads: it removes whole
+    blocks only (or nothing) and adds no stand-ins; anything else keeps the full weights with the plan beside them."""
+    return not with_recovery and all(unit.sublayer is None for unit in plan.units())
+
+
 def export_model(
     loaded: LoadedModel, plan: PruningPlan, out: str | Path, recovery: Recovery | None = None
 ) -> ExportReport:
@@ -97,7 +103,7 @@ def export_model(
         raise SettingError(f"{out} exists and is not an empty folder; choose a new --out directory.")
     units = plan.units()
     removed_blocks = [u.layer for u in units if u.sublayer is None]
-    standalone = recovery is None and len(removed_blocks) == len(units)
+    standalone = is_standalone(plan, recovery is not None)
     if len(removed_blocks) == loaded.n_blocks:
         raise SettingError("The plan prunes every block, which leaves no model to export; keep at least one block.")
     info, cost = loaded.info, plan_cost(loaded.info, plan, loaded.dtype.itemsize)

@@ -127,3 +127,24 @@ def test_cloze_format_matches_lm_eval(smollm2, tmp_path):
     assert list(result.items["correct_norm"]) == list(acc_norms)
     assert result.metrics["acc"] == pytest.approx(accs.mean())
     assert result.metrics["acc_norm"] == pytest.approx(np.mean(acc_norms))
+
+
+@pytest.fixture(scope="module")
+def capable():
+    """The embedded Qwen2.5-Coder-1.5B in float32 (lm-eval takes its log-softmax in the model's dtype), freed after this module."""
+    from pruneviz.core.loading import load_model
+
+    return load_model("qwen2.5-coder-1.5b", device="cpu", dtype="float32")
+
+
+def test_letter_predictions_of_the_capable_model_match_lm_eval(capable, tmp_path):
+    """On the model whose MMLU answers carry signal, pruneviz's letter scores and predictions are lm-eval's."""
+    subjects = ["high school geography", "marketing"]
+    _, scored = split_exemplars(load_mmlu("mmlu"), subjects, 0, 3)
+    result = mmlu_eval.evaluate_mmlu(capable, PruningPlan(), ",".join(subjects), "letter", 0, per_subject=3, batch_size=6)
+    ours = mmlu_eval.choice_scores(result.items).numpy()
+    names = _write_tasks(tmp_path, scored, "_default_template_yaml", "default")
+    theirs, accs, _ = _lm_eval_loglikelihoods(_run_lm_eval(capable, tmp_path, names), names)
+    np.testing.assert_allclose(ours, theirs, atol=2e-4, rtol=0)
+    assert list(result.items["pred"]) == list(theirs.argmax(1))
+    assert list(result.items["correct"]) == list(accs)
