@@ -69,12 +69,7 @@ def show_heatmap(table, metrics: list[str], granularity: str) -> None:
 
 def cost_caption(cost: dict) -> str:
     """What the adaptive metrics cost: subnetworks, block forwards (with and without prefix reuse), seconds."""
-    parts = [
-        f"{name} ({entry['estimator']}): {entry['subnetworks']} subnetworks, {entry['block_forwards']:,} block "
-        f"forwards ({entry['naive_block_forwards']:,} without prefix reuse), {entry['seconds']:.1f} s"
-        for name, entry in cost.items()
-    ]
-    return "Adaptive cost: " + "; ".join(parts) + "."
+    return "Adaptive cost: " + "; ".join(api.cost_summary(name, entry) for name, entry in cost.items()) + "."
 
 
 def show_result(result: dict) -> None:

@@ -26,7 +26,7 @@ from .evaluation.statistics import (
 from .influence.calibration import calibration_batch
 from .influence.ranking import lowest_plan, ranked_units
 from .influence.registry import METRIC_REGISTRY, METRICS, check_metrics
-from .influence.run import influence
+from .influence.run import cost_summary, influence
 from .influence.static import CSV_COLUMNS
 from .studies.recovery_report import STDERR_SUFFIX, compare_recoveries, recover, recoveries_within_noise
 
@@ -43,7 +43,7 @@ __all__ = [
     "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
     "UNIT_SELECTIONS", "Z_95",
     "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "check_metrics", "ci_caption", "comparison_json",
-    "compare_recoveries", "confidence_halfwidth", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
+    "compare_recoveries", "confidence_halfwidth", "cost_summary", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
     "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "plan_cost", "ranked_units", "recover", "recoveries_within_noise",
     "unit_selection", "with_ci", "within_noise",
 ]

@@ -136,12 +136,7 @@ def cmd_influence(args) -> None:
     _write(Path(args.out), lambda path: table.to_csv(path, index=False))
     processes = distributed.world().size
     for name, cost in table.attrs.get("cost", {}).items():
-        saved = 1 - cost["block_forwards"] / cost["naive_block_forwards"] if cost["naive_block_forwards"] else 0.0
-        _say(
-            f"{name}: {cost['estimator']}, {cost['subnetworks']} subnetworks, {cost['block_forwards']} block forwards "
-            f"(naive: {cost['naive_block_forwards']}, {saved:.0%} saved by prefix reuse), {cost['seconds']:.1f} s"
-            + (f" on {processes} processes" if processes > 1 else "")
-        )
+        _say(api.cost_summary(name, cost) + (f" (on {processes} processes)" if processes > 1 else ""))
     _say(f"wrote {len(table)} rows to {args.out}")
 
 

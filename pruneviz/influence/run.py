@@ -53,7 +53,8 @@ def influence(
         DataFrame ``unit, layer, sublayer, metric, value, stderr, dataset, dtype`` (the model's dtype);
         ascending value = pruning order.
         ``table.attrs["cost"]`` holds, per adaptive metric, block forwards with and without prefix
-        reuse, subnetworks evaluated and seconds.
+        reuse, subnetworks evaluated, those resumed from an earlier run, seconds, and whether the whole
+        result came from the cache (:func:`cost_summary` says it in one line).
 
     Raises:
         SettingError: unknown metric, granularity or estimator setting; plus :func:`calibration_batch`'s errors.
@@ -85,7 +86,7 @@ def influence(
                 tables.append(result.table)
                 hits.append(hit)
                 cost[f"{metric}/{kind}"] = {
-                    "estimator": result.estimator, "subnetworks": result.subnetworks,
+                    "estimator": result.estimator, "subnetworks": result.subnetworks, "resumed": result.resumed, "from_cache": hit,
                     "block_forwards": result.count.computed, "naive_block_forwards": result.count.naive,
                     "seconds": round(result.seconds, 3),
                 }
@@ -94,3 +95,19 @@ def influence(
     table = pd.concat(tables, ignore_index=True).assign(dtype=loaded.dtype_name)
     table.attrs["cost"] = cost
     return table
+
+
+def cost_summary(name: str, cost: dict) -> str:
+    """One line on what an adaptive metric cost (an entry of ``influence(...).attrs["cost"]``): subnetworks, block
+    forwards with and without prefix reuse, seconds, and whether it resumed an earlier run or came from the cache."""
+    naive = cost["naive_block_forwards"]
+    saved = 1 - cost["block_forwards"] / naive if naive else 0.0
+    text = (
+        f"{name}: {cost['estimator']}, {cost['subnetworks']} subnetworks, {cost['block_forwards']:,} block forwards "
+        f"(naive: {naive:,}, {saved:.0%} saved by prefix reuse), {cost['seconds']:.1f} s"
+    )
+    if cost.get("from_cache"):
+        return text + " (read from the result cache: these are the first run's numbers)"
+    if cost.get("resumed"):
+        return text + f"; resumed: {cost['resumed']} of the {cost['subnetworks']} subnetworks were read from an earlier run"
+    return text

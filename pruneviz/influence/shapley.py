@@ -107,6 +107,8 @@ class AdaptiveResult:
             cost none. ``count.naive`` is what the same evaluations cost without prefix reuse.
         seconds: wall time.
         total_effect: ``v(all) - v(none)`` where it was computed (``permutation``), else NaN.
+        resumed: of the ``subnetworks``, those already in the cache when the run started (left by an earlier,
+            interrupted or overlapping run): the run resumed from them instead of computing them.
     """
 
     table: pd.DataFrame
@@ -115,6 +117,7 @@ class AdaptiveResult:
     count: BlockWork
     seconds: float
     total_effect: float = float("nan")
+    resumed: int = 0
 
 
 def _plan_work(plan: PruningPlan, n_blocks: int, reuse_prefix: bool) -> int:
@@ -264,6 +267,7 @@ class _Subnetworks:
         # every process must agree on what is known, or their shares of the missing plans would differ
         for share in distributed.gather(found):
             self.known.update(share)
+        self.found_at_start = set(self.known)
         self.done, self.total = 0, self._run_cost(calls)
         self._report(self.done)
 
@@ -423,7 +427,8 @@ def adaptive_influence(
         shapley, stderr, total_effect = _permutation_shapley(n, units, values, orders, tolerance)
     count = values.finish()
     table = _table(units, shapley, stderr, f"{objective}_shapley", data.label)
-    return AdaptiveResult(table, estimator, len(values.used), count, time.perf_counter() - started, total_effect)
+    resumed = len(values.used & values.found_at_start)
+    return AdaptiveResult(table, estimator, len(values.used), count, time.perf_counter() - started, total_effect, resumed)
 
 
 def _difference_of_means(stats: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

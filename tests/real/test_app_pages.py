@@ -281,7 +281,7 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     at.selectbox(key="_influence_estimator").set_value("subsample")
     at.number_input(key="_influence_budget").set_value(6)
     press(at, "Compute influence")
-    assert any("Adaptive cost: loss_shapley/block (subsample): 6 subnetworks" in c.value for c in at.caption)
+    assert any("Adaptive cost: loss_shapley/block: subsample, 6 subnetworks" in c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "loss_shapley" in d.value.columns)
     assert "loss_shapley stderr" in table.columns and len(table) == 30
     # with no result for the model (e.g. another model), remembered adaptive settings wait for the button

@@ -202,6 +202,10 @@ def test_cancelled_permutation_run_resumes_from_cached_subnetworks(tiny3, monkey
     np.testing.assert_array_equal(resumed.table["value"].to_numpy(), uninterrupted.table["value"].to_numpy())
     np.testing.assert_array_equal(resumed.table["stderr"].to_numpy(), uninterrupted.table["stderr"].to_numpy())
     assert resumed.subnetworks == uninterrupted.subnetworks
+    # it says what it resumed: the subnetworks the cancelled run finished (one objective per subnetwork and batch)
+    batches = 1 if batch_size == 8 else 2
+    assert uninterrupted.resumed == 0 and 0 < resumed.resumed <= before_cancel // batches < resumed.subnetworks
+    assert resumed.resumed + after_restart // batches == resumed.subnetworks
     # a third run reads everything back and computes nothing
     objective_calls.clear()
     again = adaptive_influence(tiny3, data, units, **settings, use_cache=True)
