@@ -71,6 +71,8 @@ def fit(loaded, plan, settings: dict) -> ui.FittedRecovery:
     options = {k: settings[k] for k in ("method", "rank", "fit", "inputs", "data", "samples", "seq_len", "steps", "learning_rate")}
     with ui.cancellable("recovery_fit"), ui.ProgressBar(f"Fitting {settings['method']} stand-ins") as progress:
         recovery = ui.run_or_stop(api.recover, loaded, plan, progress=progress, **options)
+    if recovery.resumed_from:
+        st.info(f"Resumed: training went on from step {recovery.resumed_from} of {settings['steps']}, saved by an earlier run that stopped.")
     name = f"{recovery.label}, {settings['inputs']} inputs, {settings['samples']}×{settings['seq_len']} {settings['data']}"
     directory = ui.saved_copy(loaded, plan, recovery) or recovery.save(
         ui.output_directory("recoveries", loaded.name, str(plan) or "none", recovery.label)

@@ -239,6 +239,8 @@ def cmd_recover(args) -> None:
     _say(report.to_string(index=False))
     _say(f"{recovery.label}: {recovery.added_params:,} parameters added ({recovery.added_percent:.2f}% of the "
           f"{recovery.removed_params:,} removed), fitted on {recovery.calibration}; wrote {out}")
+    if recovery.resumed_from:
+        _say(f"Resumed: training went on from step {recovery.resumed_from} of {args.steps}, saved by an earlier run that stopped.")
 
 
 def cmd_export(args) -> None:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..core.cache import drop_partial, read_partial, write_partial
+from ..core.cost import plan_cost
 from ..core.digest import tensor_digest
 from ..core.errors import DataError, SettingError
 from ..core.gating import STAND_IN_INPUT, apply_plan, record_residuals
@@ -166,6 +167,8 @@ class Recovery:
         calibration: label of the data the stand-ins were fitted on.
         seconds: fitting wall time.
         history: ``train`` only: held-out LM loss (nats/token) after each evaluation step.
+        resumed_from: ``train`` only: the step an interrupted earlier fit had saved, from which this one went
+            on (0: it started afresh).
     """
 
     plan: PruningPlan
@@ -177,6 +180,7 @@ class Recovery:
     calibration: str
     seconds: float = 0.0
     history: list[float] = field(default_factory=list)
+    resumed_from: int = 0
 
     @property
     def added_params(self) -> int:
@@ -363,13 +367,12 @@ def fit_recovery(
         stand_ins[slot_of(unit)] = fit_closed_form(moments, method, rank, ridge).to(loaded.device)
         if progress:
             progress(index + 1, total)
-    info = loaded.info
-    removed = sum(info.params_block if u.sublayer is None else getattr(info, f"params_{u.sublayer}") for u in units)
+    removed = plan_cost(loaded.info, plan, loaded.dtype.itemsize).params_removed
     recovery = Recovery(plan, method, rank if method == "lowrank" else 0, fit, stand_ins, removed, calibration)
     if fit == "train":
         if heldout is None:
             raise SettingError("Training stand-ins needs held-out documents for early stopping.")
-        recovery.history = _train(loaded, recovery, batch, heldout, steps, learning_rate, patience, batch_size,
+        recovery.history, recovery.resumed_from = _train(loaded, recovery, batch, heldout, steps, learning_rate, patience, batch_size,
                                   lambda done: progress(len(units) + done, total) if progress else None, checkpoint)
     recovery.seconds = time.perf_counter() - started
     return recovery
@@ -384,8 +387,11 @@ def lm_loss(loaded, plan: PruningPlan, stand_ins: dict, ids: torch.Tensor, mask:
     return nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
 
 
-def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, patience, batch_size, tick, checkpoint) -> list[float]:
-    """Adam on the LM loss of the stand-ins only; returns held-out losses; keeps the best parameters.
+def _train(
+    loaded, recovery: Recovery, batch, heldout, steps, learning_rate, patience, batch_size, tick, checkpoint
+) -> tuple[list[float], int]:
+    """Adam on the LM loss of the stand-ins only; returns the held-out losses and the step it resumed from (0:
+    none); keeps the best parameters.
 
     With a ``checkpoint`` key the whole state (step, parameters, optimiser moments, best parameters,
     history) is saved at every held-out evaluation and restored on the next call, so training resumes
@@ -439,4 +445,4 @@ def _train(loaded, recovery: Recovery, batch, heldout, steps, learning_rate, pat
             parameter.copy_(value)
     if checkpoint:
         drop_partial(checkpoint)
-    return history
+    return history, first - 1

@@ -56,7 +56,9 @@ def recover(
     args = (loaded, plan, fit_part, method, rank, fit, inputs, f"{label}, {samples} documents x {seq_len} tokens")
     kwargs = dict(heldout=heldout, steps=steps, learning_rate=learning_rate, progress=progress)
     key = call_key(fit_recovery, args, kwargs, ignore=("progress", "checkpoint"), content=fingerprint)
-    recovery, _ = cached(key, lambda: fit_recovery(*args, **kwargs, checkpoint=make_key("recover-partial", key) if use_cache else None), use_cache)
+    recovery, hit = cached(key, lambda: fit_recovery(*args, **kwargs, checkpoint=make_key("recover-partial", key) if use_cache else None), use_cache)
+    if hit:
+        recovery.resumed_from = 0  # this call trained nothing: the fit that made it may have resumed, this one did not
     recovery.stand_ins = {k: v.to(loaded.device) for k, v in recovery.stand_ins.items()}
     return recovery
 

@@ -167,6 +167,7 @@ def test_cancelled_training_resumes_from_its_checkpoint_and_ends_as_an_uninterru
     # 8 training steps and 4 held-out evaluations are left; the first 12 steps are not repeated
     assert len(losses) == 8 + 4
     assert resumed.history == whole.history
+    assert (whole.resumed_from, resumed.resumed_from) == (0, 12)  # it says where it went on from
     for key, stand_in in whole.stand_ins.items():
         for mine, theirs in zip(resumed.stand_ins[key].parameters(), stand_in.parameters()):
             torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
