@@ -499,3 +499,24 @@ def test_a_cais_layout_csv_reads_its_choices_and_names_a_bad_row(tmp_path):
     kheops.write_text(json.dumps({"question": "q", "answer_a": "a", "answer_b": "b", "correct_answer": "A", "topic": "anatomy"}) + "\n")
     with pytest.raises(DataError, match=r"kheops.jsonl line 1 lacks answer_c, answer_d; give every question its four answers"):
         read_mmlu_file(kheops)
+
+
+class _WordTokenizer:
+    """Whitespace words as ids 10, 11, ...; with ``bos`` every text starts with id 1, as Gemma's tokenizer does."""
+
+    def __init__(self, bos: bool):
+        self.bos_token_id, self.add_bos, self.vocab = 1, bos, {}
+
+    def __call__(self, text, add_special_tokens=True, **kwargs):
+        ids = [self.vocab.setdefault(word, 10 + len(self.vocab)) for word in text.split()]
+        return {"input_ids": ([1] if self.add_bos and add_special_tokens else []) + ids}
+
+
+def test_windows_open_with_bos_where_the_tokenizer_starts_every_text_with_it():
+    from pruneviz.data.text import bos_prefix, token_windows
+
+    texts = ("a b c d e f g h i j k l",)
+    plain = token_windows(_WordTokenizer(bos=False), texts, seq_len=4, n_windows=2)
+    assert plain.tolist() == [[10, 11, 12, 13], [14, 15, 16, 17]] and bos_prefix(_WordTokenizer(bos=False)) is None
+    opened = token_windows(_WordTokenizer(bos=True), texts, seq_len=4, n_windows=2)
+    assert opened.tolist() == [[1, 10, 11, 12], [1, 13, 14, 15]]  # still seq_len tokens, seq_len - 1 of them scored
