@@ -281,7 +281,7 @@ def pack_groups(
     return PackedBatch(input_ids, position_ids, mask, placements)
 
 
-def plan_groups(sequences: Sequence[Sequence[int]], keys: Sequence[Hashable], max_tokens: int) -> list[list[int]]:
+def packing_groups(sequences: Sequence[Sequence[int]], keys: Sequence[Hashable], max_tokens: int) -> list[list[int]]:
     """Partition sequence indices into packing groups of equal key, each packing into at most ``max_tokens``.
 
     Members of one key (e.g. an MMLU question id, or a subject for k-shot prompts) are taken in
@@ -304,7 +304,7 @@ def plan_groups(sequences: Sequence[Sequence[int]], keys: Sequence[Hashable], ma
     """
     if len(keys) != len(sequences):
         raise SettingError(
-            f"plan_groups got {len(keys)} keys for {len(sequences)} sequences; pass one key per sequence."
+            f"packing_groups got {len(keys)} keys for {len(sequences)} sequences; pass one key per sequence."
         )
     if max_tokens < 1:
         raise SettingError(f"max_tokens must be at least 1, not {max_tokens}.")

@@ -30,7 +30,7 @@ from ..core.cache import cached, make_key
 from ..core.errors import NumericalError, SettingError, TokenizationError
 from ..core.progress import Progress
 from .incremental import decoder_states, plan_signature
-from .packing import pack_groups, packed_length, plan_groups
+from .packing import pack_groups, packed_length, packing_groups
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -310,7 +310,7 @@ def score_requests(
         return []
     tokens = [request.tokens for request in requests]
     keys = [request.group if request.group is not None else ("request", i) for i, request in enumerate(requests)]
-    rows = plan_groups(tokens, keys, max(PACK_TOKENS, 2 * max(map(len, tokens))))
+    rows = packing_groups(tokens, keys, max(PACK_TOKENS, 2 * max(map(len, tokens))))
     lengths = [packed_length([tokens[i] for i in row]) for row in rows]
     if max_batch_tokens is None:
         max_batch_tokens = BATCH_TOKENS.get(loaded.device.type, BATCH_TOKENS["cuda"])

@@ -8,7 +8,7 @@ from helpers import packed_hidden
 
 from pruneviz.core.architecture import adapter_for, resolve
 from pruneviz.core.errors import SettingError
-from pruneviz.engine.packing import PackedBatch, common_prefix_length, pack_groups, packed_length, plan_groups
+from pruneviz.engine.packing import PackedBatch, common_prefix_length, pack_groups, packed_length, packing_groups
 
 TOL_FP32 = 1e-5
 
@@ -245,7 +245,7 @@ def test_plan_groups_splits_under_max_tokens():
     sequences = [context + _random_tokens(g, 3) for _ in range(5)]
     sequences += [other + [4], _random_tokens(g, 30), other + [5, 6]]
     keys = ["q1"] * 5 + ["q2", "q3", "q2"]
-    groups = plan_groups(sequences, keys, max_tokens=17)
+    groups = packing_groups(sequences, keys, max_tokens=17)
     # q1: packed length 10 + 3n <= 17 allows two per group; q2 packs into 10 + 1 + 2; q3 is longer than the limit
     assert sorted(len(g) for g in groups) == [1, 1, 2, 2, 2]
     assert sorted(i for g in groups for i in g) == list(range(len(sequences)))
@@ -253,20 +253,20 @@ def test_plan_groups_splits_under_max_tokens():
         assert len({keys[i] for i in group}) == 1
         assert packed_length([sequences[i] for i in group]) <= 17 or group == [6]
     assert [6] in groups and [5, 7] in groups
-    assert plan_groups(sequences, keys, max_tokens=17) == groups
-    assert plan_groups(sequences, keys, max_tokens=1000) == [sorted(range(5), key=lambda i: sequences[i]), [5, 7], [6]]
-    assert plan_groups([], [], max_tokens=8) == []
+    assert packing_groups(sequences, keys, max_tokens=17) == groups
+    assert packing_groups(sequences, keys, max_tokens=1000) == [sorted(range(5), key=lambda i: sequences[i]), [5, 7], [6]]
+    assert packing_groups([], [], max_tokens=8) == []
 
 
 def test_plan_groups_output_packs_and_matches(llama_case):
-    """plan_groups feeds pack_groups directly; rows respect max_tokens and results match the plain path."""
+    """packing_groups feeds pack_groups directly; rows respect max_tokens and results match the plain path."""
     from conftest import tiny_llama
 
     model = tiny_llama()
     base = _base(model)
     sequences, _ = llama_case
     keys = ["a", "a", "a", "a", "b", "c", "c", "c"]
-    groups = plan_groups(sequences, keys, max_tokens=16)
+    groups = packing_groups(sequences, keys, max_tokens=16)
     batch = pack_groups(sequences, groups, pad_id=0, config=model.config, dtype=torch.float32)
     assert batch.input_ids.shape[1] <= 16
     assert _max_difference(base, sequences, batch, packed_hidden(base, batch), range(len(sequences))) < TOL_FP32
@@ -297,6 +297,6 @@ def test_bad_input_is_rejected():
     with pytest.raises(SettingError, match="chunked_attention"):
         pack_groups(sequences, [[0]], 0, chunked, torch.float32)
     with pytest.raises(SettingError, match="one key per sequence"):
-        plan_groups(sequences, ["a"], max_tokens=8)
+        packing_groups(sequences, ["a"], max_tokens=8)
     with pytest.raises(SettingError, match="at least 1"):
-        plan_groups(sequences, ["a", "a", "a"], max_tokens=0)
+        packing_groups(sequences, ["a", "a", "a"], max_tokens=0)
