@@ -36,12 +36,34 @@ def noise_metric(metric: str) -> str:
     return "nll" if metric == "perplexity" else metric
 
 
-def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str, sigmas: float = 2.0) -> bool:
-    """Whether two results of one metric differ by less than ``sigmas`` combined standard errors.
+# the per-item column whose mean each metric is (MMLU: per question; perplexity: mean NLL per window)
+ITEM_COLUMNS = {"acc": "correct", "acc_norm": "correct_norm", "loss": "loss", "nll": "nll"}
+# the columns that name an item, checked to be equal before two results are paired
+ITEM_IDENTITY = ("subject", "answer")
 
-    Judged on :func:`noise_metric`'s scale (perplexity by its NLL); see :func:`difference_within_noise`.
-    Without a standard error (fewer than two questions or windows) no difference can be told from
-    noise, so the answer is ``True``.
+
+def paired_difference(first: EvaluationResult, second: EvaluationResult, metric: str) -> tuple[float, float] | None:
+    """``(d, se)``: the mean per-item difference ``second − first`` of ``metric`` and its standard error
+    ``sd(differences) / sqrt(n)``, where both results scored the same items; ``None`` where they did not.
+
+    Two plans scored on the same questions or windows make correlated errors, so the paired standard error is
+    much tighter than the combined ``sqrt(se_1² + se_2²)`` of two independent samples (a paired t-test's).
+    Perplexity is paired on its per-window NLL (:func:`noise_metric`).
+    """
+    column = ITEM_COLUMNS.get(noise_metric(metric))
+    a, b = first.items, second.items
+    if column is None or first.task != second.task or column not in a or column not in b or len(a) != len(b) or len(a) < 2:
+        return None
+    identity = [name for name in ITEM_IDENTITY if name in a and name in b]
+    if identity and not a[identity].reset_index(drop=True).equals(b[identity].reset_index(drop=True)):
+        return None
+    differences = b[column].to_numpy(dtype=float) - a[column].to_numpy(dtype=float)
+    return float(differences.mean()), float(differences.std(ddof=1) / math.sqrt(len(differences)))
+
+
+def difference_and_noise(first: EvaluationResult, second: EvaluationResult, metric: str) -> tuple[str, float, float, bool]:
+    """``(judged metric, difference second − first, its standard error, paired)``: paired where the two results
+    scored the same items (:func:`paired_difference`), else from the two standard errors combined.
 
     Raises:
         SettingError: ``metric`` is missing from either result.
@@ -51,10 +73,26 @@ def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str,
     judged = noise_metric(metric)
     if judged not in first.metrics or judged not in second.metrics:
         judged = metric
-    return difference_within_noise(
-        first.metrics[judged], first.stderr.get(judged, float("nan")),
-        second.metrics[judged], second.stderr.get(judged, float("nan")), sigmas,
-    )
+    paired = paired_difference(first, second, judged)
+    if paired is not None:
+        return judged, paired[0], paired[1], True
+    se = math.hypot(first.stderr.get(judged, math.nan), second.stderr.get(judged, math.nan))
+    return judged, second.metrics[judged] - first.metrics[judged], se, False
+
+
+def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str, sigmas: float = 2.0) -> bool:
+    """Whether two results of one metric differ by less than ``sigmas`` standard errors of their difference.
+
+    The error is paired where both scored the same items, else combined (:func:`difference_and_noise`); it is
+    judged on :func:`noise_metric`'s scale (perplexity by its NLL). Without a standard error (fewer than two
+    questions or windows) no difference can be told from noise, and no difference at all is never a change,
+    so the answer is then ``True``.
+
+    Raises:
+        SettingError: ``metric`` is missing from either result.
+    """
+    _, difference, se, _ = difference_and_noise(first, second, metric)
+    return math.isnan(se) or difference == 0 or abs(difference) < sigmas * se
 
 
 def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
@@ -74,25 +112,27 @@ def ci_caption(stderr: float) -> str:
 
 
 def noise_verdict(baseline: EvaluationResult, pruned: EvaluationResult, metric: str, what: str) -> str | None:
-    """A warning sentence when ``pruned`` and ``baseline`` differ in ``metric`` by less than two combined standard
-    errors (judged on :func:`noise_metric`'s scale), else ``None``.
+    """A warning sentence when ``pruned`` and ``baseline`` differ in ``metric`` by less than two standard errors of
+    their difference (:func:`within_noise`), else ``None``.
 
     Args:
         what: the items counted, plural (``"windows"``, ``"questions"``), for the sentence.
     """
     if not within_noise(baseline, pruned, metric):
         return None
-    judged = noise_metric(metric)
-    se = math.hypot(baseline.stderr.get(judged, math.nan), pruned.stderr.get(judged, math.nan))
-    bound = f"no standard error with fewer than 2 {what}" if math.isnan(se) else f"less than 2 combined standard errors, {2 * se:.3g}"
-    difference = abs(pruned.metrics[judged] - baseline.metrics[judged])
+    judged, difference, se, paired = difference_and_noise(baseline, pruned, metric)
+    errors = f"standard errors of the paired per-{what.removesuffix('s')} differences" if paired else "combined standard errors"
+    if math.isnan(se):
+        bound = f"no standard error with fewer than 2 {what}"
+        if difference == 0:
+            return f"The {judged} of the pruned and unpruned model is the same on these {what}; with {bound}, no noise level can be told. Evaluate more {what} to see one."
+        return f"The {judged} of the pruned and unpruned model differ by {abs(difference):.3g}: within noise ({bound}). Evaluate more {what} before reading anything into it."
+    if difference == 0 and se == 0:
+        return f"The pruned and unpruned model score each of these {what} alike ({judged} unchanged on every one); evaluate more {what} to see a difference."
     if difference == 0:
-        noise = (
-            f"with {bound}, no noise level can be told" if math.isnan(se)
-            else f"a difference smaller than the noise ({bound.removeprefix('less than ')}) would not show"
-        )
-        return f"The {judged} of the pruned and unpruned model is the same on these {what}; {noise}. Evaluate more {what} to see one."
+        return (f"The {judged} of the pruned and unpruned model is the same on these {what}; a difference smaller than the "
+                f"noise (2 {errors}, {2 * se:.3g}) would not show. Evaluate more {what} to see one.")
     return (
-        f"The {judged} of the pruned and unpruned model differ by {difference:.3g}: "
-        f"within noise ({bound}). Evaluate more {what} before reading anything into it."
+        f"The {judged} of the pruned and unpruned model differ by {abs(difference):.3g}: within noise (less than 2 {errors}, "
+        f"{2 * se:.3g}). Evaluate more {what} before reading anything into it."
     )

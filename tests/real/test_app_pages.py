@@ -483,7 +483,7 @@ def test_one_question_per_subject_and_no_change_read_as_such(app):
     card = next(m for m in at.metric if m.label == "acc (pruned)")
     Metric = type(card.proto)
     assert card.delta == "+0.0 pp" and card.proto.direction == Metric.NONE and card.proto.color == Metric.GRAY  # no arrow, grey
-    assert any("is the same on these questions; a difference smaller than the noise" in w.value for w in at.warning)
+    assert any("score each of these questions alike (acc unchanged on every one)" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert list(table["n"]) == [1, 1] and not [c for c in table.columns if c.startswith("± ")]
     assert any("no confidence interval with one question per subject" in c.value for c in at.caption)
