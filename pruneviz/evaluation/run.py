@@ -14,6 +14,7 @@ from ..data.text import load_corpus
 from .mmlu import default_format, evaluate_mmlu
 from .perplexity import evaluate_perplexity
 from .results import EvaluationResult
+from .statistics import answer_changes
 
 BACKENDS = ("pruneviz", "lm-eval")
 
@@ -53,6 +54,7 @@ def evaluate(
     use_cache: bool = True,
     backend: str = "pruneviz",
     partial: Callable[[EvaluationResult], None] | None = None,
+    compare: bool = True,
 ) -> EvaluationResult:
     """Evaluate ``loaded`` under ``plan`` on a task (cached).
 
@@ -68,6 +70,10 @@ def evaluate(
         partial: (MMLU, pruneviz backend) called with provisional results while the evaluation runs.
         use_cache: read and write the result cache and, with the pruneviz backend, per-batch checkpoints
             (an interrupted evaluation resumes from its finished batches).
+        compare: on MMLU under a plan or a recovery, also evaluate the unpruned model on the same questions (cached)
+            and add what changed in the answers to ``metrics`` and ``stderr``: ``flips``, ``flips_lost``,
+            ``flips_gained`` (shares of questions) and ``kl`` (nats), see
+            :func:`pruneviz.evaluation.statistics.answer_changes`.
 
     Raises:
         PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
@@ -107,4 +113,13 @@ def evaluate(
     result.recovery = recovery.label if recovery else None
     result.settings.setdefault("backend", backend)
     result.settings["dtype"] = loaded.dtype_name
+    if compare and spec.is_mmlu and (plan or recovery is not None):
+        unpruned = evaluate(
+            loaded, PruningPlan(), task, fmt, shots, per_subject, windows, seq_len, mmlu_source, half,
+            progress=progress, use_cache=use_cache, backend=backend, compare=False,
+        )
+        changes = answer_changes(unpruned, result)
+        if changes is not None:
+            result.metrics.update(changes[0])
+            result.stderr.update(changes[1])
     return result

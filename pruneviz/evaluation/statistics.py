@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
+
 from ..core.errors import SettingError
 from ..core.formatting import format_number
 from .results import Z_95, EvaluationResult
@@ -136,3 +139,45 @@ def noise_verdict(baseline: EvaluationResult, pruned: EvaluationResult, metric: 
         f"The {judged} of the pruned and unpruned model differ by {abs(difference):.3g}: within noise (less than 2 {errors}, "
         f"{2 * se:.3g}). Evaluate more {what} before reading anything into it."
     )
+
+
+CHOICES = ("A", "B", "C", "D")
+
+
+def answer_changes(baseline: EvaluationResult, pruned: EvaluationResult) -> tuple[dict[str, float], dict[str, float]] | None:
+    """What pruning did to the answers themselves, beyond accuracy (Dutta et al. 2024, "Accuracy is not all you need").
+
+    On MMLU results that scored the same questions (:func:`paired_difference`'s identity check):
+
+    * ``flips``: the share of questions whose chosen answer changed; ``flips_lost`` / ``flips_gained``: the share
+      that went from right to wrong / wrong to right (``acc`` changes by ``gained − lost``);
+    * ``kl``: the mean over questions of KL(unpruned ‖ pruned) between the two models' distributions over the four
+      answers (a softmax of the per-choice scores: letter log-probabilities or answer log-likelihoods), in nats.
+
+    Returns:
+        ``(metrics, stderr)``: the standard error of a share is ``sqrt(p (1 − p) / (n − 1))``, of ``kl`` the
+        sample standard error of its mean; ``None`` for other results, or results of other questions.
+    """
+    a, b = baseline.items, pruned.items
+    scores = [f"score_{letter}" for letter in CHOICES]
+    needed = ["pred", "correct", *scores]
+    if any(column not in a or column not in b for column in needed) or len(a) != len(b) or len(a) == 0:
+        return None
+    identity = [name for name in ITEM_IDENTITY if name in a and name in b]
+    if identity and not a[identity].reset_index(drop=True).equals(b[identity].reset_index(drop=True)):
+        return None
+    n = len(a)
+    changed = a["pred"].to_numpy() != b["pred"].to_numpy()
+    right_before, right_after = a["correct"].to_numpy() > 0, b["correct"].to_numpy() > 0
+    shares = {
+        "flips": float(changed.mean()),
+        "flips_lost": float((right_before & ~right_after).mean()),
+        "flips_gained": float((~right_before & right_after).mean()),
+    }
+    p = torch.log_softmax(torch.tensor(a[scores].to_numpy(dtype=np.float64)), 1)
+    q = torch.log_softmax(torch.tensor(b[scores].to_numpy(dtype=np.float64)), 1)
+    kl = (p.exp() * (p - q)).sum(1).numpy()
+    metrics = {**shares, "kl": float(kl.mean())}
+    stderr = {name: math.sqrt(v * (1 - v) / (n - 1)) if n > 1 else math.nan for name, v in shares.items()}
+    stderr["kl"] = float(kl.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return metrics, stderr

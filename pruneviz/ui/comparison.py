@@ -84,6 +84,18 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     )
 
 
+def answer_changes_text(pruned) -> str:
+    """One line on what changed in the answers (:func:`pruneviz.evaluation.statistics.answer_changes`), each ± 95 % CI."""
+    def share(name: str) -> str:
+        return api.with_ci(pruned.metrics[name], pruned.stderr[name], 100, 1, " %")
+
+    return (
+        f"Answers changed on {share('flips')} of the {pruned.n} questions: right to wrong {share('flips_lost')}, wrong to "
+        f"right {share('flips_gained')}. KL(unpruned ‖ pruned) over the four answers: "
+        f"{api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} nats per question (± 95 % CI; Dutta et al. 2024)."
+    )
+
+
 def show_mmlu(baseline, pruned) -> None:
     """MMLU accuracy (± standard error) against the baseline, per category and per subject."""
     settings = pruned.settings
@@ -92,6 +104,8 @@ def show_mmlu(baseline, pruned) -> None:
     names = pruned.accuracy_metrics
     for name in [*names, *(["loss"] if "loss" in pruned.metrics else [])]:
         show_mmlu_metric(baseline, pruned, name)
+    if "flips" in pruned.metrics:
+        st.caption(answer_changes_text(pruned))
     notes = [provenance(baseline, pruned)] + ([settings["note"].capitalize() + "."] if settings.get("note") else [])
     st.caption(" ".join(notes))
     noise_warning(baseline, pruned, "acc", "questions")

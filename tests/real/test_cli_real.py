@@ -87,8 +87,10 @@ class TestOnEmbeddedModel:
         document = json.loads(out.read_text())
         assert {"task", "n", "metrics", "per_subject", "per_category", "prune", "recover", "seconds"} <= set(document)
         assert document["task"] == "mmlu" and document["n"] == 57
-        assert set(document["metrics"]) == {"acc", "acc_norm"}
-        assert all(0 <= v <= 1 for v in document["metrics"].values())
+        # accuracy, and what the plan changed in the answers against the unpruned model on the same questions
+        assert set(document["metrics"]) == {"acc", "acc_norm", "flips", "flips_lost", "flips_gained", "kl"}
+        assert set(document["stderr"]) == set(document["metrics"])
+        assert all(0 <= v <= 1 for name, v in document["metrics"].items() if name != "kl") and document["metrics"]["kl"] >= 0
         assert document["prune"] == "20.attn,21.attn" and document["recover"] is None
         assert document["seconds"] > 0
         assert set(document["per_subject"]) == set(SUBJECT_CATEGORY)

@@ -118,3 +118,19 @@ def test_a_k_shot_prompt_longer_than_the_context_is_refused(smollm2):
     assert evaluate_mmlu(short, PruningPlan(), "anatomy", "letter", shots=0, per_subject=1).n == 1
     with pytest.raises(SettingError, match=r"5-shot MMLU prompt has [\d,]+ tokens, more than this model's 300-token context"):
         evaluate_mmlu(short, PruningPlan(), "anatomy", "letter", shots=5, per_subject=1)
+
+
+@pytest.mark.real
+def test_a_pruned_mmlu_evaluation_reports_what_changed_in_the_answers(smollm2):
+    from pruneviz import api
+    from pruneviz.core.plan import PruningPlan
+
+    options = dict(fmt="letter", per_subject=12, use_cache=False)
+    unpruned = api.evaluate(smollm2, PruningPlan(), "mmlu:anatomy", **options)
+    assert "flips" not in unpruned.metrics  # nothing to compare the unpruned model with
+    pruned = api.evaluate(smollm2, PruningPlan.parse("5.attn,20"), "mmlu:anatomy", **options)
+    changed = (pruned.items["pred"] != unpruned.items["pred"]).mean()
+    assert pruned.metrics["flips"] == pytest.approx(changed) and changed > 0
+    assert pruned.metrics["flips_gained"] - pruned.metrics["flips_lost"] == pytest.approx(pruned.metrics["acc"] - unpruned.metrics["acc"])
+    assert pruned.metrics["kl"] > 0 and pruned.stderr["kl"] > 0 and pruned.stderr["flips"] > 0
+    assert "flips" not in api.evaluate(smollm2, PruningPlan.parse("5.attn,20"), "mmlu:anatomy", compare=False, **options).metrics

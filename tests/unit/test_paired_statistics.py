@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from pruneviz import api
 from pruneviz.evaluation.results import EvaluationResult
@@ -63,3 +64,26 @@ def test_perplexity_is_paired_on_the_nll_of_each_window():
     judged, d, se, paired = difference_and_noise(first, second, "perplexity")
     assert (judged, paired) == ("nll", True) and d == pytest.approx(0.105) and se < 0.01
     assert math.hypot(first.stderr["nll"], second.stderr["nll"]) > 0.2  # combined, it would have been noise
+
+
+def test_answer_changes_count_flips_both_ways_and_the_kl_between_answer_distributions():
+    from pruneviz.evaluation.statistics import answer_changes
+
+    def scored(rows: list[tuple[float, float, float, float]], gold: list[int]) -> EvaluationResult:
+        items = pd.DataFrame(rows, columns=[f"score_{c}" for c in "ABCD"]).assign(subject="anatomy", answer=gold)
+        items["pred"] = items[[f"score_{c}" for c in "ABCD"]].to_numpy().argmax(1)
+        items["correct"] = (items["pred"] == items["answer"]).astype(float)
+        return EvaluationResult("mmlu", len(rows), {"acc": items["correct"].mean()}, {}, "", 0.0, {}, items)
+
+    gold = [0, 1, 2, 3]
+    base = scored([(0, -5, -5, -5), (0, -5, -5, -5), (-5, -5, 0, -5), (-1, -1, -1, -1)], gold)
+    pruned = scored([(-5, 0, -5, -5), (-5, 0, -5, -5), (-5, -5, 0, -5), (-1, -1, -1, -1)], gold)
+    metrics, stderr = answer_changes(base, pruned)
+    # question 1: right -> wrong; question 2: wrong -> right; 3 and 4 unchanged
+    assert (metrics["flips"], metrics["flips_lost"], metrics["flips_gained"]) == (0.5, 0.25, 0.25)
+    assert metrics["flips_gained"] - metrics["flips_lost"] == pruned.metrics["acc"] - base.metrics["acc"]
+    p = torch.log_softmax(torch.tensor([0.0, -5, -5, -5], dtype=torch.float64), 0)
+    q = torch.log_softmax(torch.tensor([-5.0, 0, -5, -5], dtype=torch.float64), 0)
+    one = float((p.exp() * (p - q)).sum())
+    assert metrics["kl"] == pytest.approx(2 * one / 4) and stderr["flips"] == pytest.approx(math.sqrt(0.25 / 3))
+    assert answer_changes(base, pruned.__class__(**{**pruned.__dict__, "items": pruned.items.iloc[:3]})) is None
