@@ -25,8 +25,9 @@ COLUMN_ORDER = (*SUBLAYERS, "block")
 COLORSCALE = "Viridis"
 ROW_HEIGHT_PX = 20
 CHANCE_ACCURACY = 0.25  # four answer choices
-# task metrics where a lower value is better (perplexity, NLL, MMLU loss); all others are accuracies
-LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss"})
+# task metrics where a lower value is better (perplexity, NLL, MMLU loss, answers changed and the KL divergence from
+# the unpruned model's answers); all others are accuracies
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss", "flips", "flips_lost", "kl"})
 ACCURACY_METRICS = frozenset({"acc", "acc_norm"})
 BETTER_RGB, WORSE_RGB = "44, 160, 44", "214, 39, 40"
 # one distinct colour per ranking, the same in every panel (Streamlit's theme would shade them all blue)
