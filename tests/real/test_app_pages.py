@@ -508,9 +508,10 @@ def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_downl
     baseline, pruned = at.session_state["evaluation"]["pairs"]["mmlu"]
     halfwidth = 100 * api.confidence_halfwidth(pruned.stderr["acc"])
     assert values["acc (pruned)"] == f"{100 * pruned.metrics['acc']:.1f} % ± {halfwidth:.1f} %"
-    noisy = api.within_noise(baseline, pruned, "acc")
-    same = pruned.metrics["acc"] == baseline.metrics["acc"]
-    assert noisy == any(("is the same on these questions" if same else "within noise") in w.value for w in at.warning)
+    verdict = api.noise_verdict(baseline, pruned, "acc", "questions")  # paired: the same 6 questions, both scored
+    assert (verdict is not None) == api.within_noise(baseline, pruned, "acc")
+    assert verdict is None or verdict in [w.value for w in at.warning]
+    assert "Answers changed on" in " ".join(c.value for c in at.caption)
     table = at.dataframe[0].value
     assert list(table["n"]) == [3, 3] and "± acc (95% CI)" in table.columns
     download = next(d for d in at.get("download_button") if d.proto.label == "Download JSON")
