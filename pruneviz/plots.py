@@ -23,6 +23,8 @@ from .influence.registry import METRIC_REGISTRY
 # heatmap columns, left to right: the two sublayers, then the whole block
 COLUMN_ORDER = (*SUBLAYERS, "block")
 COLORSCALE = "Viridis"
+# signed values (Shapley influences): red below 0, blue above, white at 0
+DIVERGING = "RdBu"
 ROW_HEIGHT_PX = 20
 CHANCE_ACCURACY = 0.25  # four answer choices
 # task metrics where a lower value is better (perplexity, NLL, MMLU loss, answers changed and the KL divergence from
@@ -80,8 +82,12 @@ def influence_heatmap(table: pd.DataFrame, metric: str, log_colour: bool = False
         table: an influence table (columns ``unit, layer, sublayer, metric, value, ...``) from
             :func:`pruneviz.api.influence`.
         metric: one of the table's ``metric`` values.
-        log_colour: colour by log10 of the value, so that one outlier (often block 0) does not
-            flatten every other cell; hover still shows the exact value.
+        log_colour: colour by log10 of the value (hover still shows the exact value); ignored where a value is
+            <= 0 (Shapley influences can be), where no logarithm exists.
+
+    The linear colour range runs from the 2nd to the 98th percentile of the values, so that one extreme unit
+    (often block 0) saturates its end of the scale instead of flattening every other cell; signed values get a
+    diverging scale centred at 0 (:func:`colour_range`).
 
     Returns:
         A figure whose hover text names the unit (e.g. ``"12.attn"``) and its exact value.
@@ -95,6 +101,7 @@ def influence_heatmap(table: pd.DataFrame, metric: str, log_colour: bool = False
     errors = _stderr_grid(table, metric, values)
     label = metric_label(metric)
     raw = values.to_numpy(dtype=float)
+    log_colour = log_colour and bool((raw[np.isfinite(raw)] > 0).all())
     colour = _log10(raw) if log_colour else raw
     # "± stderr" only where the estimator defines one (permutation / subsample Shapley values)
     spread = " ± %{customdata[2]:.3g}" if np.isfinite(errors).any() else ""
@@ -103,9 +110,9 @@ def influence_heatmap(table: pd.DataFrame, metric: str, log_colour: bool = False
         x=list(values.columns),
         y=list(values.index),
         customdata=np.dstack([units.to_numpy(dtype=object), raw.astype(object), errors.astype(object)]),
-        colorscale=COLORSCALE,
         colorbar={"title": {"text": f"log10 {label}" if log_colour else label, "side": "right"}},
         hovertemplate=f"unit %{{customdata[0]}}<br>{label} = %{{customdata[1]:.6g}}{spread}<extra></extra>",
+        **({"colorscale": COLORSCALE} if log_colour else colour_range(raw)),
     )
     dataset = ", ".join(sorted(set(table["dataset"])))
     return _layout(go.Figure(heatmap), len(values), f"{label} on {dataset}: low = pruned first")
@@ -116,6 +123,22 @@ def _stderr_grid(table: pd.DataFrame, metric: str, values: pd.DataFrame) -> np.n
     rows = table[table["metric"] == metric]
     grid = rows.pivot(index="layer", columns="sublayer", values="stderr").reindex(index=values.index, columns=values.columns)
     return grid.to_numpy(dtype=float)
+
+
+def colour_range(values: np.ndarray, percentiles: tuple[float, float] = (2, 98)) -> dict:
+    """Heatmap colour settings robust to one extreme value: ``zmin``/``zmax`` at the ``percentiles`` of the finite
+    values (an outlier saturates instead of flattening every other cell); values of both signs (Shapley
+    influences) get a diverging scale centred at 0 and symmetric about it."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"colorscale": COLORSCALE}
+    low, high = (float(x) for x in np.percentile(finite, percentiles))
+    if finite.min() < 0 < finite.max():
+        bound = max(abs(low), abs(high)) or float(np.abs(finite).max())
+        return {"colorscale": DIVERGING, "zmin": -bound, "zmax": bound, "zmid": 0}
+    if high <= low:
+        return {"colorscale": COLORSCALE}
+    return {"colorscale": COLORSCALE, "zmin": low, "zmax": high}
 
 
 def _log10(values: np.ndarray) -> np.ndarray:
@@ -129,7 +152,8 @@ def normalised_heatmaps(table: pd.DataFrame, metrics: list[str] | None = None, l
     Args:
         table: an influence table from :func:`pruneviz.api.influence`.
         metrics: which of its metrics to show, in order (default: all, in table order).
-        log_colour: normalise log10 of the values instead (see :func:`influence_heatmap`).
+        log_colour: normalise log10 of the values instead (see :func:`influence_heatmap`), for metrics whose
+            values are all > 0.
 
     Returns:
         One panel per metric sharing the block axis; hover shows the unit, the raw value and the
@@ -144,7 +168,8 @@ def normalised_heatmaps(table: pd.DataFrame, metrics: list[str] | None = None, l
     for column, metric in enumerate(metrics, start=1):
         values, units = _grid(table, metric)
         n_blocks = max(n_blocks, len(values))
-        scaled = _minmax(values.apply(_log10) if log_colour else values)
+        positive = bool((values.to_numpy(dtype=float) > 0).all())  # no logarithm of a value <= 0 (Shapley)
+        scaled = _minmax(values.apply(_log10) if log_colour and positive else values)
         # per cell: [unit name, raw value] for the hover text
         custom = np.dstack([units.to_numpy(dtype=object), values.to_numpy(dtype=object)])
         figure.add_trace(

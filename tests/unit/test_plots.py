@@ -242,3 +242,23 @@ def test_comparison_table_gives_each_subject_its_n_and_confidence_interval():
     assert table["± acc (95% CI)"].iloc[0] == pytest.approx(1.959964 * math.sqrt(0.4 * 0.6 / 4))
     assert math.isnan(table["± acc (95% CI)"].iloc[1])  # one question: no standard error
     assert "± acc (95% CI)" not in plots.comparison_table(baseline, pruned, "subject", ["acc"]).columns
+
+
+def test_heatmap_colours_resist_one_extreme_unit_and_centre_signed_values_at_zero():
+    values = np.array([[0.5, 0.6], [0.55, 0.52], [0.58, 0.61], [0.54, 0.57]] * 10)
+    values[0, 0] = 50.0  # one unit far above the rest
+    linear = plots.colour_range(values)
+    assert linear["colorscale"] == plots.COLORSCALE and linear["zmax"] < 50 and linear["zmin"] >= 0.5
+    signed = plots.colour_range(np.array([-0.2, -0.01, 0.0, 0.03, 0.4, 3.0]))
+    assert signed["colorscale"] == plots.DIVERGING and signed["zmid"] == 0 and signed["zmin"] == -signed["zmax"]
+    assert plots.colour_range(np.array([np.nan, np.nan])) == {"colorscale": plots.COLORSCALE}
+
+
+def test_log_colour_is_not_applied_to_shapley_values_at_or_below_zero():
+    rows = [{"unit": f"{i}.{s}", "layer": i, "sublayer": s, "metric": "loss_shapley", "value": v, "stderr": 0.01, "dataset": "wiki"}
+            for i, (s, v) in enumerate([("attn", -0.05), ("mlp", 0.2), ("attn", 0.0), ("mlp", 1.5)])]
+    figure = plots.influence_heatmap(pd.DataFrame(rows), "loss_shapley", log_colour=True)
+    heatmap = figure.data[0]
+    assert heatmap.colorbar.title.text == plots.metric_label("loss_shapley")  # not "log10 ..."
+    assert heatmap.zmid == 0 and heatmap.zmin == -heatmap.zmax
+    assert np.nanmin(np.array(heatmap.z, dtype=float)) == -0.05  # the values themselves, not clipped logarithms
