@@ -7,7 +7,7 @@ import streamlit as st
 from pruneviz import api, plots, ui
 
 GRANULARITIES = ("sublayer", "block", "all")
-RESULT_KEY = "influence_result"
+RESULT_KEY = ui.INFLUENCE_RESULT_KEY
 FORM = "influence_settings"
 ONE, ALL = "one metric", "all metrics, normalised"
 

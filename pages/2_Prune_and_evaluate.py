@@ -18,13 +18,21 @@ DEFAULT_PROMPT = "The capital of France is"
 
 
 def ranking_form(loaded) -> None:
-    """'Prune the N least important units by metric X': builds a plan from static influences."""
+    """'Prune the N least important units by metric X': a static metric computed here, or any metric of the
+    Influence page's last table (Shapley values included), without computing it again."""
+    computed = ui.stored_result(ui.INFLUENCE_RESULT_KEY, loaded)
+    table = computed["table"] if computed else None
+    from_influence = list(dict.fromkeys(table["metric"])) if table is not None else []
+    options = [*from_influence, *(m for m in STATIC_METRICS if m not in from_influence)]
+    if st.session_state.get("ranking_metric") not in options:  # chosen from an influence table since replaced
+        st.session_state.pop("ranking_metric", None)
     with st.expander("Prune the N least important units by a metric", expanded=False):
         with st.form(RANKING_FORM):
             left, middle, right = st.columns(3)
             metric = left.selectbox(
-                "Metric", list(STATIC_METRICS), format_func=ui.metric_label, help=ui.metrics_help(),
-                **ui.remembered("ranking_metric", list(STATIC_METRICS)[0], form=RANKING_FORM),
+                "Metric", options, help=ui.metrics_help(adaptive=bool(from_influence)),
+                format_func=lambda m: ui.metric_label(m) + (" (Influence page)" if m in from_influence else ""),
+                **ui.remembered("ranking_metric", options[0], form=RANKING_FORM),
             )
             scheme = ui.scheme_input("ranking_scheme", RANKING_FORM, middle, help="Which kind of unit is ranked and pruned.")
             most = 2 * loaded.n_blocks
@@ -33,12 +41,18 @@ def ranking_form(loaded) -> None:
             pressed = ui.form_submit_button(RANKING_FORM, "Build plan")
     if not pressed:
         return
-    measured_as = api.unit_selection(scheme).measured_as
-    with ui.cancellable("ranking"), ui.ProgressBar(f"Ranking units by {metric}") as progress:
-        table = ui.run_or_stop(api.influence, loaded, data, [metric], measured_as, samples, seq_len, progress=progress)
+    if metric not in from_influence:
+        measured_as = api.unit_selection(scheme).measured_as
+        with ui.cancellable("ranking"), ui.ProgressBar(f"Ranking units by {metric}") as progress:
+            table = ui.run_or_stop(api.influence, loaded, data, [metric], measured_as, samples, seq_len, progress=progress)
     plan = ui.run_or_stop(api.lowest_plan, table, metric, scheme, int(count), loaded.n_blocks)
+    replaced = st.session_state.get(ui.PLAN_KEY, "") or "nothing pruned"
     ui.adopt_plan(plan)
-    st.success(f"Plan: the {int(count)} {api.UNIT_SELECTIONS[scheme].label} with the lowest {metric} on {table['dataset'].iloc[0]}.")
+    source = table[table["metric"] == metric]["dataset"].iloc[0]
+    st.success(
+        f"Plan: the {int(count)} {api.UNIT_SELECTIONS[scheme].label} with the lowest {metric} on {source}"
+        + (" (from the Influence page)" if metric in from_influence else "") + f"; it replaced '{replaced}'."
+    )
 
 
 def measured_speed(loaded, plan: PruningPlan) -> dict | None:

@@ -9,6 +9,8 @@ from .feedback import run_or_stop
 
 # st.session_state key of the current pruning plan's canonical string, shared by every page
 PLAN_KEY = "plan"
+# st.session_state key of the Influence page's last result ({"table", "settings", "model"}), which the prune page ranks by
+INFLUENCE_RESULT_KEY = "influence_result"
 # st.session_state key of the (model fingerprint, directory) of the export whose plan this session adopted
 ADOPTED_EXPORT_KEY = "adopted_export"
 # st.session_state key of the recoveries fitted so far: {(model fingerprint, plan): {name: FittedRecovery}}

@@ -284,6 +284,19 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     assert any("Adaptive cost: loss_shapley/block: subsample, 6 subnetworks" in c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "loss_shapley" in d.value.columns)
     assert "loss_shapley stderr" in table.columns and len(table) == 30
+    # the prune page ranks by those Shapley values without computing them again, and says which plan it replaced
+    at.switch_page("pages/2_Prune_and_evaluate.py")
+    at.run()
+    at.text_input(key="prune_plan").input("3.attn").run()
+    at.selectbox(key="_ranking_metric").set_value("loss_shapley")
+    at.selectbox(key="_ranking_scheme").set_value("block")
+    at.number_input(key="_ranking_count").set_value(2)
+    press(at, "Build plan")
+    lowest = table.sort_values(["loss_shapley", "layer"], kind="stable")["layer"].head(2)
+    assert at.text_input(key="prune_plan").value == ",".join(str(i) for i in sorted(lowest))
+    assert "with the lowest loss_shapley on" in at.success[0].value and "(from the Influence page); it replaced '3.attn'" in at.success[0].value
+    at.switch_page("pages/1_Influence.py")
+    at.run()
     # with no result for the model (e.g. another model), remembered adaptive settings wait for the button
     del at.session_state["influence_result"]
     at.run()
