@@ -95,6 +95,12 @@ def show_comparison(result: dict) -> None:
         plots.with_confidence_columns(table, api.STDERR_SUFFIX), hide_index=True,
         column_config={"% of removed": st.column_config.NumberColumn(help="Parameters added, as % of the parameters the plan removes.")},
     )
+    for variant, column, value, without in api.recoveries_worse_than_none(table):
+        st.error(
+            f"{column}: **{variant}** is worse than no stand-in beyond noise ({value:.4g} against {without:.4g}, more than "
+            "two combined standard errors apart). Try more calibration data (sequences × tokens), another method "
+            "(a bias is the most robust), or the 'train' fit; or leave these units pruned without a stand-in."
+        )
     for variant, other, column in api.recoveries_within_noise(table):
         st.warning(
             f"{column}: **{variant}** and **{other}** differ by less than two combined standard errors, "

@@ -28,7 +28,13 @@ from .influence.ranking import lowest_plan, ranked_units
 from .influence.registry import METRIC_REGISTRY, METRICS, check_metrics
 from .influence.run import cost_summary, influence
 from .influence.static import CSV_COLUMNS
-from .studies.recovery_report import STDERR_SUFFIX, compare_recoveries, recover, recoveries_within_noise
+from .studies.recovery_report import (
+    STDERR_SUFFIX,
+    compare_recoveries,
+    recover,
+    recoveries_within_noise,
+    recoveries_worse_than_none,
+)
 
 
 def hidden_store_usage() -> dict[str, int]:
@@ -44,6 +50,6 @@ __all__ = [
     "UNIT_SELECTIONS", "Z_95",
     "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "check_metrics", "ci_caption", "comparison_json",
     "compare_recoveries", "confidence_halfwidth", "cost_summary", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
-    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "plan_cost", "ranked_units", "recover", "recoveries_within_noise",
+    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "plan_cost", "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none",
     "unit_selection", "with_ci", "within_noise",
 ]

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from .core.plan import SUBLAYERS, UNIT_SELECTIONS
 from .data.tasks import TaskSpec
-from .evaluation.results import Z_95, EvaluationResult, proportion_stderr
+from .evaluation.results import LOWER_IS_BETTER, Z_95, EvaluationResult, proportion_stderr
 from .evaluation.statistics import confidence_halfwidth
 from .influence.registry import METRIC_REGISTRY
 
@@ -27,9 +27,6 @@ COLORSCALE = "Viridis"
 DIVERGING = "RdBu"
 ROW_HEIGHT_PX = 20
 CHANCE_ACCURACY = 0.25  # four answer choices
-# task metrics where a lower value is better (perplexity, NLL, MMLU loss, answers changed and the KL divergence from
-# the unpruned model's answers); all others are accuracies
-LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss", "flips", "flips_lost", "kl"})
 ACCURACY_METRICS = frozenset({"acc", "acc_norm"})
 BETTER_RGB, WORSE_RGB = "44, 160, 44", "214, 39, 40"
 # one distinct colour per ranking, the same in every panel (Streamlit's theme would shade them all blue)

@@ -10,6 +10,9 @@ import pandas as pd
 
 # two-sided 95 % quantile of the standard normal distribution (confidence intervals are z × stderr)
 Z_95 = 1.959963984540054
+# metrics where a lower value is better (perplexity, NLL, MMLU loss, answers changed and the KL divergence from the
+# unpruned model's answers); all others are accuracies
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss", "flips", "flips_lost", "kl"})
 
 
 @dataclass

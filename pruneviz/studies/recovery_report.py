@@ -8,6 +8,7 @@ from ..core.cache import cached, call_key, make_key
 from ..core.errors import TooFewSamplesError
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
+from ..evaluation.results import LOWER_IS_BETTER
 from ..evaluation.run import evaluate
 from ..evaluation.statistics import difference_within_noise
 from ..influence.calibration import calibration_batch
@@ -124,3 +125,28 @@ def recoveries_within_noise(table: pd.DataFrame, sigmas: float = 2.0) -> list[tu
             rows.at[a, column], rows.at[a, f"{column} {STDERR_SUFFIX}"], rows.at[b, column], rows.at[b, f"{column} {STDERR_SUFFIX}"], sigmas
         )
     ]
+
+
+def recoveries_worse_than_none(table: pd.DataFrame, sigmas: float = 2.0) -> list[tuple[str, str, float, float]]:
+    """Recoveries of a :func:`compare_recoveries` table that score worse than the plan without stand-ins (``pruned``)
+    by more than ``sigmas`` combined standard errors, on a metric that has them.
+
+    Combined errors are conservative here (the variants were scored on the same items, whose errors correlate):
+    what this reports is worse beyond doubt. "Worse" follows each metric's direction (:data:`LOWER_IS_BETTER`).
+
+    Returns:
+        ``(variant, metric column, its value, the pruned model's value)`` for each such case.
+    """
+    rows = table.set_index("variant")
+    columns = [c for c in table.columns if f"{c} {STDERR_SUFFIX}" in table.columns]
+    found = []
+    for variant in table["variant"].iloc[2:]:
+        for column in columns:
+            mine, theirs = rows.at[variant, column], rows.at["pruned", column]
+            worse = mine > theirs if column.rsplit(" ", 1)[-1] in LOWER_IS_BETTER else mine < theirs
+            noisy = difference_within_noise(
+                mine, rows.at[variant, f"{column} {STDERR_SUFFIX}"], theirs, rows.at["pruned", f"{column} {STDERR_SUFFIX}"], sigmas
+            )
+            if worse and not noisy:
+                found.append((variant, column, float(mine), float(theirs)))
+    return found

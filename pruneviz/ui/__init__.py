@@ -73,7 +73,16 @@ from .ranking import (
 )
 from .recoveries import FittedRecovery, fitted_recoveries, forget_recoveries, recovery_input, remember_recovery, saved_copy
 from .sidebar import page, plotly_chart, sidebar, stored_result
-from .state import INFLUENCE_RESULT_KEY, PLAN_KEY, PRUNE_RECOVERY_KEY, RECOVERIES_KEY, cap, current_deployment, form_submit_button, remembered
+from .state import (
+    INFLUENCE_RESULT_KEY,
+    PLAN_KEY,
+    PRUNE_RECOVERY_KEY,
+    RECOVERIES_KEY,
+    cap,
+    current_deployment,
+    form_submit_button,
+    remembered,
+)
 
 __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "INFLUENCE_RESULT_KEY", "MMLU_TASKS", "PLAN_KEY", "PRUNE_RECOVERY_KEY",

@@ -1,0 +1,30 @@
+"""A stand-in worse than none, beyond noise, is named (studies/recovery_report.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pruneviz import api
+
+
+def comparison(rows: list[tuple[str, float, float, float, float]]) -> pd.DataFrame:
+    """A compare_recoveries-shaped table: variant, wiki perplexity (± stderr), mmlu acc (± stderr)."""
+    return pd.DataFrame(rows, columns=["variant", "wiki perplexity", "wiki perplexity stderr", "mmlu acc", "mmlu acc stderr"])
+
+
+def test_a_recovery_worse_than_no_stand_in_beyond_noise_is_named_in_each_metrics_direction():
+    table = comparison([
+        ("unpruned", 20.0, 1.0, 0.50, 0.02),
+        ("pruned", 28.8, 1.0, 0.45, 0.02),
+        ("lowrank-8/emulate", 33.3, 1.0, 0.44, 0.02),  # perplexity 4.5 higher: beyond 2 x sqrt(2) = 2.8; acc: noise
+        ("bias/emulate", 27.0, 1.0, 0.30, 0.02),  # perplexity better; acc 0.15 lower: beyond noise
+    ])
+    assert api.recoveries_worse_than_none(table) == [
+        ("lowrank-8/emulate", "wiki perplexity", 33.3, 28.8),
+        ("bias/emulate", "mmlu acc", 0.30, 0.45),
+    ]
+
+
+def test_better_or_noisy_recoveries_are_not_named():
+    table = comparison([("unpruned", 20.0, 1.0, 0.5, 0.02), ("pruned", 28.8, 2.0, 0.45, 0.05), ("bias/emulate", 30.0, 2.0, 0.40, 0.05)])
+    assert api.recoveries_worse_than_none(table) == []
