@@ -7,10 +7,13 @@ path a visitor types.
 import streamlit as st
 
 from pruneviz import ui
+from pruneviz.core.errors import PrunevizError
 from pruneviz.core.formatting import format_bytes
 from pruneviz.studies.export import delete_export, export_model, is_standalone
 
 RESULT_KEY = "export_result"
+# st.session_state key of the last deletion's outcome, (st function name, sentence), shown once
+DELETED_KEY = "export_deleted"
 
 
 def expected_kind(plan, recovery, n_blocks: int) -> str:
@@ -78,12 +81,20 @@ def show_report(result: dict) -> None:
         file_name=f"{report.directory.name}.zip", mime="application/zip", on_click="ignore", key="export_zip",
         help="The zip is built when you click; the directory also stays on the server.",
     )
-    if st.button("Delete this export from the server", key="export_delete",
-                 help="Removes the directory (a full copy of the weights); download the zip first if you need it."):
-        freed = ui.run_or_stop(delete_export, report.directory)
-        st.session_state.pop(RESULT_KEY, None)
-        st.success(f"Deleted {report.directory} ({freed / 1e6:,.0f} MB freed).")
-        st.stop()
+    st.button("Delete this export from the server", key="export_delete", on_click=delete_stored_export, args=(report.directory,),
+              help="Removes the directory (a full copy of the weights); download the zip first if you need it.")
+
+
+def delete_stored_export(directory) -> None:
+    """on_click of the delete button: delete before the page is drawn again, so that nothing of the export (its
+    download button) is drawn after it is gone; the outcome is said once, by the next run."""
+    try:
+        freed = delete_export(directory)
+    except PrunevizError as error:
+        st.session_state[DELETED_KEY] = ("error", str(error))
+        return
+    st.session_state.pop(RESULT_KEY, None)
+    st.session_state[DELETED_KEY] = ("success", f"Deleted {directory} ({freed / 1e6:,.0f} MB freed).")
 
 
 model = ui.page(
@@ -99,6 +110,8 @@ chosen = ui.recovery_input(
     "is the full model plus the plan and the stand-ins (pruneviz loads it).",
 )
 st.markdown(expected_kind(current, chosen, model.n_blocks))
+if (deleted := st.session_state.pop(DELETED_KEY, None)) is not None:
+    getattr(st, deleted[0])(deleted[1])
 demo = ui.current_deployment().demo
 if demo:
     st.info("Export is off in this shared demo: every export writes a copy of the model to the server's disk. "

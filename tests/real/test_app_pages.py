@@ -269,6 +269,9 @@ def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
     press(at, "Delete this export from the server")
     assert not directory.exists() and "export_result" not in at.session_state
     assert any("MB freed" in s.value for s in at.success)
+    # nothing of the deleted export is left to click: its zip download would be empty
+    assert not [d for d in at.get("download_button") if d.proto.label.startswith("Download zip")]
+    assert not [b for b in at.button if b.label == "Delete this export from the server"]
 
 
 @pytest.mark.real
