@@ -1,4 +1,4 @@
-"""pruneviz landing page: pick a model, see its architecture, learn what depth pruning is.
+"""pruneviz landing page: start on the prune page, see how the pages fit together, the model's architecture, and what depth pruning is.
 
 Run with ``streamlit run app.py``; the pages in ``pages/`` appear in the sidebar.
 """
@@ -83,8 +83,12 @@ def architecture_summary(loaded) -> None:
 st.set_page_config(page_title="pruneviz", page_icon="✂️", layout="wide")
 model = ui.sidebar()
 st.title("pruneviz: depth pruning of LLMs")
+st.page_link(
+    "pages/2_Prune_and_evaluate.py", icon="✂️",
+    label="Start here: switch blocks and sublayers off and compare MMLU and perplexity with the unpruned model",
+)
+st.header("How to use the pages")
+st.markdown(HOW_TO)
 architecture_summary(model)
 st.header("What is depth pruning?")
 st.markdown(INTRO)
-st.header("How to use the pages")
-st.markdown(HOW_TO)

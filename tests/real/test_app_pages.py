@@ -50,6 +50,9 @@ def test_landing_page_shows_the_architecture(app):
     assert values["Blocks"] == "30"
     assert values["Hidden size d"] == "576"
     assert "Siddiqui" in "".join(md.value for md in app.markdown)
+    # the page starts the user on the main task
+    (start,) = [link for link in app.get("page_link") if link.proto.label.startswith("Start here")]
+    assert start.proto.page.endswith("2_Prune_and_evaluate.py") or "Prune_and_evaluate" in start.proto.page
 
 
 @pytest.mark.real
