@@ -101,7 +101,7 @@ def timed_toggle(loaded, plan: PruningPlan, store: HiddenStateStore, args) -> To
     first: list[float] = []
     with using_store(store):
         started = time.perf_counter()
-        api.evaluate(loaded, plan, "mmlu", fmt="letter", per_subject=args.per_subject, use_cache=False,
+        api.evaluate(loaded, plan, "mmlu", fmt="letter", per_subject=args.per_subject, use_cache=False, compare=False,
                      partial=lambda _: first or first.append(time.perf_counter() - started))
         api.evaluate(loaded, plan, "wiki", windows=args.windows, seq_len=args.window_len, use_cache=False)
         final = time.perf_counter() - started

@@ -122,7 +122,7 @@ def evaluate_both(loaded, plan: PruningPlan, backend: str, args, store: HiddenSt
                                                        batch_size=args.lm_eval_batch_size)
         else:
             mmlu = api.evaluate(loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
-                                use_cache=False)
+                                use_cache=False, compare=False)
             wiki = api.evaluate(loaded, plan, "wiki", windows=args.windows, seq_len=args.window_len, use_cache=False)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)

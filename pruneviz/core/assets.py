@@ -168,7 +168,7 @@ class PartedModel:
         """
         target = self.target()
         missing = self.missing_packages()
-        if not missing and target.is_file():
+        if not missing and target.is_file() and target.stat().st_size == self.size:
             return target
         if missing and install:
             log.info("Installing the %d packages of %s ...", len(missing), self.alias)

@@ -17,7 +17,6 @@ from .mmlu import mmlu_subset
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
 YAML_SUFFIXES = (".yaml", ".yml")
-KINDS = ("text", "mmlu", "lm-eval")
 
 
 def _is_text(spec: str) -> bool:

@@ -111,6 +111,7 @@ class HiddenStateStore:
         self._directory = Path(directory) if directory is not None else None
         self._cleanup: weakref.finalize | None = None
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._pinned: set[str] = set()  # evicted only when nothing else is left in their tier
         self._used = dict.fromkeys(TIERS, 0)
         self._lock = threading.Lock()
 
@@ -137,15 +138,18 @@ class HiddenStateStore:
             tensor = self._promote(key, entry, tensor, target)
         return tensor if target is None else tensor.to(target)
 
-    def put(self, key: str, tensor: torch.Tensor) -> None:
+    def put(self, key: str, tensor: torch.Tensor, pin: bool = False) -> None:
         """Store a detached copy of ``tensor`` under ``key`` (replacing any previous value) as the most recent entry.
 
-        Entries that no longer fit their tier move down or are dropped. A tensor larger than every
-        budget is not stored (any previous value under ``key`` is still removed, since it is stale).
+        Entries that no longer fit their tier move down or are dropped, least recently used first and pinned
+        ones last. A tensor larger than every budget is not stored (any previous value under ``key`` is still
+        removed, since it is stale).
 
         Args:
             key: any string.
             tensor: any dtype and shape, e.g. a ``[B, T, d]`` block input.
+            pin: keep it ahead of unpinned entries however long it goes unused (a reference that every later
+                lookup may need, such as the unpruned model's states in a Shapley run).
 
         Raises:
             TypeError: ``key`` is not a string or ``tensor`` is not a ``torch.Tensor``.
@@ -163,6 +167,8 @@ class HiddenStateStore:
                 return
             self._entries[key] = entry
             self._used[entry.tier] += entry.nbytes
+            if pin:
+                self._pinned.add(key)
             self._enforce_budgets()
 
     def __contains__(self, key: str) -> bool:
@@ -182,6 +188,7 @@ class HiddenStateStore:
                 if entry.path is not None:
                     entry.path.unlink(missing_ok=True)
             self._entries.clear()
+            self._pinned.clear()
             self._used = dict.fromkeys(TIERS, 0)
             if self._cleanup is not None:
                 self._cleanup()  # removes the temporary directory; a later disk write makes a new one
@@ -191,6 +198,7 @@ class HiddenStateStore:
     def _forget(self, key: str) -> None:
         """Remove ``key``'s entry and its file, if any."""
         entry = self._entries.pop(key, None)
+        self._pinned.discard(key)
         if entry is None:
             return
         self._used[entry.tier] -= entry.nbytes
@@ -222,7 +230,8 @@ class HiddenStateStore:
         """Move least recently used entries down (or out) until every tier is within its budget."""
         for index, tier in enumerate(TIERS):
             while self._used[tier] > self._budget[tier]:
-                key = next(k for k, e in self._entries.items() if e.tier == tier)
+                in_tier = [k for k, e in self._entries.items() if e.tier == tier]
+                key = next((k for k in in_tier if k not in self._pinned), in_tier[0])
                 entry = self._entries[key]
                 if tier == "disk":
                     self._forget(key)
@@ -231,6 +240,7 @@ class HiddenStateStore:
                 moved = self._place(key, entry.tensor, index + 1, copy=False)
                 if moved is None:
                     del self._entries[key]
+                    self._pinned.discard(key)
                 else:
                     self._entries[key] = moved  # keeps its place in the recency order
                     self._used[moved.tier] += moved.nbytes

@@ -176,12 +176,14 @@ def decoder_states(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | dict[str, torch.Tensor],
     position_ids: torch.Tensor | None = None,
+    pin: bool = False,
 ) -> torch.Tensor:
     """Final-normed hidden states ``[B, T, d]`` under the active plan, reusing stored block-boundary states.
 
     Same arguments and result as ``LoadedModel.hidden_states`` (bit-identical); the cost is the blocks
     after the deepest boundary state already stored for this batch and plan prefix. Without a store
     (``using_store(None)``) or with a stand-in that cannot be hashed, it is the plain forward pass.
+    ``pin`` keeps the states this call stores ahead of others in the store (see ``HiddenStateStore.put``).
     """
     store = active_store()
     n_blocks = loaded.n_blocks
@@ -217,5 +219,5 @@ def decoder_states(
     with resume, record_residuals(keep):
         hidden = loaded.hidden_states(input_ids, attention_mask, position_ids)
     for k, tensor in boundaries.items():
-        store.put(keys[k], tensor)
+        store.put(keys[k], tensor, pin=pin)
     return hidden

@@ -26,9 +26,6 @@ class Recovery(Protocol):
     stand_ins: dict
     label: str
 
-    @property
-    def fingerprint(self) -> str: ...
-
 
 def lm_eval_draws_progress(task: str, backend: str) -> bool:
     """Whether ``backend`` runs ``task`` as an lm-eval task (MMLU, a task name or YAML), which draws its own
@@ -113,7 +110,8 @@ def evaluate(
     result.recovery = recovery.label if recovery else None
     result.settings.setdefault("backend", backend)
     result.settings["dtype"] = loaded.dtype_name
-    if compare and spec.is_mmlu and (plan or recovery is not None):
+    # lm-eval's items hold no per-choice scores to compare
+    if compare and backend == "pruneviz" and spec.is_mmlu and (plan or recovery is not None):
         unpruned = evaluate(
             loaded, PruningPlan(), task, fmt, shots, per_subject, windows, seq_len, mmlu_source, half,
             progress=progress, use_cache=use_cache, backend=backend, compare=False,

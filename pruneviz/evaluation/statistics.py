@@ -9,6 +9,8 @@ import torch
 
 from ..core.errors import SettingError
 from ..core.formatting import format_number
+from ..data.mmlu import LETTERS
+from .mmlu import MMLU_VALUE_COLUMNS
 from .results import Z_95, EvaluationResult
 
 
@@ -40,9 +42,20 @@ def noise_metric(metric: str) -> str:
 
 
 # the per-item column whose mean each metric is (MMLU: per question; perplexity: mean NLL per window)
-ITEM_COLUMNS = {"acc": "correct", "acc_norm": "correct_norm", "loss": "loss", "nll": "nll"}
-# the columns that name an item, checked to be equal before two results are paired
+ITEM_COLUMNS = {**MMLU_VALUE_COLUMNS["letter"], **MMLU_VALUE_COLUMNS["cloze"], "nll": "nll"}
+# the columns that name an item, and the settings that fix the items, checked equal before two results are paired
 ITEM_IDENTITY = ("subject", "answer")
+ITEM_SETTINGS = ("split", "windows", "seq_len", "data_fingerprint", "format", "shots", "per_subject", "half", "source")
+
+
+def same_items(first: EvaluationResult, second: EvaluationResult) -> bool:
+    """Whether two results scored the same items in the same order: same task and settings that fix the items,
+    same count, and the same subject and gold answer item by item (MMLU)."""
+    a, b = first.items, second.items
+    if first.task != second.task or len(a) != len(b) or any(first.settings.get(k) != second.settings.get(k) for k in ITEM_SETTINGS):
+        return False
+    identity = [name for name in ITEM_IDENTITY if name in a and name in b]
+    return not identity or a[identity].reset_index(drop=True).equals(b[identity].reset_index(drop=True))
 
 
 def paired_difference(first: EvaluationResult, second: EvaluationResult, metric: str) -> tuple[float, float] | None:
@@ -55,10 +68,7 @@ def paired_difference(first: EvaluationResult, second: EvaluationResult, metric:
     """
     column = ITEM_COLUMNS.get(noise_metric(metric))
     a, b = first.items, second.items
-    if column is None or first.task != second.task or column not in a or column not in b or len(a) != len(b) or len(a) < 2:
-        return None
-    identity = [name for name in ITEM_IDENTITY if name in a and name in b]
-    if identity and not a[identity].reset_index(drop=True).equals(b[identity].reset_index(drop=True)):
+    if column is None or column not in a or column not in b or len(a) < 2 or not same_items(first, second):
         return None
     differences = b[column].to_numpy(dtype=float) - a[column].to_numpy(dtype=float)
     return float(differences.mean()), float(differences.std(ddof=1) / math.sqrt(len(differences)))
@@ -141,8 +151,6 @@ def noise_verdict(baseline: EvaluationResult, pruned: EvaluationResult, metric: 
     )
 
 
-CHOICES = ("A", "B", "C", "D")
-
 
 def answer_changes(baseline: EvaluationResult, pruned: EvaluationResult) -> tuple[dict[str, float], dict[str, float]] | None:
     """What pruning did to the answers themselves, beyond accuracy (Dutta et al. 2024, "Accuracy is not all you need").
@@ -159,12 +167,9 @@ def answer_changes(baseline: EvaluationResult, pruned: EvaluationResult) -> tupl
         sample standard error of its mean; ``None`` for other results, or results of other questions.
     """
     a, b = baseline.items, pruned.items
-    scores = [f"score_{letter}" for letter in CHOICES]
+    scores = [f"score_{letter}" for letter in LETTERS]
     needed = ["pred", "correct", *scores]
-    if any(column not in a or column not in b for column in needed) or len(a) != len(b) or len(a) == 0:
-        return None
-    identity = [name for name in ITEM_IDENTITY if name in a and name in b]
-    if identity and not a[identity].reset_index(drop=True).equals(b[identity].reset_index(drop=True)):
+    if any(column not in a or column not in b for column in needed) or len(a) == 0 or not same_items(baseline, pruned):
         return None
     n = len(a)
     changed = a["pred"].to_numpy() != b["pred"].to_numpy()

@@ -71,7 +71,7 @@ def text_objective_data(loaded, data: str, samples: int, seq_len: int) -> Object
     scored = mask[:, :-1].bool() & mask[:, 1:].bool()
     rows, positions = scored.nonzero(as_tuple=True)
     return ObjectiveData(ids, mask, rows, positions, ids[rows, positions + 1], None, corpus.label,
-                         f"{corpus.fingerprint}:{samples}x{seq_len}")
+                         f"{corpus.label}:{corpus.fingerprint}:{samples}x{seq_len}")
 
 
 def mmlu_objective_data(loaded, subset: str | None, per_subject: int, half: str = "all") -> ObjectiveData:

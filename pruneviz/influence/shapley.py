@@ -159,8 +159,9 @@ def _evaluate(
     work = 0
 
     def final_hidden(part: ObjectiveData, plan: PruningPlan) -> torch.Tensor:
+        # the unpruned states are where most plans resume: pinned, a long run's own states never evict them
         with torch.no_grad(), apply_plan(plan):
-            return decoder_states(loaded, part.input_ids, part.attention_mask)
+            return decoder_states(loaded, part.input_ids, part.attention_mask, pin=not plan)
 
     with using_store(store), counting_blocks(count):
         for first in range(0, len(plans), CHECKPOINT_PLANS):
@@ -203,7 +204,8 @@ def subnetwork_values(
         objective: ``"loss"`` or ``"logit"``.
         plans: subnetworks to evaluate (duplicates are evaluated once).
         batch_size: sequences per forward pass.
-        reuse_prefix: start each plan at its first pruned block (``False``: recompute every block).
+        reuse_prefix: resume each plan from the deepest block-boundary state it shares with a plan already
+            evaluated on the batch, the unpruned model's at least (``False``: recompute every block).
         count: accumulates block forwards computed and reused.
         progress: ``progress(done, total)`` in work units (one attention or MLP sublayer, or the output
             head, on one batch: units of roughly equal cost); may raise ``Cancelled``.
@@ -322,12 +324,10 @@ class _Subnetworks:
         return [self.known[p] for p in plans]
 
     def finish(self) -> BlockWork:
-        """Report the run complete (an early stop skips planned work), free the run's states, and return the
-        block forwards computed and reused by all processes."""
+        """Report the run complete (an early stop skips planned work) and return the block forwards computed and
+        reused by all processes."""
         self.done = self.total
         self._report(self.done)
-        if self.store is not None:
-            self.store.clear()
         counts = distributed.gather((self.count.computed, self.count.reused))
         return BlockWork(sum(c[0] for c in counts), sum(c[1] for c in counts))
 
@@ -377,7 +377,8 @@ def adaptive_influence(
             the objective); 0 = always use the whole budget.
         seed: random seed of the sampled subnetworks / permutations.
         base: units pruned in every subnetwork (iterative pruning: the game is played on the rest).
-        reuse_prefix: skip blocks before each plan's first pruned unit (results are identical).
+        reuse_prefix: resume each plan from the deepest block-boundary state it shares with a plan already
+            evaluated on the batch, the unpruned model's at least (results are identical).
         progress: ``progress(done, total)`` over the whole run, in work units of roughly equal cost (one
             attention or MLP sublayer, or the output head, on one batch), so that elapsed / done estimates
             the time left; subnetworks found in the cache are left out of the total. It may raise
@@ -416,15 +417,19 @@ def adaptive_influence(
             orders.append(order)
         calls = [[PruningPlan(), _plan_without(units, set())]] + [_pair_plans(units, order) for order in orders]
     values = _Subnetworks(loaded, data, objective, base, batch_size, reuse_prefix, use_cache, progress, calls)
-    if estimator == "loo":
-        full, *without = values(calls[0])
-        shapley, stderr = full - np.array(without), np.full(n, np.nan)
-    elif estimator == "subsample":
-        stats = np.array(values(calls[0]))
-        present = np.array([[i in m for i in range(n)] for m in masks])  # [budget, n]
-        shapley, stderr = _difference_of_means(stats, present)
-    else:
-        shapley, stderr, total_effect = _permutation_shapley(n, units, values, orders, tolerance)
+    try:
+        if estimator == "loo":
+            full, *without = values(calls[0])
+            shapley, stderr = full - np.array(without), np.full(n, np.nan)
+        elif estimator == "subsample":
+            stats = np.array(values(calls[0]))
+            present = np.array([[i in m for i in range(n)] for m in masks])  # [budget, n]
+            shapley, stderr = _difference_of_means(stats, present)
+        else:
+            shapley, stderr, total_effect = _permutation_shapley(n, units, values, orders, tolerance)
+    finally:
+        if values.store is not None:
+            values.store.clear()  # a cancelled run frees its states now, not when its traceback is collected
     count = values.finish()
     table = _table(units, shapley, stderr, f"{objective}_shapley", data.label)
     resumed = len(values.used & values.found_at_start)

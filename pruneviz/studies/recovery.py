@@ -199,7 +199,7 @@ class Recovery:
 
     @property
     def fingerprint(self) -> str:
-        """Digest of every parameter (part of evaluation cache keys)."""
+        """Digest of every parameter: equal stand-ins share it (the app saves a refit of the same settings once)."""
         tensors = [(f"{layer}.{slot}.{name}", tensor) for (layer, slot), module in sorted(self.stand_ins.items())
                    for name, tensor in module.state_dict().items()]
         return tensor_digest(tensors, prefix=f"{self.plan}|{self.label}")

@@ -99,6 +99,15 @@ def compare_recoveries(
     return pd.DataFrame(rows)
 
 
+def _judged_columns(table: pd.DataFrame) -> list[str]:
+    """The metric columns of a :func:`compare_recoveries` table that have a standard error, without ``nll`` where
+    ``perplexity`` (its exponential, with the same verdict) is there."""
+    return [
+        c for c in table.columns
+        if f"{c} {STDERR_SUFFIX}" in table.columns and not (c.endswith(" nll") and c.removesuffix(" nll") + " perplexity" in table.columns)
+    ]
+
+
 def recoveries_within_noise(table: pd.DataFrame, sigmas: float = 2.0) -> list[tuple[str, str, str]]:
     """Pairs of variants of a :func:`compare_recoveries` table whose difference is within noise.
 
@@ -113,10 +122,7 @@ def recoveries_within_noise(table: pd.DataFrame, sigmas: float = 2.0) -> list[tu
     pairs = [("pruned", name) for name in recovered]
     pairs += [(a, b) for i, a in enumerate(recovered) for b in recovered[i + 1 :]]
     rows = table.set_index("variant")
-    columns = [
-        c for c in table.columns
-        if f"{c} {STDERR_SUFFIX}" in table.columns and not (c.endswith(" nll") and c.removesuffix(" nll") + " perplexity" in table.columns)
-    ]
+    columns = _judged_columns(table)
     return [
         (b, a, column)
         for a, b in pairs
@@ -138,7 +144,8 @@ def recoveries_worse_than_none(table: pd.DataFrame, sigmas: float = 2.0) -> list
         ``(variant, metric column, its value, the pruned model's value)`` for each such case.
     """
     rows = table.set_index("variant")
-    columns = [c for c in table.columns if f"{c} {STDERR_SUFFIX}" in table.columns]
+    # answers won back (flips_gained) are not better the more there are: restoring the unpruned answers lowers them
+    columns = [c for c in _judged_columns(table) if not c.endswith(" flips_gained")]
     found = []
     for variant in table["variant"].iloc[2:]:
         for column in columns:

@@ -12,7 +12,8 @@ from .sidebar import plotly_chart
 
 
 def noise_warning(baseline, pruned, metric: str, what: str) -> None:
-    """Warn when the pruned and unpruned values of ``metric`` differ by less than two combined standard errors."""
+    """Warn when the pruned and unpruned values of ``metric`` are within noise (:func:`pruneviz.api.noise_verdict`:
+    paired standard errors where both scored the same items)."""
     verdict = api.noise_verdict(baseline, pruned, metric, what)
     if verdict:
         st.warning(verdict)

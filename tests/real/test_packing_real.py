@@ -7,7 +7,7 @@ import torch
 from helpers import packed_hidden
 
 from pruneviz.core.architecture import resolve
-from pruneviz.engine.packing import pack_groups, plan_groups
+from pruneviz.engine.packing import pack_groups, packing_groups
 
 
 def _loglikelihood(loaded, hidden: torch.Tensor, targets: list[int]) -> float:
@@ -34,7 +34,7 @@ def test_smollm2_mmlu_cloze_packed_equals_per_sequence(smollm2):
     base = resolve(smollm2.model, smollm2.adapter.base)
     alone = [smollm2.hidden_states(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in sequences]
     for grouping in (keys, ["anatomy"] * len(keys)):
-        groups = plan_groups(sequences, grouping, max_tokens=2048)
+        groups = packing_groups(sequences, grouping, max_tokens=2048)
         assert len(groups) == len(set(grouping))
         batch = pack_groups(sequences, groups, smollm2.tokenizer.pad_token_id, smollm2.model.config, smollm2.dtype)
         assert batch.input_ids.numel() < sum(len(s) for s in sequences)  # the shared context is stored once

@@ -258,3 +258,17 @@ def test_format_usage():
     assert format_usage({"gpu": 3 * 2**30, "cpu": 1023, "disk": 1536, "entries": 1}) == (
         "GPU 3.0 GiB, CPU 1,023 B, disk 1.5 KiB, 1 entry"
     )
+
+
+def test_a_pinned_entry_outlives_newer_unpinned_ones_until_only_pinned_are_left():
+    one = torch.zeros(4, 4)  # 64 bytes
+    store = HiddenStateStore(cpu_bytes=3 * 64)
+    store.put("reference", one, pin=True)
+    for n in range(5):
+        store.put(f"plan-{n}", one + n)
+    assert "reference" in store and store.usage()["entries"] == 3  # the oldest, but pinned
+    assert "plan-4" in store and "plan-0" not in store
+    store.put("reference-2", one, pin=True)
+    store.put("reference-3", one, pin=True)
+    store.put("reference-4", one, pin=True)  # only pinned entries left: the least recently used of them goes
+    assert "reference" not in store and store.usage()["entries"] == 3

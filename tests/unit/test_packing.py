@@ -239,7 +239,7 @@ def test_sliding_window_models_packed_equal_alone(build, attn):
     assert _max_difference(base, sequences, batch, packed_hidden(base, batch, attention_mask=unwindowed), [0, 4]) > 1e-3
 
 
-def test_plan_groups_splits_under_max_tokens():
+def test_packing_groups_splits_under_max_tokens():
     g = torch.Generator().manual_seed(3)
     context, other = _random_tokens(g, 10), _random_tokens(g, 10)
     sequences = [context + _random_tokens(g, 3) for _ in range(5)]
@@ -258,7 +258,7 @@ def test_plan_groups_splits_under_max_tokens():
     assert packing_groups([], [], max_tokens=8) == []
 
 
-def test_plan_groups_output_packs_and_matches(llama_case):
+def test_packing_groups_output_packs_and_matches(llama_case):
     """packing_groups feeds pack_groups directly; rows respect max_tokens and results match the plain path."""
     from conftest import tiny_llama
 

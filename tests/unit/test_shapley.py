@@ -222,3 +222,15 @@ def test_subnetwork_cache_key_covers_the_data_and_objective(tiny3, monkeypatch, 
     assert other_data.count.computed > 0 and other_objective.count.computed > 0
     assert not np.allclose(first.table["value"], other_data.table["value"])
     assert not np.allclose(first.table["value"], other_objective.table["value"])
+
+
+def test_prefix_reuse_survives_a_store_too_small_for_every_plans_states(tiny, monkeypatch):
+    """The unpruned states are pinned: a run's own states fill the store but never evict them."""
+    from pruneviz.engine.hidden_store import HiddenStateStore
+
+    data = random_text_data()
+    units = units_of(4, "sublayer")
+    state = data.input_ids.shape[0] * data.input_ids.shape[1] * tiny.info.hidden_size * 4  # one [B, T, d] fp32 state
+    monkeypatch.setattr(shapley, "private_store", lambda: HiddenStateStore(cpu_bytes=5 * state))
+    small = adaptive_influence(tiny, data, units, "loss", "loo")
+    assert small.count.computed == 4 + sum(4 - u.layer for u in units)  # as with room for everything
