@@ -379,13 +379,15 @@ def _delta_direction(column: str) -> int:
     return -1 if metric in LOWER_IS_BETTER else 1
 
 
-def _delta_styles(deltas: pd.Series) -> list[str]:
-    """Background colours of one Δ column: green = better than unpruned, red = worse, stronger = larger."""
+def _delta_styles(deltas: pd.Series, beyond_noise: pd.Series | None = None) -> list[str]:
+    """Background colours of one Δ column: green = better than unpruned, red = worse, stronger = larger; none where
+    ``beyond_noise`` (aligned booleans) says the change is within noise."""
     scale = deltas.abs().max()
     direction = _delta_direction(str(deltas.name))
+    beyond = beyond_noise if beyond_noise is not None else pd.Series(True, index=deltas.index)
     styles = []
-    for delta in deltas:
-        if not scale or not np.isfinite(delta) or delta == 0:
+    for delta, real in zip(deltas, beyond):
+        if not scale or not np.isfinite(delta) or delta == 0 or not real:
             styles.append("")
             continue
         rgb = BETTER_RGB if delta * direction > 0 else WORSE_RGB
@@ -401,21 +403,31 @@ def tradeoff_styled(matrix: pd.DataFrame):
             ``"<task> <metric>"`` and ``"<task> <metric> Δ"`` (pruned - unpruned).
 
     Returns:
-        A Styler: Δ cells green where pruning by that ranking did better than the unpruned model on
-        that task metric (rare), red where worse, darker for larger changes within the column;
-        accuracies formatted as percentages.
+        A Styler: Δ cells green where pruning by that ranking did better than the unpruned model on that task
+        metric (rare), red where worse, darker for larger changes within the column, and uncoloured where the
+        change is within noise (its ``Δ beyond noise`` column: two standard errors of the difference, paired over
+        the items); accuracies as percentages, their differences in percentage points (pp). The
+        ``Δ beyond noise`` columns are hidden (the colour says it).
     """
     deltas = [c for c in matrix.columns if c.endswith(" Δ")]
+    flags = [c for c in matrix.columns if c.endswith(" Δ beyond noise")]
     formats = {}
     for column in matrix.columns:
-        metric = column.removesuffix(" Δ").rsplit(" ", 1)[-1]
-        if column in ("ranking", "plan", "dtype"):
+        if column in ("ranking", "plan", "dtype", *flags) or column.endswith(" n"):
             continue
-        if metric in ACCURACY_METRICS:
-            formats[column] = "{:+.1%}" if column in deltas else "{:.1%}"
+        metric = column.removesuffix(" Δ stderr").removesuffix(" Δ").rsplit(" ", 1)[-1]
+        if metric in ACCURACY_METRICS or metric.startswith("flips"):
+            formats[column] = (
+                (lambda v: f"{100 * v:+.1f} pp") if column.endswith(" Δ")
+                else (lambda v: f"± {100 * v:.1f} pp") if column.endswith(" Δ stderr") else "{:.1%}"
+            )
         else:
-            formats[column] = "{:+.3f}" if column in deltas else "{:.3f}"
-    return matrix.style.apply(_delta_styles, subset=deltas).format(formats, na_rep="")
+            formats[column] = "{:+.3f}" if column.endswith(" Δ") else "± {:.3f}" if column.endswith(" Δ stderr") else "{:.3f}"
+    styled = matrix.style
+    for column in deltas:
+        beyond = matrix[f"{column} beyond noise"] if f"{column} beyond noise" in matrix else None
+        styled = styled.apply(lambda deltas, beyond=beyond: _delta_styles(deltas, beyond), subset=[column])
+    return styled.format(formats, na_rep="").hide(flags, axis="columns")
 
 
 def correlation_heatmap(correlation: pd.DataFrame, scheme: str) -> go.Figure:

@@ -19,7 +19,9 @@ from ..core import distributed
 from ..core.errors import SettingError
 from ..core.plan import RANKED_SELECTIONS, PruningPlan, Unit, unit_selection
 from ..core.progress import Progress
+from ..evaluation.results import EvaluationResult
 from ..evaluation.run import evaluate
+from ..evaluation.statistics import difference_and_noise, within_noise
 from ..influence.ranking import ranked_units
 from ..influence.run import influence
 
@@ -145,10 +147,13 @@ def tradeoff_matrix(
     """Prune ``count`` units by each ranking and evaluate every task (the paper's trade-off view).
 
     Returns:
-        one row per ranking (``ranking`` = ``metric@data``, ``plan``, ``dtype`` = the model's), and per task
-        metric two columns:
-        ``"<task> <metric>"`` (pruned) and ``"<task> <metric> Δ"`` (pruned - unpruned). A first row
-        ``"unpruned"`` holds the baseline.
+        one row per ranking (``ranking`` = ``metric@data``, ``plan``, ``dtype`` = the model's), per task
+        ``"<task> n"`` (questions or windows), and per task metric ``"<task> <metric>"`` (pruned),
+        ``"<task> <metric> Δ"`` (pruned - unpruned), ``"<task> <metric> Δ stderr"`` (the standard error of that
+        difference, paired over the items both scored, :func:`pruneviz.evaluation.statistics.difference_and_noise`;
+        NaN for perplexity, which is judged by its NLL's row) and ``"<task> <metric> Δ beyond noise"`` (whether the
+        difference exceeds two of those standard errors, :func:`pruneviz.evaluation.statistics.within_noise`). A
+        first row ``"unpruned"`` holds the baseline.
 
     Raises:
         SettingError: ``count`` is below 1 or exceeds the number of units of the scheme
@@ -158,18 +163,24 @@ def tradeoff_matrix(
     entries = [("unpruned", PruningPlan())]
     entries += [(ranking.label, PruningPlan.of(ranking.order(loaded, scheme)[:count])) for ranking in rankings]
     rows, total, done = [], len(entries) * len(tasks), 0
-    baseline: dict[str, float] = {}
+    baseline: dict[str, EvaluationResult] = {}
     for label, plan in entries:
         row = {"ranking": label, "plan": str(plan), "dtype": loaded.dtype_name}
         for task in tasks:
             result = evaluate(loaded, plan, task.name, **task.options)
+            unpruned = baseline.setdefault(task.name, result)
+            row[f"{result.task} n"] = result.n
             for metric, value in result.metrics.items():
-                if metric == "tokens":
+                if metric == "tokens" or metric not in unpruned.metrics:  # answer changes exist for pruned plans only
+                    if metric != "tokens":
+                        row[f"{result.task} {metric}"] = value
                     continue
                 column = f"{result.task} {metric}"
-                baseline.setdefault(column, value)
                 row[column] = value
-                row[f"{column} Δ"] = value - baseline[column]
+                row[f"{column} Δ"] = value - unpruned.metrics[metric]
+                judged, _, se, _ = difference_and_noise(unpruned, result, metric)
+                row[f"{column} Δ stderr"] = se if judged == metric and result is not unpruned else float("nan")
+                row[f"{column} Δ beyond noise"] = result is not unpruned and not within_noise(unpruned, result, metric)
             done += 1
             if progress:
                 progress(done, total)

@@ -75,6 +75,14 @@ def test_tradeoff_matrix_and_rank_correlation(smollm2):
         expected = api.evaluate(smollm2, PruningPlan.parse(row["plan"]), "wiki", windows=2, seq_len=48).metrics["perplexity"]
         assert row["wiki perplexity"] == pytest.approx(expected)
         assert row["wiki perplexity Δ"] == pytest.approx(expected - baseline)
+        assert row["wiki n"] == 2
+    # the difference's standard error is paired over the two windows, on the NLL: sd(per-window differences) / sqrt(2)
+    unpruned = api.evaluate(smollm2, PruningPlan(), "wiki", windows=2, seq_len=48)
+    pruned = api.evaluate(smollm2, PruningPlan.parse(matrix.loc[1, "plan"]), "wiki", windows=2, seq_len=48)
+    differences = pruned.items["nll"].to_numpy() - unpruned.items["nll"].to_numpy()
+    assert matrix.loc[1, "wiki nll Δ stderr"] == pytest.approx(differences.std(ddof=1) / 2**0.5)
+    assert math.isnan(matrix.loc[0, "wiki nll Δ stderr"]) and math.isnan(matrix.loc[1, "wiki perplexity Δ stderr"])
+    assert matrix.loc[1, "wiki perplexity Δ beyond noise"] == (not api.within_noise(unpruned, pruned, "perplexity"))
     correlation = ranking_correlation(smollm2, rankings, "attn")
     assert correlation.shape == (2, 2)
     assert correlation.loc["cosine@wiki", "cosine@wiki"] == pytest.approx(1.0)
