@@ -158,3 +158,120 @@ def test_tradeoff_deltas_within_two_standard_errors_of_the_difference_are_not_co
     html = plots.tradeoff_styled(matrix).to_html()
     assert "± 4.0 pp" in html and "-20.0 pp" in html and html.count(plots.WORSE_RGB) == 1
     assert "beyond noise" not in html
+
+
+def test_correlation_heatmap_is_labelled_and_fixed_to_minus_one_one():
+    labels = ["cosine@wiki", "cosine@mmlu:STEM"]
+    correlation = pd.DataFrame([[1.0, 0.3], [0.3, 1.0]], index=labels, columns=labels)
+    heatmap = plots.correlation_heatmap(correlation, "block").data[0]
+    assert list(heatmap.x) == labels and (heatmap.zmin, heatmap.zmax) == (-1, 1)
+    assert heatmap.z[0][1] == pytest.approx(0.3)
+
+
+def test_recovery_comparison_names_each_recovery():
+    table = pd.DataFrame({"variant": ["unpruned", "pruned", "bias/emulate", "bias/emulate"], "wiki perplexity": [10.0, 20.0, 15.0, 14.0]})
+    named = plots.recovery_comparison(table, ["bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"])
+    assert list(named["variant"]) == ["unpruned", "pruned", "bias/emulate, pruned inputs", "bias/emulate, unpruned inputs"]
+    with pytest.raises(ValueError):
+        plots.recovery_comparison(table, ["one"])
+    assert plots.variant_bars(named, "wiki perplexity", "stderr").layout.title.text == "wiki perplexity (lower is better)"
+
+
+def test_recovery_comparison_shows_confidence_intervals_and_flags_noise():
+    from pruneviz import api
+
+    table = pd.DataFrame({
+        "variant": ["unpruned", "pruned", "bias", "lowrank"],
+        "wiki perplexity": [10.0, 20.0, 15.0, 14.0],
+        "wiki perplexity stderr": [0.5, 1.0, 1.0, 1.0],
+    })
+    # |15 - 20| = 5 > 2 sqrt(2) ~ 2.83: bias beats pruned; |14 - 15| = 1 < 2.83: bias vs lowrank is noise
+    assert api.recoveries_within_noise(table) == [("lowrank", "bias", "wiki perplexity")]
+    # nll says what perplexity says: flagged once
+    with_nll = table.assign(**{"wiki nll": [2.3, 3.0, 2.7, 2.64], "wiki nll stderr": [0.05, 0.05, 0.05, 0.05]})
+    assert api.recoveries_within_noise(with_nll) == [("lowrank", "bias", "wiki perplexity")]
+    # 4 sigmas: threshold 4 sqrt(2) ~ 5.66 takes in bias vs pruned (5) but not lowrank vs pruned (6)
+    assert api.recoveries_within_noise(table, sigmas=4.0) == [("bias", "pruned", "wiki perplexity"), ("lowrank", "bias", "wiki perplexity")]
+    shown = plots.with_confidence_columns(table, "stderr")
+    assert list(shown.columns) == ["variant", "wiki perplexity", "wiki perplexity ±95% CI"]
+    assert shown["wiki perplexity ±95% CI"].tolist() == pytest.approx([0.98, 1.96, 1.96, 1.96], abs=1e-3)
+    bars = plots.variant_bars(table, "wiki perplexity", "stderr")
+    assert list(bars.data[0].error_y.array) == pytest.approx([0.98, 1.96, 1.96, 1.96], abs=1e-3)
+    assert "95% CI" in bars.layout.title.text
+
+
+def test_shapley_standard_errors_reach_the_hover_and_the_table():
+    table = influence_table()
+    shapley = table[table["metric"] == "cosine"].assign(metric="loss_shapley", stderr=0.25, dataset="wiki")
+    table = pd.concat([table, shapley], ignore_index=True)
+    heatmap = plots.influence_heatmap(table, "loss_shapley").data[0]
+    assert "±" in heatmap.hovertemplate and heatmap.customdata[0][0][2] == pytest.approx(0.25)
+    assert "±" not in plots.influence_heatmap(table, "cosine").data[0].hovertemplate
+    wide = plots.influence_wide(table)
+    assert list(wide.columns) == ["layer", "sublayer", "unit", "cosine", "l2", "loss_shapley", "loss_shapley stderr"]
+    assert plots.metric_label("loss_shapley") == "−Shapley value for the task loss (loss_shapley)"
+
+
+# ---------------------------------------------------------------- reliability: differences judged against their noise
+
+
+def evaluation(value: float, stderr: float, n: int = 50) -> EvaluationResult:
+    return EvaluationResult("mmlu", n, {"acc": value}, {"acc": stderr}, "", 0.0, {}, pd.DataFrame())
+
+
+def test_within_noise_compares_the_difference_with_two_combined_standard_errors():
+    from pruneviz import api
+
+    # combined standard error sqrt(0.03² + 0.04²) = 0.05, so the noise band is ± 0.10
+    assert api.within_noise(evaluation(0.40, 0.03), evaluation(0.49, 0.04), "acc")
+    assert not api.within_noise(evaluation(0.40, 0.03), evaluation(0.51, 0.04), "acc")
+    assert api.within_noise(evaluation(0.0, math.nan, n=1), evaluation(1.0, math.nan, n=1), "acc")
+    assert api.confidence_halfwidth(0.05) == pytest.approx(0.098, abs=1e-3)
+    with pytest.raises(Exception, match="'loss' is not in both results"):
+        api.within_noise(evaluation(0.4, 0.03), evaluation(0.5, 0.03), "loss")
+
+
+def test_perplexity_is_judged_against_noise_by_its_nll():
+    from pruneviz import api
+
+    def wiki(nll: float, se_nll: float) -> EvaluationResult:
+        # the delta-method standard error of perplexity, exp(nll) x se(nll), as the evaluator reports it
+        ppl = math.exp(nll)
+        return EvaluationResult("wiki", 8, {"perplexity": ppl, "nll": nll}, {"perplexity": ppl * se_nll, "nll": se_nll}, "", 0.0, {}, pd.DataFrame())
+
+    # every block pruned: NLL 3.14 -> 103.9 nats is far outside noise, though the perplexity band is wider still
+    unpruned, everything = wiki(3.14, 0.1), wiki(103.9, 4.0)
+    assert api.difference_within_noise(unpruned.metrics["perplexity"], unpruned.stderr["perplexity"],
+                                       everything.metrics["perplexity"], everything.stderr["perplexity"])
+    assert not api.within_noise(unpruned, everything, "perplexity")
+    assert api.within_noise(wiki(3.14, 0.1), wiki(3.30, 0.1), "perplexity")
+
+
+def test_comparison_table_gives_each_subject_its_n_and_confidence_interval():
+    baseline = pd.DataFrame({"subject": ["anatomy", "astronomy"], "category": ["STEM", "STEM"], "n": [5, 1], "acc": [0.6, 1.0]})
+    pruned = baseline.assign(acc=[0.4, 0.0])
+    table = plots.comparison_table(baseline, pruned, "subject", ["acc"], confidence=True)
+    assert list(table["n"]) == [5, 1]
+    assert table["± acc (95% CI)"].iloc[0] == pytest.approx(1.959964 * math.sqrt(0.4 * 0.6 / 4))
+    assert math.isnan(table["± acc (95% CI)"].iloc[1])  # one question: no standard error
+    assert "± acc (95% CI)" not in plots.comparison_table(baseline, pruned, "subject", ["acc"]).columns
+
+
+def test_heatmap_colours_resist_one_extreme_unit_and_centre_signed_values_at_zero():
+    values = np.array([[0.5, 0.6], [0.55, 0.52], [0.58, 0.61], [0.54, 0.57]] * 10)
+    values[0, 0] = 50.0  # one unit far above the rest
+    linear = plots.colour_range(values)
+    assert linear["colorscale"] == plots.COLORSCALE and linear["zmax"] < 50 and linear["zmin"] >= 0.5
+    signed = plots.colour_range(np.array([-0.2, -0.01, 0.0, 0.03, 0.4, 3.0]))
+    assert signed["colorscale"] == plots.DIVERGING and signed["zmid"] == 0 and signed["zmin"] == -signed["zmax"]
+    assert plots.colour_range(np.array([np.nan, np.nan])) == {"colorscale": plots.COLORSCALE}
+
+
+def test_log_colour_is_not_applied_to_shapley_values_at_or_below_zero():
+    rows = [{"unit": f"{i}.{s}", "layer": i, "sublayer": s, "metric": "loss_shapley", "value": v, "stderr": 0.01, "dataset": "wiki"}
+            for i, (s, v) in enumerate([("attn", -0.05), ("mlp", 0.2), ("attn", 0.0), ("mlp", 1.5)])]
+    figure = plots.influence_heatmap(pd.DataFrame(rows), "loss_shapley", log_colour=True)
+    heatmap = figure.data[0]
+    assert heatmap.colorbar.title.text == plots.metric_label("loss_shapley")  # not "log10 ..."
+    assert heatmap.zmid == 0 and heatmap.zmin == -heatmap.zmax
+    assert np.nanmin(np.array(heatmap.z, dtype=float)) == -0.05  # the values themselves, not clipped logarithms
