@@ -71,6 +71,11 @@ def fit(loaded, plan, settings: dict) -> ui.FittedRecovery:
     options = {k: settings[k] for k in ("method", "rank", "fit", "inputs", "data", "samples", "seq_len", "steps", "learning_rate")}
     with ui.cancellable("recovery_fit"), ui.ProgressBar(f"Fitting {settings['method']} stand-ins") as progress:
         recovery = ui.run_or_stop(api.recover, loaded, plan, progress=progress, **options)
+    if recovery.training_failed:
+        st.warning(
+            f"Training never improved the held-out loss ({recovery.history[0]:.3f} nats at the start, at best "
+            f"{min(recovery.history[1:]):.3f} after): the stand-ins are the closed-form start. Try a smaller learning rate."
+        )
     if recovery.resumed_from:
         st.info(f"Resumed: training went on from step {recovery.resumed_from} of {settings['steps']}, saved by an earlier run that stopped.")
     name = f"{recovery.label}, {settings['inputs']} inputs, {settings['samples']}×{settings['seq_len']} {settings['data']}"

@@ -239,6 +239,9 @@ def cmd_recover(args) -> None:
     _say(report.to_string(index=False))
     _say(f"{recovery.label}: {recovery.added_params:,} parameters added ({recovery.added_percent:.2f}% of the "
           f"{recovery.removed_params:,} removed), fitted on {recovery.calibration}; wrote {out}")
+    if recovery.training_failed:
+        _say(f"Warning: training never improved the held-out loss ({recovery.history[0]:.3f} nats at the start, at best "
+             f"{min(recovery.history[1:]):.3f} after); the stand-ins are the closed-form start. Try a smaller --lr.")
     if recovery.resumed_from:
         _say(f"Resumed: training went on from step {recovery.resumed_from} of {args.steps}, saved by an earlier run that stopped.")
 
@@ -273,8 +276,9 @@ def _check_inputs(args) -> None:
         PruningPlan.parse(args.prune)  # the syntax now; block indices once the model says how many it has
     if getattr(args, "tasks", None) is not None and not _comma_list(args.tasks):
         raise SettingError(f"--tasks names no task ('{shown(args.tasks)}'); give a comma list such as wiki,mmlu.")
-    for spec in [getattr(args, "data", None) or "", getattr(args, "task", None) or "", *_comma_list(getattr(args, "tasks", ""))]:
-        canonical_spec(spec)  # refuses an MMLU spec that names no subject
+    given = [getattr(args, name, None) for name in ("data", "task")]
+    for spec in [*(spec for spec in given if spec is not None), *_comma_list(getattr(args, "tasks", None) or "")]:
+        canonical_spec(spec)  # refuses an empty spec, and an MMLU spec that names no subject
     if getattr(args, "recover", None):
         refuse_model_as_recovery(args.recover)
 
@@ -353,6 +357,8 @@ def _check_outputs(args) -> None:
     inputs = _inputs(args)
     for option, kind in getattr(args, "outputs", {}).items():
         value = getattr(args, option.removeprefix("--"), None)
+        if value is not None and not value.strip():
+            raise SettingError(f"{option} is empty; give the path of the {kind} to write.")
         if value:
             try:
                 _check_not_an_input(Path(value), option, inputs)

@@ -65,10 +65,16 @@ def cache_dir() -> Path:
     cache moves to a private one, ``pruneviz-cache-<uid>`` in the system's temporary folder, with a warning.
 
     Raises:
-        SettingError: the private directory is not this user's either.
+        SettingError: the directory cannot be made (a file is in the way, no permission), or the private directory
+            is not this user's either.
     """
     root = Path(os.environ.get("PRUNEVIZ_CACHE_DIR") or REPOSITORY / "cache")
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise SettingError(
+            f"The cache directory {root} cannot be used ({error.strerror or error}); set PRUNEVIZ_CACHE_DIR to a folder you can write."
+        ) from None
     if root.stat().st_uid == os.geteuid():
         root.chmod(0o700)
         return root

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import SettingError
 from .plan import PruningPlan
 
 # tokens attended to when estimating the attention FLOPs a pruned sublayer saves
@@ -53,7 +54,12 @@ def plan_cost(info, plan: PruningPlan, value_bytes: int, context: int = FLOPS_CO
     Args:
         value_bytes: bytes per KV-cache value (the loaded dtype's ``itemsize``: 4 for float32, 2 for bf16/fp16).
         context: tokens attended to, for the attention-score FLOPs.
+
+    Raises:
+        SettingError: ``value_bytes`` or ``context`` below 1.
     """
+    if value_bytes < 1 or context < 1:
+        raise SettingError(f"Plan cost needs value_bytes >= 1 and context >= 1 tokens (got {value_bytes} and {context}).")
     attn = sum(1 for _, name in plan.pruned if name == "attn")
     mlp = len(plan.pruned) - attn
     params = attn * info.params_attn + mlp * info.params_mlp

@@ -12,6 +12,7 @@ the plan gates (:mod:`pruneviz.core.gating`) act inside the blocks whichever of 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import math
@@ -151,7 +152,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ModelLoadError(f"Unknown device '{device}'; use auto, cpu, cuda or cuda:N.") from None
+        resolved = None
+    # other device types (mps, xpu, meta ...) are refused here: torch would fail later, inside the load
+    if resolved is None or resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index is not None):
+        raise ModelLoadError(f"Unknown device '{shown(str(device))}'; use auto, cpu, cuda or cuda:N.")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         raise ModelLoadError(f"Device '{device}' is not available on this machine; use auto or cpu.")
     return resolved
@@ -280,7 +284,11 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
         quantized = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
     except Exception as error:
-        raise ModelLoadError(f"Could not read the GGUF file {gguf_path}: {error}") from error
+        # the readers' own words ("cannot mmap an empty file", "unpack_from requires a buffer ...") say little
+        raise ModelLoadError(
+            f"Could not read the GGUF file {gguf_path} ({type(error).__name__}); it may be truncated or damaged: "
+            "copy or download it again."
+        ) from error
     # a model loaded from GGUF refuses save_pretrained; a plain model from the same config does not
     config = AutoConfig.for_model(**{k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"})
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -313,6 +321,9 @@ def _locate(spec: str, install: bool = False, progress: Progress | None = None) 
     if spec in EMBEDDED_MODELS:
         asset = EMBEDDED_MODELS[spec]
         return "gguf", asset.path(install, progress) if isinstance(asset, PartedModel) else asset.path()
+    close = difflib.get_close_matches(spec.lower(), list(EMBEDDED_MODELS), n=1, cutoff=0.8)
+    if close and not Path(spec).expanduser().exists():
+        raise ModelLoadError(f"'{shown(spec)}' is neither an embedded model nor a path; did you mean {close[0]}?")
     try:
         return _classify(spec, Path(spec).expanduser())
     except OSError as error:

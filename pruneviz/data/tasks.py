@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import DataError
 from .mmlu import mmlu_subset
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
@@ -48,11 +49,14 @@ class TaskSpec:
         """Parse a spec.
 
         Raises:
-            DataError: ``mmlu:`` names no subject or category.
+            DataError: an empty spec; ``mmlu:`` names no subject or category.
         """
-        text = spec.strip()
-        if text == "mmlu" or text.startswith("mmlu:"):
-            subset = mmlu_subset(spec)  # as written: its error quotes what the user typed
+        text = spec.strip() if isinstance(spec, str) else ""
+        if not text:
+            raise DataError("The task or dataset is empty; give wiki, mmlu, mmlu:<subject or category>, a text file or an lm-eval task.")
+        if text.lower() == "mmlu" or text.lower().startswith("mmlu:"):
+            # "MMLU:Anatomy" is MMLU too; the subset, as written, lets the error quote what the user typed
+            subset = mmlu_subset(spec.replace(text[:4], "mmlu", 1))
             return cls(f"mmlu:{subset}" if subset else "mmlu", "mmlu", subset)
         return cls(text, "text" if _is_text(text) else "lm-eval")
 

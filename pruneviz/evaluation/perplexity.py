@@ -41,7 +41,7 @@ def evaluate_perplexity(
         tokens), and per-window ``items``.
 
     Raises:
-        SettingError: ``seq_len`` above the model's context or below 2.
+        SettingError: ``seq_len`` above the model's context or below 2; fewer than 1 window.
         DataError: the corpus is too short or malformed.
         PlanError: the plan names a block the model lacks.
     """
@@ -66,11 +66,13 @@ def perplexity_windows(loaded, corpus: str, windows: int, seq_len: int) -> tuple
         ``(data, ids)``: the corpus split and ``[windows, seq_len]`` token ids.
 
     Raises:
-        SettingError: ``seq_len`` above the model's context or below 2.
+        SettingError: ``seq_len`` above the model's context or below 2; fewer than 1 window.
         DataError: the corpus is too short or malformed.
     """
     if not 2 <= seq_len <= loaded.max_length:
         raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
+    if windows < 1:
+        raise SettingError(f"Perplexity needs at least 1 window (got {windows}); ask for 1 or more.")
     data = load_corpus(corpus, "evaluation")
     return data, token_windows(loaded.tokenizer, data.texts, seq_len, windows)
 

@@ -17,6 +17,8 @@ def check_metrics(metrics: list[str]) -> None:
     Raises:
         SettingError: no metric, or names the first unknown metric and lists the available ones.
     """
+    if isinstance(metrics, str):
+        raise SettingError(f"Metrics come as a list of names, not the text '{metrics}'; write [{metrics!r}].")
     if not metrics:
         raise SettingError(f"No metric was given; choose one or more of {', '.join(METRICS)}.")
     unknown = [m for m in metrics if m not in METRICS]

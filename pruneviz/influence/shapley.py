@@ -389,7 +389,7 @@ def adaptive_influence(
         :class:`AdaptiveResult`; metric name ``"<objective>_shapley"``.
 
     Raises:
-        SettingError: unknown objective or estimator, fraction outside (0, 1), budget < 1, no units.
+        SettingError: unknown objective or estimator, fraction outside (0, 1), budget < 1, a negative tolerance, no units.
     """
     if objective not in ("loss", "logit"):
         raise SettingError(f"Objective '{objective}' is unknown; use loss or logit.")
@@ -399,6 +399,8 @@ def adaptive_influence(
         raise SettingError("There are no units to score; choose a granularity with at least one unit.")
     if budget < 1 or not 0 < fraction < 1:
         raise SettingError(f"Need budget >= 1 and 0 < fraction < 1 (got budget={budget}, fraction={fraction}).")
+    if not tolerance >= 0:
+        raise SettingError(f"The tolerance is a standard error, so it cannot be negative (got {tolerance}); use 0 to spend the whole budget.")
     started = time.perf_counter()
     n = len(units)
     rng = random.Random(seed)

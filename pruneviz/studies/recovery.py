@@ -198,6 +198,12 @@ class Recovery:
         return f"{self.method}{'-' + str(self.rank) if self.method == 'lowrank' else ''}/{self.fit}"
 
     @property
+    def training_failed(self) -> bool:
+        """``train`` only: no held-out evaluation beat the closed-form start, so the kept stand-ins are the
+        ``emulate`` ones (a learning rate too high diverges this way)."""
+        return self.fit == "train" and len(self.history) > 1 and min(self.history[1:]) >= self.history[0]
+
+    @property
     def fingerprint(self) -> str:
         """Digest of every parameter: equal stand-ins share it (the app saves a refit of the same settings once)."""
         tensors = [(f"{layer}.{slot}.{name}", tensor) for (layer, slot), module in sorted(self.stand_ins.items())
