@@ -91,13 +91,18 @@ def test_unknown_limit_name_is_refused():
 
 
 def test_memory_usage_sees_a_new_allocation():
+    import mmap
+
     before = process_rss_bytes()
-    block = bytearray(64 << 20)  # 64 MiB of zeroed pages, all touched by the allocation
-    block[:: 4096] = b"\x01" * len(block[:: 4096])
+    # 64 MiB of fresh anonymous pages, each touched: a bytearray could reuse pages the allocator already holds
+    # resident (freed by earlier tests), and then the resident size would not move
+    block = mmap.mmap(-1, 64 << 20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
     after = memory_usage()
     assert after["rss"] - before >= 48 << 20
     assert ("cuda_allocated" in after) == torch.cuda.is_available()
-    del block
+    block.close()
 
 
 def test_release_memory_collects_an_unreachable_model():

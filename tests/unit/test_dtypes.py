@@ -127,7 +127,9 @@ def test_evaluations_agree_with_float32(outputs, dtype):
         assert ours[name]["n"] == reference[name]["n"] == 3
         assert ours[name]["metrics"]["loss"] == pytest.approx(reference[name]["metrics"]["loss"], abs=0.02), name
         assert math.isfinite(ours[name]["stderr"]["acc"])
-    assert ours["cloze"]["metrics"].keys() == {"acc", "acc_norm"}
+    # cloze accuracies, and (the plan prunes a unit) what changed in the answers against the unpruned model
+    assert ours["cloze"]["metrics"].keys() == {"acc", "acc_norm", "flips", "flips_lost", "flips_gained", "kl"}
+    assert ours["cloze"]["stderr"].keys() == ours["cloze"]["metrics"].keys()
     # the lm-eval backend runs the same evaluation as pruneviz's own in this dtype (fp32 log-softmax in both)
     assert ours["lm-eval"]["metrics"]["loss"] == pytest.approx(ours["letter"]["metrics"]["loss"], abs=0.02)
 
