@@ -171,12 +171,12 @@ def tradeoff_matrix(
             unpruned = baseline.setdefault(task.name, result)
             row[f"{result.task} n"] = result.n
             for metric, value in result.metrics.items():
-                if metric == "tokens" or metric not in unpruned.metrics:  # answer changes exist for pruned plans only
-                    if metric != "tokens":
-                        row[f"{result.task} {metric}"] = value
+                if metric == "tokens":
                     continue
                 column = f"{result.task} {metric}"
                 row[column] = value
+                if metric not in unpruned.metrics:  # answer changes exist for pruned plans only: no difference
+                    continue
                 row[f"{column} Δ"] = value - unpruned.metrics[metric]
                 judged, _, se, _ = difference_and_noise(unpruned, result, metric)
                 row[f"{column} Δ stderr"] = se if judged == metric and result is not unpruned else float("nan")
