@@ -23,11 +23,14 @@ def short_count(count: float, digits: int = 3) -> str:
     return f"{float(f'{count:.{digits}g}'):g}{SUFFIXES[power]}"
 
 
-def delta_style(change: float, lower_is_better: bool) -> dict:
-    """Streamlit's delta colour and arrow: red for a change for the worse, grey and no arrow for none.
+def delta_style(change: float, lower_is_better: bool, beyond_noise: bool = True) -> dict:
+    """Streamlit's delta colour and arrow: red for a change for the worse, grey and no arrow for none, grey (the
+    arrow kept) for a change within noise, which is not called better or worse.
 
     A text delta such as "+0.0 pp" would otherwise count as an improvement, with an up arrow.
     """
     if change == 0:
         return {"delta_color": "off", "delta_arrow": "off"}
+    if not beyond_noise:
+        return {"delta_color": "off"}
     return {"delta_color": "inverse" if lower_is_better else "normal"}

@@ -34,11 +34,12 @@ def show_perplexity(baseline, pruned) -> None:
     st.subheader("Wikipedia perplexity")
     change = pruned.metrics["perplexity"] - baseline.metrics["perplexity"]
     nll_change = pruned.metrics["nll"] - baseline.metrics["nll"]
+    beyond = not api.within_noise(baseline, pruned, "perplexity")  # coloured better or worse only beyond noise
     # three cards a row leave no room for "± CI" in the value: it goes on a line below
     columns = st.columns(3)
     columns[0].metric(
         "Perplexity (pruned)", format_number(pruned.metrics["perplexity"]),
-        delta=f"{change:+.2f}", **delta_style(change, lower_is_better=True),
+        delta=f"{change:+.2f}", **delta_style(change, lower_is_better=True, beyond_noise=beyond),
         help="exp(mean next-token NLL) over the windows; lower is better. Below it: ± 1.96 standard errors over "
         "windows (normal-approximation 95 % confidence interval).",
     )
@@ -50,7 +51,7 @@ def show_perplexity(baseline, pruned) -> None:
     columns[1].caption(api.ci_caption(baseline.stderr["perplexity"]))
     columns[2].metric(
         "NLL, nats/token (pruned)", f"{pruned.metrics['nll']:.3f}",
-        delta=f"{nll_change:+.3f}", **delta_style(nll_change, lower_is_better=True),
+        delta=f"{nll_change:+.3f}", **delta_style(nll_change, lower_is_better=True, beyond_noise=beyond),
         help="Mean next-token negative log-likelihood −log p(token | prefix), in nats; perplexity = exp(NLL).",
     )
     settings = pruned.settings
@@ -76,7 +77,7 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     left.metric(
         f"{name} (pruned)", api.with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
         delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",
-        **delta_style(change, lower_is_better=is_loss),
+        **delta_style(change, lower_is_better=is_loss, beyond_noise=not api.within_noise(baseline, pruned, name)),
         help=f"{formula}. {interval}." + ("" if is_loss else " Chance is 25 %."),
     )
     right.metric(

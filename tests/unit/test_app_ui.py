@@ -179,3 +179,10 @@ def test_a_form_keeps_its_remembered_settings_once_submitted():
     assert at.run().number_input[0].value == 10 and at.session_state["steps"] == 12
     at.button[0].click().run()  # submitted as shown: the link's 12 stays for a model where it fits
     assert at.session_state["steps"] == 12
+
+
+def test_a_change_within_noise_is_neither_green_nor_red():
+    from pruneviz.ui.cards import delta_style
+
+    assert delta_style(-2.06, lower_is_better=True) == {"delta_color": "inverse"}
+    assert delta_style(-2.06, lower_is_better=True, beyond_noise=False) == {"delta_color": "off"}
