@@ -12,14 +12,17 @@ from .core.cost import FLOPS_CONTEXT, PlanCost, plan_cost
 from .core.plan import MEASURED_SELECTIONS, RANKED_SELECTIONS, UNIT_SELECTIONS, unit_selection
 from .data.tasks import TaskSpec
 from .engine.incremental import shared_store
+from .evaluation.background import cancel_baselines, start_baselines
 from .evaluation.results import Z_95, EvaluationResult, comparison_json
 from .evaluation.run import BACKENDS, evaluate, lm_eval_draws_progress
 from .evaluation.statistics import (
     ci_caption,
     confidence_halfwidth,
+    difference_and_noise,
     difference_within_noise,
     noise_metric,
     noise_verdict,
+    perplexity_change,
     with_ci,
     within_noise,
 )
@@ -48,8 +51,8 @@ def hidden_store_usage() -> dict[str, int]:
 __all__ = [
     "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
     "UNIT_SELECTIONS", "Z_95",
-    "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "check_metrics", "ci_caption", "comparison_json",
-    "compare_recoveries", "confidence_halfwidth", "cost_summary", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
-    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "plan_cost", "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none",
-    "unit_selection", "with_ci", "within_noise",
+    "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "cancel_baselines", "check_metrics", "ci_caption", "comparison_json",
+    "compare_recoveries", "confidence_halfwidth", "cost_summary", "difference_and_noise", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
+    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "perplexity_change", "plan_cost", "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none",
+    "start_baselines", "unit_selection", "with_ci", "within_noise",
 ]

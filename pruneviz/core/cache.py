@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import diskcache
 import torch
 
+from . import inflight
 from .digest import tensor_digest
 from .errors import SettingError
 from .gating import stand_in_digest
@@ -44,6 +45,8 @@ _opened: dict[Path, int | None] = {}
 # guards _caches: threads of the app's sessions may find a damaged database at the same moment
 _caches_lock = threading.RLock()
 DIGEST_BYTES = 32  # SHA-256
+# callback parameters that a call waiting for the same computation in another thread hears (cached_call)
+RELAYED_CALLBACKS = ("progress", "partial")
 
 # the checkout pruneviz runs from: pruneviz/core/cache.py is two folders below it
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -307,13 +310,31 @@ def cached_call(
     ignore: Iterable[str] = (),
     content: Any = (),
 ) -> tuple[T, bool]:
-    """``(function(*args, **kwargs), hit)`` through the cache under :func:`call_key`.
+    """``(function(*args, **kwargs), hit)`` through the cache under :func:`call_key`, computed once per process.
+
+    A call whose result another thread is computing now waits for it instead of computing it again
+    (:func:`pruneviz.core.inflight.lead_or_wait`), hearing that computation's ``progress`` and ``partial``
+    callbacks through its own meanwhile (so its own ``progress`` may still cancel the wait).
 
     Raises:
         TypeError: as :func:`call_key`; plus whatever ``function`` raises.
     """
     key = call_key(function, args, kwargs, ignore, content)
-    return cached(key, lambda: function(*args, **(kwargs or {})), use_cache)
+    kwargs = dict(kwargs or {})
+    if not use_cache:
+        return function(*args, **kwargs), False
+    parameters = inspect.signature(function).parameters
+    callbacks = {name: kwargs.get(name) for name in RELAYED_CALLBACKS if name in parameters}
+    while True:
+        value = _read(key, "Cache entry", "recomputing it")
+        if value is not _MISSING:
+            return value, True
+        with inflight.lead_or_wait(key, callbacks) as flight:
+            if flight is None:  # another thread computed it (or failed to): look again
+                continue
+            value = function(*args, **kwargs | {name: flight.recorder(name, own) for name, own in callbacks.items()})
+            _write(key, value)
+            return value, False
 
 
 def cached(key: str, compute: Callable[[], T], use_cache: bool = True) -> tuple[T, bool]:

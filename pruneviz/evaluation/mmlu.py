@@ -45,6 +45,15 @@ def default_format(params_total: int) -> str:
     return "cloze" if params_total < CLOZE_BELOW_PARAMS else "letter"
 
 
+def default_questions_per_subject(fmt: str) -> int:
+    """Questions per subject of the app's default MMLU evaluation: 5 in letter format (285 questions, a 95 % CI of
+    about +-5.8 pp at 50 % accuracy, one forward pass each), 2 in cloze format (114 questions: cloze scores four
+    continuations per question, and the models it is preselected for are small and near chance, so extra
+    questions narrow an interval around noise). docs/PERFORMANCE.md measures what each costs per toggle.
+    """
+    return 5 if fmt == "letter" else 2
+
+
 def letter_question(row) -> str:
     """A question with its lettered choices, ending in ``"Answer:"``."""
     options = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, row.choices))

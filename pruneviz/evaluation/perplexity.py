@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -27,6 +28,7 @@ def evaluate_perplexity(
     progress: Progress | None = None,
     stand_ins: dict | None = None,
     checkpoint: bool = True,
+    partial: Callable[[EvaluationResult], None] | None = None,
 ) -> EvaluationResult:
     """Perplexity = exp(mean next-token NLL) over ``windows`` non-overlapping windows of ``seq_len`` tokens.
 
@@ -34,7 +36,8 @@ def evaluate_perplexity(
     from the calibration half that static metrics are computed on. ``stand_ins`` are recovery
     stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`). ``batch_size`` windows run per
     forward pass; ``progress(done, total)`` counts windows and may raise ``Cancelled`` (finished batches
-    are cached when ``checkpoint``, so a rerun resumes).
+    are cached when ``checkpoint``, so a rerun resumes). ``partial`` is called with a provisional result of the
+    windows finished so far after every chunk of batches.
 
     Returns:
         :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` (predicted
@@ -49,9 +52,15 @@ def evaluate_perplexity(
     started = time.perf_counter()
     data, ids = perplexity_windows(loaded, corpus, windows, seq_len)
     requests = [window_request(window.tolist()) for window in ids]
+
+    def report(scores: list) -> None:
+        sums = [-float(score.sum()) for score in scores if score is not None]
+        if 0 < len(sums) < len(scores):
+            partial(perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started))
+
     resumed = [0]
     with apply_plan(plan, stand_ins):
-        scores = score_requests(loaded, requests, batch_size, progress, checkpoint=checkpoint, resumed=resumed)
+        scores = score_requests(loaded, requests, batch_size, progress, report if partial else None, checkpoint, resumed=resumed)
     sums = [-float(score.sum()) for score in scores]
     result = perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
     if resumed[0]:

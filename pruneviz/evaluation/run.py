@@ -64,7 +64,7 @@ def evaluate(
         recovery: fitted stand-ins (:mod:`pruneviz.studies.recovery`) applied to the plan's pruned units.
         backend: ``"pruneviz"`` (its own fast evaluators) or ``"lm-eval"`` (lm-evaluation-harness on the
             same model, see :mod:`pruneviz.evaluation.lm_eval_backend`).
-        partial: (MMLU, pruneviz backend) called with provisional results while the evaluation runs.
+        partial: (pruneviz backend) called with provisional results while the evaluation runs.
         use_cache: read and write the result cache and, with the pruneviz backend, per-batch checkpoints
             (an interrupted evaluation resumes from its finished batches).
         compare: on MMLU under a plan or a recovery, also evaluate the unpruned model on the same questions (cached)
@@ -101,7 +101,7 @@ def evaluate(
         call = (lm_eval_backend.evaluate_task, (loaded, plan, task, shots, per_subject),
                 dict(progress=progress, stand_ins=stand_ins), lm_eval_backend.task_fingerprint(task))
     else:
-        engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache}
+        engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache, "partial": partial}
         call = (perplexity_evaluator, (loaded, plan, task, windows, seq_len),
                 dict(progress=progress, stand_ins=stand_ins, **engine_options), load_corpus(task, "evaluation").fingerprint)
     function, args, kwargs, content = call

@@ -108,6 +108,18 @@ def within_noise(first: EvaluationResult, second: EvaluationResult, metric: str,
     return math.isnan(se) or difference == 0 or abs(difference) < sigmas * se
 
 
+def perplexity_change(baseline: EvaluationResult, pruned: EvaluationResult) -> tuple[float, float, float]:
+    """``(change, low, high)``: the relative change of perplexity from ``baseline`` to ``pruned`` and its 95 % CI, in %.
+
+    Perplexity is ``exp(mean NLL)``, so its ratio is ``exp(d)`` for the NLL difference ``d`` (nats per token), and the
+    interval is ``exp(d ± 1.96 se) − 1`` with ``se`` paired per window where both scored the same windows
+    (:func:`difference_and_noise`). Without a standard error the interval is NaN.
+    """
+    _, difference, se, _ = difference_and_noise(baseline, pruned, "perplexity")
+    halfwidth = confidence_halfwidth(se)
+    return tuple(100 * math.expm1(difference + offset) for offset in (0.0, -halfwidth, halfwidth))
+
+
 def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
     """``"12.34 ± 1.10"``: ``value × scale`` and its 95 % CI half-width 1.96 × stderr × scale (no interval where
     the standard error is NaN). ``scale=100, unit=" %"`` writes a fraction as a percentage."""

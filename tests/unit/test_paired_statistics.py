@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from pruneviz import api
+from pruneviz.core.plan import PruningPlan
+from pruneviz.data.text import TextCorpus
+from pruneviz.evaluation.perplexity import perplexity_result
 from pruneviz.evaluation.results import EvaluationResult
 from pruneviz.evaluation.statistics import difference_and_noise, paired_difference
 
@@ -87,3 +90,20 @@ def test_answer_changes_count_flips_both_ways_and_the_kl_between_answer_distribu
     one = float((p.exp() * (p - q)).sum())
     assert metrics["kl"] == pytest.approx(2 * one / 4) and stderr["flips"] == pytest.approx(math.sqrt(0.25 / 3))
     assert answer_changes(base, pruned.__class__(**{**pruned.__dict__, "items": pruned.items.iloc[:3]})) is None
+
+
+def test_the_relative_perplexity_change_and_its_interval_come_from_the_paired_nll_difference():
+    data = TextCorpus("wiki", "evaluation", ("x",), "f")
+    tokens = 31  # predicted tokens per window of 32
+    base_nll = np.array([2.0, 2.2, 1.9, 2.1, 2.05, 1.95])
+    shifted = base_nll + np.array([0.10, 0.12, 0.08, 0.11, 0.09, 0.10])  # every window a little worse
+    baseline = perplexity_result(PruningPlan(), "wiki", data, 32, list(base_nll * tokens), 0.0)
+    pruned = perplexity_result(PruningPlan(), "wiki", data, 32, list(shifted * tokens), 0.0)
+    change, low, high = api.perplexity_change(baseline, pruned)
+    differences = shifted - base_nll
+    d, se = differences.mean(), differences.std(ddof=1) / math.sqrt(len(differences))
+    assert change == pytest.approx(100 * (pruned.metrics["perplexity"] / baseline.metrics["perplexity"] - 1))
+    assert change == pytest.approx(100 * math.expm1(d))
+    assert (low, high) == pytest.approx((100 * math.expm1(d - api.Z_95 * se), 100 * math.expm1(d + api.Z_95 * se)))
+    assert 0 < low < change < high  # a consistent shift is beyond noise, paired per window
+    assert not api.within_noise(baseline, pruned, "perplexity")

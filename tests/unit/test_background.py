@@ -1,0 +1,169 @@
+"""One computation per result in a process (``core.inflight`` through ``cached_call``) and the unpruned baseline
+computed in the background when a model loads (``evaluation.background``)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+
+from pruneviz import api
+from pruneviz.core import cache, inflight
+from pruneviz.core.errors import Cancelled
+from pruneviz.core.loading import load_model
+from pruneviz.core.plan import PruningPlan
+from pruneviz.evaluation import background
+
+DTYPES = ("float32", "bfloat16", "float16")
+WIKI = {"task": "wiki", "windows": 4, "seq_len": 32}
+
+
+def slow_square(x: int, progress=None, partial=None, gate: threading.Event | None = None, calls: list | None = None) -> int:
+    """x², reporting progress 1/2 and a provisional value, then waiting for ``gate`` before finishing."""
+    calls.append(x)
+    progress(1, 2)
+    partial(-1)
+    gate.wait(10)
+    progress(2, 2)
+    return x * x
+
+
+def in_thread(function, *args, **kwargs) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = function(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            out["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def wait_until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_second_caller_waits_for_the_running_computation_and_hears_its_callbacks(fresh_cache):
+    gate, calls, heard = threading.Event(), [], {"progress": [], "partial": []}
+    ignore = ("progress", "partial", "gate", "calls")
+    leader, led = in_thread(cache.cached_call, slow_square, (7,), {"gate": gate, "calls": calls}, ignore=ignore)
+    wait_until(lambda: calls)
+    waiter, waited = in_thread(
+        cache.cached_call, slow_square, (7,),
+        {"gate": gate, "calls": calls, "progress": lambda *a: heard["progress"].append(a), "partial": heard["partial"].append},
+        ignore=ignore,
+    )
+    wait_until(lambda: heard["partial"])  # the waiter hears the leader's provisional value while it waits
+    assert heard["progress"][-1] == (1, 2) and heard["partial"][-1] == -1
+    gate.set()
+    leader.join(10), waiter.join(10)
+    assert led["value"] == (49, False) and waited["value"] == (49, True)
+    assert calls == [7], "computed once"
+    assert inflight.running_keys() == []
+
+
+def test_a_waiter_that_cancels_stops_waiting_and_the_computation_goes_on(fresh_cache):
+    gate, calls = threading.Event(), []
+    ignore = ("progress", "partial", "gate", "calls")
+    leader, led = in_thread(cache.cached_call, slow_square, (3,), {"gate": gate, "calls": calls}, ignore=ignore)
+    wait_until(lambda: calls)
+
+    def cancel(done, total):
+        raise Cancelled("stop waiting")
+
+    with pytest.raises(Cancelled):
+        cache.cached_call(slow_square, (3,), {"gate": gate, "calls": calls, "progress": cancel}, ignore=ignore)
+    assert leader.is_alive(), "the computation goes on for whoever else waits or asks later"
+    gate.set()
+    leader.join(10)
+    assert led["value"] == (9, False)
+    assert cache.cached_call(slow_square, (3,), {"gate": gate, "calls": calls}, ignore=ignore) == (9, True)
+
+
+def test_when_the_leader_fails_a_waiter_computes_it_itself(fresh_cache):
+    started, release, attempts = threading.Event(), threading.Event(), []
+
+    def flaky(x: int) -> int:
+        attempts.append(threading.get_ident())
+        if len(attempts) == 1:
+            started.set()
+            release.wait(10)
+            raise RuntimeError("the first attempt fails")
+        return x + 1
+
+    leader, led = in_thread(cache.cached_call, flaky, (1,))
+    started.wait(10)
+    waiter, waited = in_thread(cache.cached_call, flaky, (1,))
+    time.sleep(0.5)  # the waiter is waiting by now (it polls every 0.2 s)
+    release.set()
+    leader.join(10), waiter.join(10)
+    assert isinstance(led["error"], RuntimeError)
+    assert waited["value"] == (2, False) and len(attempts) == 2 and attempts[0] != attempts[1]
+
+
+def test_a_recursive_call_of_the_same_key_computes_instead_of_waiting_for_itself(fresh_cache):
+    def outer(depth: int) -> int:
+        if depth == 0:
+            return 0
+        # the same function and arguments but depth: a different key; same key below
+        return 1 + cache.cached_call(outer, (depth - 1,))[0]
+
+    assert cache.cached_call(outer, (3,)) == (3, False)
+    # the same key from the same thread while leading it (what a callback could do): computed, not deadlocked
+    key = cache.call_key(outer, (5,))
+    with inflight.lead_or_wait(key, {}) as flight:
+        with inflight.lead_or_wait(key, {}) as again:
+            assert again is not None and again is not flight
+
+
+@pytest.fixture
+def tiny_loaded(tiny_model_dir, without_self_check):
+    return {dtype: load_model(str(tiny_model_dir), device="cpu", dtype=dtype) for dtype in DTYPES}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_background_baseline_is_the_unpruned_evaluation_and_a_later_evaluate_reads_it(fresh_cache, tiny_loaded, dtype):
+    loaded = tiny_loaded[dtype]
+    (job,) = background.start_baselines(loaded, [WIKI])
+    assert background.start_baselines(loaded, [WIKI])[0] is job, "asking again finds the same job"
+    result = job.future.result(timeout=120)
+    expected = api.evaluate(loaded, PruningPlan(), use_cache=False, **WIKI)
+    assert result.metrics["perplexity"] == pytest.approx(expected.metrics["perplexity"], rel=1e-6)
+    assert math.isfinite(result.stderr["perplexity"]) and result.n == 4
+    again = api.evaluate(loaded, PruningPlan(), **WIKI)
+    assert again.from_cache and again.metrics == result.metrics
+    background.cancel_baselines()
+
+
+def test_loading_another_model_cancels_the_previous_models_baselines(fresh_cache, tiny_loaded):
+    first, second = tiny_loaded["float32"], tiny_loaded["bfloat16"]
+    assert first.fingerprint != second.fingerprint
+    gate = threading.Event()
+    blocker = background._executor.submit(gate.wait, 10)  # holds the one worker: the jobs below queue behind it
+    (old,) = background.start_baselines(first, [WIKI])
+    (new,) = background.start_baselines(second, [WIKI])
+    gate.set()
+    blocker.result(10)
+    assert old.cancel.is_set() and old.future.cancelled(), "a queued job of the previous model never starts"
+    assert new.future.result(timeout=120).n == 4
+    background.cancel_baselines()
+
+
+def test_perplexity_reports_provisional_results_before_it_finishes(fresh_cache, tiny_loaded):
+    seen = []
+    final = api.evaluate(tiny_loaded["float32"], PruningPlan.parse("1.attn"), windows=16, seq_len=64, use_cache=False,
+                         partial=seen.append)
+    assert seen and all(0 < r.n < 16 for r in seen)
+    first = seen[0]
+    # a provisional value is the same computation on the windows finished so far
+    assert first.items["nll_sum"].tolist() == pytest.approx(final.items["nll_sum"].head(first.n).tolist(), rel=1e-6)
+    assert torch.isfinite(torch.tensor(first.metrics["perplexity"]))
