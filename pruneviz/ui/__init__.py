@@ -25,9 +25,10 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
 * :mod:`.plan_editor`: :func:`plan_input` edits the pruning plan shared by every page (a text box, and on
   the prune page a toggle per unit), :func:`adopt_plan` makes a computed plan the session's, and
   :func:`rejected_plan_message` says that a rejected edit left the previous plan in force;
-* :mod:`.evaluation_set` and :mod:`.comparison`: the prune page's evaluation set, its evaluation against
-  the unpruned baseline with live provisional results, and the results (value ± 95 % CI, change, noise
-  verdict, what the plan saves);
+* :mod:`.evaluation_set`, :mod:`.live_evaluation` and :mod:`.comparison`: the prune page's evaluation set (whose
+  unpruned baseline the sidebar starts in the background when a model loads), its automatic evaluation
+  task by task against that baseline with live provisional results, and the results (value ± 95 % CI,
+  change, noise verdict, what the plan saves);
 * :mod:`.ranking`: :func:`metric_inputs` and :func:`estimator_inputs` pick how units are ranked;
   :func:`metric_label`, :func:`metrics_help` and :func:`metric_caption` describe each metric with its
   formula and source;
@@ -43,8 +44,8 @@ Pages call every helper as ``ui.<name>``; the names below are re-exported from t
 """
 
 from .cards import delta_style, short_count
-from .comparison import show_results
-from .evaluation_set import evaluation_inputs, run_evaluations
+from .comparison import show_results_header
+from .evaluation_set import chosen_evaluation_set, evaluation_inputs, start_background_baselines
 from .feedback import CANCEL_NOTE, ProgressBar, cancellable, request_cancel, run_or_stop, stop_with_error
 from .files import directory_bytes, output_directory, zip_directory
 from .inputs import (
@@ -58,6 +59,7 @@ from .inputs import (
     mmlu_task_label,
     task_inputs,
 )
+from .live_evaluation import evaluate_now, run_evaluations, show_stored, signature
 from .models import load_model_cached, load_model_once, memory_caption
 from .permalinks import apply_permalink, permalink_params
 from .plan_editor import adopt_plan, plan_input, rejected_plan_message
@@ -87,11 +89,12 @@ from .state import (
 __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "INFLUENCE_RESULT_KEY", "MMLU_TASKS", "PLAN_KEY", "PRUNE_RECOVERY_KEY",
     "RECOVERIES_KEY", "FittedRecovery", "ProgressBar", "adaptive_metrics", "adopt_plan", "apply_permalink",
-    "calibration_data_options", "calibration_inputs", "cancellable", "cap", "check_heldout", "current_deployment",
-    "dataset_label", "delta_style", "directory_bytes", "estimator_inputs", "evaluation_inputs", "fitted_recoveries", "forget_recoveries",
+    "calibration_data_options", "calibration_inputs", "cancellable", "cap", "check_heldout", "chosen_evaluation_set", "current_deployment",
+    "dataset_label", "delta_style", "directory_bytes", "estimator_inputs", "evaluate_now", "evaluation_inputs", "fitted_recoveries", "forget_recoveries",
     "form_submit_button", "heldout_note", "load_model_cached", "load_model_once", "memory_caption", "metric_caption",
     "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page", "permalink_params",
     "plan_input", "plotly_chart", "recovery_input", "rejected_plan_message", "remember_recovery", "remembered",
-    "request_cancel", "run_evaluations", "run_or_stop", "saved_copy", "scheme_input", "short_count", "show_results", "sidebar", "stop_with_error", "stored_result", "task_inputs",
+    "request_cancel", "run_evaluations", "run_or_stop", "saved_copy", "scheme_input", "short_count", "show_results_header", "show_stored",
+    "sidebar", "signature", "start_background_baselines", "stop_with_error", "stored_result", "task_inputs",
     "zip_directory",
 ]

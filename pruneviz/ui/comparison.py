@@ -168,11 +168,53 @@ def show_savings(loaded, plan: PruningPlan, speed: dict | None) -> None:
     )
 
 
-def show_results(evaluation: dict, plan: PruningPlan, loaded, speed: dict | None) -> None:
-    """Every evaluated task, pruned against unpruned, with what the plan saves and a JSON download.
+def task_headline(name: str, baseline, pruned) -> None:
+    """One task's card in the live strip: the pruned value ± 95 % CI and its change against the unpruned model
+    (relative for perplexity, in pp for accuracy), coloured only beyond noise, with n and the unpruned value.
+
+    The change's interval is paired per window or question where both scored the same items
+    (:func:`pruneviz.api.difference_and_noise`), which is much tighter than the two values' own intervals.
+    """
+    if name == "wiki":
+        change, low, high = api.perplexity_change(baseline, pruned)
+        beyond = not api.within_noise(baseline, pruned, "perplexity")
+        st.metric(
+            "Wikipedia perplexity", api.with_ci(pruned.metrics["perplexity"], pruned.stderr["perplexity"]),
+            delta=f"{change:+.1f} %", **delta_style(change, lower_is_better=True, beyond_noise=beyond),
+            help="Pruned perplexity ± 1.96 standard errors over windows; the change is relative to the unpruned model.",
+        )
+        interval = "" if low != low else f" (95 % CI {low:+.1f} to {high:+.1f} %, paired per window)"
+        st.caption(
+            f"Unpruned {api.with_ci(baseline.metrics['perplexity'], baseline.stderr['perplexity'])}. Change {change:+.1f} %"
+            f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} windows × {pruned.settings['seq_len']} tokens."
+        )
+        return
+    metric = pruned.headline
+    _, difference, se, paired = api.difference_and_noise(baseline, pruned, metric)
+    beyond = not api.within_noise(baseline, pruned, metric)
+    st.metric(
+        f"MMLU {metric}", api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"),
+        delta=f"{100 * difference:+.1f} pp", **delta_style(difference, lower_is_better=False, beyond_noise=beyond),
+        help="Pruned accuracy ± 1.96 standard errors over questions; the change is against the unpruned model, in percentage points.",
+    )
+    flips = f" Answers changed on {100 * pruned.metrics['flips']:.1f} % of questions." if "flips" in pruned.metrics else ""
+    interval = "" if se != se else f" ± {100 * api.confidence_halfwidth(se):.1f} pp (95 %{', paired per question' if paired else ''})"
+    st.caption(
+        f"Unpruned {api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, ' %')}. Change {100 * difference:+.1f} pp"
+        f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} questions, {pruned.settings['format']} format.{flips}"
+    )
+
+
+def show_task(name: str, baseline, pruned) -> None:
+    """One task's detailed comparison: perplexity cards, or MMLU metrics with per-category and per-subject tables."""
+    (show_perplexity if name == "wiki" else show_mmlu)(baseline, pruned)
+
+
+def show_results_header(evaluation: dict, plan: PruningPlan, loaded, speed: dict | None) -> None:
+    """The results section's heading: which plan (and recovery) the results are of, and what the plan saves.
 
     Args:
-        evaluation: what :func:`pruneviz.ui.evaluation_set.run_evaluations` returned.
+        evaluation: what :func:`pruneviz.ui.live_evaluation.run_evaluations` returns (its ``plan`` and ``recovery``).
         plan: the plan in force now (the results may be of an earlier one: then a warning says so).
         speed: as :func:`show_savings`.
     """
@@ -184,10 +226,10 @@ def show_results(evaluation: dict, plan: PruningPlan, loaded, speed: dict | None
     if evaluation["recovery"]:
         st.info(f"'Pruned' is the plan with the recovery {evaluation['recovery']} applied.")
     show_savings(loaded, PruningPlan.parse(evaluation["plan"]), speed)
-    if "wiki" in evaluation["pairs"]:
-        show_perplexity(*evaluation["pairs"]["wiki"])
-    if "mmlu" in evaluation["pairs"]:
-        show_mmlu(*evaluation["pairs"]["mmlu"])
+
+
+def download_json(evaluation: dict) -> None:
+    """The download button of every result of ``evaluation`` as ``pruneviz evaluate --json`` writes it."""
     st.download_button(
         "Download JSON", api.comparison_json(evaluation["plan"], evaluation["recovery"], evaluation["pairs"]),
         file_name="evaluation.json", mime="application/json",

@@ -58,19 +58,26 @@ def request_cancel() -> None:
     st.session_state[CANCELLED_KEY] = True
 
 
+def _cancel(on_cancel: Callable[[], None] | None) -> None:
+    request_cancel()
+    if on_cancel is not None:
+        on_cancel()
+
+
 @contextmanager
-def cancellable(key: str) -> Iterator[threading.Event]:
+def cancellable(key: str, on_cancel: Callable[[], None] | None = None) -> Iterator[threading.Event]:
     """Show a Cancel button while the block runs; :class:`ProgressBar` callbacks inside raise ``Cancelled`` once it is clicked.
 
     Args:
         key: keeps the button apart from other Cancel buttons (one per page section).
+        on_cancel: also called when the button is clicked (at the start of the page run the click starts).
     """
     event = threading.Event()
     st.session_state[CANCEL_EVENT_KEY] = event
     st.session_state.pop(CANCELLED_KEY, None)
     slot = st.empty()
     slot.button(
-        "Cancel", key=f"cancel_{key}", on_click=request_cancel,
+        "Cancel", key=f"cancel_{key}", on_click=_cancel, args=(on_cancel,),
         help="Stop this computation. Nothing in the model changes; running it again resumes from the cached parts.",
     )
     try:

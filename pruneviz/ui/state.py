@@ -15,6 +15,8 @@ INFLUENCE_RESULT_KEY = "influence_result"
 ADOPTED_EXPORT_KEY = "adopted_export"
 # st.session_state key of the recoveries fitted so far: {(model fingerprint, plan): {name: FittedRecovery}}
 RECOVERIES_KEY = "recoveries"
+# remembered setting: evaluate every plan change on the Prune and evaluate page (and compute the baseline at load)
+AUTO_EVALUATE_KEY = "auto_evaluate"
 # widget key of the Prune and evaluate page's recovery picker (an adopted export preselects its recovery there)
 PRUNE_RECOVERY_KEY = "prune_recovery"
 FIGURE_FORMATS = ("png", "svg")

@@ -11,7 +11,7 @@ import math
 import re
 
 import pytest
-from conftest import REPO
+from helpers import app_test
 
 from pruneviz.core.cache import cache_dir
 
@@ -28,10 +28,8 @@ def first_number(text: str) -> float:
 
 @pytest.fixture
 def app():
-    """The app started from app.py, landing page already run."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    """The app started from app.py on smollm2 (:data:`helpers.APP_TEST_STATE`), landing page already run."""
+    at = app_test(timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -311,13 +309,7 @@ def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
 
 def fresh_app(page: str | None = None, query: dict | None = None):
     """A new AppTest session (optionally opening ``page`` with query parameters ``query`` on its first run)."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    for name, value in (query or {}).items():
-        at.query_params[name] = value
-    if page:
-        at.switch_page(f"pages/{page}")
+    at = app_test(page, query, TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     return at

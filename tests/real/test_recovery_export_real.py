@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import app_test
 
 from pruneviz import api
 from pruneviz.core.gating import apply_plan
@@ -89,9 +89,7 @@ def test_sublayer_export_round_trips_through_load_exported_the_cli_and_the_app(s
         api.evaluate(smollm2, PruningPlan.parse("3,20.attn"), "wiki", **options).metrics["perplexity"], rel=1e-6
     )
     # the app's "another model" box adopts the plan and chooses the recovery, as the CLI applies them (it used to show the full model)
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at = app_test()
     at.run()
     at.sidebar.selectbox(key="_model_choice").set_value("other").run()
     at.sidebar.text_input(key="_model_other").input(str(tmp_path / "sub")).run()

@@ -19,7 +19,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
+from helpers import app_test
 
 from pruneviz import api
 from pruneviz.cli import main
@@ -185,11 +185,9 @@ def test_generation_and_tradeoffs_in_each_dtype(tiny_model_dir, dtype, without_s
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_app_main_flow_in_each_dtype(tiny_model_dir, dtype, without_self_check):
     """Load a model in ``dtype`` from the sidebar, compute influences, prune and evaluate, fit a recovery."""
-    from streamlit.testing.v1 import AppTest
-
     from pruneviz.ui import models
 
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at = app_test()
     at.run()
     at.sidebar.selectbox(key="_model_choice").set_value("other").run()
     at.sidebar.text_input(key="_model_other").input(str(tiny_model_dir)).run()
