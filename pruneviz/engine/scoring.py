@@ -28,6 +28,8 @@ import torch
 
 from ..core.cache import cached, make_key
 from ..core.errors import NumericalError, SettingError, TokenizationError
+from ..core.gating import active_plan, apply_plan
+from ..core.plan import PruningPlan
 from ..core.progress import Progress
 from .incremental import decoder_states, plan_signature
 from .packing import pack_groups, packed_length, packing_groups
@@ -203,11 +205,23 @@ def stratified_schedule(
     return chunks
 
 
-def _score_batch(loaded, tokens: list[tuple[int, ...]], requests: Sequence[Request], rows: list[list[int]]) -> list[torch.Tensor]:
-    """Scores of the requests in ``rows`` (packed one row each), in row order: ``[len(positions), C]`` fp64 each."""
+def _score_batch(
+    loaded, tokens: list[tuple[int, ...]], requests: Sequence[Request], rows: list[list[int]], reference_kl: bool = False
+) -> list[torch.Tensor]:
+    """Scores of the requests in ``rows`` (packed one row each), in row order: ``[len(positions), C]`` fp64 each, or
+    ``[len(positions), C + 1]`` with ``reference_kl``: the last column is KL(unpruned ‖ active plan) of the
+    next-token distribution at each position, in nats, over the whole vocabulary.
+
+    The unpruned model's states come from the block-boundary store where its evaluation of the same batch left
+    them (the prune page's baseline), so the reference usually costs one more output head, not a forward pass.
+    """
     packed = pack_groups(tokens, rows, loaded.tokenizer.pad_token_id, loaded.model.config, loaded.dtype, device=loaded.device)
     with torch.no_grad():
         hidden = decoder_states(loaded, packed.input_ids, packed.attention_mask, packed.position_ids)  # [B, T, d]
+        reference = None
+        if reference_kl and active_plan():
+            with apply_plan(PruningPlan()):
+                reference = decoder_states(loaded, packed.input_ids, packed.attention_mask, packed.position_ids)
         members = [i for row in rows for i in row]
         picked_rows, picked_columns = [], []
         for i in members:
@@ -215,12 +229,17 @@ def _score_batch(loaded, tokens: list[tuple[int, ...]], requests: Sequence[Reque
             chosen = columns[list(requests[i].positions)]
             picked_rows.append(torch.full_like(chosen, row))
             picked_columns.append(chosen)
-        vectors = hidden[torch.cat(picked_rows), torch.cat(picked_columns)]  # [N, d]
+        where = (torch.cat(picked_rows), torch.cat(picked_columns))
+        vectors = hidden[where]  # [N, d]
         candidates = torch.tensor([c for i in members for c in requests[i].candidates], device=hidden.device)  # [N, C]
-        scores = torch.cat([
-            torch.log_softmax(loaded.logits(vectors[s : s + HEAD_POSITIONS]), dim=-1).gather(1, candidates[s : s + HEAD_POSITIONS])
-            for s in range(0, len(vectors), HEAD_POSITIONS)
-        ]).double().cpu()  # [N, C]
+        pieces = []
+        for s in range(0, len(vectors), HEAD_POSITIONS):
+            log_probs = torch.log_softmax(loaded.logits(vectors[s : s + HEAD_POSITIONS]), dim=-1)  # [n, vocab]
+            piece = log_probs.gather(1, candidates[s : s + HEAD_POSITIONS])
+            if reference_kl:
+                piece = torch.cat([piece, _kl_from(loaded, reference, where, s, log_probs)], dim=1)
+            pieces.append(piece)
+        scores = torch.cat(pieces).double().cpu()  # [N, C] or [N, C + 1]
     if not torch.isfinite(scores).all():
         raise NumericalError(
             "The model produced non-finite log-probabilities on this batch; load it in float32 (--dtype float32) "
@@ -229,18 +248,28 @@ def _score_batch(loaded, tokens: list[tuple[int, ...]], requests: Sequence[Reque
     return list(scores.split([len(requests[i].positions) for i in members]))
 
 
-def _batch_key(loaded, signature: str, requests: Sequence[Request], rows: list[list[int]]) -> str:
+def _kl_from(loaded, reference: torch.Tensor | None, where: tuple, start: int, log_probs: torch.Tensor) -> torch.Tensor:
+    """``[n, 1]`` KL(p_ref ‖ p) = Σ p_ref (log p_ref − log p) in nats at the picked positions ``start..start+n`` (fp32);
+    zeros when there is no reference (nothing pruned: the two distributions are the same)."""
+    if reference is None:
+        return torch.zeros(len(log_probs), 1, device=log_probs.device)
+    rows, columns = (index[start : start + len(log_probs)] for index in where)
+    reference_log_probs = torch.log_softmax(loaded.logits(reference[rows, columns]), dim=-1)
+    return (reference_log_probs.exp() * (reference_log_probs - log_probs)).sum(dim=-1, keepdim=True).clamp_min(0.0)
+
+
+def _batch_key(loaded, signature: str, requests: Sequence[Request], rows: list[list[int]], reference_kl: bool) -> str:
     digest = hashlib.sha256()
     for row in rows:
         digest.update(b"row")
         for i in row:
             request = requests[i]
             digest.update(repr((request.tokens, request.positions, request.candidates)).encode())
-    return make_key("batch-scores", loaded.fingerprint, str(loaded.dtype), signature, digest.hexdigest())
+    return make_key("batch-scores", loaded.fingerprint, str(loaded.dtype), signature, digest.hexdigest(), reference_kl)
 
 
 def _run_batch(
-    loaded, tokens, requests, rows: list[list[int]], signature: str | None, checkpoint: bool
+    loaded, tokens, requests, rows: list[list[int]], signature: str | None, checkpoint: bool, reference_kl: bool = False
 ) -> tuple[list[torch.Tensor], int]:
     """One batch, cached under its content and the plan when ``checkpoint``; split in two on out-of-memory.
 
@@ -249,10 +278,10 @@ def _run_batch(
         run that stopped before the end, or an earlier evaluation that scored the same batch).
     """
     try:
-        compute = lambda: _score_batch(loaded, tokens, requests, rows)  # noqa: E731
+        compute = lambda: _score_batch(loaded, tokens, requests, rows, reference_kl)  # noqa: E731
         if signature is None:
             return compute(), 0
-        scores, hit = cached(_batch_key(loaded, signature, requests, rows), compute, checkpoint)
+        scores, hit = cached(_batch_key(loaded, signature, requests, rows, reference_kl), compute, checkpoint)
         return scores, len(scores) if hit else 0
     except torch.OutOfMemoryError:
         if torch.cuda.is_available():
@@ -264,8 +293,8 @@ def _run_batch(
             ) from None
         log.warning("Out of memory; retrying with batches of %d rows.", len(rows) // 2)
         half = len(rows) // 2
-        first, first_read = _run_batch(loaded, tokens, requests, rows[:half], signature, checkpoint)
-        second, second_read = _run_batch(loaded, tokens, requests, rows[half:], signature, checkpoint)
+        first, first_read = _run_batch(loaded, tokens, requests, rows[:half], signature, checkpoint, reference_kl)
+        second, second_read = _run_batch(loaded, tokens, requests, rows[half:], signature, checkpoint, reference_kl)
         return first + second, first_read + second_read
 
 
@@ -278,6 +307,7 @@ def score_requests(
     checkpoint: bool = True,
     max_batch_tokens: int | None = None,
     resumed: list[int] | None = None,
+    reference_kl: bool = False,
 ) -> list[torch.Tensor]:
     """Log-probabilities of every request's candidates under the active plan (see the module docstring).
 
@@ -294,6 +324,8 @@ def score_requests(
             default :data:`BATCH_TOKENS` of the model's device type.
         resumed: if given, a one-item list that receives the number of requests whose scores were read from
             checkpoints rather than computed (what an interrupted run had already finished).
+        reference_kl: add a last column per position: KL(unpruned ‖ active plan) of the next-token distribution,
+            in nats (Dutta et al. 2024); the unpruned states are reused from the block-boundary store where present.
 
     Returns:
         per request, ``[len(positions), C]`` log-probabilities (nats, fp64, CPU). They do not depend on
@@ -322,7 +354,7 @@ def score_requests(
         for batch in chunk:
             batch_rows = [rows[r] for r in batch]
             members = [i for row in batch_rows for i in row]
-            batch_scores, read = _run_batch(loaded, tokens, requests, batch_rows, signature, checkpoint)
+            batch_scores, read = _run_batch(loaded, tokens, requests, batch_rows, signature, checkpoint, reference_kl)
             for i, scores in zip(members, batch_scores):
                 results[i] = scores
             reused += read

@@ -29,6 +29,7 @@ def evaluate_perplexity(
     stand_ins: dict | None = None,
     checkpoint: bool = True,
     partial: Callable[[EvaluationResult], None] | None = None,
+    kl: bool = False,
 ) -> EvaluationResult:
     """Perplexity = exp(mean next-token NLL) over ``windows`` non-overlapping windows of ``seq_len`` tokens.
 
@@ -37,11 +38,12 @@ def evaluate_perplexity(
     stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`). ``batch_size`` windows run per
     forward pass; ``progress(done, total)`` counts windows and may raise ``Cancelled`` (finished batches
     are cached when ``checkpoint``, so a rerun resumes). ``partial`` is called with a provisional result of the
-    windows finished so far after every chunk of batches.
+    windows finished so far after every chunk of batches. ``kl`` also measures, at every predicted position, the KL
+    divergence of the plan's next-token distribution from the unpruned model's (Dutta et al. 2024).
 
     Returns:
         :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` (predicted
-        tokens), and per-window ``items``.
+        tokens), with ``kl`` also ``kl`` (nats/token, mean over windows of each window's mean), and per-window ``items``.
 
     Raises:
         SettingError: ``seq_len`` above the model's context or below 2; fewer than 1 window.
@@ -53,16 +55,22 @@ def evaluate_perplexity(
     data, ids = perplexity_windows(loaded, corpus, windows, seq_len)
     requests = [window_request(window.tolist()) for window in ids]
 
+    def result_for(scores: list) -> EvaluationResult:
+        sums = [-float(score[:, 0].sum()) for score in scores]
+        divergences = [float(score[:, 1].mean()) for score in scores] if kl else None
+        return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started, divergences)
+
     def report(scores: list) -> None:
-        sums = [-float(score.sum()) for score in scores if score is not None]
-        if 0 < len(sums) < len(scores):
-            partial(perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started))
+        finished = [score for score in scores if score is not None]
+        if 0 < len(finished) < len(scores):
+            partial(result_for(finished))
 
     resumed = [0]
     with apply_plan(plan, stand_ins):
-        scores = score_requests(loaded, requests, batch_size, progress, report if partial else None, checkpoint, resumed=resumed)
-    sums = [-float(score.sum()) for score in scores]
-    result = perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started)
+        scores = score_requests(
+            loaded, requests, batch_size, progress, report if partial else None, checkpoint, resumed=resumed, reference_kl=kl
+        )
+    result = result_for(scores)
     if resumed[0]:
         result.settings["resumed"] = resumed[0]  # windows read from checkpoints an earlier run left
     return result
@@ -92,7 +100,8 @@ def window_request(window: list[int]) -> Request:
 
 
 def perplexity_result(
-    plan: PruningPlan, corpus: str, data: TextCorpus, seq_len: int, sums: list[float], seconds: float
+    plan: PruningPlan, corpus: str, data: TextCorpus, seq_len: int, sums: list[float], seconds: float,
+    divergences: list[float] | None = None,
 ) -> EvaluationResult:
     """Perplexity and its standard error from per-window summed NLLs.
 
@@ -103,21 +112,28 @@ def perplexity_result(
         seq_len: tokens per window T.
         sums: per window, the summed next-token NLL (nats) over its ``T - 1`` predicted tokens.
         seconds: wall time of the computation.
+        divergences: per window, the mean KL(unpruned ‖ plan) over its predicted tokens (nats), if measured.
 
     Returns:
-        :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens``, per-window ``items``.
+        :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` and (with
+        ``divergences``) ``kl``, and per-window ``items``.
     """
     windows = len(sums)
     per_window = pd.DataFrame({"nll_sum": [float(s) for s in sums]})
     per_window["nll"] = per_window["nll_sum"] / (seq_len - 1)
     nll = float(per_window["nll_sum"].sum() / (windows * (seq_len - 1)))
     nll_err = mean_stderr(per_window["nll"])
+    metrics = {"perplexity": math.exp(nll), "nll": nll, "tokens": windows * (seq_len - 1)}
+    # delta method: se(exp(m)) ~ exp(m) * se(m), over windows
+    stderr = {"perplexity": math.exp(nll) * nll_err, "nll": nll_err}
+    if divergences is not None:
+        per_window["kl"] = divergences
+        metrics["kl"], stderr["kl"] = float(per_window["kl"].mean()), mean_stderr(per_window["kl"])
     return EvaluationResult(
         task=corpus,
         n=windows,
-        metrics={"perplexity": math.exp(nll), "nll": nll, "tokens": windows * (seq_len - 1)},
-        # delta method: se(exp(m)) ~ exp(m) * se(m), over windows
-        stderr={"perplexity": math.exp(nll) * nll_err, "nll": nll_err},
+        metrics=metrics,
+        stderr=stderr,
         plan=str(plan),
         seconds=seconds,
         settings={"windows": windows, "seq_len": seq_len, "split": data.label, "data_fingerprint": data.fingerprint},

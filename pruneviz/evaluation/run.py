@@ -67,10 +67,11 @@ def evaluate(
         partial: (pruneviz backend) called with provisional results while the evaluation runs.
         use_cache: read and write the result cache and, with the pruneviz backend, per-batch checkpoints
             (an interrupted evaluation resumes from its finished batches).
-        compare: on MMLU under a plan or a recovery, also evaluate the unpruned model on the same questions (cached)
-            and add what changed in the answers to ``metrics`` and ``stderr``: ``flips``, ``flips_lost``,
-            ``flips_gained`` (shares of questions) and ``kl`` (nats), see
-            :func:`pruneviz.evaluation.statistics.answer_changes`.
+        compare: under a plan or a recovery (pruneviz backend), measure what changed against the unpruned model: on
+            MMLU also evaluate it on the same questions (cached) and add ``flips``, ``flips_lost``, ``flips_gained``
+            (shares of questions) and ``kl`` (nats, over the four letters) to ``metrics`` and ``stderr`` (see
+            :func:`pruneviz.evaluation.statistics.answer_changes`); on text, add ``kl``: KL(unpruned ‖ pruned) of the
+            next-token distribution over the whole vocabulary, nats per token, averaged per window.
 
     Raises:
         PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
@@ -101,7 +102,9 @@ def evaluate(
         call = (lm_eval_backend.evaluate_task, (loaded, plan, task, shots, per_subject),
                 dict(progress=progress, stand_ins=stand_ins), lm_eval_backend.task_fingerprint(task))
     else:
-        engine_options = {} if backend == "lm-eval" else {"checkpoint": use_cache, "partial": partial}
+        engine_options = {} if backend == "lm-eval" else {
+            "checkpoint": use_cache, "partial": partial, "kl": compare and bool(plan or recovery is not None),
+        }
         call = (perplexity_evaluator, (loaded, plan, task, windows, seq_len),
                 dict(progress=progress, stand_ins=stand_ins, **engine_options), load_corpus(task, "evaluation").fingerprint)
     function, args, kwargs, content = call

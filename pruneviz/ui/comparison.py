@@ -55,6 +55,12 @@ def show_perplexity(baseline, pruned) -> None:
         help="Mean next-token negative log-likelihood −log p(token | prefix), in nats; perplexity = exp(NLL).",
     )
     settings = pruned.settings
+    if "kl" in pruned.metrics:
+        st.caption(
+            f"KL(unpruned ‖ pruned) of the next-token distribution over the whole vocabulary: "
+            f"{api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} nats per token (± 95 % CI over windows; "
+            "Dutta et al. 2024): how far the pruned model's predictions moved, whether or not the loss moved."
+        )
     st.caption(
         f"n = {pruned.n} windows × {settings['seq_len']} tokens of {settings['split']} "
         f"({int(pruned.metrics['tokens'])} predicted tokens), in {settings['dtype']}. {provenance(baseline, pruned)}"
@@ -184,9 +190,10 @@ def task_headline(name: str, baseline, pruned) -> None:
             help="Pruned perplexity ± 1.96 standard errors over windows; the change is relative to the unpruned model.",
         )
         interval = "" if low != low else f" (95 % CI {low:+.1f} to {high:+.1f} %, paired per window)"
+        kl = f" KL(unpruned ‖ pruned) {api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} nats/token." if "kl" in pruned.metrics else ""
         st.caption(
             f"Unpruned {api.with_ci(baseline.metrics['perplexity'], baseline.stderr['perplexity'])}. Change {change:+.1f} %"
-            f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} windows × {pruned.settings['seq_len']} tokens."
+            f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} windows × {pruned.settings['seq_len']} tokens.{kl}"
         )
         return
     metric = pruned.headline

@@ -167,3 +167,26 @@ def test_perplexity_reports_provisional_results_before_it_finishes(fresh_cache, 
     # a provisional value is the same computation on the windows finished so far
     assert first.items["nll_sum"].tolist() == pytest.approx(final.items["nll_sum"].head(first.n).tolist(), rel=1e-6)
     assert torch.isfinite(torch.tensor(first.metrics["perplexity"]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wiki_kl_is_the_divergence_of_the_pruned_next_token_distribution_from_the_unpruned_one(fresh_cache, tiny_loaded, dtype):
+    from reference import forward_by_hand
+
+    from pruneviz.evaluation.perplexity import perplexity_windows
+
+    loaded = tiny_loaded[dtype]
+    plan = PruningPlan.parse("1.attn,2.mlp")
+    api.evaluate(loaded, PruningPlan(), **WIKI)  # the baseline first, as the app does: its states are reused
+    result = api.evaluate(loaded, plan, **WIKI)
+    _, ids = perplexity_windows(loaded, "wiki", WIKI["windows"], WIKI["seq_len"])
+    with torch.no_grad():
+        unpruned = torch.log_softmax(forward_by_hand(loaded.model, ids)[:, :-1].double(), -1)
+        pruned = torch.log_softmax(forward_by_hand(loaded.model, ids, skip=set(plan.pruned))[:, :-1].double(), -1)
+    per_window = (unpruned.exp() * (unpruned - pruned)).sum(-1).mean(-1)  # [windows], nats per token
+    tolerance = {"float32": 1e-4, "bfloat16": 0.05, "float16": 0.02}[dtype]
+    assert result.metrics["kl"] == pytest.approx(float(per_window.mean()), rel=tolerance, abs=1e-6)
+    assert result.stderr["kl"] == pytest.approx(float(per_window.std() / math.sqrt(len(per_window))), rel=10 * tolerance, abs=1e-6)
+    assert result.metrics["kl"] > 0
+    assert "kl" not in api.evaluate(loaded, PruningPlan(), **WIKI).metrics, "the unpruned model is not compared with itself"
+    assert "kl" not in api.evaluate(loaded, plan, compare=False, **WIKI).metrics
