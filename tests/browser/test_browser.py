@@ -1,9 +1,11 @@
 """The app in a real browser: Streamlit as a subprocess, driven through headless Chromium by playwright.
 
 One session walks the README's path: the model loads (sidebar), the Influence page draws its heatmap,
-one attention sublayer is switched off on the Prune and evaluate page, an evaluation runs, and the
-perplexity shown for the pruned model differs from the unpruned one and equals the library's own
-result for the same plan and settings, and no result or savings card cuts its text off, also in a narrow window;
+the Prune and evaluate page evaluates its default set on arrival and a late attention toggle at once (the
+time from the click to the first number, and to every task's final number, is printed, not asserted), the
+strip above the toggles shows n, CIs and a noise verdict; then on a small set one attention sublayer is
+switched off, and the perplexity shown for the pruned model differs from the unpruned one and equals the
+library's own result for the same plan and settings, and no result or savings card cuts its text off, also in a narrow window;
 after switching to another model and back, the page still shows the plan in force and the evaluation
 settings chosen; the plan's export shows its cards whole in half a laptop screen, and is deleted; an
 unsubmitted edit in the Pruning curves form survives a rerun started in the sidebar. A full-page screenshot is saved after every step under ``test-artifacts/browser/``
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import time
 
 import pytest
 from browser_support import ARTIFACTS, Steps, launch_chromium, require_chromium, streamlit_server
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.real, pytest.mark.browser]
 FIRST_LOAD_MS = 300_000
 STEP_MS = 120_000  # one page run or evaluation with the small settings below, on a loaded model
 SUBLAYER = "10.attn"
+LATE_SUBLAYER = "25.attn"  # a late toggle: the blocks before it are reused from the baseline
 WINDOWS, WINDOW_TOKENS = 2, 32  # a short Wikipedia evaluation: 2 windows of 32 tokens
 VIEWPORT = {"width": 1400, "height": 1000}
 # a small laptop screen with the sidebar open: a row of four cards gets about 150 pixels each
@@ -41,7 +45,7 @@ NARROW = {"width": 1024, "height": 1000}
 # half of a laptop screen: the sidebar leaves about 400 pixels for the page
 HALF_SCREEN = {"width": 800, "height": 1000}
 SAVINGS_CARDS = ("Params removed", "KV cache saved", "FLOPs saved")
-RESULT_CARDS = ("Perplexity (pruned)", "Perplexity (unpruned)", "NLL, nats/token (pruned)", *SAVINGS_CARDS)
+RESULT_CARDS = ("Wikipedia perplexity", "Perplexity (pruned)", "Perplexity (unpruned)", "NLL, nats/token (pruned)", *SAVINGS_CARDS)
 EXPORT_CARDS = ("Blocks kept", "Params before", "Params after", "KV cache saved")
 # Streamlit runs each page in the browser session; a server error shows up as one of these
 EXCEPTION = "stException"
@@ -119,6 +123,12 @@ def heatmap_grid(page: Page) -> list[list[float]]:
     )
 
 
+def strip_card(page: Page, label: str) -> Locator:
+    """The ``st.metric`` card labelled ``label`` in the live strip above the toggles (the page's first bordered container)."""
+    return page.get_by_test_id("stVerticalBlockBorderWrapper").first.get_by_test_id("stMetric").filter(
+        has=page.get_by_text(label, exact=True))
+
+
 def shown_number(page: Page, label: str) -> float:
     """The first number in the value of the ``st.metric`` labelled ``label`` (e.g. ``"38.80 ± 12.84"`` → 38.8)."""
     metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True))
@@ -157,7 +167,7 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(isolated_cache, artifacts
         page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
         steps = Steps(page, artifacts)
         try:
-            page.goto(url)
+            page.goto(f"{url}/?model=smollm2")  # the app opens on qwen2.5-coder-1.5b; the small model keeps this test short
             loaded = page.get_by_test_id("stSidebar").get_by_text(re.compile(r"\bloaded\b", re.IGNORECASE))
             wait_for(page, loaded, "loading the model", timeout=FIRST_LOAD_MS)
             expect(loaded).to_contain_text(f"in {reference.dtype_name}")
@@ -185,18 +195,45 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(isolated_cache, artifacts
             page.get_by_test_id("stSidebarNav").get_by_role("link", name="Prune and evaluate", exact=True).click()
             plan_box = page.get_by_role("textbox", name="Pruning plan", exact=True)
             wait_for(page, plan_box, "opening the Prune and evaluate page")
-            set_checkbox(page, SUBLAYER, True)
-            # the plan box is redrawn by the server from the toggle: the plan reached the app
-            expect(plan_box).to_have_value(SUBLAYER)
+            # the core loop on the default evaluation set: the page evaluates on arrival, then each toggle at once
+            wait_for(page, strip_card(page, "MMLU acc"), "evaluating the default set on arrival")
+            expect(page.get_by_test_id(RUNNING)).to_have_count(0, timeout=STEP_MS)
+            baseline_text = strip_card(page, "Wikipedia perplexity").get_by_test_id("stMetricValue").inner_text()
+            started = time.perf_counter()
+            set_checkbox(page, LATE_SUBLAYER, True)
+            page.wait_for_function(
+                """([before]) => document.body.innerText.includes('pruned, so far') || [...document.querySelectorAll(
+                    '[data-testid="stMetric"]')].some(card => card.innerText.startsWith('Wikipedia perplexity')
+                    && !card.innerText.includes(before))""",
+                arg=[baseline_text], timeout=STEP_MS,
+            )
+            first_number = time.perf_counter() - started
+            wait_for(page, page.get_by_test_id("stMetric").filter(has=page.get_by_text("acc (pruned)", exact=True)).first,
+                     "evaluating the toggled plan")
+            expect(page.get_by_test_id(RUNNING)).to_have_count(0, timeout=STEP_MS)
+            final = time.perf_counter() - started
+            print(f"\n[core loop] toggle {LATE_SUBLAYER} on smollm2 ({reference.dtype_name}), default evaluation set: "
+                  f"first number on screen after {first_number:.2f} s, every task final after {final:.2f} s")
+            shoot(page, steps, "toggle-evaluated")
+            strip_text = page.get_by_test_id("stVerticalBlockBorderWrapper").first.inner_text()
+            assert re.search(r"n = \d+ windows", strip_text) and re.search(r"n = \d+ questions", strip_text), strip_text
+            assert "±" in strip_text and "noise" in strip_text, strip_text
+            set_checkbox(page, LATE_SUBLAYER, False)
+
+            # a small set, to compare the page's numbers with the library's
+            page.get_by_test_id("stExpander").filter(has=page.get_by_text("Evaluation set", exact=True)).get_by_text(
+                "Evaluation set", exact=True).click()
             set_checkbox(page, "Wikipedia perplexity", True)
             set_checkbox(page, "MMLU", False)
             set_number(page, "Windows", WINDOWS)
             set_number(page, "Tokens per window", WINDOW_TOKENS)
+            set_checkbox(page, SUBLAYER, True)
+            # the plan box is redrawn by the server from the toggle: the plan reached the app
+            expect(plan_box).to_have_value(SUBLAYER)
             shoot(page, steps, "plan-and-settings")
-
-            page.get_by_role("button", name="Run", exact=True).click()
             result = page.get_by_test_id("stMetric").filter(has=page.get_by_text("Perplexity (pruned)", exact=True))
             wait_for(page, result, "evaluating the plan")
+            expect(page.get_by_test_id(RUNNING)).to_have_count(0, timeout=STEP_MS)
             shoot(page, steps, "evaluation-result")
             shown = {which: shown_number(page, f"Perplexity ({which})") for which in ("unpruned", "pruned")}
             # the result and savings cards show their whole label and value, also on a small screen

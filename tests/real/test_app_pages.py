@@ -105,6 +105,52 @@ def test_pruning_one_attention_sublayer_changes_perplexity(app):
 
 
 @pytest.mark.real
+def test_each_plan_change_is_evaluated_automatically_against_a_baseline_started_when_the_model_loaded():
+    from pruneviz import api
+    from pruneviz.core.plan import PruningPlan
+    from pruneviz.evaluation import background
+
+    small = {"wiki_windows": 2, "wiki_seq_len": 32, "mmlu_subset": "chosen subjects", "mmlu_subjects": ["anatomy", "astronomy"],
+             "mmlu_per_subject": 2}
+    at = app_test(auto_evaluate=True, use_mmlu=True, **small)
+    at.run()
+    assert not at.exception, at.exception
+    loaded = app_model()
+    jobs = background.start_baselines(loaded, [
+        {"task": "wiki", "windows": 2, "seq_len": 32},
+        {"task": "mmlu:anatomy,astronomy", "fmt": "cloze", "shots": 0, "per_subject": 2},
+    ])
+    assert all(job.model == loaded.fingerprint for job in jobs)
+    baselines = [job.future.result(timeout=TIMEOUT) for job in jobs]  # started by the landing page's sidebar
+    assert [b.n for b in baselines] == [2, 4]
+
+    at = open_page(at, "2_Prune_and_evaluate.py")  # no Run pressed: the (empty) plan is evaluated on arrival
+    cards = metric_values(at)
+    assert cards["Wikipedia perplexity"].startswith(f"{baselines[0].metrics['perplexity']:.2f} ± ")
+    assert any("Unpruned from cache; pruned from cache" in c.value for c in at.caption), "the baseline came from the background job"
+
+    at.checkbox(key="toggle_20_attn").check().run()
+    assert not at.exception, at.exception
+    pruned = api.evaluate(loaded, PruningPlan.parse("20.attn"), "wiki", windows=2, seq_len=32)
+    cards = metric_values(at)
+    assert cards["Wikipedia perplexity"].startswith(f"{pruned.metrics['perplexity']:.2f} ± ")
+    assert "MMLU acc" in cards and "Perplexity (pruned)" in cards, "the strip's cards and the details below"
+    strip = [c.value for c in at.caption if c.value.startswith("Unpruned ")]
+    assert any("n = 2 windows × 32 tokens" in c and "paired per window" in c for c in strip)
+    assert any("n = 4 questions" in c and "Answers changed on" in c for c in strip)
+
+    # switched off, a change waits for Run and the results on screen say they are of the previous plan
+    at.toggle(key="_auto_evaluate").set_value(False).run()
+    at.checkbox(key="toggle_21_attn").check().run()
+    assert any("results are for the plan '20.attn'" in w.value for w in at.warning)
+    press(at, "Run")
+    assert not any("results are for the plan" in w.value for w in at.warning)
+    assert metric_values(at)["Wikipedia perplexity"].startswith(
+        f"{api.evaluate(loaded, PruningPlan.parse('20.attn,21.attn'), 'wiki', windows=2, seq_len=32).metrics['perplexity']:.2f} ± "
+    )
+
+
+@pytest.mark.real
 def test_pruning_the_n_least_important_blocks_sets_the_plan(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
     at.number_input(key="_ranking_samples").set_value(2)
