@@ -1,6 +1,7 @@
 """pruneviz landing page: start on the prune page, see how the pages fit together, the model's architecture, and what depth pruning is.
 
-Run with ``streamlit run app.py``; the pages in ``pages/`` appear in the sidebar.
+Run with ``streamlit run app.py``: this file names every page for the sidebar (``st.navigation``; the landing page is
+"Start") and runs the one chosen; each page under ``pages/`` draws itself.
 """
 
 import streamlit as st
@@ -80,15 +81,33 @@ def architecture_summary(loaded) -> None:
     )
 
 
-st.set_page_config(page_title="pruneviz", page_icon="✂️", layout="wide")
-model = ui.sidebar()
-st.title("pruneviz: depth pruning of LLMs")
-st.page_link(
-    "pages/2_Prune_and_evaluate.py", icon="✂️",
-    label="Start here: switch blocks and sublayers off and compare MMLU and perplexity with the unpruned model",
+def landing() -> None:
+    """The first page: where to start, how the pages fit together, the model's architecture, and what depth pruning is."""
+    st.set_page_config(page_title="pruneviz", page_icon="✂️", layout="wide")
+    model = ui.sidebar()
+    st.title("pruneviz: depth pruning of LLMs")
+    st.page_link(
+        PAGES[1][0], icon="✂️",
+        label="Start here: switch blocks and sublayers off and see MMLU and perplexity change against the unpruned model",
+    )
+    st.header("How to use the pages")
+    st.markdown(HOW_TO)
+    architecture_summary(model)
+    st.header("What is depth pruning?")
+    st.markdown(INTRO)
+
+
+# (file, title, address) of every page after the landing page, in the sidebar's order; the addresses are the ones
+# Streamlit gave these files before the app named its pages, so that saved permalinks still open them
+PAGES = (
+    ("pages/1_Influence.py", "Influence", "Influence"),
+    ("pages/2_Prune_and_evaluate.py", "Prune and evaluate", "Prune_and_evaluate"),
+    ("pages/3_Pruning_curves.py", "Pruning curves", "Pruning_curves"),
+    ("pages/4_Task_trade-offs.py", "Task trade-offs", "Task_trade-offs"),
+    ("pages/5_Recovery.py", "Recovery", "Recovery"),
+    ("pages/6_Export.py", "Export", "Export"),
 )
-st.header("How to use the pages")
-st.markdown(HOW_TO)
-architecture_summary(model)
-st.header("What is depth pruning?")
-st.markdown(INTRO)
+st.navigation([
+    st.Page(landing, title="Start", icon="✂️", default=True),
+    *(st.Page(file, title=title, url_path=address) for file, title, address in PAGES),
+]).run()

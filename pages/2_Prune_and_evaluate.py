@@ -97,7 +97,7 @@ model = ui.page(
     "numbers refine as more questions are scored, and every one carries its n and 95 % CI."
 )
 ranking_form(model)
-strip = st.container(border=True)
+strip = st.container(border=True, key="live_results")  # the browser test finds it by this key
 current = ui.plan_input(model, "prune", toggles=True)
 recovery_choice = ui.recovery_input(
     model, current, ui.PRUNE_RECOVERY_KEY,

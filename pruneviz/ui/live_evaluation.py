@@ -136,7 +136,8 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery, strip, de
     stand_ins = recovery.recovery if recovery else None
     evaluation = {"plan": str(plan), "model": loaded.fingerprint, "pairs": {}, "recovery": recovery.name if recovery else None}
     st.session_state[STARTED_KEY] = current
-    with cancellable("evaluate", on_cancel=_cancel_evaluation):
+    # the Cancel button sits in the strip, under the numbers it stops; each task draws in its own column and details
+    with strip, cancellable("evaluate", on_cancel=_cancel_evaluation):
         for name, column in zip(names, columns):
             with column:
                 pair = evaluate_pair(loaded, plan, chosen[name], TASK_TITLES[name], stand_ins)
