@@ -14,6 +14,7 @@ ONE, ALL = "one metric", "all metrics, normalised"
 
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Compute was pressed."""
+    estimator_choice = ui.estimator_choice("influence")
     with st.form(FORM):
         data, samples, seq_len = ui.calibration_inputs(
             loaded, "influence",
@@ -30,7 +31,7 @@ def settings_form(loaded) -> tuple[dict, bool]:
             **ui.remembered("influence_granularity", "sublayer", form=FORM),
         )
         with st.expander("Adaptive metrics: Shapley estimator"):
-            estimator = ui.estimator_inputs("influence", form=FORM)
+            estimator = ui.estimator_inputs("influence", estimator_choice, form=FORM)
             st.caption(ui.ADAPTIVE_COST_NOTE)
         pressed = ui.form_submit_button(FORM, "Compute influence", type="primary")
     settings = {"data": data, "metrics": metrics, "granularity": granularity, "samples": samples, "seq_len": seq_len, **estimator}

@@ -14,7 +14,7 @@ FORM = "curves_settings"
 CHARTS_PER_ROW = 2
 
 
-def ranking_inputs(loaded) -> dict:
+def ranking_inputs(loaded, estimator_choice: str) -> dict:
     """The ranking half of the form: metrics, their dataset and estimator, scheme, steps, iterative mode."""
     left, right = st.columns([3, 2])
     with left:
@@ -29,7 +29,7 @@ def ranking_inputs(loaded) -> dict:
         form=FORM,
     )
     with st.expander("Adaptive metrics: Shapley estimator"):
-        estimator = ui.estimator_inputs("curves", form=FORM)
+        estimator = ui.estimator_inputs("curves", estimator_choice, form=FORM)
         st.caption(ui.ADAPTIVE_COST_NOTE)
     steps_column, iterative_column = st.columns(2)
     most = 2 * loaded.n_blocks
@@ -46,9 +46,10 @@ def ranking_inputs(loaded) -> dict:
 
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Run was pressed."""
+    estimator_choice = ui.estimator_choice("curves")
     with st.form(FORM):
         st.subheader("Ranking")
-        settings = ranking_inputs(loaded)
+        settings = ranking_inputs(loaded, estimator_choice)
         st.subheader("Tasks")
         tasks, heldout = ui.task_inputs(loaded, "curves", per_subject=2, offer_heldout=True, form=FORM)
         pressed = ui.form_submit_button(FORM, "Run", type="primary")

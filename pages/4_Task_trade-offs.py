@@ -20,7 +20,7 @@ EXPLANATION = (
 )
 
 
-def metric_inputs(loaded) -> dict:
+def metric_inputs(loaded, estimator_choice: str) -> dict:
     """Metrics, how much data each is computed on, and the Shapley estimator."""
     left, right = st.columns([3, 2])
     with left:
@@ -37,18 +37,19 @@ def metric_inputs(loaded) -> dict:
             "Tokens per document", 2, longest, step=32, **ui.remembered("tradeoff_seq_len", min(64, longest), (2, longest), FORM)
         )
     with st.expander("Adaptive metrics: Shapley estimator"):
-        estimator = ui.estimator_inputs("tradeoff", form=FORM)
+        estimator = ui.estimator_inputs("tradeoff", estimator_choice, form=FORM)
         st.caption(ui.ADAPTIVE_COST_NOTE)
     return {"metrics": metrics, "options": {"samples": int(samples), "seq_len": int(seq_len), **estimator}}
 
 
 def settings_form(loaded) -> tuple[dict, bool]:
     """Draw the settings; return them and whether Run was pressed."""
+    estimator_choice = ui.estimator_choice("tradeoff")
     with st.form(FORM):
         st.subheader("Tasks")
         tasks, heldout = ui.task_inputs(loaded, "tradeoff", mmlu=("mmlu:STEM",), per_subject=2, offer_heldout=True, form=FORM)
         st.subheader("Metrics and pruning")
-        settings = metric_inputs(loaded)
+        settings = metric_inputs(loaded, estimator_choice)
         scheme_column, count_column = st.columns(2)
         scheme = ui.scheme_input("tradeoff_scheme", FORM, scheme_column)
         most = 2 * loaded.n_blocks

@@ -66,6 +66,7 @@ from .plan_editor import adopt_plan, plan_input, rejected_plan_message
 from .ranking import (
     ADAPTIVE_COST_NOTE,
     adaptive_metrics,
+    estimator_choice,
     estimator_inputs,
     metric_caption,
     metric_inputs,
@@ -90,7 +91,7 @@ __all__ = [
     "ADAPTIVE_COST_NOTE", "CALIBRATION_DATA", "CANCEL_NOTE", "INFLUENCE_RESULT_KEY", "MMLU_TASKS", "PLAN_KEY", "PRUNE_RECOVERY_KEY",
     "RECOVERIES_KEY", "FittedRecovery", "ProgressBar", "adaptive_metrics", "adopt_plan", "apply_permalink",
     "calibration_data_options", "calibration_inputs", "cancellable", "cap", "check_heldout", "chosen_evaluation_set", "current_deployment",
-    "dataset_label", "delta_style", "directory_bytes", "estimator_inputs", "evaluate_now", "evaluation_inputs", "fitted_recoveries", "forget_recoveries",
+    "dataset_label", "delta_style", "directory_bytes", "estimator_choice", "estimator_inputs", "evaluate_now", "evaluation_inputs", "fitted_recoveries", "forget_recoveries",
     "form_submit_button", "heldout_note", "load_model_cached", "load_model_once", "memory_caption", "metric_caption",
     "metric_inputs", "metric_label", "metrics_help", "mmlu_task_label", "output_directory", "page", "permalink_params",
     "plan_input", "plotly_chart", "recovery_input", "rejected_plan_message", "remember_recovery", "remembered",

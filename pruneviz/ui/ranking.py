@@ -55,34 +55,51 @@ def metric_inputs(key: str, default: tuple[str, ...] = ("cosine",), label: str =
     )
 
 
-def estimator_inputs(key: str, form: str | None = None) -> dict:
-    """Draw the Shapley-estimator settings of the adaptive metrics, as :func:`~.state.remembered` settings ``<key>_<name>``.
+def estimator_choice(key: str) -> str:
+    """Draw the Shapley-estimator picker (the remembered setting ``<key>_estimator``) and return the estimator.
 
-    Args:
-        key: prefix of the settings.
-        form: the key of the ``st.form`` they are drawn in, if any.
-
-    Returns:
-        ``{"estimator", "budget", "fraction"}`` for :func:`pruneviz.api.influence` (static metrics ignore them).
+    Drawn outside the page's form, above it: a choice inside a form reaches the page only when the form is
+    submitted, and the form shows only the chosen estimator's settings (:func:`estimator_inputs`).
     """
-    left, middle, right = st.columns(3)
-    estimator = left.selectbox(
-        "Shapley estimator", ESTIMATORS, format_func=ESTIMATOR_LABELS.get, **remembered(f"{key}_estimator", ESTIMATORS[0], form=form),
+    return st.selectbox(
+        "Shapley estimator (adaptive metrics)", ESTIMATORS, format_func=ESTIMATOR_LABELS.get,
+        **remembered(f"{key}_estimator", ESTIMATORS[0]),
         help="loo: Shapley_i ≈ v(all) − v(all∖i), n + 1 subnetworks, no standard error. subsample: random "
         "subnetworks keeping a fraction of the units; Shapley_i = mean v with i − mean v without i. "
         "permutation: Monte-Carlo permutation Shapley with antithetic pairs. subsample and permutation "
-        "report a standard error.",
+        "report a standard error. Static metrics ignore it.",
     )
+
+
+def estimator_inputs(key: str, estimator: str, form: str | None = None) -> dict:
+    """Draw the settings of ``estimator`` only (none for leave-one-out), as :func:`~.state.remembered` settings ``<key>_<name>``.
+
+    Args:
+        key: prefix of the settings.
+        estimator: what :func:`estimator_choice` returned.
+        form: the key of the ``st.form`` they are drawn in, if any.
+
+    Returns:
+        ``{"estimator", "budget", "fraction"}`` for :func:`pruneviz.api.influence` (a setting the estimator does not
+        use keeps its remembered value; static metrics ignore all three).
+    """
     most = cap("budget", 4096)
-    budget = middle.number_input(
+    budget = min(max(int(st.session_state.get(f"{key}_budget", min(8, most))), 1), most)
+    fraction = float(st.session_state.get(f"{key}_fraction", 0.5))
+    if estimator == "loo":
+        st.caption("Leave-one-out has no settings: it evaluates the full model and each unit removed, n + 1 subnetworks.")
+        return {"estimator": estimator, "budget": budget, "fraction": fraction}
+    left, right = st.columns(2)
+    budget = left.number_input(
         "Budget", 1, most, **remembered(f"{key}_budget", min(8, most), (1, most), form),
-        help="subsample: number of random subnetworks; permutation: antithetic permutation pairs (each pair "
-        "evaluates up to 2n subnetworks). Unused by loo.",
+        help="Random subnetworks evaluated." if estimator == "subsample"
+        else "Antithetic permutation pairs; each pair evaluates up to 2n subnetworks.",
     )
-    fraction = right.slider(
-        "Fraction kept", 0.1, 0.9, step=0.05, **remembered(f"{key}_fraction", 0.5, form=form),
-        help="subsample: share of the units present in each subnetwork.",
-    )
+    if estimator == "subsample":
+        fraction = right.slider(
+            "Fraction kept", 0.1, 0.9, step=0.05, **remembered(f"{key}_fraction", 0.5, form=form),
+            help="The share of the units present in each random subnetwork.",
+        )
     return {"estimator": estimator, "budget": int(budget), "fraction": float(fraction)}
 
 

@@ -224,7 +224,7 @@ def test_curves_page_draws_one_chart_per_task_metric(app):
     at.number_input(key="_curves_steps").set_value(2)
     tiny_wiki(at, "curves")
     press(at, "Run")
-    assert len(at.get("plotly_chart")) == 2  # wiki perplexity and nll
+    assert len(at.get("plotly_chart")) == 3  # wiki perplexity, nll and KL from the unpruned model
     assert any("Rankings computed on" in info.value for info in at.info)
     wide = at.dataframe[0].value
     assert list(wide["step"]) == [0, 1, 2] and all(math.isfinite(v) for v in wide["wiki perplexity"])
@@ -324,11 +324,18 @@ def test_export_page_exports_a_block_plan_as_a_standalone_model(app):
 @pytest.mark.real
 def test_influence_page_computes_an_adaptive_metric_with_standard_errors(app):
     at = open_page(app, "1_Influence.py")
+    # the estimator is picked above the form, which shows only its settings: none for leave-one-out, no fraction
+    # for permutations
+    keys = lambda: {w.key for w in [*at.number_input, *at.slider]}  # noqa: E731
+    assert "_influence_budget" not in keys() and "_influence_fraction" not in keys()
+    at.selectbox(key="_influence_estimator").set_value("permutation").run()
+    assert "_influence_budget" in keys() and "_influence_fraction" not in keys()
+    at.selectbox(key="_influence_estimator").set_value("subsample").run()
+    assert {"_influence_budget", "_influence_fraction"} <= keys()
     at.number_input(key="_influence_samples").set_value(2)
     at.number_input(key="_influence_seq_len").set_value(32)
     at.multiselect(key="_influence_metrics").set_value(["loss_shapley"])
     next(r for r in at.radio if r.label == "Granularity").set_value("block")
-    at.selectbox(key="_influence_estimator").set_value("subsample")
     at.number_input(key="_influence_budget").set_value(6)
     press(at, "Compute influence")
     assert any("Adaptive cost: loss_shapley/block: subsample, 6 subnetworks" in c.value for c in at.caption)
