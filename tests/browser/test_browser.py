@@ -125,6 +125,15 @@ def heatmap_grid(page: Page) -> list[list[float]]:
     )
 
 
+def open_evaluation_set(page: Page) -> None:
+    """Expand the prune page's "Evaluation set" expander (collapsed by default) unless it is open."""
+    windows = page.get_by_role("spinbutton", name="Windows", exact=True)
+    if not windows.is_visible():
+        page.get_by_test_id("stExpander").filter(has=page.get_by_text("Evaluation set", exact=True)).get_by_text(
+            "Evaluation set", exact=True).click()
+    expect(windows).to_be_visible()
+
+
 def strip_card(page: Page, label: str) -> Locator:
     """The ``st.metric`` card labelled ``label`` in the live strip above the toggles."""
     return page.locator(STRIP).get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True))
@@ -223,8 +232,7 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(isolated_cache, artifacts
             set_checkbox(page, LATE_SUBLAYER, False)
 
             # a small set, to compare the page's numbers with the library's
-            page.get_by_test_id("stExpander").filter(has=page.get_by_text("Evaluation set", exact=True)).get_by_text(
-                "Evaluation set", exact=True).click()
+            open_evaluation_set(page)
             set_checkbox(page, "Wikipedia perplexity", True)
             set_checkbox(page, "MMLU", False)
             set_number(page, "Windows", WINDOWS)
@@ -259,6 +267,7 @@ def test_app_in_chromium_heatmap_and_pruned_perplexity(isolated_cache, artifacts
             wait_for(page, plan_box, "coming back to the embedded model")
             expect(plan_box).to_have_value(SUBLAYER)
             expect(page.get_by_role("checkbox", name=SUBLAYER, exact=True)).to_be_checked()
+            open_evaluation_set(page)
             expect(page.get_by_role("spinbutton", name="Windows", exact=True)).to_have_value(str(WINDOWS))
             expect(page.get_by_role("spinbutton", name="Tokens per window", exact=True)).to_have_value(str(WINDOW_TOKENS))
 
