@@ -57,10 +57,13 @@ def settings_inputs(loaded) -> dict:
     """Everything one fit and its comparison need."""
     settings = method_inputs(loaded)
     data, samples, seq_len = ui.calibration_inputs(
-        loaded, "recovery", samples=8, seq_len=64,
+        loaded, "recovery", samples=api.default_calibration_documents(loaded.info.hidden_size), seq_len=128,
         data_help="Stand-ins are fitted on calibration data, never on the evaluation half that perplexity uses.",
         samples_help="Calibration documents the stand-ins are fitted on (train also holds out a quarter more for early stopping).",
     )
+    warning = api.too_few_calibration_tokens(settings["method"], samples * seq_len, loaded.info.hidden_size)
+    if warning:
+        st.warning(warning)
     st.subheader("Compared on")
     tasks, _ = ui.task_inputs(loaded, "recovery")
     return {**settings, "data": data, "samples": samples, "seq_len": seq_len, "tasks": tasks}

@@ -31,6 +31,7 @@ from .influence.ranking import lowest_plan, ranked_units
 from .influence.registry import METRIC_REGISTRY, METRICS, check_metrics
 from .influence.run import cost_summary, influence
 from .influence.static import CSV_COLUMNS
+from .studies.recovery import default_calibration_documents, too_few_calibration_tokens
 from .studies.recovery_report import (
     STDERR_SUFFIX,
     compare_recoveries,
@@ -52,7 +53,7 @@ __all__ = [
     "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
     "UNIT_SELECTIONS", "Z_95",
     "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "cancel_baselines", "check_metrics", "ci_caption", "comparison_json",
-    "compare_recoveries", "confidence_halfwidth", "cost_summary", "difference_and_noise", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
+    "compare_recoveries", "confidence_halfwidth", "cost_summary", "default_calibration_documents", "difference_and_noise", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
     "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "perplexity_change", "plan_cost", "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none",
-    "start_baselines", "unit_selection", "with_ci", "within_noise",
+    "start_baselines", "too_few_calibration_tokens", "unit_selection", "with_ci", "within_noise",
 ]

@@ -260,8 +260,14 @@ def test_recovery_page_compares_a_bias_recovery(app):
     assert any("prunes nothing" in info.value for info in at.info)
     at.text_input(key="recovery_plan").input("3.attn, 5.attn").run()
     assert at.session_state["plan"] == "3.attn,5.attn"
+    # by default enough calibration tokens for a least-squares fit (4 x d = 2,304 here; 32 x 128 = 4,096)
+    assert (at.number_input(key="_recovery_samples").value, at.number_input(key="_recovery_seq_len").value) == (32, 128)
     at.number_input(key="_recovery_samples").set_value(2)
     at.number_input(key="_recovery_seq_len").set_value(32)
+    at.selectbox(key="_recovery_method").set_value("lowrank").run()
+    assert any("64 calibration tokens are fewer than 4 × d = 2,304" in w.value for w in at.warning)
+    at.selectbox(key="_recovery_method").set_value("bias").run()
+    assert not any("calibration tokens are fewer" in w.value for w in at.warning), "a bias is one mean: no such risk"
     tiny_wiki(at, "recovery")
     press(at, "Fit and compare")
     table = at.dataframe[0].value
