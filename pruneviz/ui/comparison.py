@@ -1,4 +1,5 @@
-"""The prune page's results: each task pruned against unpruned (value ± 95 % CI, change, noise verdict), and plan cost."""
+"""The prune page's results: each task (perplexity, MMLU, generative tasks) pruned against unpruned (value ± 95 % CI,
+change, noise verdict), and plan cost."""
 
 from __future__ import annotations
 
@@ -86,16 +87,18 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     )
 
 
-def answer_changes_text(pruned) -> str:
-    """One line on what changed in the answers (:func:`pruneviz.evaluation.statistics.answer_changes`), each ± 95 % CI."""
+def answer_changes_text(pruned, noun: str = "questions") -> str:
+    """One line on what changed in the answers (:func:`pruneviz.evaluation.statistics.answer_changes`), each ± 95 % CI;
+    ``noun`` names the items (``questions``, ``items``)."""
     def share(name: str) -> str:
         return api.with_ci(pruned.metrics[name], pruned.stderr[name], 100, 1, " %")
 
-    return (
-        f"Answers changed on {share('flips')} of the {pruned.n} questions: right to wrong {share('flips_lost')}, wrong to "
-        f"right {share('flips_gained')}. KL(unpruned ‖ pruned) over the four answers: "
-        f"{api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} nats per question (± 95 % CI; Dutta et al. 2024)."
-    )
+    text = (f"Answers changed on {share('flips')} of the {pruned.n} {noun}: right to wrong {share('flips_lost')}, wrong to "
+            f"right {share('flips_gained')}.")
+    if "kl" not in pruned.metrics:
+        return text + " (Dutta et al. 2024)"
+    return text + (f" KL(unpruned ‖ pruned) over the four answers: {api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} "
+                   "nats per question (± 95 % CI; Dutta et al. 2024).")
 
 
 def show_mmlu(baseline, pruned) -> None:
@@ -124,6 +127,33 @@ def show_mmlu(baseline, pruned) -> None:
     percent["n"] = st.column_config.NumberColumn(help="Questions scored in this subject.")
     st.dataframe(table, hide_index=True, column_config=percent)
     st.caption(f"Per subject: n questions; {note}")
+
+
+def show_generative(baseline, pruned) -> None:
+    """A generative task's rate (pass@1 or exact_match ± 95 % CI) pruned against unpruned, the answer changes, and
+    each item's completions side by side."""
+    metric, settings = pruned.headline, pruned.settings
+    label = api.TaskSpec.parse(pruned.task).label
+    st.subheader(f"{label} ({metric}, {pruned.n} items, {settings['prompt_format']} prompt, {settings['dtype']})")
+    change = pruned.metrics[metric] - baseline.metrics[metric]
+    meaning = ("the share of problems whose one greedy completion passes its tests, run in a sandbox" if metric == "pass@1"
+               else "the share of items whose answer is exactly the right one")
+    interval = f"± 1.96 × sqrt(p (1 − p) / (n − 1)) over the n = {pruned.n} items (95 % CI)"
+    left, right = st.columns(2)
+    left.metric(
+        f"{metric} (pruned)", api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"), delta=f"{100 * change:+.1f} pp",
+        **delta_style(change, lower_is_better=False, beyond_noise=not api.within_noise(baseline, pruned, metric)),
+        help=f"{metric}: {meaning}. {interval}.",
+    )
+    right.metric(f"{metric} (unpruned)", api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, " %"),
+                 help=f"{metric}: {meaning}. {interval}.")
+    if "flips" in pruned.metrics:
+        st.caption(answer_changes_text(pruned, "items"))
+    st.caption(provenance(baseline, pruned))
+    noise_warning(baseline, pruned, metric, "items")
+    table = baseline.items[["item", "completion", "correct"]].rename(columns={"completion": "unpruned", "correct": "unpruned right"})
+    table["pruned"], table["pruned right"] = pruned.items["completion"].to_numpy(), pruned.items["correct"].to_numpy()
+    st.dataframe(table, hide_index=True)
 
 
 def show_savings(loaded, plan: PruningPlan, speed: dict | None) -> None:
@@ -163,7 +193,7 @@ def show_savings(loaded, plan: PruningPlan, speed: dict | None) -> None:
     columns[3].metric(
         "Tokens/s (pruned)", f"{speed['pruned']:.1f}", delta=f"{change:+.1f} vs unpruned",
         **delta_style(change, lower_is_better=False),
-        help="Generated tokens / wall seconds of the greedy generation above (no KV cache, this machine); "
+        help="Generated tokens / wall seconds of the greedy generation above (KV-cached, this machine); "
         "one short run, so expect a few % of timing noise.",
     )
 
@@ -188,6 +218,9 @@ def show_results(evaluation: dict, plan: PruningPlan, loaded, speed: dict | None
         show_perplexity(*evaluation["pairs"]["wiki"])
     if "mmlu" in evaluation["pairs"]:
         show_mmlu(*evaluation["pairs"]["mmlu"])
+    for task in api.GENERATIVE_TASKS:
+        if task in evaluation["pairs"]:
+            show_generative(*evaluation["pairs"][task])
     st.download_button(
         "Download JSON", api.comparison_json(evaluation["plan"], evaluation["recovery"], evaluation["pairs"]),
         file_name="evaluation.json", mime="application/json",

@@ -1,4 +1,5 @@
-"""The prune page's evaluation set (Wikipedia perplexity and one MMLU subset) and its evaluation against the baseline."""
+"""The prune page's evaluation set (Wikipedia perplexity, one MMLU subset, generative tasks) and its evaluation
+against the baseline."""
 
 from __future__ import annotations
 
@@ -46,6 +47,31 @@ def format_input(params_total: int) -> str:
     return fmt
 
 
+def generative_inputs(loaded) -> dict | None:
+    """Draw the generative-task pickers (HumanEval, arithmetic, brackets; items per task; prompt format); return
+    ``{"tasks", "per_task", "prompt_format"}``, or ``None`` when no task is chosen."""
+    deployment = current_deployment()
+    st.markdown("**Generative tasks** (greedy decoding under the plan)")
+    columns = st.columns(len(api.GENERATIVE_TASKS))
+    chosen = [
+        task for column, task in zip(columns, api.GENERATIVE_TASKS)
+        if deployment.offers_dataset(task)
+        and column.checkbox(f"{api.TASK_LABEL[task]} ({api.TASK_METRIC[task]})", **remembered(f"use_{task}", False))
+    ]
+    left, right = st.columns(2)
+    most = deployment.cap("samples", 500)
+    per_task = left.number_input("Items per task", 1, most, **remembered("generative_per_task", min(10, most), (1, most)),
+                                 disabled=not chosen, help="The first N items of each task (HumanEval has 164).")
+    fmt = right.radio("Prompt format", api.PROMPT_FORMATS, horizontal=True, **remembered("generative_prompt_format", "auto"),
+                      disabled=not chosen)
+    st.caption(
+        "auto: the chat template for instruct models (those whose tokenizer has one), a plain prompt for base models; "
+        "HumanEval completions run with their tests in a sandbox (a separate process without network, limited in time "
+        "and memory). A few seconds to minutes per item on a CPU."
+    )
+    return {"tasks": chosen, "per_task": int(per_task), "prompt_format": fmt} if chosen else None
+
+
 def evaluation_inputs(loaded) -> dict:
     """Draw the evaluation-set pickers (capped and limited to configured data in demo mode); return the chosen settings.
 
@@ -83,7 +109,9 @@ def evaluation_inputs(loaded) -> dict:
             per_subject = left.number_input("Questions per subject", 1, most, **remembered("mmlu_per_subject", 1, (1, most)))
             shots = right.number_input("Shots (k)", 0, 5, **remembered("mmlu_shots", 0, (0, 5)))
             st.caption("k-shot: the first k questions of each subject are held out as exemplars and are not scored.")
+    generative = generative_inputs(loaded)
     return {
+        "generative": generative,
         "wiki": {"task": "wiki", "windows": int(windows), "seq_len": int(seq_len)} if use_wiki else None,
         "mmlu": {"task": task, "fmt": fmt, "shots": int(shots), "per_subject": int(per_subject)} if use_mmlu else None,
         "mmlu_missing": use_mmlu and task is None,
@@ -97,7 +125,7 @@ def expected_count(settings: dict, progress: ProgressBar) -> int:
     """
     if settings["task"] == "wiki":
         return settings["windows"]
-    return progress.total // (4 if settings["fmt"] == "cloze" else 1)
+    return progress.total // (4 if settings.get("fmt") == "cloze" else 1)
 
 
 def live_text(which: str, result, settings: dict, progress: ProgressBar) -> str:
@@ -133,8 +161,8 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery) -> dict:
     """
     if chosen["mmlu_missing"]:
         stop_with_error("Choose at least one MMLU subject, or another subset.")
-    if not chosen["wiki"] and not chosen["mmlu"]:
-        stop_with_error("Choose Wikipedia perplexity, MMLU or both.")
+    if not chosen["wiki"] and not chosen["mmlu"] and not chosen["generative"]:
+        stop_with_error("Choose Wikipedia perplexity, MMLU or a generative task.")
     stand_ins = recovery.recovery if recovery else None
     pairs = {}
     with cancellable("evaluate"):
@@ -142,4 +170,8 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery) -> dict:
             pairs["wiki"] = evaluate_pair(loaded, plan, chosen["wiki"], "Wikipedia perplexity", stand_ins)
         if chosen["mmlu"]:
             pairs["mmlu"] = evaluate_pair(loaded, plan, chosen["mmlu"], "MMLU", stand_ins)
+        generative = chosen["generative"] or {"tasks": []}
+        for task in generative["tasks"]:
+            settings = {"task": task, "per_task": generative["per_task"], "prompt_format": generative["prompt_format"]}
+            pairs[task] = evaluate_pair(loaded, plan, settings, api.TASK_LABEL[task], stand_ins)
     return {"plan": str(plan), "model": loaded.fingerprint, "pairs": pairs, "recovery": recovery.name if recovery else None}

@@ -155,6 +155,21 @@ def test_mmlu_results_show_deltas_per_category_and_subject(app):
     assert at.get("plotly_chart") and at.dataframe
 
 
+@pytest.mark.real
+def test_a_generative_task_on_the_prune_page(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="prune_plan").input("5").run()
+    at.checkbox(key="_use_wiki").uncheck().run()
+    at.checkbox(key="_use_arithmetic").check().run()
+    at.number_input(key="_generative_per_task").set_value(3).run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "exact_match (pruned)" in labels and "exact_match (unpruned)" in labels
+    assert any("chat prompt" in h.value for h in at.subheader)  # SmolLM2-Instruct has a chat template
+    assert at.dataframe
+
+
 # ---------------------------------------------------------------- curve, trade-off, recovery and export pages on the real model
 
 
