@@ -445,8 +445,8 @@ def _non_negative(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
     from .api import BACKENDS, MEASURED_SELECTIONS, METRICS, RANKED_SELECTIONS
-    from .data.generative import PROMPT_FORMATS
     from .core.loading import DEVICE_MAPS
+    from .data.generative import PROMPT_FORMATS
     from .influence.shapley import ESTIMATORS
     from .studies.recovery import FITS, METHODS
 
