@@ -218,6 +218,21 @@ def test_tradeoff_page_shows_the_matrix_and_the_rank_correlations(app):
 
 
 @pytest.mark.real
+def test_tradeoff_page_with_a_generative_task(app):
+    at = open_page(app, "4_Task_trade-offs.py")
+    tiny_wiki(at, "tradeoff")
+    at.multiselect(key="_tradeoff_generative").set_value(["arithmetic"])
+    at.number_input(key="_tradeoff_per_task").set_value(2)
+    at.number_input(key="_tradeoff_samples").set_value(2)
+    at.number_input(key="_tradeoff_seq_len").set_value(32)
+    at.number_input(key="_tradeoff_count").set_value(1)
+    press(at, "Run")
+    matrix = at.dataframe[0].value
+    assert {"wiki perplexity Δ", "arithmetic exact_match Δ", "arithmetic flips"} <= set(matrix.columns)
+    assert list(matrix["arithmetic n"]) == [2, 2]
+
+
+@pytest.mark.real
 def test_tradeoff_page_needs_two_tasks(app):
     at = open_page(app, "4_Task_trade-offs.py")
     at.multiselect(key="_tradeoff_mmlu").set_value([])

@@ -146,3 +146,35 @@ def test_checkpoints_are_reused(loaded32, fresh_cache):
 def test_bad_requests_are_one_sentence(loaded32, bad):
     with pytest.raises(SettingError):
         generate_requests(loaded32, [bad], checkpoint=False)
+
+
+def sliding_model(family: str):
+    """A tiny Gemma-3 (sliding and full attention layers alternating) or Qwen2 (sliding from layer 1) whose window of
+    4 tokens is shorter than the prompts, with :func:`conftest.byte_tokenizer`."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen2Config
+
+    from pruneviz.core.loading import from_modules
+
+    tokenizer = byte_tokenizer()
+    torch.manual_seed(0)
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, sliding_window=4, max_position_embeddings=256, initializer_range=0.3,
+                  pad_token_id=0, eos_token_id=0, bos_token_id=0)
+    if family == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=8, query_pre_attn_scalar=8,
+                                  layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
+    else:
+        config = Qwen2Config(**common, use_sliding_window=True, max_window_layers=1)
+    return from_modules(family, AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval(), tokenizer)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "qwen2"])
+def test_sliding_window_layers_decode_like_recomputing(family):
+    """Pruning the first sliding or the first full-attention layer, or every layer of one kind: the cache reads its
+    lengths and mask sizes from a kept layer of the same kind, beyond the window too."""
+    loaded = sliding_model(family)
+    requests = [GenerationRequest(ids, 10) for ids in prompts()]
+    for plan in ("", "0.attn", "1.attn", "0.attn,2.attn", "1.attn,3.attn", "1.attn,2.attn,3.attn"):
+        with apply_plan(PruningPlan.parse(plan, loaded.n_blocks)):
+            batched = generate_requests(loaded, requests, batch_size=4, checkpoint=False)
+            assert_same_tokens(loaded, batched, requests, 10)
