@@ -64,8 +64,9 @@ class EvaluationResult:
         return [name for name in ("acc", "acc_norm", "pass@1", "exact_match") if name in self.metrics]
 
     def to_json(self) -> dict:
-        """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``."""
-        return {
+        """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``,
+        and for a generative task ``items``: each item's completion, answer and outcome."""
+        document = {
             "task": self.task,
             "n": self.n,
             "metrics": self.metrics,
@@ -78,6 +79,9 @@ class EvaluationResult:
             "settings": self.settings,
             "from_cache": self.from_cache,
         }
+        if "completion" in self.items:
+            document["items"] = self.items.to_dict("records")
+        return document
 
 
 def _records(table: pd.DataFrame, key: str) -> dict:

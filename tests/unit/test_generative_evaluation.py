@@ -94,6 +94,8 @@ def test_the_cli_evaluates_a_generative_task(tiny_model_dir, without_self_check,
     document = json.loads(out.read_text())
     assert document["task"] == "arithmetic" and document["n"] == 3 and "exact_match" in document["metrics"]
     assert document["settings"]["prompt_format"] == "plain" and "flips" in document["metrics"]
+    assert [row["item"] for row in document["items"]] == ["arithmetic/0", "arithmetic/1", "arithmetic/2"]
+    assert {"completion", "pred", "correct", "finish"} <= set(document["items"][0])
     assert "arithmetic n=3" in capsys.readouterr().out
 
 
