@@ -16,7 +16,6 @@ rows, so a batch runs only as long as its longest completion at the width of its
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,8 +29,6 @@ from ..core.gating import active_plan
 from ..core.progress import Progress
 from .incremental import plan_signature
 from .scoring import run_batched
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
