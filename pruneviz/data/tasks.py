@@ -5,6 +5,7 @@ A spec is what the CLI's ``--task`` / ``--data`` and the app's pickers take:
 * ``wiki`` or a text file (``.txt``, ``.jsonl``, ``.json``, or any other existing file): text, scored by
   perplexity (:mod:`pruneviz.data.text`);
 * ``mmlu`` or ``mmlu:<subset>`` (a subject, a category, or a comma list of them): MMLU (:mod:`pruneviz.data.mmlu`);
+* ``humaneval``, ``arithmetic`` or ``parens``: a generative task (:mod:`pruneviz.data.generative`);
 * anything else, e.g. ``arc_easy`` or a ``.yaml`` file: an lm-evaluation-harness task (the lm-eval backend only).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import DataError
+from .generative import GENERATIVE_TASKS, TASK_LABEL
 from .mmlu import mmlu_subset
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json")
@@ -35,8 +37,9 @@ class TaskSpec:
 
     Attributes:
         spec: the canonical spelling: an MMLU subset spelt one way (``mmlu:Abstract_Algebra`` is
-            ``mmlu:abstract algebra``), anything else stripped. Cache keys and result tables use it.
-        kind: ``"text"``, ``"mmlu"`` or ``"lm-eval"``.
+            ``mmlu:abstract algebra``), a generative task in lower case, anything else stripped. Cache keys and
+            result tables use it.
+        kind: ``"text"``, ``"mmlu"``, ``"generative"`` or ``"lm-eval"``.
         subset: the MMLU subset (``None``: all 57 subjects, or not MMLU).
     """
 
@@ -53,12 +56,30 @@ class TaskSpec:
         """
         text = spec.strip() if isinstance(spec, str) else ""
         if not text:
-            raise DataError("The task or dataset is empty; give wiki, mmlu, mmlu:<subject or category>, a text file or an lm-eval task.")
+            raise DataError(
+                "The task or dataset is empty; give wiki, mmlu, mmlu:<subject or category>, humaneval, arithmetic, parens, "
+                "a text file or an lm-eval task."
+            )
         if text.lower() == "mmlu" or text.lower().startswith("mmlu:"):
             # "MMLU:Anatomy" is MMLU too; the subset, as written, lets the error quote what the user typed
             subset = mmlu_subset(spec.replace(text[:4], "mmlu", 1))
             return cls(f"mmlu:{subset}" if subset else "mmlu", "mmlu", subset)
+        if text.lower() in GENERATIVE_TASKS:
+            return cls(text.lower(), "generative")
         return cls(text, "text" if _is_text(text) else "lm-eval")
+
+    def require_scoring_data(self) -> "TaskSpec":
+        """This spec, where it names text or MMLU prompts that a metric can score token by token.
+
+        Raises:
+            DataError: a generative task: it can be evaluated (``evaluate``, curves, trade-offs) but holds no text
+                to compute influence metrics on.
+        """
+        if self.kind == "generative":
+            raise DataError(
+                f"{self.label} is a generative task: evaluate plans on it; compute influence metrics on wiki, mmlu or a text file."
+            )
+        return self
 
     @property
     def is_mmlu(self) -> bool:
@@ -66,9 +87,12 @@ class TaskSpec:
 
     @property
     def label(self) -> str:
-        """Its name for people: ``"Wikipedia"``, ``"MMLU STEM"``, ``"MMLU all subjects"``, a file's name, a task's name."""
+        """Its name for people: ``"Wikipedia"``, ``"MMLU STEM"``, ``"MMLU all subjects"``, ``"HumanEval"``, a file's
+        name, a task's name."""
         if self.spec == "wiki":
             return "Wikipedia"
+        if self.kind == "generative":
+            return TASK_LABEL[self.spec]
         if self.is_mmlu:
             return f"MMLU {self.subset or 'all subjects'}"
         return Path(self.spec).name if self.kind == "text" else self.spec

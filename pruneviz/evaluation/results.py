@@ -20,10 +20,12 @@ class EvaluationResult:
     """One evaluation of a model under a plan.
 
     Attributes:
-        task: ``"wiki"``, a text file, or ``"mmlu[:subset]"``.
-        n: questions scored (MMLU) or windows (perplexity).
+        task: ``"wiki"``, a text file, ``"mmlu[:subset]"`` or a generative task (``humaneval``, ``arithmetic``, ``parens``).
+        n: questions scored (MMLU), windows (perplexity) or items (generative tasks).
         metrics: MMLU letter: ``acc`` (fraction), ``loss`` (4-way cross-entropy of the gold letter, nats);
-            MMLU cloze: ``acc``, ``acc_norm``; perplexity: ``perplexity``, ``nll`` (nats/token), ``tokens``.
+            MMLU cloze: ``acc``, ``acc_norm``; perplexity: ``perplexity``, ``nll`` (nats/token), ``tokens``;
+            HumanEval: ``pass@1``; arithmetic and brackets: ``exact_match`` (fractions). Under a plan, also the
+            answer changes (``flips`` ...).
         stderr: standard error of each metric where defined (same keys).
         per_subject / per_category: MMLU tables (``subject``/``category``, ``n``, metric columns); empty otherwise.
         plan: canonical plan string (``""`` = unpruned); JSON ``prune``, as the CLI's ``--prune``.
@@ -51,17 +53,20 @@ class EvaluationResult:
 
     @property
     def headline(self) -> str:
-        """The metric the task is judged by: ``perplexity`` (text) or ``acc`` (MMLU)."""
-        return "perplexity" if "perplexity" in self.metrics else "acc"
+        """The metric the task is judged by: ``perplexity`` (text), ``pass@1`` (HumanEval), ``exact_match``
+        (arithmetic, brackets) or ``acc`` (MMLU)."""
+        return next((name for name in ("perplexity", "pass@1", "exact_match") if name in self.metrics), "acc")
 
     @property
     def accuracy_metrics(self) -> list[str]:
-        """The accuracy columns of an MMLU result: ``acc``, and ``acc_norm`` in cloze format (none for text)."""
-        return [name for name in ("acc", "acc_norm") if name in self.metrics]
+        """The accuracy columns of a result: ``acc``, and ``acc_norm`` in cloze format (MMLU), ``pass@1`` or
+        ``exact_match`` (generative tasks); none for text."""
+        return [name for name in ("acc", "acc_norm", "pass@1", "exact_match") if name in self.metrics]
 
     def to_json(self) -> dict:
-        """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``."""
-        return {
+        """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``,
+        and for a generative task ``items``: each item's completion, answer and outcome."""
+        document = {
             "task": self.task,
             "n": self.n,
             "metrics": self.metrics,
@@ -74,6 +79,9 @@ class EvaluationResult:
             "settings": self.settings,
             "from_cache": self.from_cache,
         }
+        if "completion" in self.items:
+            document["items"] = self.items.to_dict("records")
+        return document
 
 
 def _records(table: pd.DataFrame, key: str) -> dict:

@@ -1,4 +1,4 @@
-"""Evaluate a model under a plan on a task (Wikipedia or text perplexity, MMLU, lm-eval tasks), cached on disk."""
+"""Evaluate a model under a plan on a task (Wikipedia or text perplexity, MMLU, generative tasks, lm-eval tasks), cached on disk."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from ..core.cache import cached_call
 from ..core.errors import SettingError
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
+from ..data.generative import task_fingerprint
 from ..data.mmlu import mmlu_fingerprint
 from ..data.tasks import TaskSpec
 from ..data.text import load_corpus
+from .generative import evaluate_generative
 from .mmlu import default_format, evaluate_mmlu
 from .perplexity import evaluate_perplexity
 from .results import EvaluationResult
@@ -52,12 +54,15 @@ def evaluate(
     backend: str = "pruneviz",
     partial: Callable[[EvaluationResult], None] | None = None,
     compare: bool = True,
+    per_task: int | None = None,
+    prompt_format: str = "auto",
 ) -> EvaluationResult:
     """Evaluate ``loaded`` under ``plan`` on a task (cached).
 
     Args:
-        task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``; with the
-            ``lm-eval`` backend also any lm-eval task name or task YAML file (``per_subject`` = its ``limit``).
+        task: ``"wiki"`` or a text file (perplexity), ``"mmlu"`` or ``"mmlu:<subject|category>"``, a generative task
+            (``"humaneval"``, ``"arithmetic"``, ``"parens"``, pruneviz backend only); with the ``lm-eval`` backend
+            also any lm-eval task name or task YAML file (``per_subject`` = its ``limit``).
         fmt: MMLU format, ``"letter"``, ``"cloze"`` or ``"auto"`` (cloze under 1B parameters).
         shots, per_subject, mmlu_source, half: see :func:`pruneviz.evaluation.mmlu.evaluate_mmlu`.
         windows, seq_len: see :func:`pruneviz.evaluation.perplexity.evaluate_perplexity`.
@@ -68,13 +73,16 @@ def evaluate(
         use_cache: read and write the result cache and, with the pruneviz backend, per-batch checkpoints
             (an interrupted evaluation resumes from its finished batches).
         compare: under a plan or a recovery (pruneviz backend), measure what changed against the unpruned model: on
-            MMLU also evaluate it on the same questions (cached) and add ``flips``, ``flips_lost``, ``flips_gained``
-            (shares of questions) and ``kl`` (nats, over the four letters) to ``metrics`` and ``stderr`` (see
-            :func:`pruneviz.evaluation.statistics.answer_changes`); on text, add ``kl``: KL(unpruned ‖ pruned) of the
-            next-token distribution over the whole vocabulary, nats per token, averaged per window.
+            MMLU or a generative task also evaluate it on the same items (cached) and add ``flips``, ``flips_lost``,
+            ``flips_gained`` (shares of items) and, on MMLU, ``kl`` (nats, over the four letters) to ``metrics`` and
+            ``stderr`` (see :func:`pruneviz.evaluation.statistics.answer_changes`); on text, add ``kl``: KL(unpruned ‖
+            pruned) of the next-token distribution over the whole vocabulary, nats per token, averaged per window.
+        per_task, prompt_format: (generative tasks) the first N items, and ``auto``, ``plain`` or ``chat``, see
+            :func:`pruneviz.evaluation.generative.evaluate_generative`.
 
     Raises:
-        PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend.
+        PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend,
+        or a generative task with the lm-eval backend.
     """
     plan.validate(loaded.n_blocks)
     if recovery is not None and recovery.plan != plan:
@@ -98,6 +106,11 @@ def evaluate(
         engine_options = {} if backend == "lm-eval" else {"partial": partial, "checkpoint": use_cache}
         call = (mmlu_evaluator, (loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half),
                 dict(progress=progress, stand_ins=stand_ins, **engine_options), mmlu_fingerprint(mmlu_source))
+    elif spec.kind == "generative":
+        if backend != "pruneviz":
+            raise SettingError(f"{spec.label} runs on the pruneviz backend only (its own decoder and sandbox); drop --backend lm-eval.")
+        call = (evaluate_generative, (loaded, plan, spec.spec, per_task, prompt_format),
+                dict(progress=progress, stand_ins=stand_ins, checkpoint=use_cache), task_fingerprint(spec.spec))
     elif backend == "lm-eval" and spec.kind == "lm-eval":
         call = (lm_eval_backend.evaluate_task, (loaded, plan, task, shots, per_subject),
                 dict(progress=progress, stand_ins=stand_ins), lm_eval_backend.task_fingerprint(task))
@@ -114,10 +127,10 @@ def evaluate(
     result.settings.setdefault("backend", backend)
     result.settings["dtype"] = loaded.dtype_name
     # lm-eval's items hold no per-choice scores to compare
-    if compare and backend == "pruneviz" and spec.is_mmlu and (plan or recovery is not None):
+    if compare and backend == "pruneviz" and spec.kind in ("mmlu", "generative") and (plan or recovery is not None):
         unpruned = evaluate(
             loaded, PruningPlan(), task, fmt, shots, per_subject, windows, seq_len, mmlu_source, half,
-            progress=progress, use_cache=use_cache, backend=backend, compare=False,
+            progress=progress, use_cache=use_cache, backend=backend, compare=False, per_task=per_task, prompt_format=prompt_format,
         )
         changes = answer_changes(unpruned, result)
         if changes is not None:

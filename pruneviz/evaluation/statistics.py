@@ -42,10 +42,11 @@ def noise_metric(metric: str) -> str:
 
 
 # the per-item column whose mean each metric is (MMLU: per question; perplexity: mean NLL per window)
-ITEM_COLUMNS = {**MMLU_VALUE_COLUMNS["letter"], **MMLU_VALUE_COLUMNS["cloze"], "nll": "nll"}
+ITEM_COLUMNS = {**MMLU_VALUE_COLUMNS["letter"], **MMLU_VALUE_COLUMNS["cloze"], "nll": "nll", "pass@1": "correct", "exact_match": "correct"}
 # the columns that name an item, and the settings that fix the items, checked equal before two results are paired
-ITEM_IDENTITY = ("subject", "answer")
-ITEM_SETTINGS = ("split", "windows", "seq_len", "data_fingerprint", "format", "shots", "per_subject", "half", "source")
+ITEM_IDENTITY = ("subject", "answer", "item")
+ITEM_SETTINGS = ("split", "windows", "seq_len", "data_fingerprint", "format", "shots", "per_subject", "half", "source",
+                 "per_task", "prompt_format")
 
 
 def same_items(first: EvaluationResult, second: EvaluationResult) -> bool:
@@ -167,21 +168,22 @@ def noise_verdict(baseline: EvaluationResult, pruned: EvaluationResult, metric: 
 def answer_changes(baseline: EvaluationResult, pruned: EvaluationResult) -> tuple[dict[str, float], dict[str, float]] | None:
     """What pruning did to the answers themselves, beyond accuracy (Dutta et al. 2024, "Accuracy is not all you need").
 
-    On MMLU results that scored the same questions (:func:`paired_difference`'s identity check):
+    On MMLU or generative results that scored the same items (:func:`paired_difference`'s identity check):
 
-    * ``flips``: the share of questions whose chosen answer changed; ``flips_lost`` / ``flips_gained``: the share
-      that went from right to wrong / wrong to right (``acc`` changes by ``gained − lost``);
-    * ``kl``: the mean over questions of KL(unpruned ‖ pruned) between the two models' distributions over the four
-      answers (a softmax of the per-choice scores: letter log-probabilities or answer log-likelihoods), in nats.
+    * ``flips``: the share of items whose answer changed (MMLU: the chosen letter; generative: the number, the
+      brackets or the code written); ``flips_lost`` / ``flips_gained``: the share that went from right to wrong /
+      wrong to right (the accuracy changes by ``gained − lost``);
+    * ``kl`` (MMLU only): the mean over questions of KL(unpruned ‖ pruned) between the two models' distributions
+      over the four answers (a softmax of the per-choice scores: letter log-probabilities or answer
+      log-likelihoods), in nats.
 
     Returns:
         ``(metrics, stderr)``: the standard error of a share is ``sqrt(p (1 − p) / (n − 1))``, of ``kl`` the
-        sample standard error of its mean; ``None`` for other results, or results of other questions.
+        sample standard error of its mean; ``None`` for other results, or results of other items.
     """
     a, b = baseline.items, pruned.items
     scores = [f"score_{letter}" for letter in LETTERS]
-    needed = ["pred", "correct", *scores]
-    if any(column not in a or column not in b for column in needed) or len(a) == 0 or not same_items(baseline, pruned):
+    if any(column not in a or column not in b for column in ("pred", "correct")) or len(a) == 0 or not same_items(baseline, pruned):
         return None
     n = len(a)
     changed = a["pred"].to_numpy() != b["pred"].to_numpy()
@@ -191,10 +193,11 @@ def answer_changes(baseline: EvaluationResult, pruned: EvaluationResult) -> tupl
         "flips_lost": float((right_before & ~right_after).mean()),
         "flips_gained": float((~right_before & right_after).mean()),
     }
+    stderr = {name: math.sqrt(v * (1 - v) / (n - 1)) if n > 1 else math.nan for name, v in shares.items()}
+    if any(column not in a or column not in b for column in scores):
+        return shares, stderr
     p = torch.log_softmax(torch.tensor(a[scores].to_numpy(dtype=np.float64)), 1)
     q = torch.log_softmax(torch.tensor(b[scores].to_numpy(dtype=np.float64)), 1)
     kl = (p.exp() * (p - q)).sum(1).numpy()
-    metrics = {**shares, "kl": float(kl.mean())}
-    stderr = {name: math.sqrt(v * (1 - v) / (n - 1)) if n > 1 else math.nan for name, v in shares.items()}
     stderr["kl"] = float(kl.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return metrics, stderr
+    return {**shares, "kl": float(kl.mean())}, stderr

@@ -32,7 +32,7 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
         raise SettingError(f"Sequence length {seq_len} is outside 2-{loaded.max_length} tokens for this model; pick one in range.")
     if samples < 1:
         raise SettingError(f"--samples must be at least 1 (got {samples}).")
-    spec = TaskSpec.parse(data)
+    spec = TaskSpec.parse(data).require_scoring_data()
     if spec.is_mmlu:
         subset, label = spec.subset, spec.spec
         table = load_mmlu("mmlu")

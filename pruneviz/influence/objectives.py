@@ -105,7 +105,7 @@ def mmlu_objective_data(loaded, subset: str | None, per_subject: int, half: str 
 def objective_data(loaded, data: str, samples: int, seq_len: int, half: str = "all") -> ObjectiveData:
     """Dataset for an adaptive metric: ``wiki`` / a text file (``samples`` documents of ``seq_len``
     tokens) or ``mmlu[:subset]`` (``samples`` questions per subject, ``half`` of them)."""
-    spec = TaskSpec.parse(data)
+    spec = TaskSpec.parse(data).require_scoring_data()
     if spec.is_mmlu:
         return mmlu_objective_data(loaded, spec.subset, samples, half)
     return text_objective_data(loaded, data, samples, seq_len)

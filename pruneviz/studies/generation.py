@@ -1,21 +1,15 @@
-"""Greedy generation under a plan.
-
-Generation recomputes the whole prefix at every step instead of using a KV cache: a pruned attention
-sublayer writes no cache entries, which would desynchronise the cache's sequence length (read from
-one layer) from the positions of the others. For the short side-by-side samples this is for, the
-quadratic cost does not matter.
-"""
+"""Greedy generation of one prompt under a plan, for side-by-side samples (the engine's KV-cached decoder,
+:mod:`pruneviz.engine.decoding`, without checkpoints)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-import torch
-
 from ..core.errors import SettingError
 from ..core.gating import apply_plan
 from ..core.plan import PruningPlan
+from ..engine.decoding import GenerationRequest, generate_requests
 
 MAX_NEW_TOKENS = 256
 
@@ -27,8 +21,8 @@ class Generation:
     Attributes:
         prompt: the input text.
         text: the generated continuation only.
-        new_tokens: tokens generated (stops early at the end-of-sequence token).
-        tokens_per_second: measured generation speed (without a KV cache, see module docstring).
+        new_tokens: tokens generated (stops early at an end-of-sequence token).
+        tokens_per_second: measured generation speed (prompt processing included).
     """
 
     prompt: str
@@ -55,20 +49,12 @@ def generate_greedy(
     ids = loaded.tokenizer(prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] + max_new_tokens > loaded.max_length:
         raise SettingError(f"Prompt plus continuation exceed the model's {loaded.max_length}-token context; shorten the prompt.")
-    eos = loaded.tokenizer.eos_token_id
-    generated: list[int] = []
     started = time.perf_counter()
-    with torch.no_grad(), apply_plan(plan, stand_ins):
-        for _ in range(max_new_tokens):
-            hidden = loaded.hidden_states(ids, torch.ones_like(ids))
-            token = int(loaded.logits(hidden[0, -1]).argmax())
-            if token == eos:
-                break
-            generated.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    with apply_plan(plan, stand_ins):
+        generated = generate_requests(loaded, [GenerationRequest(tuple(ids[0].tolist()), max_new_tokens)], checkpoint=False)[0]
     seconds = time.perf_counter() - started
-    text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
-    return Generation(prompt, text, len(generated), len(generated) / seconds if seconds > 0 else float("nan"))
+    text, count = generated.text, len(generated.tokens)
+    return Generation(prompt, text, count, count / seconds if seconds > 0 else float("nan"))
 
 
 def generate_side_by_side(

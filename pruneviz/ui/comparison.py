@@ -1,4 +1,5 @@
-"""The prune page's results: each task pruned against unpruned (value ± 95 % CI, change, noise verdict), and plan cost."""
+"""The prune page's results: each task (perplexity, MMLU, generative tasks) pruned against unpruned (value ± 95 % CI,
+change, noise verdict), and plan cost."""
 
 from __future__ import annotations
 
@@ -92,16 +93,18 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     )
 
 
-def answer_changes_text(pruned) -> str:
-    """One line on what changed in the answers (:func:`pruneviz.evaluation.statistics.answer_changes`), each ± 95 % CI."""
+def answer_changes_text(pruned, noun: str = "questions") -> str:
+    """One line on what changed in the answers (:func:`pruneviz.evaluation.statistics.answer_changes`), each ± 95 % CI;
+    ``noun`` names the items (``questions``, ``items``)."""
     def share(name: str) -> str:
         return api.with_ci(pruned.metrics[name], pruned.stderr[name], 100, 1, " %")
 
-    return (
-        f"Answers changed on {share('flips')} of the {pruned.n} questions: right to wrong {share('flips_lost')}, wrong to "
-        f"right {share('flips_gained')}. KL(unpruned ‖ pruned) over the four answers: "
-        f"{api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} nats per question (± 95 % CI; Dutta et al. 2024)."
-    )
+    text = (f"Answers changed on {share('flips')} of the {pruned.n} {noun}: right to wrong {share('flips_lost')}, wrong to "
+            f"right {share('flips_gained')}.")
+    if "kl" not in pruned.metrics:
+        return text + " (Dutta et al. 2024)"
+    return text + (f" KL(unpruned ‖ pruned) over the four answers: {api.with_ci(pruned.metrics['kl'], pruned.stderr['kl'], 1, 4)} "
+                   "nats per question (± 95 % CI; Dutta et al. 2024).")
 
 
 def show_mmlu(baseline, pruned) -> None:
@@ -130,6 +133,33 @@ def show_mmlu(baseline, pruned) -> None:
     percent["n"] = st.column_config.NumberColumn(help="Questions scored in this subject.")
     st.dataframe(table, hide_index=True, column_config=percent)
     st.caption(f"Per subject: n questions; {note}")
+
+
+def show_generative(baseline, pruned) -> None:
+    """A generative task's rate (pass@1 or exact_match ± 95 % CI) pruned against unpruned, the answer changes, and
+    each item's completions side by side."""
+    metric, settings = pruned.headline, pruned.settings
+    label = api.TaskSpec.parse(pruned.task).label
+    st.subheader(f"{label} ({metric}, {pruned.n} items, {settings['prompt_format']} prompt, {settings['dtype']})")
+    change = pruned.metrics[metric] - baseline.metrics[metric]
+    meaning = ("the share of problems whose one greedy completion passes its tests, run in a sandbox" if metric == "pass@1"
+               else "the share of items whose answer is exactly the right one")
+    interval = f"± 1.96 × sqrt(p (1 − p) / (n − 1)) over the n = {pruned.n} items (95 % CI)"
+    left, right = st.columns(2)
+    left.metric(
+        f"{metric} (pruned)", api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"), delta=f"{100 * change:+.1f} pp",
+        **delta_style(change, lower_is_better=False, beyond_noise=not api.within_noise(baseline, pruned, metric)),
+        help=f"{metric}: {meaning}. {interval}.",
+    )
+    right.metric(f"{metric} (unpruned)", api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, " %"),
+                 help=f"{metric}: {meaning}. {interval}.")
+    if "flips" in pruned.metrics:
+        st.caption(answer_changes_text(pruned, "items"))
+    st.caption(provenance(baseline, pruned))
+    noise_warning(baseline, pruned, metric, "items")
+    table = baseline.items[["item", "completion", "correct"]].rename(columns={"completion": "unpruned", "correct": "unpruned right"})
+    table["pruned"], table["pruned right"] = pruned.items["completion"].to_numpy(), pruned.items["correct"].to_numpy()
+    st.dataframe(table, hide_index=True)
 
 
 def show_savings(loaded, plan: PruningPlan, speed: dict | None) -> None:
@@ -169,7 +199,7 @@ def show_savings(loaded, plan: PruningPlan, speed: dict | None) -> None:
     columns[3].metric(
         "Tokens/s (pruned)", f"{speed['pruned']:.1f}", delta=f"{change:+.1f} vs unpruned",
         **delta_style(change, lower_is_better=False),
-        help="Generated tokens / wall seconds of the greedy generation above (no KV cache, this machine); "
+        help="Generated tokens / wall seconds of the greedy generation above (KV-cached, this machine); "
         "one short run, so expect a few % of timing noise.",
     )
 
@@ -197,24 +227,30 @@ def task_headline(name: str, baseline, pruned) -> None:
         )
         return
     metric = pruned.headline
+    generative = name in api.GENERATIVE_TASKS
+    noun = "items" if generative else "questions"
     _, difference, se, paired = api.difference_and_noise(baseline, pruned, metric)
     beyond = not api.within_noise(baseline, pruned, metric)
     st.metric(
-        f"MMLU {metric}", api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"),
+        f"{api.TaskSpec.parse(pruned.task).label if generative else 'MMLU'} {metric}",
+        api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"),
         delta=f"{100 * difference:+.1f} pp", **delta_style(difference, lower_is_better=False, beyond_noise=beyond),
-        help="Pruned accuracy ± 1.96 standard errors over questions; the change is against the unpruned model, in percentage points.",
+        help=f"Pruned {metric} ± 1.96 standard errors over {noun}; the change is against the unpruned model, in percentage points.",
     )
-    flips = f" Answers changed on {100 * pruned.metrics['flips']:.1f} % of questions." if "flips" in pruned.metrics else ""
-    interval = "" if se != se else f" ± {100 * api.confidence_halfwidth(se):.1f} pp (95 %{', paired per question' if paired else ''})"
+    flips = f" Answers changed on {100 * pruned.metrics['flips']:.1f} % of {noun}." if "flips" in pruned.metrics else ""
+    interval = "" if se != se else f" ± {100 * api.confidence_halfwidth(se):.1f} pp (95 %{f', paired per {noun[:-1]}' if paired else ''})"
+    how = f"{pruned.settings['prompt_format']} prompt" if generative else f"{pruned.settings['format']} format"
     st.caption(
         f"Unpruned {api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, ' %')}. Change {100 * difference:+.1f} pp"
-        f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} questions, {pruned.settings['format']} format.{flips}"
+        f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} {noun}, {how}.{flips}"
     )
 
 
 def show_task(name: str, baseline, pruned) -> None:
-    """One task's detailed comparison: perplexity cards, or MMLU metrics with per-category and per-subject tables."""
-    (show_perplexity if name == "wiki" else show_mmlu)(baseline, pruned)
+    """One task's detailed comparison: perplexity cards, MMLU metrics with per-category and per-subject tables, or a
+    generative task's rate with each item's completions."""
+    show = show_perplexity if name == "wiki" else show_mmlu if name == "mmlu" else show_generative
+    show(baseline, pruned)
 
 
 def show_results_header(evaluation: dict, plan: PruningPlan, loaded, speed: dict | None) -> None:

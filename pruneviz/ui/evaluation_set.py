@@ -1,5 +1,5 @@
-"""The prune page's evaluation set (Wikipedia perplexity and one MMLU subset): its pickers, its defaults, and the
-unpruned baseline of the chosen set, started in the background when a model loads."""
+"""The prune page's evaluation set (Wikipedia perplexity, one MMLU subset, generative tasks): its pickers, its
+defaults, and the unpruned baseline of the chosen set, started in the background when a model loads."""
 
 from __future__ import annotations
 
@@ -80,8 +80,10 @@ def chosen_evaluation_set(loaded) -> dict:
     """The evaluation set as chosen so far (each remembered setting, else its default), without drawing anything.
 
     Returns:
-        ``{"wiki": evaluate() keyword arguments or None, "mmlu": ... or None, "mmlu_missing": bool}``; the sidebar
-        starts the unpruned baseline of this set in the background when a model loads.
+        ``{"wiki": evaluate() keyword arguments or None, "mmlu": ... or None, "mmlu_missing": bool, "generative":
+        {"tasks", "per_task", "prompt_format"} or None}``; the sidebar starts the unpruned baseline of its Wikipedia and
+        MMLU tasks in the background when a model loads (generative tasks, slower and chosen on purpose, wait for a
+        change of plan).
     """
     fmt = st.session_state.get("mmlu_format", default_format(loaded.info.params_total))
     defaults, bounds = _defaults(loaded, fmt), _bounds(loaded)
@@ -96,12 +98,27 @@ def chosen_evaluation_set(loaded) -> dict:
     use_wiki = setting("use_wiki") and deployment.offers_dataset("wiki")
     use_mmlu = setting("use_mmlu") and deployment.offers_dataset("mmlu")
     task = _mmlu_task(setting("mmlu_subset"), setting("mmlu_category"), setting("mmlu_subjects")) if use_mmlu else None
+    generative = [task for task in api.GENERATIVE_TASKS if st.session_state.get(f"use_{task}") and deployment.offers_dataset(task)]
+    per_task = int(min(max(st.session_state.get("generative_per_task", 10), 1), deployment.cap("samples", 500)))
+    prompt_format = st.session_state.get("generative_prompt_format", "auto")
     return {
         "wiki": {"task": "wiki", "windows": setting("wiki_windows"), "seq_len": setting("wiki_seq_len")} if use_wiki else None,
         "mmlu": {"task": task, "fmt": fmt, "shots": setting("mmlu_shots"), "per_subject": setting("mmlu_per_subject")}
         if task else None,
         "mmlu_missing": bool(use_mmlu and task is None),
+        "generative": {"tasks": generative, "per_task": per_task, "prompt_format": prompt_format} if generative else None,
     }
+
+
+def evaluation_tasks(chosen: dict) -> list[tuple[str, dict, str]]:
+    """``(name, evaluate() keyword arguments, title)`` of every task of a chosen set, in the order they are evaluated:
+    Wikipedia, MMLU, then each generative task."""
+    tasks = [(name, chosen[name], title) for name, title in (("wiki", "Wikipedia perplexity"), ("mmlu", "MMLU")) if chosen[name]]
+    generative = chosen["generative"] or {"tasks": []}
+    for task in generative["tasks"]:
+        settings = {"task": task, "per_task": generative["per_task"], "prompt_format": generative["prompt_format"]}
+        tasks.append((task, settings, api.TASK_LABEL[task]))
+    return tasks
 
 
 def start_background_baselines(loaded) -> None:
@@ -111,6 +128,31 @@ def start_background_baselines(loaded) -> None:
         return
     chosen = chosen_evaluation_set(loaded)
     api.start_baselines(loaded, [settings for settings in (chosen["wiki"], chosen["mmlu"]) if settings])
+
+
+def generative_inputs(loaded) -> dict | None:
+    """Draw the generative-task pickers (HumanEval, arithmetic, brackets; items per task; prompt format); return
+    ``{"tasks", "per_task", "prompt_format"}``, or ``None`` when no task is chosen."""
+    deployment = current_deployment()
+    st.markdown("**Generative tasks** (greedy decoding under the plan)")
+    columns = st.columns(len(api.GENERATIVE_TASKS))
+    chosen = [
+        task for column, task in zip(columns, api.GENERATIVE_TASKS)
+        if deployment.offers_dataset(task)
+        and column.checkbox(f"{api.TASK_LABEL[task]} ({api.TASK_METRIC[task]})", **remembered(f"use_{task}", False))
+    ]
+    left, right = st.columns(2)
+    most = deployment.cap("samples", 500)
+    per_task = left.number_input("Items per task", 1, most, **remembered("generative_per_task", min(10, most), (1, most)),
+                                 disabled=not chosen, help="The first N items of each task (HumanEval has 164).")
+    fmt = right.radio("Prompt format", api.PROMPT_FORMATS, horizontal=True, **remembered("generative_prompt_format", "auto"),
+                      disabled=not chosen)
+    st.caption(
+        "auto: the chat template for instruct models (those whose tokenizer has one), a plain prompt for base models; "
+        "HumanEval completions run with their tests in a sandbox (a separate process without network, limited in time "
+        "and memory). A few seconds to minutes per item on a CPU."
+    )
+    return {"tasks": chosen, "per_task": int(per_task), "prompt_format": fmt} if chosen else None
 
 
 def evaluation_inputs(loaded) -> dict:
@@ -159,4 +201,5 @@ def evaluation_inputs(loaded) -> dict:
             )
             right.number_input("Shots (k)", *bounds["mmlu_shots"], **remembered("mmlu_shots", 0, bounds["mmlu_shots"]))
             st.caption("k-shot: the first k questions of each subject are held out as exemplars and are not scored.")
+    generative_inputs(loaded)
     return chosen_evaluation_set(loaded)

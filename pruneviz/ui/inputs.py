@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ..core.loading import LoadedModel
+from ..data.generative import GENERATIVE_TASKS, TASK_LABEL, TASK_METRIC
 from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
 from ..data.tasks import TaskSpec
 from ..evaluation.mmlu import FORMATS, default_format
@@ -87,7 +88,7 @@ def task_inputs(
     offer_heldout: bool = False,
     form: str | None = None,
 ) -> tuple[list[tuple[str, dict]], bool]:
-    """Draw the evaluation-task pickers: Wikipedia perplexity and any number of MMLU subsets.
+    """Draw the evaluation-task pickers: Wikipedia perplexity, any number of MMLU subsets and generative tasks.
 
     Every choice is a :func:`remembered` setting named ``<key>_<choice>``, so it outlives other pages and
     model switches; the page's permalink restores all but the MMLU subsets
@@ -145,8 +146,18 @@ def task_inputs(
             "evaluated on the odd-numbered ones. Off: the metrics are computed on the evaluated questions "
             "themselves (optimistic: it flatters them on their own task).",
         )
+    generative_column, items_column = st.columns(2)
+    chosen = generative_column.multiselect(
+        "Generative tasks", [t for t in GENERATIVE_TASKS if current_deployment().offers_dataset(t)], **seeded("generative", []),
+        format_func=lambda task: f"{TASK_LABEL[task]} ({TASK_METRIC[task]})",
+        help="Greedy decoding under each plan (the chat template for instruct models, a plain prompt for base models); "
+        "HumanEval's completions run with their tests in a sandbox. Seconds to minutes per item on a CPU.",
+    )
+    most = cap("samples", 500)
+    items = items_column.number_input("Items per generative task", 1, most, **seeded("per_task", min(5, most), (1, most)))
     tasks = [("wiki", {"windows": int(windows), "seq_len": int(window_len)})] if use_wiki else []
     tasks += [(task, {"fmt": fmt, "per_subject": int(count), "half": "test" if heldout else "all"}) for task in subsets]
+    tasks += [(task, {"per_task": int(items)}) for task in chosen]
     return tasks, heldout
 
 

@@ -23,10 +23,10 @@ import streamlit as st
 from .. import api
 from ..core.plan import PruningPlan
 from .comparison import download_json, show_task, task_headline
+from .evaluation_set import evaluation_tasks
 from .feedback import ProgressBar, cancellable, run_or_stop
 from .state import AUTO_EVALUATE_KEY, remembered
 
-TASK_TITLES = {"wiki": "Wikipedia perplexity", "mmlu": "MMLU"}
 # st.session_state keys: the signature of the last evaluation started, of the last one finished, and of one cancelled
 STARTED_KEY, FINISHED_KEY, CANCELLED_KEY = "_evaluation_started", "_evaluation_finished", "_evaluation_cancelled"
 DEBOUNCE_SECONDS = 0.4
@@ -75,14 +75,14 @@ def expected_count(settings: dict, progress: ProgressBar) -> int:
     """
     if settings["task"] == "wiki":
         return settings["windows"]
-    return progress.total // (4 if settings["fmt"] == "cloze" else 1)
+    return progress.total // (4 if settings.get("fmt") == "cloze" else 1)
 
 
 def live_text(which: str, result, settings: dict, progress: ProgressBar) -> str:
     """One line for a provisional result: its headline metric with a 95 % CI and how much is scored so far."""
     metric = result.headline
     scale, digits, unit = (1, 2, "") if metric == "perplexity" else (100, 1, " %")
-    noun = "windows" if settings["task"] == "wiki" else "questions"
+    noun = {"wiki": "windows", "mmlu": "questions"}.get(settings["task"].partition(":")[0], "items")
     value = api.with_ci(result.metrics[metric], result.stderr.get(metric, math.nan), scale, digits, unit)
     return f"**{which}, so far**: {metric} {value}; n = {result.n} of {expected_count(settings, progress)} {noun}."
 
@@ -124,12 +124,12 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery, strip, de
     if chosen["mmlu_missing"]:
         strip.error("Choose at least one MMLU subject, or another subset, in the evaluation set.")
         return None
-    names = [name for name in TASK_TITLES if chosen[name]]
-    if not names:
-        strip.error("Choose Wikipedia perplexity, MMLU or both in the evaluation set.")
+    tasks = evaluation_tasks(chosen)
+    if not tasks:
+        strip.error("Choose Wikipedia perplexity, MMLU or a generative task in the evaluation set.")
         return None
     current = signature(plan, chosen, recovery)
-    columns = strip.columns(len(names))
+    columns = strip.columns(len(tasks))
     if st.session_state.get(FINISHED_KEY) != current:
         with columns[0]:
             _debounce(st.empty())
@@ -138,9 +138,9 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery, strip, de
     st.session_state[STARTED_KEY] = current
     # the Cancel button sits in the strip, under the numbers it stops; each task draws in its own column and details
     with strip, cancellable("evaluate", on_cancel=_cancel_evaluation):
-        for name, column in zip(names, columns):
+        for (name, settings, title), column in zip(tasks, columns):
             with column:
-                pair = evaluate_pair(loaded, plan, chosen[name], TASK_TITLES[name], stand_ins)
+                pair = evaluate_pair(loaded, plan, settings, title, stand_ins)
                 task_headline(name, *pair)
             evaluation["pairs"][name] = pair
             with details:

@@ -199,6 +199,21 @@ def test_mmlu_results_show_deltas_per_category_and_subject(app):
     assert at.get("plotly_chart") and at.dataframe
 
 
+@pytest.mark.real
+def test_a_generative_task_on_the_prune_page(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.text_input(key="prune_plan").input("5").run()
+    at.checkbox(key="_use_wiki").uncheck().run()
+    at.checkbox(key="_use_arithmetic").check().run()
+    at.number_input(key="_generative_per_task").set_value(3).run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert "exact_match (pruned)" in labels and "exact_match (unpruned)" in labels
+    assert any("chat prompt" in h.value for h in at.subheader)  # SmolLM2-Instruct has a chat template
+    assert at.dataframe
+
+
 # ---------------------------------------------------------------- curve, trade-off, recovery and export pages on the real model
 
 
@@ -244,6 +259,21 @@ def test_tradeoff_page_shows_the_matrix_and_the_rank_correlations(app):
     assert {"wiki perplexity Δ", "mmlu:anatomy acc Δ"} <= set(matrix.columns)
     assert len(at.get("plotly_chart")) == 1, "the rank-correlation heatmap"
     assert any("held-out half" in info.value for info in at.info)
+
+
+@pytest.mark.real
+def test_tradeoff_page_with_a_generative_task(app):
+    at = open_page(app, "4_Task_trade-offs.py")
+    tiny_wiki(at, "tradeoff")
+    at.multiselect(key="_tradeoff_generative").set_value(["arithmetic"])
+    at.number_input(key="_tradeoff_per_task").set_value(2)
+    at.number_input(key="_tradeoff_samples").set_value(2)
+    at.number_input(key="_tradeoff_seq_len").set_value(32)
+    at.number_input(key="_tradeoff_count").set_value(1)
+    press(at, "Run")
+    matrix = at.dataframe[0].value
+    assert {"wiki perplexity Δ", "arithmetic exact_match Δ", "arithmetic flips"} <= set(matrix.columns)
+    assert list(matrix["arithmetic n"]) == [2, 2]
 
 
 @pytest.mark.real

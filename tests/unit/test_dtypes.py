@@ -102,7 +102,8 @@ def test_every_result_says_its_dtype_and_is_computed_in_it(outputs, dtype):
     results = outputs[dtype]
     assert results["info"]["dtype"] == dtype
     assert f"wiki n=3 prune='1.attn' ({dtype}): perplexity=" in results["wiki printed"]
-    assert results["wiki printed"].count("(se ") == 2  # perplexity and nll carry their standard errors
+    assert results["wiki printed"].count("(se ") == 3  # perplexity, nll and the KL from the unpruned model carry standard errors
+    assert "kl=" in results["wiki printed"] and "kl=" not in results["unpruned printed"]
     assert f"wiki n=3 unpruned ({dtype}): perplexity=" in results["unpruned printed"]
     for name in ("static", "loo", "subsample", "permutation", "curve"):
         assert {row["dtype"] for row in results[name]} == {dtype}, name
@@ -231,7 +232,7 @@ def test_app_main_flow_in_each_dtype(tiny_model_dir, dtype, without_self_check):
         for key, value in (("samples", 2), ("seq_len", 32), ("steps", 1), ("windows", 2), ("window_len", 32)):
             at.number_input(key=f"_curves_{key}").set_value(value)
         press("Run")
-        assert len(at.get("plotly_chart")) == 2 and list(at.dataframe[0].value["step"]) == [0, 1]
+        assert len(at.get("plotly_chart")) == 3 and list(at.dataframe[0].value["step"]) == [0, 1]  # perplexity, nll, kl
 
         at.switch_page("pages/4_Task_trade-offs.py")
         at.run()

@@ -152,9 +152,9 @@ def test_cancelled_scoring_resumes_from_checkpointed_batches(tiny_tok, monkeypat
     computed = []
     original = scoring._score_batch
 
-    def counting(loaded, tokens, reqs, rows):
+    def counting(loaded, tokens, reqs, rows, reference_kl=False):
         computed.append(len(rows))
-        return original(loaded, tokens, reqs, rows)
+        return original(loaded, tokens, reqs, rows, reference_kl)
 
     monkeypatch.setattr(scoring, "_score_batch", counting)
 
@@ -181,11 +181,11 @@ def test_out_of_memory_splits_the_batch_then_says_what_to_do(tiny_tok, monkeypat
     original = scoring._score_batch
     sizes = []
 
-    def limited(loaded, tokens, reqs, rows):
+    def limited(loaded, tokens, reqs, rows, reference_kl=False):
         sizes.append(len(rows))
         if len(rows) > 1:
             raise torch.OutOfMemoryError("fake: more than one row")
-        return original(loaded, tokens, reqs, rows)
+        return original(loaded, tokens, reqs, rows, reference_kl)
 
     monkeypatch.setattr(scoring, "_score_batch", limited)
     with using_store(None):
@@ -193,7 +193,7 @@ def test_out_of_memory_splits_the_batch_then_says_what_to_do(tiny_tok, monkeypat
     _assert_same(ours, plain_logprobs(tiny_tok, requests, PruningPlan()))
     assert sizes[0] == 3 and 1 in sizes
 
-    def never(loaded, tokens, reqs, rows):
+    def never(loaded, tokens, reqs, rows, reference_kl=False):
         raise torch.OutOfMemoryError("fake: always")
 
     monkeypatch.setattr(scoring, "_score_batch", never)

@@ -1,0 +1,107 @@
+"""Benchmark: generation throughput of pruneviz's decoder, batched against one prompt at a time and against
+``transformers``' ``generate``, on the same prompts, plan and token limit, side by side in one run.
+
+Three ways to decode the same ``--prompts`` HumanEval prompts (the model's own prompt format) greedily for
+``--new-tokens`` tokens each, under ``--prune`` (default a plan that spares block 0's attention, where ``generate``'s
+cache would read a wrong length, see :mod:`pruneviz.engine.decoding`), no stop sequences, each after one warm-up:
+
+- **batched**: :func:`pruneviz.engine.decoding.generate_requests` with ``--batch`` prompts per batch;
+- **one at a time**: the same with batches of one prompt;
+- **transformers generate**: ``model.generate`` (greedy, its own DynamicCache) on the same left-padded batches,
+  inside the same ``apply_plan``.
+
+Throughput is generated tokens (end-of-sequence excluded) over wall seconds, prompt processing included. The
+tokens of each way are compared with the batched ones. Results: best of ``--repeats``.
+
+Run: ``.venv/bin/python bench/generation_speed.py [--model qwen2.5-coder-0.5b] [--dtype bfloat16] [--prompts 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from pruneviz.core.gating import apply_plan  # noqa: E402
+from pruneviz.core.loading import load_model  # noqa: E402
+from pruneviz.core.plan import PruningPlan  # noqa: E402
+from pruneviz.data.generative import generative_items, prompt_format, prompt_ids  # noqa: E402
+from pruneviz.engine.decoding import GenerationRequest, end_token_ids, generate_requests  # noqa: E402
+
+
+def hf_generate(loaded, requests: list[GenerationRequest], batch: int, new_tokens: int) -> list[tuple[int, ...]]:
+    """``model.generate`` (greedy) on left-padded batches of ``batch`` prompts; the tokens before the first end token."""
+    ends, pad = sorted(end_token_ids(loaded)), loaded.tokenizer.pad_token_id
+    order = sorted(range(len(requests)), key=lambda i: (len(requests[i].ids), i))  # as generate_requests batches
+    out: dict[int, tuple[int, ...]] = {}
+    for start in range(0, len(order), batch):
+        chunk = order[start:start + batch]
+        width = max(len(requests[i].ids) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(requests[i].ids)) + list(requests[i].ids) for i in chunk])
+        mask = torch.tensor([[0] * (width - len(requests[i].ids)) + [1] * len(requests[i].ids) for i in chunk])
+        with torch.no_grad():
+            generated = loaded.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, eos_token_id=ends,
+                pad_token_id=pad, top_p=None, top_k=None, temperature=None,
+            )[:, width:]
+        for i, row in zip(chunk, generated.tolist()):
+            cut = next((k for k, token in enumerate(row) if token in ends), len(row))
+            out[i] = tuple(row[:cut])
+    return [out[i] for i in range(len(requests))]
+
+
+def timed(run) -> tuple[float, list[tuple[int, ...]]]:
+    started = time.perf_counter()
+    tokens = run()
+    return time.perf_counter() - started, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prune", default="3.attn,7.mlp")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    loaded = load_model(args.model, device="cpu", dtype=args.dtype)
+    plan = PruningPlan.parse(args.prune, loaded.n_blocks)
+    fmt = prompt_format(loaded.tokenizer)
+    items = generative_items("humaneval", args.prompts)
+    requests = [GenerationRequest(prompt_ids(loaded.tokenizer, item, fmt), args.new_tokens) for item in items]
+    ways = {
+        "batched": lambda: [g.tokens for g in generate_requests(loaded, requests, args.batch, checkpoint=False)],
+        "one at a time": lambda: [g.tokens for g in generate_requests(loaded, requests, 1, checkpoint=False)],
+        "transformers generate": lambda: hf_generate(loaded, requests, args.batch, args.new_tokens),
+    }
+    prompt_tokens = sum(len(r.ids) for r in requests)
+    print(f"{args.model} {loaded.dtype_name}, {torch.get_num_threads()} threads, plan '{plan}', {args.prompts} HumanEval "
+          f"prompts ({fmt} format, {prompt_tokens} prompt tokens), {args.new_tokens} new tokens each, batches of {args.batch}")
+    results = {}
+    with apply_plan(plan):
+        ways["batched"]()  # warm-up
+        for name, run in ways.items():
+            best = min((timed(run) for _ in range(args.repeats)), key=lambda measured: measured[0])
+            results[name] = best
+    reference = results["batched"][1]
+    base = sum(map(len, reference)) / results["batched"][0]
+    print(f"{'way':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'batched is':>13}{'same tokens':>13}")
+    for name, (seconds, tokens) in results.items():
+        count = sum(map(len, tokens))
+        same = sum(a == b for a, b in zip(tokens, reference))
+        print(f"{name:<24}{count:>8}{seconds:>10.1f}{count / seconds:>10.1f}{base / (count / seconds):>12.2f}x{same:>9}/{len(tokens)}")
+
+
+if __name__ == "__main__":
+    main()

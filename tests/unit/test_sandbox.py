@@ -1,0 +1,154 @@
+"""The sandbox that runs model-written code (pruneviz.evaluation.sandbox): a correct program passes, a wrong one
+fails, and each hostile program fails without harming the test process (the parent), which goes on to run a
+correct program afterwards. Each hostile program runs with the namespaces and with the audit hook alone (what
+happens where the kernel refuses namespaces). Runs as root (CI) and as a normal user alike."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pruneviz.core.errors import SettingError
+from pruneviz.evaluation.sandbox import run_program
+
+SOLUTION = "def add(a, b):\n    return a + b\n"
+TESTS = "\ndef check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n\ncheck(add)\n"
+
+
+ISOLATIONS = [pytest.param(True, id="namespaces"), pytest.param(False, id="audit-hook")]
+
+
+def parent_survives():
+    """The test process still runs programs in the sandbox."""
+    assert run_program(SOLUTION + TESTS).passed
+
+
+def test_a_correct_solution_passes_and_a_wrong_one_fails():
+    passed = run_program(SOLUTION + TESTS)
+    assert passed.passed and passed.status == "passed" and passed.isolation in ("namespaces", "audit hook")
+    assert run_program(SOLUTION + TESTS, namespaces=False).isolation == "audit hook"
+    wrong = run_program("def add(a, b):\n    return a - b\n" + TESTS)
+    assert not wrong.passed and wrong.status == "failed" and "AssertionError" in wrong.detail
+
+
+def test_an_early_exit_is_not_a_pass():
+    for exit_call in ("import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n"):
+        result = run_program(SOLUTION + exit_call + TESTS)
+        assert not result.passed, exit_call
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_an_endless_loop_is_stopped_at_the_time_limit(namespaces):
+    started = time.perf_counter()
+    result = run_program(SOLUTION + "while True:\n    pass\n" + TESTS, timeout=2, namespaces=namespaces)
+    assert not result.passed and result.status == "timeout"
+    assert time.perf_counter() - started < 10
+    parent_survives()
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_a_fork_bomb_is_refused(namespaces):
+    for bomb in ("import os\nwhile True:\n    os.fork()\n",
+                 "import subprocess\nsubprocess.run(['sh', '-c', ':(){ :|:& };:'])\n",
+                 "import os\nos.system('sleep 100 &')\n",
+                 "import multiprocessing\nmultiprocessing.Process(target=print).start()\n"):
+        result = run_program(SOLUTION + bomb + TESTS, timeout=5, namespaces=namespaces)
+        assert not result.passed and result.status in ("failed", "crashed"), (bomb, result)
+    parent_survives()
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_allocating_ten_gigabytes_fails(namespaces):
+    result = run_program(SOLUTION + "block = bytearray(10 * 1024 ** 3)\nblock[::4096] = b'x' * len(block[::4096])\n" + TESTS, namespaces=namespaces)
+    assert not result.passed and "MemoryError" in result.detail
+    parent_survives()
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_a_crash_is_a_failure(namespaces):
+    result = run_program(SOLUTION + "import faulthandler\nfaulthandler._sigsegv()\n" + TESTS, namespaces=namespaces)
+    assert not result.passed and result.status == "crashed" and "SIGSEGV" in result.detail
+    parent_survives()
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_writing_outside_its_directory_is_refused(tmp_path, namespaces):
+    target = tmp_path / "escaped.txt"
+    for write in (f"open({str(target)!r}, 'w').write('out')\n",
+                  f"import os\nos.close(os.open({str(target)!r}, os.O_CREAT | os.O_WRONLY))\n",
+                  f"import os\nos.symlink({str(target)!r}, 'link')\nopen('link', 'w').write('out')\n",
+                  f"import shutil\nopen('here.txt', 'w').write('x')\nshutil.copy('here.txt', {str(target)!r})\n"):
+        result = run_program(SOLUTION + write + TESTS, namespaces=namespaces)
+        assert not result.passed and "PermissionError" in result.detail, (write, result)
+        assert not target.exists()
+    # its own directory is writable
+    assert run_program(SOLUTION + "open('scratch.txt', 'w').write('fine')\n" + TESTS, namespaces=namespaces).passed
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_opening_a_socket_is_refused(namespaces):
+    for connect in ("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\n",
+                    "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:8501', timeout=1)\n"):
+        result = run_program(SOLUTION + connect + TESTS, timeout=5, namespaces=namespaces)
+        assert not result.passed and result.status == "failed", (connect, result)
+    parent_survives()
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_the_users_home_cannot_be_read(tmp_path, monkeypatch, namespaces):
+    home = tmp_path / "home"
+    home.mkdir()
+    canary = home / "canary.txt"
+    canary.write_text("CANARY-7f3a")
+    monkeypatch.setenv("HOME", str(home))
+    # each tries to show what it read in its error output, which the parent gets back
+    for read, secret in (("import os\nraise RuntimeError(open(os.path.expanduser('~/canary.txt')).read())\n", "CANARY-7f3a"),
+                         (f"raise RuntimeError(open({str(canary)!r}).read())\n", "CANARY-7f3a"),
+                         (f"import os\nraise RuntimeError(os.listdir({str(home)!r}))\n", "canary.txt"),
+                         ("import os\nraise RuntimeError(dict(os.environ))\n", str(home))):
+        result = run_program(SOLUTION + read, namespaces=namespaces)
+        assert not result.passed and secret not in result.detail, (read, result)
+    reader = run_program(f"import os\nassert os.environ['HOME'] != {str(home)!r}\nassert 'PRUNEVIZ_CACHE_DIR' not in os.environ\n", namespaces=namespaces)
+    assert reader.passed, reader
+
+
+@pytest.mark.parametrize("timeout, memory", [(0, 1 << 30), (float("nan"), 1 << 30), (1, 0)])
+def test_bad_limits_are_one_sentence(timeout, memory):
+    with pytest.raises(SettingError):
+        run_program(SOLUTION, timeout=timeout, memory_bytes=memory)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
+def test_it_works_as_a_normal_user():
+    """The same checks from a process that runs as ``nobody`` (CI runs as root; users do not)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="pruneviz-as-user-"))  # pytest's tmp_path is private to root
+    script = folder / "as_user.py"
+    script.write_text(
+        "from pruneviz.evaluation.sandbox import run_program\n"
+        f"ok = run_program({(SOLUTION + TESTS)!r})\n"
+        "bomb = run_program('import os\\nwhile True:\\n    os.fork()\\n', timeout=5)\n"
+        "socket = run_program('import socket\\nsocket.create_connection((\"127.0.0.1\", 22), timeout=1)\\n', timeout=5)\n"
+        "print(ok.passed, bomb.passed, socket.passed, ok.isolation)\n"
+    )
+    os.chmod(folder, 0o755)
+    os.chmod(script, 0o644)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": repo, "HOME": "/nonexistent"}
+    # the virtualenv's interpreter may live under root's home; the sandbox needs only the standard library
+    runnable = [p for p in (sys.executable, "/usr/bin/python3")
+                if subprocess.run([*as_nobody, p, "-c", "import pruneviz.evaluation.sandbox"], capture_output=True, cwd="/", env=environment).returncode == 0]
+    if not runnable:
+        pytest.skip("no Python interpreter here can be run by an unprivileged user")
+    result = subprocess.run([*as_nobody, runnable[0], str(script)], capture_output=True, text=True, timeout=120, cwd="/", env=environment)
+    script.unlink()
+    folder.rmdir()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[:3] == ["True", "False", "False"], result.stdout
