@@ -75,8 +75,10 @@ def compute(loaded, settings: dict) -> dict:
     with ui.cancellable("tradeoff"), ui.ProgressBar("Ranking units") as ranking_progress, \
             ui.ProgressBar("Evaluating every ranking on every task") as progress:
         options = {**settings["options"], "progress": ranking_progress}
-        # each metric is computed on each task's own data: the task name is also its dataset name
-        rankings = [Ranking(metric, task.name, options) for metric in settings["metrics"] for task in tasks]
+        # each metric is computed on each task's own data (the task name is also its dataset name); a generative task
+        # has no text to compute metrics on: it is evaluated, not ranked on
+        rankings = [Ranking(metric, task.name, options) for metric in settings["metrics"] for task in tasks
+                    if api.TaskSpec.parse(task.name).kind != "generative"]
         matrix = ui.run_or_stop(tradeoff_matrix, loaded, rankings, tasks, settings["scheme"], settings["count"], progress)
         correlation = ui.run_or_stop(ranking_correlation, loaded, rankings, settings["scheme"])
     return {"matrix": matrix, "correlation": correlation, "settings": settings, "model": loaded.fingerprint}

@@ -273,7 +273,9 @@ def test_tradeoff_page_with_a_generative_task(app):
     press(at, "Run")
     matrix = at.dataframe[0].value
     assert {"wiki perplexity Δ", "arithmetic exact_match Δ", "arithmetic flips"} <= set(matrix.columns)
-    assert list(matrix["arithmetic n"]) == [2, 2]
+    # every ranking is evaluated on the 2 arithmetic items; none is computed on them (a generative task has no text to rank on)
+    assert len(matrix) >= 2 and (matrix["arithmetic n"] == 2).all()
+    assert not matrix["ranking"].str.contains("arithmetic").any()
 
 
 @pytest.mark.real
