@@ -34,16 +34,8 @@ from pruneviz import api  # noqa: E402
 from pruneviz.core.loading import load_model  # noqa: E402
 from pruneviz.core.plan import PruningPlan  # noqa: E402
 from pruneviz.engine.incremental import using_store  # noqa: E402
+from pruneviz.evaluation.evaluation_set import default_evaluation_set  # noqa: E402
 from pruneviz.evaluation.mmlu import default_format, default_questions_per_subject  # noqa: E402
-from pruneviz.ui.evaluation_set import WINDOW_TOKENS, WINDOWS  # noqa: E402
-
-
-def evaluation_set(loaded, per_subject: int) -> list[dict]:
-    """The app's default evaluation set with ``per_subject`` MMLU questions per subject."""
-    return [
-        {"task": "wiki", "windows": WINDOWS, "seq_len": WINDOW_TOKENS},
-        {"task": "mmlu", "fmt": default_format(loaded.info.params_total), "shots": 0, "per_subject": per_subject},
-    ]
 
 
 def toggle(loaded, plan: PruningPlan, tasks: list[dict]) -> dict:
@@ -72,7 +64,7 @@ def toggle(loaded, plan: PruningPlan, tasks: list[dict]) -> dict:
 
 
 def measure(loaded, per_subject: int, late: PruningPlan, early: PruningPlan) -> dict:
-    tasks = evaluation_set(loaded, per_subject)
+    tasks = default_evaluation_set(loaded.info.params_total, per_subject)
     with tempfile.TemporaryDirectory() as cache, using_store(fresh_store()):
         os.environ["PRUNEVIZ_CACHE_DIR"] = cache
         (Path(cache) / "models").symlink_to(Path(__file__).resolve().parent.parent / "cache" / "models")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from .. import api
 from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
+from ..evaluation.evaluation_set import WINDOW_TOKENS, WINDOWS
 from ..evaluation.mmlu import CLOZE_BELOW_PARAMS, FORMATS, default_format, default_questions_per_subject
 from .state import AUTO_EVALUATE_KEY, current_deployment, remembered
 
@@ -38,10 +39,6 @@ def format_input(params_total: int) -> str:
         why = f"Letter format (the lm-eval-harness MMLU prompt, scored on ' A'..' D') is preselected for {size} parameters."
     st.caption(why)
     return fmt
-
-
-# the default Wikipedia perplexity evaluation: 8 windows of 128 tokens
-WINDOWS, WINDOW_TOKENS = 8, 128
 
 
 def _defaults(loaded, fmt: str | None = None) -> dict:

@@ -190,3 +190,15 @@ def test_wiki_kl_is_the_divergence_of_the_pruned_next_token_distribution_from_th
     assert result.metrics["kl"] > 0
     assert "kl" not in api.evaluate(loaded, PruningPlan(), **WIKI).metrics, "the unpruned model is not compared with itself"
     assert "kl" not in api.evaluate(loaded, plan, compare=False, **WIKI).metrics
+
+
+def test_the_default_evaluation_set_has_signal_on_a_capable_model_and_fits_a_small_one():
+    from pruneviz.evaluation.evaluation_set import default_evaluation_set
+
+    wiki, mmlu = default_evaluation_set(1_540_000_000)  # qwen2.5-coder-1.5b: letter format, 5 per subject = 285 questions
+    assert wiki == {"task": "wiki", "windows": 8, "seq_len": 128}
+    assert mmlu == {"task": "mmlu", "fmt": "letter", "shots": 0, "per_subject": 5}
+    assert 1.96 * math.sqrt(0.5 * 0.5 / (57 * 5)) < 0.06  # a 95 % CI of under ± 6 pp at 50 % accuracy
+    _, small = default_evaluation_set(135_000_000)  # smollm2: cloze format (at chance in letter), 2 per subject
+    assert small["fmt"] == "cloze" and small["per_subject"] == 2
+    assert default_evaluation_set(135_000_000, per_subject=1)[1]["per_subject"] == 1
