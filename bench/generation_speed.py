@@ -11,7 +11,8 @@ cache would read a wrong length, see :mod:`pruneviz.engine.decoding`), no stop s
   inside the same ``apply_plan``.
 
 Throughput is generated tokens (end-of-sequence excluded) over wall seconds, prompt processing included. The
-tokens of each way are compared with the batched ones. Results: best of ``--repeats``.
+tokens of each way are compared with the batched ones. Each repeat runs the three ways in turn, starting one
+further along each time, so a change in the machine's load hits all three alike; results: best of ``--repeats``.
 
 Run: ``.venv/bin/python bench/generation_speed.py [--model qwen2.5-coder-0.5b] [--dtype bfloat16] [--prompts 8]``
 """
@@ -88,12 +89,13 @@ def main() -> None:
     prompt_tokens = sum(len(r.ids) for r in requests)
     print(f"{args.model} {loaded.dtype_name}, {torch.get_num_threads()} threads, plan '{plan}', {args.prompts} HumanEval "
           f"prompts ({fmt} format, {prompt_tokens} prompt tokens), {args.new_tokens} new tokens each, batches of {args.batch}")
-    results = {}
+    names, measured = list(ways), {name: [] for name in ways}
     with apply_plan(plan):
         ways["batched"]()  # warm-up
-        for name, run in ways.items():
-            best = min((timed(run) for _ in range(args.repeats)), key=lambda measured: measured[0])
-            results[name] = best
+        for repeat in range(args.repeats):
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                measured[name].append(timed(ways[name]))
+    results = {name: min(runs, key=lambda run: run[0]) for name, runs in measured.items()}
     reference = results["batched"][1]
     base = sum(map(len, reference)) / results["batched"][0]
     print(f"{'way':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'batched is':>13}{'same tokens':>13}")
