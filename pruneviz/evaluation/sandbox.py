@@ -44,67 +44,92 @@ from pathlib import Path
 from ..core.errors import SettingError
 
 MEMORY_BYTES = 1 << 30
+NOBODY = 65534  # the user and group a program runs as when pruneviz runs as root
+MAX_TIMEOUT_SECONDS = 86_400.0
+MIN_MEMORY_BYTES = 64 << 20  # below this the interpreter itself cannot start
 FILE_BYTES = 16 << 20
 TIMEOUT_SECONDS = 10.0
 SHOWN_CHARACTERS = 2000
 
 # the child's first code: limits, namespaces and the audit hook, then the program; {…} are filled in by run_program
 _BOOTSTRAP = r'''
-import os, resource, sys
-token = sys.stdin.readline().strip()
-work = os.path.realpath(os.getcwd())
-for limit, value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_CPU, {cpu}), (resource.RLIMIT_FSIZE, {fsize}),
-                     (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)):
-    resource.setrlimit(limit, (value, value))
-isolation = "audit hook"
-try:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid, gid = os.getuid(), os.getgid()
-    if {namespaces} and libc.unshare(0x10000000 | 0x40000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS
-        # map this user to itself, so the program can still create files in its own directory
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{{uid}} {{uid}} 1"), ("gid_map", f"{{gid}} {{gid}} 1")):
-            with open(f"/proc/self/{{name}}", "w") as handle:
-                handle.write(text)
-        isolation = "namespaces"
-    del ctypes, libc
-except OSError:
-    pass
-for name in [name for name in sys.modules if name == "ctypes" or name.startswith(("ctypes.", "_ctypes"))]:
-    del sys.modules[name]
-readable = tuple(os.path.realpath(p) for p in {readable!r}) + (work,)
-exact = ("/dev/null", "/dev/urandom", "/dev/random")
-REFUSED = ("socket.", "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.",
-           "ctypes.", "os.link", "os.symlink", "pty.", "os.kill", "os.killpg", "signal.pthread_kill", "winreg.", "_posixsubprocess")
-CHANGES = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
-           "os.chdir", "os.chroot", "shutil.", "os.mkfifo", "os.mknod", "os.setxattr", "os.removexattr")
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+def _sandbox():
+    # everything lives in this function's locals and closures, none in __main__ (where `import __main__` finds it):
+    # the program runs in fresh globals, and the hook refuses the garbage collector, tracing and swapping a function's
+    # code. Frames stay reachable (namedtuple, typing and dataclasses need sys._getframe and code objects): code
+    # written to forge a pass could still read the token from this frame (see the module docstring)
+    import os, resource, sys
+    token = sys.stdin.readline().strip()
+    work = os.path.realpath(os.getcwd())
+    for limit, value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_CPU, {cpu}), (resource.RLIMIT_FSIZE, {fsize}),
+                         (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)):
+        resource.setrlimit(limit, (value, value))
+    isolation = "audit hook"
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        uid, gid = os.getuid(), os.getgid()
+        if {namespaces} and libc.unshare(0x10000000 | 0x40000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS
+            # map this user to itself, so the program can still create files in its own directory
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{{uid}} {{uid}} 1"), ("gid_map", f"{{gid}} {{gid}} 1")):
+                with open(f"/proc/self/{{name}}", "w") as handle:
+                    handle.write(text)
+            isolation = "namespaces"
+        del ctypes, libc
+    except OSError:
+        pass
+    for name in [name for name in sys.modules if name == "ctypes" or name.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[name]
+    stdlib = os.path.dirname(os.__file__)  # this interpreter's own standard library: imports read it
+    readable = (os.path.realpath(stdlib), os.path.realpath(os.path.join(stdlib, "lib-dynload")), work)
+    exact = ("/dev/null", "/dev/urandom", "/dev/random")
+    refused = ("socket.", "os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.",
+               "ctypes.", "os.link", "os.symlink", "pty.", "os.kill", "os.killpg", "signal.pthread_kill", "winreg.",
+               "_posixsubprocess", "sys._current_frames", "sys.settrace", "sys.setprofile", "gc.get_objects", "gc.get_referrers",
+               "gc.get_referents", "sys.addaudithook", "code.__new__", "function.__new__", "os.fchdir")
+    changes = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
+               "os.chdir", "os.chroot", "shutil.", "os.mkfifo", "os.mknod", "os.setxattr", "os.removexattr")
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    directory_flags = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
+    realpath, fsdecode, isdir, sep, permission = os.path.realpath, os.fsdecode, os.path.isdir, os.sep, PermissionError
 
-def inside(path, roots):
-    if isinstance(path, int):
-        return True  # an already open descriptor
-    path = os.path.realpath(os.fsdecode(path))
-    return path in exact or any(path == root or path.startswith(root + os.sep) for root in roots)
+    def inside(path, roots):
+        if isinstance(path, int):
+            return False  # a descriptor: only the guard's own checks opened those, and chdir by one is refused
+        path = realpath(fsdecode(path))
+        return path in exact or any(path == root or path.startswith(root + sep) for root in roots)
 
-def guard(event, args):
-    if event.startswith(REFUSED) or event == "import" and args[0] in ("ctypes", "_ctypes", "_posixsubprocess", "socket", "_socket"):
-        raise PermissionError(f"the sandbox refuses {{event}}")
-    if event == "open":
-        path, mode, flags = args
-        writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & WRITE_FLAGS)
-        if path is not None and not inside(path, (work,) if writing else readable):
-            raise PermissionError(f"the sandbox refuses to open {{path!r}}")
-    elif event.startswith(CHANGES) or event in ("os.listdir", "os.scandir"):
-        roots = readable if event in ("os.listdir", "os.scandir") else (work,)
-        if any(isinstance(a, (str, bytes, os.PathLike)) and not inside(a, roots) for a in args):
-            raise PermissionError(f"the sandbox refuses {{event}} outside its directory")
+    def guard(event, args):
+        if event.startswith(refused) or event == "import" and args[0] in ("ctypes", "_ctypes", "_posixsubprocess", "socket", "_socket", "gc"):
+            raise permission(f"the sandbox refuses {{event}}")
+        if event == "object.__setattr__" and args[1] == "__code__":  # swapping a function's code (the guard's) is refused
+            raise permission("the sandbox refuses to replace a function's code")
+        if event == "open":
+            path, mode, flags = args
+            if path is None or isinstance(path, int):
+                return
+            if flags is not None and (flags & directory_flags or isdir(fsdecode(path))):
+                # a descriptor of a folder would let os.open(..., dir_fd=...) reach outside the working directory
+                raise permission(f"the sandbox refuses to open the folder {{path!r}}")
+            writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & write_flags)
+            if not inside(path, (work,) if writing else readable):
+                raise permission(f"the sandbox refuses to open {{path!r}}")
+        elif event.startswith(changes) or event in ("os.listdir", "os.scandir"):
+            roots = readable if event in ("os.listdir", "os.scandir") else (work,)
+            if any(isinstance(a, (str, bytes, os.PathLike)) and not inside(a, roots) or isinstance(a, int) and event.startswith("os.chdir")
+                   for a in args):
+                raise permission(f"the sandbox refuses {{event}} outside its directory")
 
-sys.addaudithook(guard)
-print(token, "isolation", isolation, flush=True)
-with open("program.py") as handle:
-    source = handle.read()
-exec(compile(source, "program.py", "exec"), {{"__name__": "__sandbox__"}})
-print(token, "passed", flush=True)
+    with open("program.py") as handle:
+        source = handle.read()
+    program = compile(source, "program.py", "exec")
+    print(token, "isolation", isolation, flush=True)
+    sys.addaudithook(guard)
+    exec(program, {{"__name__": "__sandbox__", "__builtins__": __builtins__}})
+    print(token, "passed", flush=True)
+
+
+_sandbox()
 '''
 
 
@@ -135,25 +160,32 @@ def _tail(path: Path) -> str:
         return ""
 
 
-def _readable_roots() -> list[str]:
-    """The standard library's folders (imports read them)."""
-    stdlib = os.path.dirname(os.__file__)
-    return [stdlib, os.path.join(stdlib, "lib-dynload")]
+def _others_can_run(path: str) -> bool:
+    """Whether a user without privileges (nobody) can run ``path``: every folder above it searchable, the file executable."""
+    real = Path(os.path.realpath(path))
+    try:
+        return all(folder.stat().st_mode & 0o001 for folder in real.parents) and bool(real.stat().st_mode & 0o001)
+    except OSError:
+        return False
 
 
-def interpreter() -> str:
-    """The Python the sandbox starts: this one, or where this user may not run it (a virtualenv built on an
-    interpreter in another user's home), the same ``pythonX.Y`` on ``PATH`` (the child needs only the standard library).
+def interpreter(as_nobody: bool = False) -> str:
+    """The Python the sandbox starts: this one, or where the sandbox's user may not run it (a virtualenv built on an
+    interpreter in root's home, run as nobody), the same ``pythonX.Y`` in the system's folders (the child needs only
+    the standard library).
 
     Raises:
         SettingError: neither can be run.
     """
-    if os.access(sys.executable, os.X_OK):
+    runnable = _others_can_run if as_nobody else (lambda path: os.access(path, os.X_OK))
+    if runnable(sys.executable):
         return sys.executable
     name = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    found = shutil.which(name)
-    if found is None:
-        raise SettingError(f"The sandbox cannot run {sys.executable} as this user and finds no {name} on PATH; install {name}.")
+    found = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
+    if found is None or not runnable(found):
+        who = "nobody (the sandbox's user when pruneviz runs as root)" if as_nobody else "this user"
+        raise SettingError(f"The sandbox cannot run {sys.executable} as {who} and finds no {name} in /usr/local/bin, /usr/bin "
+                           f"or /bin; install {name}.")
     return found
 
 
@@ -172,18 +204,27 @@ def run_program(
     Raises:
         SettingError: ``timeout`` or ``memory_bytes`` not positive; no interpreter can be run (:func:`interpreter`).
     """
-    if not (timeout > 0 and math.isfinite(timeout)) or memory_bytes <= 0:
-        raise SettingError(f"The sandbox needs a positive time limit and memory limit (got {timeout} s, {memory_bytes} bytes).")
+    if not 0 < timeout <= MAX_TIMEOUT_SECONDS or memory_bytes < MIN_MEMORY_BYTES:
+        raise SettingError(
+            f"The sandbox needs a time limit of at most a day and at least {MIN_MEMORY_BYTES >> 20} MiB of memory "
+            f"(got {timeout} s, {memory_bytes} bytes)."
+        )
     token = secrets.token_hex(16)
-    bootstrap = _BOOTSTRAP.format(memory=memory_bytes, cpu=math.ceil(timeout) + 1, fsize=FILE_BYTES, readable=_readable_roots(), namespaces=bool(namespaces))
+    bootstrap = _BOOTSTRAP.format(memory=memory_bytes, cpu=math.ceil(timeout) + 1, fsize=FILE_BYTES, namespaces=bool(namespaces))
     with tempfile.TemporaryDirectory(prefix="pruneviz-sandbox-") as work:
         folder = Path(work)
-        (folder / "program.py").write_text(program, encoding="utf-8")
+        (folder / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
         environment = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
+        as_nobody = {}
+        if os.geteuid() == 0:
+            # root is exempt from RLIMIT_NPROC and may write anywhere: the program runs as nobody instead
+            for path in (folder, folder / "program.py"):
+                os.chown(path, NOBODY, NOBODY)
+            as_nobody = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
         with open(folder / "stdout", "wb") as stdout, open(folder / "stderr", "wb") as stderr:
             process = subprocess.Popen(
-                [interpreter(), "-I", "-S", "-B", "-c", bootstrap], cwd=work, env=environment, stdin=subprocess.PIPE,
-                stdout=stdout, stderr=stderr, start_new_session=True, close_fds=True,
+                [interpreter(bool(as_nobody)), "-I", "-S", "-B", "-c", bootstrap], cwd=work, env=environment, stdin=subprocess.PIPE,
+                stdout=stdout, stderr=stderr, start_new_session=True, close_fds=True, **as_nobody,
             )
             try:
                 process.communicate(f"{token}\n".encode(), timeout=timeout)

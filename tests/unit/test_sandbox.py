@@ -114,7 +114,7 @@ def test_the_users_home_cannot_be_read(tmp_path, monkeypatch, namespaces):
     assert reader.passed, reader
 
 
-@pytest.mark.parametrize("timeout, memory", [(0, 1 << 30), (float("nan"), 1 << 30), (1, 0)])
+@pytest.mark.parametrize("timeout, memory", [(0, 1 << 30), (float("nan"), 1 << 30), (1, 0), (1e12, 1 << 30), (1, 10)])
 def test_bad_limits_are_one_sentence(timeout, memory):
     with pytest.raises(SettingError):
         run_program(SOLUTION, timeout=timeout, memory_bytes=memory)
@@ -152,3 +152,54 @@ def test_it_works_as_a_normal_user():
     folder.rmdir()
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[:3] == ["True", "False", "False"], result.stdout
+
+
+# the third hostile pass (docs/RELIABILITY.md): ways a program tried to forge a pass or reach outside, fixed since
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_the_token_is_not_in_main_for_a_program_to_print(namespaces):
+    forged = "import __main__, os\nprint(getattr(__main__, 'token', 'none'), 'passed', flush=True)\nos._exit(0)\n"
+    result = run_program(SOLUTION + forged + "assert False\n", namespaces=namespaces)
+    assert not result.passed and result.status == "failed", result
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_a_folder_descriptor_cannot_reach_outside_the_working_directory(namespaces):
+    # the standard library may be read, so its folder could be opened; a descriptor of it would let
+    # os.open(..., dir_fd=...) create files there
+    program = (
+        "import os\n"
+        "fd = os.open(os.path.dirname(os.__file__), os.O_RDONLY)\n"
+        "os.close(os.open('escaped.txt', os.O_CREAT | os.O_WRONLY, dir_fd=fd))\n"
+    )
+    result = run_program(program, namespaces=namespaces)
+    assert not result.passed and "refuses to open the folder" in result.detail, result
+    chdir = run_program("import os\nfd = os.open('.', os.O_RDONLY)\nos.fchdir(fd)\n", namespaces=namespaces)
+    assert not chdir.passed and "refuses" in chdir.detail
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_the_guard_cannot_be_disarmed_by_swapping_code_or_the_garbage_collector(namespaces):
+    swap = run_program("def f():\n    pass\nf.__code__ = (lambda: None).__code__\n", namespaces=namespaces)
+    assert not swap.passed and "refuses to replace a function's code" in swap.detail
+    collector = run_program("import gc\ngc.get_objects()\n", namespaces=namespaces)
+    assert not collector.passed and "refuses" in collector.detail
+    # what HumanEval solutions import still works: typing, dataclasses, functools, collections
+    common = ("from typing import List\nimport dataclasses, functools, collections, math, re, itertools\n"
+              "@dataclasses.dataclass\nclass P:\n    x: int\n"
+              "assert P(1).x == 1 and collections.namedtuple('T', 'a')(2).a == 2\n")
+    assert run_program(common, namespaces=namespaces).passed
+
+
+def test_a_program_that_is_not_valid_text_fails_without_harm():
+    result = run_program("x = '\ud800'\n")
+    assert not result.passed and result.status == "failed"
+    parent_survives()
+
+
+def test_started_as_root_the_program_runs_as_nobody():
+    """Root is exempt from the process limit and may write anywhere; the program must not run as root."""
+    expected = 65534 if os.geteuid() == 0 else os.geteuid()
+    result = run_program(f"import os\nassert os.geteuid() == {expected}, os.geteuid()\n")
+    assert result.passed, result
