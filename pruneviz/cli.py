@@ -357,6 +357,22 @@ def _check_not_an_input(path: Path, option: str, inputs: list[Path]) -> None:
         raise PrunevizError(f"{option} {path} is an input of this command; writing the result there would overwrite it, so choose another path.")
 
 
+def _check_not_protected(path: Path, option: str) -> None:
+    """Refuse an output inside the cache (its secret key, results and converted models) or the Python installation
+    (the embedded data and model packages live in its site-packages): writing there would destroy what pruneviz reads.
+
+    Raises:
+        PrunevizError: names the folder.
+    """
+    from .core.cache import cache_dir
+
+    resolved = path.resolve()
+    for folder, what in ((cache_dir().resolve(), "pruneviz's cache"), (Path(sys.prefix).resolve(), "the Python installation"),
+                         (Path(sys.base_prefix).resolve(), "the Python installation")):
+        if resolved == folder or folder in resolved.parents:
+            raise PrunevizError(f"{option} {path} is inside {what} ({folder}), whose files pruneviz reads; choose a path outside it.")
+
+
 def _check_outputs(args) -> None:
     inputs = _inputs(args)
     for option, kind in getattr(args, "outputs", {}).items():
@@ -366,6 +382,7 @@ def _check_outputs(args) -> None:
         if value:
             try:
                 _check_not_an_input(Path(value), option, inputs)
+                _check_not_protected(Path(value), option)
                 (_check_output_file if kind == "file" else _check_output_directory)(Path(value), option)
             except OSError as error:
                 raise PrunevizError(f"{option} '{shown(value)}' cannot be used ({error.strerror or error}); give a shorter or valid path.") from None

@@ -24,3 +24,9 @@ def format_number(x: float, digits: int = 2) -> str:
     """``x`` with ``digits`` decimals, or 3 significant digits from a million on (a perplexity of 1e45, every
     block pruned, would otherwise print 46 digits)."""
     return f"{x:.{digits}f}" if abs(x) < 1e6 else f"{x:.3g}"
+
+
+def is_whole_number(text: str) -> bool:
+    """Whether ``text`` is a non-negative whole number written in ASCII digits (``str.isdigit`` alone also accepts
+    superscripts such as ``"²"``, which ``int`` then refuses with a traceback)."""
+    return text.isascii() and text.isdigit()

@@ -29,7 +29,7 @@ from .architecture import ADAPTERS, SUPPORTED, ArchitectureAdapter, ModelInfo, a
 from .assets import EMBEDDED_MODELS, PartedModel
 from .digest import tensor_digest
 from .errors import ModelLoadError, ModelSelfCheckError, UnsupportedArchitectureError
-from .formatting import shown
+from .formatting import is_whole_number, shown
 from .gating import install_gates
 from .progress import Progress
 
@@ -183,14 +183,14 @@ def parse_max_memory(text: str) -> dict:
     limits: dict = {}
     for entry in (e.strip() for e in text.split(",") if e.strip()):
         device, sep, size = (part.strip() for part in entry.partition("="))
-        if not sep or not device or not size or not (device.isdigit() or device in ("cpu", "mps")):
+        if not sep or not device or not size or not (is_whole_number(device) or device in ("cpu", "mps")):
             raise ModelLoadError(f"Cannot read the memory limit '{entry}'; write entries like 0=20GiB,cpu=60GiB.")
         try:
-            if not size.isdigit():
+            if not is_whole_number(size):
                 convert_file_size_to_int(size)
         except ValueError:
             raise ModelLoadError(f"Cannot read the size '{size}' in '{entry}'; use a number of bytes or e.g. 20GiB, 500MB.") from None
-        limits[int(device) if device.isdigit() else device] = int(size) if size.isdigit() else size
+        limits[int(device) if is_whole_number(device) else device] = int(size) if is_whole_number(size) else size
     if not limits:
         raise ModelLoadError("The memory limits are empty; write entries like 0=20GiB,cpu=60GiB.")
     return limits

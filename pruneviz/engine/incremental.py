@@ -30,7 +30,7 @@ import torch
 from ..core.architecture import resolve
 from ..core.digest import tensor_digest
 from ..core.errors import SettingError
-from ..core.formatting import shown
+from ..core.formatting import is_whole_number, shown
 from ..core.gating import active_plan, active_stand_in_digests, record_residuals, resume_from
 from .hidden_store import HiddenStateStore
 
@@ -76,7 +76,7 @@ def budgets_from_environment() -> dict[str, int]:
     budgets = {}
     for tier, default in DEFAULT_BUDGETS_MIB.items():
         text = os.environ.get(f"PRUNEVIZ_STATE_{tier.upper()}_MB", str(default))
-        if not text.isdigit():
+        if not is_whole_number(text):
             raise SettingError(
                 f"PRUNEVIZ_STATE_{tier.upper()}_MB must be a whole number of MiB (got {shown(text)!r}); fix or unset it."
             )

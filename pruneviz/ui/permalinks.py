@@ -15,6 +15,7 @@ import streamlit as st
 from ..api import METRICS, RANKED_SELECTIONS
 from ..core.assets import EMBEDDED_MODELS
 from ..core.errors import PlanError
+from ..core.formatting import is_whole_number
 from ..core.plan import PruningPlan
 from ..deployment import Deployment
 from ..evaluation.mmlu import FORMATS
@@ -55,7 +56,7 @@ def parse(name: str, param: Param, text: str, deployment: Deployment):
             raise ValueError(f"The link's '{name}' must be 0 or 1 (got '{text}'); it was ignored.")
         return text == "1"
     if param.kind is int:
-        if not text.isdigit() or int(text) < 1:
+        if not is_whole_number(text) or int(text) < 1:
             raise ValueError(f"The link's '{name}' must be a whole number of at least 1 (got '{text}'); it was ignored.")
         highest = deployment.cap(param.limit, param.highest) if param.limit else param.highest
         return min(int(text), highest)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -100,3 +102,30 @@ def test_training_that_never_improved_says_so():
     diverged = Recovery(PruningPlan.parse("1"), "lowrank", 2, "train", {}, 0, "wiki", history=[3.52, 10.8, 9.9])
     improved = Recovery(PruningPlan.parse("1"), "lowrank", 2, "train", {}, 0, "wiki", history=[3.52, 3.4, 3.3])
     assert diverged.training_failed and not improved.training_failed
+
+
+def test_an_output_inside_the_cache_or_the_python_installation_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    """Third hostile pass: --json onto the cache's secret key (every cached result lost) or onto an embedded data file."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(cache))
+    (cache / "secret.key").write_bytes(b"k" * 32)
+    for target in (cache / "secret.key", Path(sys.prefix) / "lib" / "pruneviz-result.json"):
+        code = main(["evaluate", "--model", "/nonexistent-model", "--task", "wiki", "--json", str(target)])
+        err = capsys.readouterr().err
+        assert code == 2 and "whose files pruneviz reads; choose a path outside it" in err and "Traceback" not in err, err
+    assert (cache / "secret.key").read_bytes() == b"k" * 32
+    assert not (Path(sys.prefix) / "lib" / "pruneviz-result.json").exists()
+
+
+@pytest.mark.parametrize("text", ["²", "١٢", "12²"])
+def test_digits_that_are_not_ascii_are_one_sentence_not_a_traceback(text, monkeypatch):
+    """Third hostile pass: str.isdigit accepts a superscript two, which int() refuses."""
+    from pruneviz.core.loading import parse_max_memory
+    from pruneviz.engine.incremental import budgets_from_environment
+
+    monkeypatch.setenv("PRUNEVIZ_STATE_CPU_MB", text)
+    with pytest.raises(SettingError, match="must be a whole number of MiB"):
+        budgets_from_environment()
+    with pytest.raises(ModelLoadError, match="Cannot read"):
+        parse_max_memory(f"cpu={text}")
