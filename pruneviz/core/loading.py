@@ -299,8 +299,17 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
     plain.load_state_dict(quantized.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
-    plain.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException as error:  # a full disk: OSError from the tokenizer, SafetensorError from the weights
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
+        if not isinstance(error, Exception):
+            raise
+        raise ModelLoadError(
+            f"Could not write the converted model under {target.parent} ({shown(str(error))}); free some space there "
+            "(it needs about four times the GGUF file's size) or set PRUNEVIZ_CACHE_DIR to a folder with room."
+        ) from error
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

@@ -129,3 +129,27 @@ def test_digits_that_are_not_ascii_are_one_sentence_not_a_traceback(text, monkey
         budgets_from_environment()
     with pytest.raises(ModelLoadError, match="Cannot read"):
         parse_max_memory(f"cpu={text}")
+
+
+def test_a_full_disk_during_conversion_is_one_sentence_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """Third hostile pass: the converted model's weights did not fit (SafetensorError / OSError 28): a traceback and a
+    half-written staging folder before."""
+    import errno
+
+    import transformers
+
+    from pruneviz.core.assets import EMBEDDED_MODELS
+    from pruneviz.core.loading import load_model
+
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "copy.gguf"
+    shutil.copyfile(EMBEDDED_MODELS["smollm2"].path(), gguf)
+
+    def full_disk(self, directory, *args, **kwargs):
+        (Path(directory) / "model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full_disk)
+    with pytest.raises(ModelLoadError, match="Could not write the converted model .*No space left on device.*free some space"):
+        load_model(str(gguf), device="cpu", dtype="float32")
+    assert list((tmp_path / "cache" / "models").iterdir()) == [], "no staging folder or half-converted model is left"
