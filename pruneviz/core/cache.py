@@ -11,6 +11,7 @@ directory owned by another user is not used (see :func:`cache_dir`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import inspect
@@ -233,6 +234,11 @@ def _read(key: str, what: str, then: str) -> Any:
     try:
         sealed = _on_results(lambda results: results.get(key, default=_MISSING))
         return sealed if sealed is _MISSING else _unseal(key, sealed)
+    except (sqlite3.OperationalError, OSError) as error:
+        if not _disk_full(error):
+            raise
+        _warn_full(error)
+        return _MISSING
     except sqlite3.DatabaseError:  # locked or busy (damage was handled by _on_results): the entry itself may be fine
         raise
     except Exception as error:  # corrupt, truncated or altered entry: drop it rather than trust it
@@ -242,9 +248,29 @@ def _read(key: str, what: str, then: str) -> Any:
 
 
 def _write(key: str, value: Any) -> None:
-    """Store ``value`` under ``key``, sealed (:func:`_seal`)."""
+    """Store ``value`` under ``key``, sealed (:func:`_seal`); on a full disk, warn and keep going without storing it."""
     sealed = _seal(key, value)
-    _on_results(lambda results: results.set(key, sealed))
+    try:
+        _on_results(lambda results: results.set(key, sealed))
+    except (sqlite3.OperationalError, OSError) as error:
+        if not _disk_full(error):
+            raise
+        _warn_full(error)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the cache's disk is full (sqlite's words, or ENOSPC writing a value file)."""
+    if isinstance(error, sqlite3.OperationalError):
+        return "full" in str(error)
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _warn_full(error: BaseException) -> None:
+    """Say that results are computed but not kept, as long as the cache's disk stays full."""
+    log.warning(
+        "The result cache in %s has no room (%s): results are computed but not kept; free space there or set "
+        "PRUNEVIZ_CACHE_DIR to a folder with room.", cache_dir(), error,
+    )
 
 
 def make_key(*parts: Any) -> str:

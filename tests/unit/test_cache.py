@@ -254,3 +254,23 @@ def test_a_cache_directory_owned_by_another_user_is_not_used(tmp_path, monkeypat
     os.chown(tmp_path / "tmp2" / f"pruneviz-cache-{os.geteuid()}", 12345, 12345)
     with pytest.raises(SettingError, match="belongs to this user, so neither can be trusted; set PRUNEVIZ_CACHE_DIR"):
         cache.cache_dir()
+
+
+@pytest.mark.parametrize("failure", ["sqlite", "enospc"])
+def test_a_full_disk_keeps_the_result_and_says_it_was_not_stored(fresh_cache, monkeypatch, caplog, failure):
+    """Third hostile pass: 'database or disk is full' was a traceback, and the result computed before it was lost."""
+    import errno as errnos
+    import sqlite3
+
+    import diskcache
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full") if failure == "sqlite" else OSError(errnos.ENOSPC, "No space left")
+
+    monkeypatch.setattr(diskcache.Cache, "set", full)
+    calls = []
+    value, hit = cache.cached_call(lambda x: calls.append(x) or x * 2, (21,))
+    assert (value, hit) == (42, False) and calls == [21]
+    assert "has no room" in caplog.text and "results are computed but not kept" in caplog.text
+    monkeypatch.setattr(diskcache.Cache, "get", full)
+    assert cache.cached_call(lambda x: calls.append(x) or x * 2, (21,)) == (42, False), "a read on a full disk is a miss"
