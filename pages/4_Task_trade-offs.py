@@ -65,7 +65,14 @@ def check(settings: dict) -> None:
         ui.stop_with_error("Choose at least two tasks (e.g. Wikipedia and an MMLU category): a trade-off needs two.")
     if not settings["metrics"]:
         ui.stop_with_error("Pick at least one metric.")
+    if not ranking_tasks(settings["tasks"]):
+        ui.stop_with_error("Choose Wikipedia or an MMLU subset as well: metrics are computed on their data, while generative tasks are only evaluated.")
     ui.check_heldout(settings["heldout"], settings["tasks"])
+
+
+def ranking_tasks(tasks: list[tuple[str, dict]]) -> list[str]:
+    """The chosen tasks whose data metrics can be computed on: all but the generative ones, which are only evaluated."""
+    return [name for name, _ in tasks if api.TaskSpec.parse(name).kind != "generative"]
 
 
 def compute(loaded, settings: dict) -> dict:
@@ -75,10 +82,9 @@ def compute(loaded, settings: dict) -> dict:
     with ui.cancellable("tradeoff"), ui.ProgressBar("Ranking units") as ranking_progress, \
             ui.ProgressBar("Evaluating every ranking on every task") as progress:
         options = {**settings["options"], "progress": ranking_progress}
-        # each metric is computed on each task's own data (the task name is also its dataset name); a generative task
-        # has no text to compute metrics on: it is evaluated, not ranked on
-        rankings = [Ranking(metric, task.name, options) for metric in settings["metrics"] for task in tasks
-                    if api.TaskSpec.parse(task.name).kind != "generative"]
+        # each metric is computed on each task's own data (the task name is also its dataset name); generative
+        # tasks hold no text to score, so they are evaluated under every ranking but rank nothing
+        rankings = [Ranking(metric, name, options) for metric in settings["metrics"] for name in ranking_tasks(settings["tasks"])]
         matrix = ui.run_or_stop(tradeoff_matrix, loaded, rankings, tasks, settings["scheme"], settings["count"], progress)
         correlation = ui.run_or_stop(ranking_correlation, loaded, rankings, settings["scheme"])
     return {"matrix": matrix, "correlation": correlation, "settings": settings, "model": loaded.fingerprint}
