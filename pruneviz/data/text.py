@@ -7,6 +7,7 @@ is never reported on the same texts.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ..core.assets import EMBEDDED_DATA
 from ..core.cache import file_fingerprint
 from ..core.errors import DataError, TooFewSamplesError
 from ..core.formatting import shown
+from .generative import GENERATIVE_TASKS, TASK_LABEL
 
 SPLITS = ("calibration", "evaluation", "all")
 # fields a JSON/JSONL record may hold its text in, in order of preference ("extract": the embedded Wikipedia file)
@@ -63,6 +65,14 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
+def _did_you_mean(name: str) -> str:
+    """``", or did you mean humaneval?"`` where a missing file's name is close to a built-in task or its label."""
+    names = {"wiki": "wiki", "mmlu": "mmlu", **{task: task for task in GENERATIVE_TASKS},
+             **{TASK_LABEL[task].lower().split()[-1]: task for task in GENERATIVE_TASKS}}
+    close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.75)
+    return f", or did you mean the built-in task {names[close[0]]}?" if close else ""
+
+
 def _read_text(path: Path) -> str:
     """The UTF-8 text of a corpus file (a leading byte-order mark is dropped).
 
@@ -70,7 +80,7 @@ def _read_text(path: Path) -> str:
         DataError: the file is missing, or is not UTF-8 text (a binary or compressed file, UTF-16 text).
     """
     if not path.is_file():
-        raise DataError(f"No text file at {path}; give an existing .txt, .jsonl or .json file.")
+        raise DataError(f"No text file at {path}; give an existing .txt, .jsonl or .json file{_did_you_mean(path.name)}.")
     try:
         raw = path.read_text(encoding="utf-8-sig")
         # NUL is valid UTF-8 but never occurs in text: it marks binaries and UTF-16 text that happen to decode

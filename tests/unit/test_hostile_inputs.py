@@ -153,3 +153,15 @@ def test_a_full_disk_during_conversion_is_one_sentence_and_leaves_nothing_behind
     with pytest.raises(ModelLoadError, match="Could not write the converted model .*No space left on device.*free some space"):
         load_model(str(gguf), device="cpu", dtype="float32")
     assert list((tmp_path / "cache" / "models").iterdir()) == [], "no staging folder or half-converted model is left"
+
+
+@pytest.mark.parametrize("typed, meant", [("humanevl", "humaneval"), ("brackets", "parens"), ("arithmetc", "arithmetic")])
+def test_a_mistyped_generative_task_gets_a_suggestion(typed, meant):
+    """Third hostile pass: 'No text file at humanevl' said nothing of the task meant."""
+    from pruneviz.data.text import load_corpus
+
+    with pytest.raises(DataError, match=rf"No text file at {typed}; .*did you mean the built-in task {meant}\?"):
+        load_corpus(typed, "evaluation")
+    with pytest.raises(DataError) as plain:
+        load_corpus("my-notes.txt", "evaluation")
+    assert "did you mean" not in str(plain.value)
