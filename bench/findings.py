@@ -68,7 +68,7 @@ def settings(quick: bool) -> dict:
         attn_ks=[2, 4, 6, 8], attn_shapley_ks=[4, 12],
         mlp_ks=[1, 2, 4], mlp_shapley_ks=[2],   # Wikipedia only
         block_ks=[1, 2, 4],
-        mlp_block_mmlu_ks=[],                    # MLP and block points also scored on MMLU (none: no time left)
+        mlp_block_mmlu_ks=[2],                   # MLP and block points also scored on MMLU
         tradeoff_ks=[8],
         # MMLU-adaptive LOO only for the attention sublayers of the second half of the blocks (the first half's
         # subnetworks recompute most of the model: 3x the cost); the others are ranked last
