@@ -86,7 +86,7 @@ def generation_section(loaded, plan: PruningPlan, recovery) -> None:
     for column, (name, generation) in zip(columns, stored["results"].items()):
         column.subheader(titles[name])
         column.text(stored["prompt"] + generation.text)
-        column.caption(f"{generation.new_tokens} tokens at {generation.tokens_per_second:.1f} tokens/s (measured, no KV cache).")
+        column.caption(f"{generation.new_tokens} tokens at {generation.tokens_per_second:.1f} tokens/s (measured, with a KV cache).")
 
 
 model = ui.page(
@@ -105,7 +105,7 @@ recovery_choice = ui.recovery_input(
 )
 with st.expander("Evaluation set", expanded=False):
     tasks = ui.evaluation_inputs(model)
-now = ui.evaluate_now(ui.signature(current, tasks, recovery_choice))
+now = ui.evaluate_now(ui.signature(model, current, tasks, recovery_choice))
 header, details = st.container(), st.container()
 generation_section(model, current, recovery_choice)
 if now:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -358,17 +359,17 @@ def _check_not_an_input(path: Path, option: str, inputs: list[Path]) -> None:
 
 
 def _check_not_protected(path: Path, option: str) -> None:
-    """Refuse an output inside the cache (its secret key, results and converted models) or the Python installation
-    (the embedded data and model packages live in its site-packages): writing there would destroy what pruneviz reads.
+    """Refuse an output inside the cache (its secret key, results and converted models) or the installed packages
+    (the embedded data and model packages live in site-packages): writing there would destroy what pruneviz reads.
 
     Raises:
         PrunevizError: names the folder.
     """
-    from .core.cache import cache_dir
+    from .core.cache import configured_cache_dir
 
     resolved = path.resolve()
-    for folder, what in ((cache_dir().resolve(), "pruneviz's cache"), (Path(sys.prefix).resolve(), "the Python installation"),
-                         (Path(sys.base_prefix).resolve(), "the Python installation")):
+    packages = {Path(sysconfig.get_paths()[name]).resolve() for name in ("purelib", "platlib")}
+    for folder, what in ((configured_cache_dir().resolve(), "pruneviz's cache"), *((p, "the installed packages") for p in packages)):
         if resolved == folder or folder in resolved.parents:
             raise PrunevizError(f"{option} {path} is inside {what} ({folder}), whose files pruneviz reads; choose a path outside it.")
 

@@ -61,6 +61,12 @@ _secrets: dict[Path, bytes] = {}  # the secret of each cache directory, read onc
 _refused: set[Path] = set()
 
 
+def configured_cache_dir() -> Path:
+    """Where the cache is configured to be (``$PRUNEVIZ_CACHE_DIR`` or ``cache/`` at the top of the checkout), without
+    creating or checking it (see :func:`cache_dir`)."""
+    return Path(os.environ.get("PRUNEVIZ_CACHE_DIR") or REPOSITORY / "cache")
+
+
 def cache_dir() -> Path:
     """The cache directory: ``$PRUNEVIZ_CACHE_DIR`` or ``cache/`` at the top of the checkout; created 0700.
 
@@ -72,7 +78,7 @@ def cache_dir() -> Path:
         SettingError: the directory cannot be made (a file is in the way, no permission), or the private directory
             is not this user's either.
     """
-    root = Path(os.environ.get("PRUNEVIZ_CACHE_DIR") or REPOSITORY / "cache")
+    root = configured_cache_dir()
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as error:
@@ -234,7 +240,7 @@ def _read(key: str, what: str, then: str) -> Any:
     try:
         sealed = _on_results(lambda results: results.get(key, default=_MISSING))
         return sealed if sealed is _MISSING else _unseal(key, sealed)
-    except (sqlite3.OperationalError, OSError) as error:
+    except sqlite3.OperationalError as error:
         if not _disk_full(error):
             raise
         _warn_full(error)
@@ -242,6 +248,9 @@ def _read(key: str, what: str, then: str) -> Any:
     except sqlite3.DatabaseError:  # locked or busy (damage was handled by _on_results): the entry itself may be fine
         raise
     except Exception as error:  # corrupt, truncated or altered entry: drop it rather than trust it
+        if _disk_full(error):
+            _warn_full(error)
+            return _MISSING
         log.warning("%s %s is unreadable (%s); %s.", what, key[:12], error, then)
         _on_results(lambda results: results.delete(key))
         return _MISSING
@@ -358,6 +367,9 @@ def cached_call(
         with inflight.lead_or_wait(key, callbacks) as flight:
             if flight is None:  # another thread computed it (or failed to): look again
                 continue
+            stored = _read(key, "Cache entry", "recomputing it")  # a leader may have finished since the first look
+            if stored is not _MISSING:
+                return stored, True
             value = function(*args, **kwargs | {name: flight.recorder(name, own) for name, own in callbacks.items()})
             _write(key, value)
             return value, False

@@ -328,9 +328,9 @@ def score_requests(
             in nats (Dutta et al. 2024); the unpruned states are reused from the block-boundary store where present.
 
     Returns:
-        per request, ``[len(positions), C]`` log-probabilities (nats, fp64, CPU). They do not depend on
-        ``batch_size``, ``max_batch_tokens`` or what was evaluated before (beyond float rounding of padded
-        batches, < 1e-4 nats in fp32).
+        per request, ``[len(positions), C]`` log-probabilities (nats, fp64, CPU), ``[len(positions), C + 1]`` with
+        ``reference_kl`` (the KL column last). They do not depend on ``batch_size``, ``max_batch_tokens`` or what was
+        evaluated before (beyond float rounding of padded batches, < 1e-4 nats in fp32).
 
     Raises:
         SettingError: ``batch_size < 1``, or out of memory with a single row.

@@ -12,6 +12,7 @@ switch cancels the jobs of the models no longer loaded, at their next progress r
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ..core.plan import PruningPlan
 from .results import EvaluationResult
 from .run import evaluate
 
+log = logging.getLogger(__name__)
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pruneviz-baseline")
 _jobs_lock = threading.Lock()
 
@@ -50,11 +52,18 @@ def _run(loaded, settings: dict, cancel: threading.Event) -> EvaluationResult:
     return evaluate(loaded, PruningPlan(), progress=progress, **settings)
 
 
+def _log_failure(future: Future) -> None:
+    """Say once why a background baseline failed (the page that needs it computes it and shows the error itself)."""
+    if not future.cancelled() and future.exception() is not None and not isinstance(future.exception(), Cancelled):
+        log.warning("The background baseline failed (%s); it is not retried in the background.", future.exception())
+
+
 def start_baselines(loaded, evaluation_set: list[dict]) -> list[BaselineJob]:
     """Start (or find) the background evaluation of the unpruned ``loaded`` on each task of ``evaluation_set``.
 
-    A job already started for the same model and settings is reused unless it failed or was cancelled, so
-    calling this on every page run costs nothing. Results land in the result cache, where any later
+    A job already started for the same model and settings is reused unless it was cancelled (a failed one is not
+    retried: the page that needs the baseline computes it and shows the error), so calling this on every page run
+    costs nothing. Results land in the result cache, where any later
     ``evaluate`` of the same baseline finds them.
 
     Args:
@@ -72,11 +81,12 @@ def start_baselines(loaded, evaluation_set: list[dict]) -> list[BaselineJob]:
         for settings in evaluation_set:
             key = (loaded.fingerprint, _settings_key(settings))
             job = _jobs.get(key)
-            if job is None or (job.future.done() and job.future.exception() is not None):
+            if job is None or job.future.cancelled() or job.future.done() and isinstance(job.future.exception(), Cancelled):
                 cancel = threading.Event()
                 job = _jobs[key] = BaselineJob(
                     loaded.fingerprint, dict(settings), _executor.submit(_run, loaded, dict(settings), cancel), cancel
                 )
+                job.future.add_done_callback(_log_failure)
             jobs.append(job)
     return jobs
 

@@ -196,8 +196,8 @@ def run_program(
 
     Args:
         program: source code; it passes if it runs to its end (tests are ``assert`` statements in it).
-        timeout: wall-clock seconds before the process group is killed (CPU seconds are limited to the next
-            whole number above it).
+        timeout: wall-clock seconds before the process group is killed (CPU seconds are limited to
+            ``ceil(timeout) + 1``).
         memory_bytes: the address-space limit.
         namespaces: try the namespaces; ``False`` runs with the audit hook alone, as where the kernel refuses them.
 

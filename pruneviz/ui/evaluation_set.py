@@ -7,7 +7,7 @@ import streamlit as st
 
 from .. import api
 from ..data.mmlu import CATEGORIES, SUBJECT_CATEGORY, SUBJECTS
-from ..evaluation.evaluation_set import WINDOW_TOKENS, WINDOWS
+from ..evaluation.evaluation_set import default_evaluation_set
 from ..evaluation.mmlu import CLOZE_BELOW_PARAMS, FORMATS, default_format, default_questions_per_subject
 from .state import AUTO_EVALUATE_KEY, current_deployment, remembered
 
@@ -45,10 +45,11 @@ def _defaults(loaded, fmt: str | None = None) -> dict:
     """The evaluation set shown while the user has chosen nothing: Wikipedia and MMLU (where offered), in the
     format preselected for the model's size and its default number of questions (for ``fmt`` where given)."""
     deployment = current_deployment()
-    fmt = fmt or default_format(loaded.info.params_total)
+    wiki, mmlu = default_evaluation_set(loaded.info.params_total)
+    fmt = fmt or mmlu["fmt"]
     return {
-        "use_wiki": deployment.offers_dataset("wiki"), "wiki_windows": min(WINDOWS, deployment.cap("samples", 512)),
-        "wiki_seq_len": min(WINDOW_TOKENS, deployment.cap("seq_len", loaded.max_length)),
+        "use_wiki": deployment.offers_dataset("wiki"), "wiki_windows": min(wiki["windows"], deployment.cap("samples", 512)),
+        "wiki_seq_len": min(wiki["seq_len"], deployment.cap("seq_len", loaded.max_length)),
         "use_mmlu": deployment.offers_dataset("mmlu"), "mmlu_subset": SUBSETS[0], "mmlu_category": CATEGORIES[0],
         "mmlu_subjects": [], "mmlu_format": fmt, "mmlu_shots": 0,
         "mmlu_per_subject": min(default_questions_per_subject(fmt), deployment.cap("per_subject", 2000)),
@@ -132,13 +133,13 @@ def generative_inputs(loaded) -> dict | None:
     ``{"tasks", "per_task", "prompt_format"}``, or ``None`` when no task is chosen."""
     deployment = current_deployment()
     st.markdown("**Generative tasks** (greedy decoding under the plan)")
-    columns = st.columns(len(api.GENERATIVE_TASKS))
-    chosen = [
-        task for column, task in zip(columns, api.GENERATIVE_TASKS)
-        if deployment.offers_dataset(task)
-        and column.checkbox(f"{api.TASK_LABEL[task]} ({api.TASK_METRIC[task]})", **remembered(f"use_{task}", False))
-    ]
+    # the tasks one under another: side by side, "Balanced brackets (exact_match)" is cut off at 1,024 pixels
     left, right = st.columns(2)
+    chosen = [
+        task for task in api.GENERATIVE_TASKS
+        if deployment.offers_dataset(task)
+        and left.checkbox(f"{api.TASK_LABEL[task]} ({api.TASK_METRIC[task]})", **remembered(f"use_{task}", False))
+    ]
     most = deployment.cap("samples", 500)
     per_task = left.number_input("Items per task", 1, most, **remembered("generative_per_task", min(10, most), (1, most)),
                                  disabled=not chosen, help="The first N items of each task (HumanEval has 164).")

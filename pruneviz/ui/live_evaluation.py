@@ -33,9 +33,9 @@ DEBOUNCE_SECONDS = 0.4
 DEBOUNCE_STEPS = 4
 
 
-def signature(plan: PruningPlan, chosen: dict, recovery) -> str:
-    """What an evaluation depends on: the plan, the evaluation set and the recovery's name."""
-    return json.dumps([str(plan), chosen, recovery.name if recovery else None], sort_keys=True, default=str)
+def signature(loaded, plan: PruningPlan, chosen: dict, recovery) -> str:
+    """What an evaluation depends on: the model, the plan, the evaluation set and the recovery's name."""
+    return json.dumps([loaded.fingerprint, str(plan), chosen, recovery.name if recovery else None], sort_keys=True, default=str)
 
 
 def _cancel_evaluation() -> None:
@@ -49,7 +49,8 @@ def _cancel_evaluation() -> None:
 def evaluate_now(current: str) -> bool:
     """Draw the automatic-evaluation switch and the Run button; return whether to evaluate the ``current`` signature now.
 
-    With the switch on, every change is evaluated, except one whose evaluation the user cancelled (Run resumes it).
+    With the switch on, every change is evaluated, except one whose evaluation the user cancelled (Run resumes it)
+    and one already evaluated in this session (a rerun started by another widget shows the stored results).
     """
     left, right = st.columns([3, 1])
     auto = left.toggle(
@@ -65,7 +66,7 @@ def evaluate_now(current: str) -> bool:
     if auto and cancelled:
         st.info("Automatic evaluation is paused for this plan because its evaluation was cancelled: press Run to resume "
                 "it (finished batches are cached), or change the plan.")
-    return auto and not cancelled
+    return auto and not cancelled and st.session_state.get(FINISHED_KEY) != current
 
 
 def expected_count(settings: dict, progress: ProgressBar) -> int:
@@ -128,7 +129,7 @@ def run_evaluations(loaded, plan: PruningPlan, chosen: dict, recovery, strip, de
     if not tasks:
         strip.error("Choose Wikipedia perplexity, MMLU or a generative task in the evaluation set.")
         return None
-    current = signature(plan, chosen, recovery)
+    current = signature(loaded, plan, chosen, recovery)
     columns = strip.columns(len(tasks))
     if st.session_state.get(FINISHED_KEY) != current:
         with columns[0]:

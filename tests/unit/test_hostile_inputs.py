@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import sys
+import sysconfig
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -110,12 +110,13 @@ def test_an_output_inside_the_cache_or_the_python_installation_is_refused_before
     cache.mkdir(mode=0o700)
     monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(cache))
     (cache / "secret.key").write_bytes(b"k" * 32)
-    for target in (cache / "secret.key", Path(sys.prefix) / "lib" / "pruneviz-result.json"):
+    packages = Path(sysconfig.get_paths()["purelib"])
+    for target in (cache / "secret.key", packages / "pruneviz-result.json"):
         code = main(["evaluate", "--model", "/nonexistent-model", "--task", "wiki", "--json", str(target)])
         err = capsys.readouterr().err
         assert code == 2 and "whose files pruneviz reads; choose a path outside it" in err and "Traceback" not in err, err
     assert (cache / "secret.key").read_bytes() == b"k" * 32
-    assert not (Path(sys.prefix) / "lib" / "pruneviz-result.json").exists()
+    assert not (packages / "pruneviz-result.json").exists()
 
 
 @pytest.mark.parametrize("text", ["²", "١٢", "12²"])
