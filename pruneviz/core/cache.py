@@ -356,44 +356,47 @@ def cached_call(
     """
     key = call_key(function, args, kwargs, ignore, content)
     kwargs = dict(kwargs or {})
-    if not use_cache:
-        return function(*args, **kwargs), False
     parameters = inspect.signature(function).parameters
     callbacks = {name: kwargs.get(name) for name in RELAYED_CALLBACKS if name in parameters}
-    while True:
-        value = _read(key, "Cache entry", "recomputing it")
-        if value is not _MISSING:
-            return value, True
-        with inflight.lead_or_wait(key, callbacks) as flight:
-            if flight is None:  # another thread computed it (or failed to): look again
-                continue
-            stored = _read(key, "Cache entry", "recomputing it")  # a leader may have finished since the first look
-            if stored is not _MISSING:
-                return stored, True
-            value = function(*args, **kwargs | {name: flight.recorder(name, own) for name, own in callbacks.items()})
-            _write(key, value)
-            return value, False
+    return cached(key, lambda relayed=None: function(*args, **kwargs | (relayed or {})), use_cache, callbacks=callbacks)
 
 
-def cached(key: str, compute: Callable[[], T], use_cache: bool = True) -> tuple[T, bool]:
+def cached(
+    key: str, compute: Callable[..., T], use_cache: bool = True, callbacks: Mapping[str, Callable | None] | None = None
+) -> tuple[T, bool]:
     """Return ``(value, hit)``: the cached value under ``key``, or compute, store and return it.
 
     Args:
         key: from :func:`make_key`.
         compute: builds the value (should be picklable: dataclasses, DataFrames, dicts).
         use_cache: ``False`` bypasses the cache entirely (neither read nor written).
+        callbacks: given, the value is computed once per process (:func:`pruneviz.core.inflight.lead_or_wait`):
+            a caller finding ``key`` being computed by another thread waits for it, its ``callbacks`` hearing that
+            computation's; ``compute`` then takes those callbacks, as recorders, in a mapping. Only whole results
+            (:func:`cached_call`) do this: batches computed once per process could wait on each other in a cycle.
 
     Returns:
-        the value, and whether it came from the cache.
+        the value, and whether it came from the cache (or from another thread's computation of it).
     """
     if not use_cache:
         return compute(), False
-    value = _read(key, "Cache entry", "recomputing it")
-    if value is not _MISSING:
-        return value, True
-    value = compute()
-    _write(key, value)
-    return value, False
+    while True:
+        value = _read(key, "Cache entry", "recomputing it")
+        if value is not _MISSING:
+            return value, True
+        if callbacks is None:
+            value = compute()
+            _write(key, value)
+            return value, False
+        with inflight.lead_or_wait(key, callbacks) as flight:
+            if flight is None:  # another thread computed it (or failed to): look again
+                continue
+            stored = _read(key, "Cache entry", "recomputing it")  # a leader may have finished since the first look
+            if stored is not _MISSING:
+                return stored, True
+            value = compute({name: flight.recorder(name, own) for name, own in callbacks.items()})
+            _write(key, value)
+            return value, False
 
 
 def read_partial(key: str) -> Any | None:

@@ -42,7 +42,7 @@ def test_evaluate_twice_hits_the_cache(smollm2, fresh_cache):
 def test_keys_cover_plan_model_data_and_parameters(smollm2, monkeypatch):
     keys = []
 
-    def spy(key, compute, use_cache=True):
+    def spy(key, compute, use_cache=True, callbacks=None):
         # record the key and skip the computation (influence tables are concatenated afterwards)
         keys.append(key)
         return (pd.DataFrame(columns=CSV_COLUMNS) if computing_influence else SimpleNamespace(settings={})), False
