@@ -41,11 +41,12 @@ class TestOnEmbeddedModel:
                       "--per-subject", "1", "--out", str(out))
         assert result.returncode == 0, result.stderr
         rows = [(r["ranking"], r["step"], r["task"], r["metric"]) for r in csv.DictReader(out.open())]
-        # steps 0 and 1, one ranking, two tasks (wiki: perplexity and nll), each row once
+        # steps 0 and 1, one ranking, two tasks (wiki: perplexity and nll, and from step 1 the KL from the unpruned
+        # model), each row once
         assert len(rows) == len(set(rows)) and {r[0] for r in rows} == {"cosine@wiki"}
         assert {r[2] for r in rows} == {"wiki", "mmlu:high school physics"}
         assert sorted(r[1:] for r in rows if r[2] == "wiki") == [
-            (step, "wiki", metric) for step in ("0", "1") for metric in ("nll", "perplexity")
+            ("0", "wiki", "nll"), ("0", "wiki", "perplexity"), ("1", "wiki", "kl"), ("1", "wiki", "nll"), ("1", "wiki", "perplexity")
         ]
 
     def test_influence_example(self, tmp_path, smollm2):
