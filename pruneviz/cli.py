@@ -168,13 +168,17 @@ def cmd_evaluate(args) -> None:
             per_task=args.per_task, prompt_format=args.prompt_format,
         )
     document = result.to_json()
-    text = json.dumps(document, indent=2)
+    text = json.dumps(document, indent=2, allow_nan=False)
     if args.json:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
-    summary = ", ".join(
-        f"{name}={value:.4g}" + (f" (se {result.stderr[name]:.2g})" if math.isfinite(result.stderr.get(name, math.nan)) else "")
-        for name, value in result.metrics.items()
-    )
+
+    def shown_metric(name: str, value: float) -> str:
+        if not math.isfinite(result.stderr.get(name, math.nan)):
+            return f"{name}={value:.4g}"
+        low, high = result.confidence_interval(name)
+        return f"{name}={value:.4g} (se {result.stderr[name]:.2g}, 95 % CI {low:.4g} to {high:.4g})"
+
+    summary = ", ".join(shown_metric(name, value) for name, value in result.metrics.items())
     pruned = f"prune='{result.plan}'" if result.plan else "unpruned"
     recovered = f" recover='{result.recovery}'" if result.recovery else ""
     _say(f"{result.task} n={result.n} {pruned}{recovered} ({loaded.dtype_name}): {summary}")
@@ -274,18 +278,57 @@ def _recovery(args, loaded):
 def _check_inputs(args) -> None:
     """Refuse inputs that can be judged without a model, before one is loaded."""
     from .core.plan import PruningPlan
-    from .data.tasks import canonical_spec
+    from .data.tasks import TaskSpec
+    from .data.text import load_corpus
+    from .evaluation.run import check_task
     from .studies.recovery import refuse_model_as_recovery
 
     if getattr(args, "prune", None) is not None:
         PruningPlan.parse(args.prune)  # the syntax now; block indices once the model says how many it has
     if getattr(args, "tasks", None) is not None and not _comma_list(args.tasks):
         raise SettingError(f"--tasks names no task ('{shown(args.tasks)}'); give a comma list such as wiki,mmlu.")
-    given = [getattr(args, name, None) for name in ("data", "task")]
-    for spec in [*(spec for spec in given if spec is not None), *_comma_list(getattr(args, "tasks", None) or "")]:
-        canonical_spec(spec)  # refuses an empty spec, and an MMLU spec that names no subject
+    if getattr(args, "data", None) is not None:
+        data = TaskSpec.parse(args.data).require_scoring_data()
+        if data.kind != "mmlu":
+            load_corpus(data.spec, "calibration")  # a missing or malformed file, before the load
+    tasks = [args.task] if getattr(args, "task", None) is not None else _comma_list(getattr(args, "tasks", None) or "")
+    specs = [check_task(task, getattr(args, "backend", "pruneviz")) for task in tasks]
+    if hasattr(args, "default_of"):
+        _check_task_options(args, specs)
     if getattr(args, "recover", None):
         refuse_model_as_recovery(args.recover)
+
+
+# options that only some kinds of task read (TaskSpec.kind), and what those kinds are called
+_TASK_OPTIONS = {
+    "format": ("--format", ("mmlu",)), "shots": ("--shots", ("mmlu", "lm-eval")), "per_subject": ("--per-subject", ("mmlu", "lm-eval")),
+    "mmlu_source": ("--mmlu-source", ("mmlu",)), "half": ("--half", ("mmlu",)), "windows": ("--windows", ("text",)),
+    "window_len": ("--window-len", ("text",)), "per_task": ("--per-task", ("generative",)),
+    "prompt_format": ("--prompt-format", ("generative",)),
+}
+_KIND_NAMES = {"mmlu": "MMLU", "lm-eval": "lm-eval tasks", "text": "perplexity (wiki or a text file)",
+               "generative": "generative tasks (humaneval, arithmetic, parens)"}
+
+
+def _check_task_options(args, specs: list) -> None:
+    """Refuse a task option that none of the command's tasks reads (it would be ignored silently), and say where
+    ``--per-task`` asks for more items than a generative task has.
+
+    Raises:
+        SettingError: names the option and the tasks that would read it.
+    """
+    from .data.generative import generative_items
+
+    kinds = {spec.kind for spec in specs}
+    for dest, (option, readers) in _TASK_OPTIONS.items():
+        if hasattr(args, dest) and getattr(args, dest) != args.default_of(dest) and not kinds & set(readers):
+            raise SettingError(
+                f"{option} applies to {' and '.join(_KIND_NAMES[kind] for kind in readers)} only, and this command evaluates "
+                f"{', '.join(spec.label for spec in specs)}; drop {option} or add such a task."
+            )
+    for spec in specs:
+        if spec.kind == "generative" and args.per_task is not None and args.per_task > (size := len(generative_items(spec.spec))):
+            _say(f"Note: {spec.label} has {size} items; --per-task {args.per_task} scores all of them.")
 
 
 def _check_output_file(path: Path, option: str) -> None:
@@ -509,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--per-task", type=_positive, default=None, help="generative tasks (humaneval, arithmetic, parens): score the first N items")
         sub.add_argument("--prompt-format", choices=PROMPT_FORMATS, default="auto", help="generative tasks: auto (the chat template of instruct models, a plain prompt for base models), plain or chat")
         cache_args(sub)
+        sub.set_defaults(default_of=sub.get_default)
 
     influence = commands.add_parser("influence", help="per-unit influence metrics, written as CSV")
     model_args(influence)

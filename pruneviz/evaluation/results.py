@@ -13,6 +13,8 @@ Z_95 = 1.959963984540054
 # metrics where a lower value is better (perplexity, NLL, MMLU loss, answers changed and the KL divergence from the
 # unpruned model's answers); all others are accuracies
 LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss", "flips", "flips_lost", "kl"})
+# metrics that are shares of the n items (their intervals are Wilson's, :func:`proportion_interval`)
+PROPORTIONS = frozenset({"acc", "acc_norm", "pass@1", "exact_match", "flips", "flips_lost", "flips_gained"})
 
 
 @dataclass
@@ -63,14 +65,25 @@ class EvaluationResult:
         ``exact_match`` (generative tasks); none for text."""
         return [name for name in ("acc", "acc_norm", "pass@1", "exact_match") if name in self.metrics]
 
+    def confidence_interval(self, metric: str) -> tuple[float, float]:
+        """The 95 % CI of ``metric``: Wilson's for a share of the n items (:data:`PROPORTIONS`), else the normal
+        approximation ``value ± 1.96 stderr``; NaN bounds where there is no standard error."""
+        value, stderr = self.metrics[metric], self.stderr.get(metric, math.nan)
+        if metric in PROPORTIONS:
+            return proportion_interval(value, self.n)
+        return value - Z_95 * stderr, value + Z_95 * stderr
+
     def to_json(self) -> dict:
-        """The CLI's JSON document: ``task, n, metrics, stderr, per_subject, per_category, prune, recover, seconds``,
-        and for a generative task ``items``: each item's completion, answer and outcome."""
+        """The CLI's JSON document: ``task, n, metrics, stderr, ci95, per_subject, per_category, prune, recover,
+        seconds``, and for a generative task ``items``: each item's completion, answer and outcome. ``ci95`` holds
+        each metric's 95 % CI (:meth:`confidence_interval`). A value that is not a number (the standard error of a
+        single item) is ``null``, so that strict JSON readers accept the document."""
         document = {
             "task": self.task,
             "n": self.n,
             "metrics": self.metrics,
             "stderr": self.stderr,
+            "ci95": {name: list(self.confidence_interval(name)) for name in self.metrics},
             "per_subject": _records(self.per_subject, "subject"),
             "per_category": _records(self.per_category, "category"),
             "prune": self.plan,
@@ -81,7 +94,19 @@ class EvaluationResult:
         }
         if "completion" in self.items:
             document["items"] = self.items.to_dict("records")
-        return document
+        return json_ready(document)
+
+
+def json_ready(value):
+    """``value`` with every float that is not finite (NaN, ±inf) replaced by ``None``, in nested dicts, lists and
+    tuples: Python's ``json`` writes them as bare ``NaN``, which is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return value
 
 
 def _records(table: pd.DataFrame, key: str) -> dict:
@@ -94,6 +119,20 @@ def _records(table: pd.DataFrame, key: str) -> dict:
 def proportion_stderr(p: float, n: int) -> float:
     """Sample standard error of a proportion, ``sqrt(p (1 - p) / (n - 1))`` (as lm-eval-harness reports); NaN for n < 2."""
     return math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else float("nan")
+
+
+def proportion_interval(p: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a share ``p`` of ``n`` items (95 % by default); NaN bounds for n < 1.
+
+    Unlike ``p ± z × stderr`` it has width at 0/n and n/n and stays inside [0, 1]: at 0 of 20 it is 0 to 16.1 %.
+    Source: Wilson (1927), "Probable inference, the law of succession, and statistical inference"; Brown, Cai and
+    DasGupta (2001) recommend it for small n.
+    """
+    if n < 1 or not math.isfinite(p):
+        return math.nan, math.nan
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    spread = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - spread), min(1.0, centre + spread)
 
 
 def mean_stderr(values: pd.Series) -> float:
@@ -110,4 +149,4 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
         "plan": plan, "recovery": recovery,
         "tasks": {task: {"unpruned": base.to_json(), "pruned": pruned.to_json()} for task, (base, pruned) in pairs.items()},
     }
-    return json.dumps(document, indent=2, default=str)
+    return json.dumps(json_ready(document), indent=2, default=str, allow_nan=False)

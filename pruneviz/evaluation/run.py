@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from ..core.cache import cached_call
-from ..core.errors import SettingError
+from ..core.errors import DataError, SettingError
+from ..core.formatting import shown
 from ..core.plan import PruningPlan
 from ..core.progress import Progress
 from ..data.generative import task_fingerprint
 from ..data.mmlu import mmlu_fingerprint
 from ..data.tasks import TaskSpec
-from ..data.text import load_corpus
+from ..data.text import did_you_mean_task, load_corpus
 from .generative import evaluate_generative
 from .mmlu import default_format, evaluate_mmlu
 from .perplexity import evaluate_perplexity
@@ -35,6 +36,31 @@ def lm_eval_draws_progress(task: str, backend: str) -> bool:
     (``wiki``, text files) reports each batch to the callback instead.
     """
     return backend == "lm-eval" and TaskSpec.parse(task).kind != "text"
+
+
+def check_task(task: str, backend: str = "pruneviz") -> TaskSpec:
+    """The parsed ``task``, where ``backend`` can evaluate it: everything :func:`evaluate` can judge without a
+    model, checked before one loads (a text file is read and split here, and cached for the evaluation).
+
+    Raises:
+        SettingError: an unknown backend, or a generative task with the lm-eval backend.
+        DataError: an empty or malformed spec; a text file that is missing, malformed or has an empty evaluation
+            half; with the pruneviz backend, a name that is neither a built-in task nor a file (with a did-you-mean).
+    """
+    if backend not in BACKENDS:
+        raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
+    spec = TaskSpec.parse(task)
+    if spec.kind == "generative" and backend != "pruneviz":
+        raise SettingError(f"{spec.label} runs on the pruneviz backend only (its own decoder and sandbox); drop --backend lm-eval.")
+    if spec.kind == "text" or spec.kind == "lm-eval" and backend == "pruneviz" and "/" in spec.spec:
+        load_corpus(spec.spec, "evaluation")  # a path names a file: its own sentence (missing, unreadable, too long)
+    if spec.kind == "lm-eval" and backend == "pruneviz":
+        raise DataError(
+            f"'{shown(spec.spec)}' is neither a task pruneviz scores (wiki, mmlu, mmlu:<subject or category>, humaneval, "
+            f"arithmetic, parens) nor an existing text file{did_you_mean_task(spec.spec)}; an lm-evaluation-harness task "
+            "runs with the lm-eval backend (evaluate --backend lm-eval)."
+        )
+    return spec
 
 
 def evaluate(
@@ -81,8 +107,7 @@ def evaluate(
             :func:`pruneviz.evaluation.generative.evaluate_generative`.
 
     Raises:
-        PlanError, DataError, SettingError, TokenizationError: as the evaluators; SettingError for an unknown backend,
-        or a generative task with the lm-eval backend.
+        PlanError, DataError, SettingError, TokenizationError: as the evaluators and :func:`check_task`.
     """
     plan.validate(loaded.n_blocks)
     if recovery is not None and recovery.plan != plan:
@@ -90,8 +115,7 @@ def evaluate(
             f"This recovery was fitted for the plan '{recovery.plan}', not '{plan}'; evaluate it with that plan "
             "(--prune) or fit one for this plan."
         )
-    if backend not in BACKENDS:
-        raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
+    spec = check_task(task, backend)
     stand_ins = recovery.stand_ins if recovery else None
     mmlu_evaluator, perplexity_evaluator = evaluate_mmlu, evaluate_perplexity
     if backend == "lm-eval":
@@ -99,7 +123,6 @@ def evaluate(
         from . import lm_eval_backend
 
         mmlu_evaluator, perplexity_evaluator = lm_eval_backend.evaluate_mmlu, lm_eval_backend.evaluate_perplexity
-    spec = TaskSpec.parse(task)
     if spec.is_mmlu:
         subset = spec.subset
         fmt = default_format(loaded.info.params_total) if fmt == "auto" else fmt
@@ -107,10 +130,8 @@ def evaluate(
         call = (mmlu_evaluator, (loaded, plan, subset, fmt, shots, per_subject, mmlu_source, half),
                 dict(progress=progress, stand_ins=stand_ins, **engine_options), mmlu_fingerprint(mmlu_source))
     elif spec.kind == "generative":
-        if backend != "pruneviz":
-            raise SettingError(f"{spec.label} runs on the pruneviz backend only (its own decoder and sandbox); drop --backend lm-eval.")
         call = (evaluate_generative, (loaded, plan, spec.spec, per_task, prompt_format),
-                dict(progress=progress, stand_ins=stand_ins, checkpoint=use_cache), task_fingerprint(spec.spec))
+                dict(progress=progress, stand_ins=stand_ins, checkpoint=use_cache, partial=partial), task_fingerprint(spec.spec))
     elif backend == "lm-eval" and spec.kind == "lm-eval":
         call = (lm_eval_backend.evaluate_task, (loaded, plan, task, shots, per_subject),
                 dict(progress=progress, stand_ins=stand_ins), lm_eval_backend.task_fingerprint(task))

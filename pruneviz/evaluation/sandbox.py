@@ -10,11 +10,15 @@ session, and a bootstrap that, before the program runs:
    through ctypes; Python 3.11 has no ``os.unshare``): no network interface but a loopback that is down. Where
    the kernel refuses (containers without user namespaces), it goes on without, and says so in
    :attr:`SandboxResult.isolation` (``"namespaces"`` or ``"audit hook"``);
-3. installs an audit hook (``sys.addaudithook``, which cannot be removed) that refuses, with ``PermissionError``:
+3. on x86-64 Linux, installs a seccomp filter (:data:`REFUSED_SYSCALLS`): the kernel refuses sockets, new
+   processes (``clone`` only starts threads), running programs, ``ptrace``, ``kill``, mounts and new namespaces
+   with ``EPERM``, whatever the program does to the audit hook (``isolation`` then ends in ``", seccomp"``);
+4. installs an audit hook (``sys.addaudithook``, which cannot be removed) that refuses, with ``PermissionError``:
    sockets; new processes (``os.fork``, ``os.forkpty``, ``os.system``, ``os.exec*``, ``os.posix_spawn``,
    ``os.spawn*``, ``subprocess.Popen``); ``ctypes``; opening for writing, and changing (remove, rename, chmod,
    mkdir ...), anything outside the temporary directory; reading or listing anything outside it and the standard
-   library; links. This is the guard in both cases: the namespaces add a network that does not exist.
+   library; links; more than :data:`MAX_NEW_FILES` new files and folders (with the file-size limit, at most 256 MiB
+   of disk). The namespaces add a network that does not exist, the filter a kernel boundary under the hook.
 
 The parent waits at most ``timeout`` seconds of wall time, then kills the whole process group; output goes
 to files in the temporary directory (a flood of output cannot fill the parent's memory), of which it reads the
@@ -24,8 +28,12 @@ given on standard input: a program that exits early (``sys.exit(0)``, ``os._exit
 Measured on a 2-core machine (2026-12-06): 48 ms per trivial program with the namespaces, 40 ms with the audit
 hook alone, against 14 ms for a bare ``python -I -S -B`` start.
 Audit hooks are not a boundary against code written to escape them; they catch what a language model
-writes by mistake (an endless loop, a fork, a stray file write). Limits: a program can use up to the
-file-size limit per file in its own directory, and the CPU of one core for ``timeout`` seconds.
+writes by mistake (an endless loop, a fork, a stray file write). Under them, the seccomp filter, the user
+``nobody`` (when started as root) and the namespaces are enforced by the kernel. What code written to cheat can
+still do: read the pass token from the bootstrap's frame (``sys._getframe`` must stay, for ``typing`` and
+``dataclasses``) and forge a pass, and, having disarmed the hook, read files that ``nobody`` may read. Limits: a
+program can write up to :data:`MAX_NEW_FILES` files of the file-size limit in its own directory, and use the CPU of
+one core for ``timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -48,11 +56,48 @@ NOBODY = 65534  # the user and group a program runs as when pruneviz runs as roo
 MAX_TIMEOUT_SECONDS = 86_400.0
 MIN_MEMORY_BYTES = 64 << 20  # below this the interpreter itself cannot start
 FILE_BYTES = 16 << 20
+MAX_NEW_FILES = 16  # with FILE_BYTES, at most 256 MiB of the temporary folder's disk
 TIMEOUT_SECONDS = 10.0
 SHOWN_CHARACTERS = 2000
 
-# the child's first code: limits, namespaces and the audit hook, then the program; {…} are filled in by run_program
-_BOOTSTRAP = r'''
+# x86-64 system calls a sandboxed program never needs: socket, fork, vfork, execve, execveat, ptrace, kill, mount,
+# umount2, pivot_root, chroot, unshare, setns, process_vm_readv/writev, bpf, and io_uring (whose operations would
+# bypass a filter on socket); clone is refused unless it starts a thread, clone3 says "not implemented" so that
+# the C library starts threads with clone
+REFUSED_SYSCALLS = (41, 57, 58, 59, 322, 101, 62, 165, 166, 155, 161, 272, 308, 310, 311, 321, 425, 426, 427)
+
+# installs the kernel filter (seccomp) under the audit hook; run in the child before the program, and by the tests alone
+SECCOMP_SOURCE = r'''
+def install_seccomp(ctypes, libc, refused):
+    # a seccomp filter: system calls the audit hook already refuses, refused again by the kernel with EPERM, so that
+    # code that disarmed the hook still cannot open a socket, start a process or run a program. x86-64 only
+    import platform, struct
+    if platform.machine() != "x86_64":
+        return False
+    allow, deny, missing = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ALLOW, RET_ERRNO(EPERM/ENOSYS)
+    load, equal, at_least, test, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    program = [
+        (load, 0, 0, 4), (equal, 1, 0, 0xC000003E), (ret, 0, 0, deny),  # another ABI (i386 via int 0x80): refused
+        (load, 0, 0, 0), (at_least, 0, 1, 0x40000000), (ret, 0, 0, deny),  # the x32 ABI: refused
+        (equal, 0, 4, 56), (load, 0, 0, 16), (test, 0, 1, 0x00010000), (ret, 0, 0, allow), (ret, 0, 0, deny),  # clone: threads only
+        (equal, 0, 1, 435), (ret, 0, 0, missing),  # clone3
+    ]
+    for number in refused:
+        program += [(equal, 0, 1, number), (ret, 0, 0, deny)]
+    program.append((ret, 0, 0, allow))
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *step) for step in program))
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    described = Filter(len(program), ctypes.addressof(code))
+    # PR_SET_NO_NEW_PRIVS (needed without CAP_SYS_ADMIN), then PR_SET_SECCOMP with SECCOMP_MODE_FILTER
+    return libc.prctl(38, 1, 0, 0, 0) == 0 and libc.prctl(22, 2, ctypes.byref(described), 0, 0) == 0
+'''
+
+# the child's first code: limits, namespaces, the kernel filter and the audit hook, then the program; {…} are filled
+# in by run_program
+_BOOTSTRAP = SECCOMP_SOURCE + r'''
 def _sandbox():
     # everything lives in this function's locals and closures, none in __main__ (where `import __main__` finds it):
     # the program runs in fresh globals, and the hook refuses the garbage collector, tracing and swapping a function's
@@ -75,6 +120,8 @@ def _sandbox():
                 with open(f"/proc/self/{{name}}", "w") as handle:
                     handle.write(text)
             isolation = "namespaces"
+        if install_seccomp(ctypes, libc, {refused}):
+            isolation += ", seccomp"
         del ctypes, libc
     except OSError:
         pass
@@ -91,7 +138,14 @@ def _sandbox():
                "os.chdir", "os.chroot", "shutil.", "os.mkfifo", "os.mknod", "os.setxattr", "os.removexattr")
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     directory_flags = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
-    realpath, fsdecode, isdir, sep, permission = os.path.realpath, os.fsdecode, os.path.isdir, os.sep, PermissionError
+    realpath, fsdecode, isdir, exists, sep, permission = os.path.realpath, os.fsdecode, os.path.isdir, os.path.exists, os.sep, PermissionError
+
+    created = [0]
+
+    def count_new_file():
+        created[0] += 1
+        if created[0] > {files}:
+            raise permission("the sandbox refuses to create more than {files} files or folders")
 
     def inside(path, roots):
         if isinstance(path, int):
@@ -114,6 +168,12 @@ def _sandbox():
             writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & write_flags)
             if not inside(path, (work,) if writing else readable):
                 raise permission(f"the sandbox refuses to open {{path!r}}")
+            if writing and not exists(fsdecode(path)):
+                count_new_file()
+        elif event == "os.mkdir":
+            if not inside(args[0], (work,)):
+                raise permission(f"the sandbox refuses {{event}} outside its directory")
+            count_new_file()
         elif event.startswith(changes) or event in ("os.listdir", "os.scandir"):
             roots = readable if event in ("os.listdir", "os.scandir") else (work,)
             if any(isinstance(a, (str, bytes, os.PathLike)) and not inside(a, roots) or isinstance(a, int) and event.startswith("os.chdir")
@@ -142,7 +202,8 @@ class SandboxResult:
         status: ``"passed"``, ``"failed"`` (an exception, an early exit, a refused operation), ``"timeout"`` or
             ``"crashed"`` (killed by a signal: out of CPU time, a segfault).
         detail: the end of its error output (empty when it passed).
-        isolation: ``"namespaces"`` or ``"audit hook"`` (see the module docstring); ``""`` if it never started.
+        isolation: ``"namespaces"`` or ``"audit hook"``, followed by ``", seccomp"`` where the kernel filter is on
+            (see the module docstring); ``""`` if it never started.
     """
 
     passed: bool
@@ -210,7 +271,8 @@ def run_program(
             f"(got {timeout} s, {memory_bytes} bytes)."
         )
     token = secrets.token_hex(16)
-    bootstrap = _BOOTSTRAP.format(memory=memory_bytes, cpu=math.ceil(timeout) + 1, fsize=FILE_BYTES, namespaces=bool(namespaces))
+    bootstrap = _BOOTSTRAP.format(memory=memory_bytes, cpu=math.ceil(timeout) + 1, fsize=FILE_BYTES, namespaces=bool(namespaces),
+                                  refused=REFUSED_SYSCALLS, files=MAX_NEW_FILES)
     with tempfile.TemporaryDirectory(prefix="pruneviz-sandbox-") as work:
         folder = Path(work)
         (folder / "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")

@@ -11,7 +11,7 @@ from ..core.errors import SettingError
 from ..core.formatting import format_number
 from ..data.mmlu import LETTERS
 from .mmlu import MMLU_VALUE_COLUMNS
-from .results import Z_95, EvaluationResult
+from .results import Z_95, EvaluationResult, proportion_interval
 
 
 def confidence_halfwidth(stderr: float, z: float = Z_95) -> float:
@@ -121,13 +121,22 @@ def perplexity_change(baseline: EvaluationResult, pruned: EvaluationResult) -> t
     return tuple(100 * math.expm1(difference + offset) for offset in (0.0, -halfwidth, halfwidth))
 
 
-def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+def with_ci(value: float, stderr: float, scale: float = 1.0, digits: int = 2, unit: str = "", n: int | None = None) -> str:
     """``"12.34 ± 1.10"``: ``value × scale`` and its 95 % CI half-width 1.96 × stderr × scale (no interval where
-    the standard error is NaN). ``scale=100, unit=" %"`` writes a fraction as a percentage."""
+    the standard error is NaN). ``scale=100, unit=" %"`` writes a fraction as a percentage.
+
+    ``n``: ``value`` is a share of ``n`` items. Where the normal interval would reach past 0 or 1 (or has no width,
+    at 0/n and n/n) it is no interval at all, and Wilson's is written instead as a range:
+    ``"0.0 % (95 % CI 0.0 to 16.1 %)"`` (:func:`~pruneviz.evaluation.results.proportion_interval`).
+    """
     text = f"{format_number(value * scale, digits)}{unit}"
     if math.isnan(stderr):
         return text
-    return f"{text} ± {format_number(confidence_halfwidth(stderr) * scale, digits)}{unit}"
+    halfwidth = confidence_halfwidth(stderr)
+    if n is not None and (halfwidth == 0 or value - halfwidth < 0 or value + halfwidth > 1):
+        low, high = proportion_interval(value, n)
+        return f"{text} (95 % CI {format_number(low * scale, digits)} to {format_number(high * scale, digits)}{unit})"
+    return f"{text} ± {format_number(halfwidth * scale, digits)}{unit}"
 
 
 def ci_caption(stderr: float) -> str:

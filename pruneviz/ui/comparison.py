@@ -82,13 +82,13 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
     }[name]
     interval = f"± 1.96 standard errors over the n = {pruned.n} questions (normal-approximation 95 % CI)"
     left.metric(
-        f"{name} (pruned)", api.with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit),
+        f"{name} (pruned)", api.with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit, None if is_loss else pruned.n),
         delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",
         **delta_style(change, lower_is_better=is_loss, beyond_noise=not api.within_noise(baseline, pruned, name)),
         help=f"{formula}. {interval}." + ("" if is_loss else " Chance is 25 %."),
     )
     right.metric(
-        f"{name} (unpruned)", api.with_ci(baseline.metrics[name], baseline.stderr[name], scale, digits, unit),
+        f"{name} (unpruned)", api.with_ci(baseline.metrics[name], baseline.stderr[name], scale, digits, unit, None if is_loss else baseline.n),
         help=f"{formula}. {interval}.",
     )
 
@@ -97,7 +97,7 @@ def answer_changes_text(pruned, noun: str = "questions") -> str:
     """One line on what changed in the answers (:func:`pruneviz.evaluation.statistics.answer_changes`), each ± 95 % CI;
     ``noun`` names the items (``questions``, ``items``)."""
     def share(name: str) -> str:
-        return api.with_ci(pruned.metrics[name], pruned.stderr[name], 100, 1, " %")
+        return api.with_ci(pruned.metrics[name], pruned.stderr[name], 100, 1, " %", pruned.n)
 
     text = (f"Answers changed on {share('flips')} of the {pruned.n} {noun}: right to wrong {share('flips_lost')}, wrong to "
             f"right {share('flips_gained')}.")
@@ -144,14 +144,15 @@ def show_generative(baseline, pruned) -> None:
     change = pruned.metrics[metric] - baseline.metrics[metric]
     meaning = ("the share of problems whose one greedy completion passes its tests, run in a sandbox" if metric == "pass@1"
                else "the share of items whose answer is exactly the right one")
-    interval = f"± 1.96 × sqrt(p (1 − p) / (n − 1)) over the n = {pruned.n} items (95 % CI)"
+    interval = (f"± 1.96 × sqrt(p (1 − p) / (n − 1)) over the n = {pruned.n} items (95 % CI; Wilson's interval, written as a "
+                "range, where that one would reach past 0 or 100 %)")
     left, right = st.columns(2)
     left.metric(
-        f"{metric} (pruned)", api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"), delta=f"{100 * change:+.1f} pp",
+        f"{metric} (pruned)", api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %", pruned.n), delta=f"{100 * change:+.1f} pp",
         **delta_style(change, lower_is_better=False, beyond_noise=not api.within_noise(baseline, pruned, metric)),
         help=f"{metric}: {meaning}. {interval}.",
     )
-    right.metric(f"{metric} (unpruned)", api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, " %"),
+    right.metric(f"{metric} (unpruned)", api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, " %", baseline.n),
                  help=f"{metric}: {meaning}. {interval}.")
     if "flips" in pruned.metrics:
         st.caption(answer_changes_text(pruned, "items"))
@@ -233,7 +234,7 @@ def task_headline(name: str, baseline, pruned) -> None:
     beyond = not api.within_noise(baseline, pruned, metric)
     st.metric(
         f"{api.TaskSpec.parse(pruned.task).label if generative else 'MMLU'} {metric}",
-        api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %"),
+        api.with_ci(pruned.metrics[metric], pruned.stderr[metric], 100, 1, " %", pruned.n),
         delta=f"{100 * difference:+.1f} pp", **delta_style(difference, lower_is_better=False, beyond_noise=beyond),
         help=f"Pruned {metric} ± 1.96 standard errors over {noun}; the change is against the unpruned model, in percentage points.",
     )
@@ -241,7 +242,7 @@ def task_headline(name: str, baseline, pruned) -> None:
     interval = "" if se != se else f" ± {100 * api.confidence_halfwidth(se):.1f} pp (95 %{f', paired per {noun[:-1]}' if paired else ''})"
     how = f"{pruned.settings['prompt_format']} prompt" if generative else f"{pruned.settings['format']} format"
     st.caption(
-        f"Unpruned {api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, ' %')}. Change {100 * difference:+.1f} pp"
+        f"Unpruned {api.with_ci(baseline.metrics[metric], baseline.stderr[metric], 100, 1, ' %', baseline.n)}. Change {100 * difference:+.1f} pp"
         f"{interval}: {'beyond' if beyond else 'within'} noise. n = {pruned.n} {noun}, {how}.{flips}"
     )
 

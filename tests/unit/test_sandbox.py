@@ -6,6 +6,9 @@ happens where the kernel refuses namespaces). Runs as root (CI) and as a normal 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 import time
 
 import pytest
@@ -27,8 +30,8 @@ def parent_survives():
 
 def test_a_correct_solution_passes_and_a_wrong_one_fails():
     passed = run_program(SOLUTION + TESTS)
-    assert passed.passed and passed.status == "passed" and passed.isolation in ("namespaces", "audit hook")
-    assert run_program(SOLUTION + TESTS, namespaces=False).isolation == "audit hook"
+    assert passed.passed and passed.status == "passed" and passed.isolation.startswith(("namespaces", "audit hook"))
+    assert run_program(SOLUTION + TESTS, namespaces=False).isolation.startswith("audit hook")
     wrong = run_program("def add(a, b):\n    return a - b\n" + TESTS)
     assert not wrong.passed and wrong.status == "failed" and "AssertionError" in wrong.detail
 
@@ -203,3 +206,47 @@ def test_started_as_root_the_program_runs_as_nobody():
     expected = 65534 if os.geteuid() == 0 else os.geteuid()
     result = run_program(f"import os\nassert os.geteuid() == {expected}, os.geteuid()\n")
     assert result.passed, result
+
+
+# the fourth pass (session 9): a total quota for the folder, and a kernel boundary under the audit hook
+
+
+@pytest.mark.parametrize("namespaces", ISOLATIONS)
+def test_a_program_creates_at_most_a_few_files(namespaces):
+    """Each file was limited to 16 MiB, but not their number: the temporary folder's disk had no total quota."""
+    from pruneviz.evaluation.sandbox import MAX_NEW_FILES
+
+    within = f"for i in range({MAX_NEW_FILES}):\n    open(f'f{{i}}', 'w').write('x')\n"
+    assert run_program(within, namespaces=namespaces).passed
+    for flood in (f"for i in range({MAX_NEW_FILES + 1}):\n    open(f'f{{i}}', 'w').write('x')\n",
+                  f"import os\nfor i in range({MAX_NEW_FILES + 1}):\n    os.mkdir(f'd{{i}}')\n"):
+        result = run_program(flood, namespaces=namespaces)
+        assert not result.passed and f"more than {MAX_NEW_FILES} files or folders" in result.detail, result
+    # rewriting one file again and again creates nothing new
+    assert run_program("for i in range(100):\n    open('same', 'w').write(str(i))\n", namespaces=namespaces).passed
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86-64 system call numbers")
+def test_the_kernel_refuses_processes_sockets_and_programs_whatever_becomes_of_the_audit_hook():
+    """The filter alone, without the audit hook (as after code that disarmed it): fork, socket and exec fail with
+    EPERM, and threads still start (clone3 is answered "not implemented", so the C library falls back to clone)."""
+    from pruneviz.evaluation.sandbox import REFUSED_SYSCALLS, SECCOMP_SOURCE
+
+    probe = SECCOMP_SOURCE + (
+        "import ctypes, os, socket, threading\n"
+        f"assert install_seccomp(ctypes, ctypes.CDLL(None, use_errno=True), {REFUSED_SYSCALLS!r})\n"
+        "said = []\n"
+        "for name, call in (('fork', os.fork), ('socket', socket.socket), ('exec', lambda: os.execv('/bin/true', ['true']))):\n"
+        "    try:\n"
+        "        call()\n"
+        "        said.append(name + ' allowed')\n"
+        "    except PermissionError:\n"
+        "        said.append(name + ' refused')\n"
+        "thread = threading.Thread(target=lambda: said.append('thread ran'))\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "print(', '.join(said))\n"
+    )
+    ran = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert ran.stdout.strip() == "fork refused, socket refused, exec refused, thread ran", ran.stderr[-1000:]
+    assert run_program(SOLUTION + TESTS).isolation.endswith(", seccomp")
