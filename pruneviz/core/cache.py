@@ -11,6 +11,7 @@ directory owned by another user is not used (see :func:`cache_dir`).
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import hmac
@@ -389,12 +390,16 @@ def cached(
             _write(key, value)
             return value, False
         with inflight.lead_or_wait(key, callbacks) as flight:
-            if flight is None:  # another thread computed it (or failed to): look again
+            if flight.finished.is_set():  # another thread's computation ended: its value, or (it failed) look again
+                if flight.value is not inflight.NOTHING:
+                    # each caller gets its own copy, as from the cache: callers annotate results (from_cache ...)
+                    return copy.deepcopy(flight.value), True
                 continue
             stored = _read(key, "Cache entry", "recomputing it")  # a leader may have finished since the first look
             if stored is not _MISSING:
                 return stored, True
             value = compute({name: flight.recorder(name, own) for name, own in callbacks.items()})
+            flight.value = copy.deepcopy(value)  # taken before the leader's caller can change its own
             _write(key, value)
             return value, False
 

@@ -16,15 +16,22 @@ from typing import Callable, Iterator, Mapping
 
 # how often a waiting caller relays the running computation's latest callbacks to its own (seconds)
 POLL_SECONDS = 0.2
+# Flight.value before the leader has one (it failed, was cancelled, or is still computing)
+NOTHING = object()
 
 
 @dataclass
 class Flight:
-    """A computation in progress: when it ends, and the latest arguments of each of its callbacks."""
+    """A computation in progress: when it ends, the latest arguments of each of its callbacks, and its value.
+
+    ``value`` is set by the leader when it has computed one (:data:`NOTHING` until then): waiters take it from
+    here, not from the cache, so that a value the cache could not store (a full disk) still reaches them.
+    """
 
     finished: threading.Event = field(default_factory=threading.Event)
     latest: dict[str, tuple] = field(default_factory=dict)
     leader: int = field(default_factory=threading.get_ident)
+    value: object = NOTHING
 
     def recorder(self, name: str, own: Callable | None) -> Callable:
         """A callback for the computation: records its arguments for waiters, then calls the computation's ``own``."""
@@ -51,10 +58,11 @@ _flights_lock = threading.Lock()
 def lead_or_wait(key: str, callbacks: Mapping[str, Callable | None]) -> Iterator[Flight | None]:
     """Lead the computation of ``key``, or wait for the thread leading it.
 
-    Yields a :class:`Flight` when this caller leads: it computes (passing :meth:`Flight.recorder` callbacks)
-    and the flight ends when the block exits, however it exits. Yields ``None`` after another thread's
-    computation of ``key`` has ended (relaying its callbacks to ``callbacks`` meanwhile): the caller then
-    looks for the stored result, and computes it itself if there is none (the leader failed or was cancelled).
+    Yields an unfinished :class:`Flight` when this caller leads: it computes (passing :meth:`Flight.recorder`
+    callbacks), sets :attr:`Flight.value`, and the flight ends when the block exits, however it exits. Yields the
+    other thread's finished flight after its computation of ``key`` has ended (relaying its callbacks to
+    ``callbacks`` meanwhile): the caller takes its ``value``, or, where it has none (the leader failed or was
+    cancelled), looks for a stored result and computes it itself if there is none.
     """
     with _flights_lock:
         running = _flights.get(key)
@@ -68,7 +76,7 @@ def lead_or_wait(key: str, callbacks: Mapping[str, Callable | None]) -> Iterator
         return
     if not leading:
         running.wait(callbacks)
-        yield None
+        yield running
         return
     try:
         yield running

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -183,6 +183,7 @@ def generate_requests(
     progress: Progress | None = None,
     checkpoint: bool = True,
     resumed: list[int] | None = None,
+    finished: Callable[[Sequence[int], list[Generated]], None] | None = None,
 ) -> list[Generated]:
     """Greedy continuations of ``requests`` under the plan and stand-ins of the enclosing ``apply_plan``.
 
@@ -196,6 +197,8 @@ def generate_requests(
         progress: ``progress(done, total)`` in requests after every batch; may raise ``Cancelled``.
         checkpoint: read and write per-batch checkpoints (``False``: neither, e.g. for benchmarks).
         resumed: if given, a one-item list that receives how many continuations were read from checkpoints.
+        finished: called after every batch with the indices (into ``requests``) of its prompts and their
+            continuations, e.g. to score them while the next batch decodes.
 
     Returns:
         one :class:`Generated` per request, in the order of ``requests``.
@@ -226,9 +229,12 @@ def generate_requests(
         batch = [requests[i] for i in chunk]
         run = lambda: _decode_batch(loaded, batch, ends)  # noqa: E731
         if signature is None:
-            return run()
-        outputs, hit = cached(_batch_key(loaded, signature, batch), run, checkpoint)
-        reused[0] += len(outputs) if hit else 0
+            outputs = run()
+        else:
+            outputs, hit = cached(_batch_key(loaded, signature, batch), run, checkpoint)
+            reused[0] += len(outputs) if hit else 0
+        if finished is not None:
+            finished(chunk, outputs)
         return outputs
 
     outputs = run_batched(order, batch_size, compute, progress)

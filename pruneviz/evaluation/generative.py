@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -60,6 +61,7 @@ def evaluate_generative(
     progress: Progress | None = None,
     stand_ins: dict | None = None,
     checkpoint: bool = True,
+    partial: Callable[[EvaluationResult], None] | None = None,
 ) -> EvaluationResult:
     """Evaluate ``task`` under ``plan`` by greedy generation.
 
@@ -76,6 +78,8 @@ def evaluate_generative(
             checkpointed).
         stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`).
         checkpoint: checkpoint each finished batch of completions (``False``: no reads or writes).
+        partial: called after every batch but the last with a provisional result of the items scored so far
+            (each batch is scored, HumanEval's programs run, as soon as it is decoded).
 
     Returns:
         :class:`EvaluationResult` with ``metrics`` ``{"pass@1" | "exact_match": share}`` and its binomial standard
@@ -95,36 +99,49 @@ def evaluate_generative(
     items = generative_items(task, per_task)
     fmt = prompt_format(loaded.tokenizer, fmt)
     requests = [GenerationRequest(prompt_ids(loaded.tokenizer, item, fmt), item.max_new_tokens, item.stop) for item in items]
-    resumed = [0]
-    with apply_plan(plan, stand_ins):
-        generated = generate_requests(loaded, requests, batch_size, progress, checkpoint, resumed)
-    completions = [g.text for g in generated]
-    table = pd.DataFrame({
-        "item": [item.item_id for item in items],
-        "completion": completions,
-        "finish": [g.finish for g in generated],
-        "new_tokens": [len(g.tokens) for g in generated],
-        "pred": [_answer(task, c) for c in completions],
-    })
     settings = {
         "prompt_format": fmt, "per_task": per_task, "decoding": "greedy", "data_fingerprint": task_fingerprint(task),
         "max_new_tokens": max(item.max_new_tokens for item in items),
     }
     if task == "humaneval":
-        programs = [humaneval_program(item, c) for item, c in zip(items, completions)]
-        with ThreadPoolExecutor(SANDBOX_WORKERS) as pool:
-            runs = list(pool.map(lambda program: run_program(program, timeout), programs))
-        table["correct"] = [float(run.passed) for run in runs]
-        table["status"] = [run.status for run in runs]
-        table["detail"] = [run.detail for run in runs]
-        settings.update(timeout=timeout, sandbox=runs[0].isolation)
-    else:
-        table["correct"] = [float(exact_match(task, c, item.reference)) for item, c in zip(items, completions)]
+        settings["timeout"] = timeout
+    scored: dict[int, dict] = {}  # item index -> its row
+
+    def score(indices: Sequence[int], generated: list) -> None:
+        rows = [_row(task, i, items[i], g) for i, g in zip(indices, generated)]
+        if task == "humaneval":
+            with ThreadPoolExecutor(SANDBOX_WORKERS) as pool:
+                runs = list(pool.map(lambda row: run_program(humaneval_program(items[row["index"]], row["completion"]), timeout), rows))
+            for row, run in zip(rows, runs):
+                row.update(correct=float(run.passed), status=run.status, detail=run.detail)
+            settings.setdefault("sandbox", runs[0].isolation)
+        scored.update((row["index"], row) for row in rows)
+        if partial is not None and len(scored) < len(items):
+            partial(_result(task, plan, settings, [scored[i] for i in sorted(scored)], started))
+
+    resumed = [0]
+    with apply_plan(plan, stand_ins):
+        generate_requests(loaded, requests, batch_size, progress, checkpoint, resumed, finished=score)
     if resumed[0]:
         settings["resumed"] = resumed[0]  # completions read from checkpoints an earlier, unfinished run left
+    return _result(task, plan, settings, [scored[i] for i in range(len(items))], started)
+
+
+def _row(task: str, index: int, item: GenerativeItem, generated) -> dict:
+    """Item ``index``'s row: before it is judged (HumanEval), or judged by its answer (the other tasks)."""
+    row = {"index": index, "item": item.item_id, "completion": generated.text, "finish": generated.finish,
+           "new_tokens": len(generated.tokens), "pred": _answer(task, generated.text)}
+    if task != "humaneval":
+        row["correct"] = float(exact_match(task, generated.text, item.reference))
+    return row
+
+
+def _result(task: str, plan: PruningPlan, settings: dict, rows: list[dict], started: float) -> EvaluationResult:
+    """The result of the scored ``rows`` (all items, or the first batches of a provisional result)."""
+    table = pd.DataFrame(rows).set_index("index").rename_axis(None)
     metric = TASK_METRIC[task]
     share = float(table["correct"].mean())
     return EvaluationResult(
         task=task, n=len(table), metrics={metric: share}, stderr={metric: proportion_stderr(share, len(table))},
-        plan=str(plan), seconds=time.perf_counter() - started, settings=settings, items=table,
+        plan=str(plan), seconds=time.perf_counter() - started, settings=dict(settings), items=table,
     )

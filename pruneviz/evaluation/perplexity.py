@@ -55,15 +55,15 @@ def evaluate_perplexity(
     data, ids = perplexity_windows(loaded, corpus, windows, seq_len)
     requests = [window_request(window.tolist()) for window in ids]
 
-    def result_for(scores: list) -> EvaluationResult:
+    def result_for(scores: list, numbers: list[int] | None = None) -> EvaluationResult:
         sums = [-float(score[:, 0].sum()) for score in scores]
         divergences = [float(score[:, 1].mean()) for score in scores] if kl else None
-        return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started, divergences)
+        return perplexity_result(plan, corpus, data, seq_len, sums, time.perf_counter() - started, divergences, numbers)
 
     def report(scores: list) -> None:
-        finished = [score for score in scores if score is not None]
-        if 0 < len(finished) < len(scores):
-            partial(result_for(finished))
+        numbers = [number for number, score in enumerate(scores) if score is not None]
+        if 0 < len(numbers) < len(scores):
+            partial(result_for([scores[number] for number in numbers], numbers))
 
     resumed = [0]
     with apply_plan(plan, stand_ins):
@@ -102,6 +102,7 @@ def window_request(window: list[int]) -> Request:
 def perplexity_result(
     plan: PruningPlan, corpus: str, data: TextCorpus, seq_len: int, sums: list[float], seconds: float,
     divergences: list[float] | None = None,
+    numbers: list[int] | None = None,
 ) -> EvaluationResult:
     """Perplexity and its standard error from per-window summed NLLs.
 
@@ -113,13 +114,16 @@ def perplexity_result(
         sums: per window, the summed next-token NLL (nats) over its ``T - 1`` predicted tokens.
         seconds: wall time of the computation.
         divergences: per window, the mean KL(unpruned ‖ plan) over its predicted tokens (nats), if measured.
+        numbers: each window's number among all the windows (a provisional result holds some of them); default
+            ``0..len(sums)-1``. The items are indexed by it.
 
     Returns:
         :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` and (with
         ``divergences``) ``kl``, and per-window ``items``.
     """
     windows = len(sums)
-    per_window = pd.DataFrame({"nll_sum": [float(s) for s in sums]})
+    index = pd.Index(range(len(sums)) if numbers is None else numbers, name="window")
+    per_window = pd.DataFrame({"nll_sum": [float(s) for s in sums]}, index=index)
     per_window["nll"] = per_window["nll_sum"] / (seq_len - 1)
     nll = float(per_window["nll_sum"].sum() / (windows * (seq_len - 1)))
     nll_err = mean_stderr(per_window["nll"])
@@ -127,7 +131,7 @@ def perplexity_result(
     # delta method: se(exp(m)) ~ exp(m) * se(m), over windows
     stderr = {"perplexity": math.exp(nll) * nll_err, "nll": nll_err}
     if divergences is not None:
-        per_window["kl"] = divergences
+        per_window["kl"] = pd.Series(divergences, index=index)
         metrics["kl"], stderr["kl"] = float(per_window["kl"].mean()), mean_stderr(per_window["kl"])
     return EvaluationResult(
         task=corpus,
