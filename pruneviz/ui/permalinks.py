@@ -17,6 +17,7 @@ from ..core.assets import EMBEDDED_MODELS
 from ..core.errors import PlanError
 from ..core.formatting import is_whole_number
 from ..core.plan import PruningPlan
+from ..data.generative import GENERATIVE_TASKS, PROMPT_FORMATS
 from ..deployment import Deployment
 from ..evaluation.mmlu import FORMATS
 from .state import FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, shown
@@ -26,8 +27,9 @@ from .state import FIGURE_FORMAT_KEY, FIGURE_FORMATS, OTHER_MODEL, PLAN_KEY, sho
 class Param:
     """One query parameter of the permalink: the session-state key it restores and how to read it.
 
-    ``kind`` is ``str``, ``int`` or ``bool``; ``choices`` limits a ``str``; ``limit`` names the
-    deployment cap of an ``int`` (which is at least 1); ``highest`` is its largest value outside demo mode.
+    ``kind`` is ``str``, ``int``, ``bool`` or ``list`` (of strings, written as a comma list); ``choices`` limits a
+    ``str`` or each item of a ``list``; ``limit`` names the deployment cap of an ``int`` (which is at least 1);
+    ``highest`` is its largest value outside demo mode.
     """
 
     key: str
@@ -38,7 +40,9 @@ class Param:
 
 
 def render(value) -> str:
-    """A setting's value as query-parameter text (booleans as ``0``/``1``)."""
+    """A setting's value as query-parameter text (booleans as ``0``/``1``, lists as comma lists)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
     return ("1" if value else "0") if isinstance(value, bool) else str(value)
 
 
@@ -60,6 +64,11 @@ def parse(name: str, param: Param, text: str, deployment: Deployment):
             raise ValueError(f"The link's '{name}' must be a whole number of at least 1 (got '{text}'); it was ignored.")
         highest = deployment.cap(param.limit, param.highest) if param.limit else param.highest
         return min(int(text), highest)
+    if param.kind is list:
+        items = [item for item in text.split(",") if item]
+        if unknown := [item for item in items if item not in param.choices]:
+            raise ValueError(f"The link's '{name}' may list only {', '.join(param.choices)} (got '{unknown[0]}'); it was ignored.")
+        return list(dict.fromkeys(items))
     if name == "plan":
         try:
             return str(PruningPlan.parse(text))
@@ -86,6 +95,8 @@ def task_params(key: str) -> dict[str, Param]:
         "tokens": Param(f"{key}_window_len", int, limit="seq_len"),
         "format": Param(f"{key}_format", str, FORMATS),
         "per_subject": Param(f"{key}_per_subject", int, limit="per_subject", highest=2000),
+        "generative": Param(f"{key}_generative", list, GENERATIVE_TASKS),
+        "per_task": Param(f"{key}_per_task", int, limit="samples", highest=500),
     }
 
 
@@ -103,6 +114,9 @@ PAGE_PARAMS = {
         "format": Param("mmlu_format", str, FORMATS),
         "per_subject": Param("mmlu_per_subject", int, limit="per_subject", highest=2000),
         "chart": Param("mmlu_chart_metric", str, ("acc", "acc_norm")),
+        **{task: Param(f"use_{task}", bool) for task in GENERATIVE_TASKS},
+        "per_task": Param("generative_per_task", int, limit="samples", highest=500),
+        "prompt": Param("generative_prompt_format", str, PROMPT_FORMATS),
     },
     "Pruning curves": {
         **task_params("curves"),

@@ -748,3 +748,15 @@ def test_curve_settings_survive_a_model_switch_once_run(app):
     assert at.query_params["steps"] == "5" and at.query_params["scheme"] == "mlp" and at.query_params["windows"] == "2"
     restored = fresh_app("3_Pruning_curves.py", dict(at.query_params.items()))
     assert restored.number_input(key="_curves_steps").value == 5 and restored.selectbox(key="_curves_scheme").value == "mlp"
+
+
+@pytest.mark.real
+def test_a_prune_page_link_carries_its_generative_tasks(app):
+    at = open_page(app, "2_Prune_and_evaluate.py")
+    at.checkbox(key="_use_humaneval").check()
+    at.number_input(key="_generative_per_task").set_value(3)
+    at.radio(key="_generative_prompt_format").set_value("plain").run()
+    assert at.query_params["humaneval"] == "1" and at.query_params["per_task"] == "3" and at.query_params["prompt"] == "plain"
+    restored = fresh_app("2_Prune_and_evaluate.py", dict(at.query_params.items()))
+    assert restored.checkbox(key="_use_humaneval").value and restored.number_input(key="_generative_per_task").value == 3
+    assert restored.radio(key="_generative_prompt_format").value == "plain"

@@ -35,3 +35,23 @@ def test_malformed_values_name_the_parameter(name, param, text, message):
 
 def test_render_round_trips():
     assert render(True) == "1" and render(False) == "0" and render(8) == "8" and render("3.attn") == "3.attn"
+
+
+def test_a_list_of_tasks_round_trips_and_an_unknown_one_is_named():
+    tasks = Param("curves_generative", list, ("humaneval", "arithmetic", "parens"))
+    assert render(["humaneval", "parens"]) == "humaneval,parens"
+    assert parse("generative", tasks, "humaneval,parens,humaneval", Deployment()) == ["humaneval", "parens"]
+    assert parse("generative", tasks, "", Deployment()) == []
+    with pytest.raises(ValueError, match="may list only humaneval, arithmetic, parens \\(got 'gsm8k'\\); it was ignored"):
+        parse("generative", tasks, "humaneval,gsm8k", Deployment())
+
+
+def test_every_page_that_offers_generative_tasks_links_them():
+    """Session 8 left the generative settings out of the links: a link dropped HumanEval from the evaluation set."""
+    from pruneviz.ui.permalinks import page_params
+
+    prune = page_params("Prune and evaluate")
+    assert prune["humaneval"].key == "use_humaneval" and prune["per_task"].key == "generative_per_task"
+    assert prune["prompt"].choices == ("auto", "plain", "chat")
+    for page, key in (("Pruning curves", "curves"), ("Task trade-offs", "tradeoff"), ("Recovery", "recovery")):
+        assert page_params(page)["generative"].key == f"{key}_generative" and page_params(page)["per_task"].key == f"{key}_per_task"
