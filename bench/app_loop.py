@@ -63,7 +63,7 @@ def toggle(loaded, plan: PruningPlan, tasks: list[dict]) -> dict:
     }
 
 
-def measure(loaded, per_subject: int, late: PruningPlan, early: PruningPlan) -> dict:
+def measure(loaded, per_subject: int, toggles: dict[str, PruningPlan]) -> dict:
     tasks = default_evaluation_set(loaded.info.params_total, per_subject)
     with tempfile.TemporaryDirectory() as cache, using_store(fresh_store()):
         os.environ["PRUNEVIZ_CACHE_DIR"] = cache
@@ -72,7 +72,7 @@ def measure(loaded, per_subject: int, late: PruningPlan, early: PruningPlan) -> 
         for settings in tasks:
             api.evaluate(loaded, PruningPlan(), **settings)
         baseline = time.perf_counter() - started
-        return {"baseline": baseline, "late": toggle(loaded, late, tasks), "early": toggle(loaded, early, tasks)}
+        return {"baseline": baseline, **{which: toggle(loaded, plan, tasks) for which, plan in toggles.items()}}
 
 
 def main() -> None:
@@ -80,26 +80,27 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--per-subject", default="2,5", help="comma-separated questions per subject to compare")
+    parser.add_argument("--toggles", default="late,early", help="which toggles to time: late, early or both")
     args = parser.parse_args()
     loaded = load_model(args.model, device="cpu", dtype=args.dtype)
     n = loaded.n_blocks
     late, early = PruningPlan.parse(f"{n - 3}.attn", n), PruningPlan.parse(str(max(1, n // 10)), n)
     default = default_questions_per_subject(default_format(loaded.info.params_total))
     sizes = sorted({int(x) for x in args.per_subject.split(",")} | {default})
-    results = {size: measure(loaded, size, late, early) for size in sizes}
+    toggles = {which: plan for which, plan in (("late", late), ("early", early)) if which in args.toggles.split(",")}
+    results = {size: measure(loaded, size, toggles) for size in sizes}
     print(f"{args.model} in {loaded.dtype_name} on {loaded.device}, {os.cpu_count()} cores; late toggle {late}, early toggle {early}")
     print("per subject | n | baseline s | toggle | first number s | first MMLU s | final s | acc ± pp | Δacc ± pp (paired) | ppl change ± %")
     for size, result in results.items():
-        for which in ("late", "early"):
+        for which in toggles:
             t = result[which]
             print(f"{size} | {t['n']} | {result['baseline']:.1f} | {which} | {t['first']:.2f} | {t['mmlu_first']:.2f} | {t['final']:.1f} | "
                   f"{t['acc_ci']:.1f} | {t['delta_acc']:+.1f} ± {t['delta_ci']:.1f} | {t['ppl_change']:+.1f} ± {t['ppl_ci']:.1f}")
     print(f"ratios against the default ({default} per subject), same run:")
     for size, result in results.items():
-        ratio = {k: result[k]["final"] / results[default][k]["final"] for k in ("late", "early")}
-        print(f"{size} per subject: baseline {result['baseline'] / results[default]['baseline']:.2f}x, late toggle final "
-              f"{ratio['late']:.2f}x, early toggle final {ratio['early']:.2f}x, paired Δacc CI "
-              f"{result['late']['delta_ci'] / max(results[default]['late']['delta_ci'], 1e-9):.2f}x")
+        finals = ", ".join(f"{k} toggle final {result[k]['final'] / results[default][k]['final']:.2f}x, paired Δacc CI "
+                           f"{result[k]['delta_ci'] / max(results[default][k]['delta_ci'], 1e-9):.2f}x" for k in toggles)
+        print(f"{size} per subject: baseline {result['baseline'] / results[default]['baseline']:.2f}x, {finals}")
 
 
 if __name__ == "__main__":
