@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--per-subject", default="2,5", help="comma-separated questions per subject to compare")
-    parser.add_argument("--toggles", default="late,early", help="which toggles to time: late, early or both")
+    parser.add_argument("--toggles", default="late,early", help="comma list of the toggles to time: late, early")
     args = parser.parse_args()
     loaded = load_model(args.model, device="cpu", dtype=args.dtype)
     n = loaded.n_blocks

@@ -16,8 +16,8 @@ from .data.tasks import TaskSpec
 from .engine.decoding import GenerationRequest, generate_requests
 from .engine.incremental import shared_store
 from .evaluation.background import cancel_baselines, start_baselines
-from .evaluation.results import Z_95, EvaluationResult, comparison_json
-from .evaluation.run import BACKENDS, evaluate, lm_eval_draws_progress
+from .evaluation.results import Z_95, EvaluationResult, comparison_json, proportion_interval
+from .evaluation.run import BACKENDS, check_task, evaluate, lm_eval_draws_progress
 from .evaluation.statistics import (
     ci_caption,
     confidence_halfwidth,
@@ -57,10 +57,11 @@ __all__ = [
     "METRIC_REGISTRY", "PROMPT_FORMATS", "RANKED_SELECTIONS", "STDERR_SUFFIX", "TASK_LABEL", "TASK_METRIC",
     "UNIT_SELECTIONS", "Z_95",
     "EvaluationResult", "GenerationRequest", "PlanCost", "TaskSpec",
-    "calibration_batch", "cancel_baselines", "check_metrics", "ci_caption", "compare_recoveries", "comparison_json",
+    "calibration_batch", "cancel_baselines", "check_metrics", "check_task", "ci_caption", "compare_recoveries", "comparison_json",
     "confidence_halfwidth", "cost_summary", "default_calibration_documents", "difference_and_noise",
     "difference_within_noise", "evaluate", "generate_requests", "hidden_store_usage", "influence",
     "lm_eval_draws_progress", "lowest_plan", "noise_metric", "noise_verdict", "perplexity_change", "plan_cost",
+    "proportion_interval",
     "ranked_units", "recover", "recoveries_within_noise", "recoveries_worse_than_none", "start_baselines",
     "too_few_calibration_tokens", "unit_selection", "with_ci", "within_noise",
 ]

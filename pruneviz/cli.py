@@ -173,7 +173,7 @@ def cmd_evaluate(args) -> None:
         _write(Path(args.json), lambda path: path.write_text(text + "\n"))
 
     def shown_metric(name: str, value: float) -> str:
-        if not math.isfinite(result.stderr.get(name, math.nan)):
+        if name not in document["ci95"] or not math.isfinite(result.stderr.get(name, math.nan)):
             return f"{name}={value:.4g}"
         low, high = result.confidence_interval(name)
         return f"{name}={value:.4g} (se {result.stderr[name]:.2g}, 95 % CI {low:.4g} to {high:.4g})"
@@ -291,12 +291,63 @@ def _check_inputs(args) -> None:
         data = TaskSpec.parse(args.data).require_scoring_data()
         if data.kind != "mmlu":
             load_corpus(data.spec, "calibration")  # a missing or malformed file, before the load
+        _check_mmlu_subsets([data], "mmlu")  # metrics read the embedded questions
     tasks = [args.task] if getattr(args, "task", None) is not None else _comma_list(getattr(args, "tasks", None) or "")
     specs = [check_task(task, getattr(args, "backend", "pruneviz")) for task in tasks]
+    _check_mmlu_subsets(specs, getattr(args, "mmlu_source", "mmlu"))
     if hasattr(args, "default_of"):
-        _check_task_options(args, specs)
+        # influence evaluates no task: its options are read by its data
+        _check_task_options(args, specs or [TaskSpec.parse(args.data)])
+        _check_metric_options(args)
     if getattr(args, "recover", None):
         refuse_model_as_recovery(args.recover)
+
+
+def _check_mmlu_subsets(specs: list, source: str) -> None:
+    """Read the MMLU question file (embedded or a path; not the hub) and check that every MMLU task's subjects and
+    categories are in it, before the model loads.
+
+    Raises:
+        DataError: the file is missing or malformed; a name is neither a subject nor a category of it.
+    """
+    from .data.mmlu import load_mmlu, select_subjects
+
+    mmlu = [spec for spec in specs if spec.is_mmlu]
+    if mmlu and source != "cais/mmlu":
+        table = load_mmlu(source)
+        for spec in mmlu:
+            select_subjects(table, spec.subset)
+
+
+# options that only Shapley metrics read (the estimator's), checked against the metrics a command computes
+_SHAPLEY_OPTIONS = {"estimator": "--estimator", "fraction": "--fraction", "budget": "--budget", "tolerance": "--tolerance"}
+
+
+def _check_metric_options(args) -> None:
+    """Refuse an estimator option where no metric is a Shapley value (it would be ignored silently), and
+    ``--heldout`` where neither the ranking data nor any task is MMLU.
+
+    Raises:
+        SettingError: names the option and what would read it.
+    """
+    from .influence.registry import check_metrics
+    from .influence.shapley import ADAPTIVE_METRICS
+
+    if hasattr(args, "metrics") or hasattr(args, "metric"):  # influence and curve
+        metrics = _comma_list(getattr(args, "metrics", None) or getattr(args, "metric", None) or "")
+        check_metrics(metrics)  # a misspelt metric is named first, not its options
+    else:
+        metrics = []
+    if metrics and not any(name in ADAPTIVE_METRICS for name in metrics):
+        for dest, option in _SHAPLEY_OPTIONS.items():
+            if hasattr(args, dest) and getattr(args, dest) != args.default_of(dest):
+                raise SettingError(f"{option} applies to Shapley metrics only, and this command computes {', '.join(metrics)}; "
+                                   f"drop {option} or add a *_shapley metric.")
+    if getattr(args, "heldout", False):
+        from .data.tasks import TaskSpec
+
+        if not any(TaskSpec.parse(spec).is_mmlu for spec in [args.data, *_comma_list(args.tasks)]):
+            raise SettingError("--heldout splits MMLU questions, and neither --data nor --tasks names MMLU; drop --heldout or add mmlu.")
 
 
 # options that only some kinds of task read (TaskSpec.kind), and what those kinds are called
@@ -311,8 +362,8 @@ _KIND_NAMES = {"mmlu": "MMLU", "lm-eval": "lm-eval tasks", "text": "perplexity (
 
 
 def _check_task_options(args, specs: list) -> None:
-    """Refuse a task option that none of the command's tasks reads (it would be ignored silently), and say where
-    ``--per-task`` asks for more items than a generative task has.
+    """Refuse a task option that none of the command's tasks (``specs``) reads (it would be ignored silently), and say
+    where ``--per-task`` asks for more items than a generative task has.
 
     Raises:
         SettingError: names the option and the tasks that would read it.
@@ -327,7 +378,7 @@ def _check_task_options(args, specs: list) -> None:
                 f"{', '.join(spec.label for spec in specs)}; drop {option} or add such a task."
             )
     for spec in specs:
-        if spec.kind == "generative" and args.per_task is not None and args.per_task > (size := len(generative_items(spec.spec))):
+        if spec.kind == "generative" and getattr(args, "per_task", None) is not None and args.per_task > (size := len(generative_items(spec.spec))):
             _say(f"Note: {spec.label} has {size} items; --per-task {args.per_task} scores all of them.")
 
 
@@ -558,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(influence)
     metric_args(influence)
     cache_args(influence)
+    influence.set_defaults(default_of=influence.get_default)
     influence.add_argument("--metrics", default="cosine", help=f"comma list of {', '.join(METRICS)}")
     influence.add_argument("--granularity", choices=MEASURED_SELECTIONS, default="sublayer")
     influence.add_argument("--half", choices=["all", "fit"], default="all", help="MMLU adaptive metrics: all = the evaluated questions (optimistic), fit = one half of each subject (held out; evaluate with --half test)")

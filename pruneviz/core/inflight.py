@@ -55,7 +55,7 @@ _flights_lock = threading.Lock()
 
 
 @contextmanager
-def lead_or_wait(key: str, callbacks: Mapping[str, Callable | None]) -> Iterator[Flight | None]:
+def lead_or_wait(key: str, callbacks: Mapping[str, Callable | None]) -> Iterator[Flight]:
     """Lead the computation of ``key``, or wait for the thread leading it.
 
     Yields an unfinished :class:`Flight` when this caller leads: it computes (passing :meth:`Flight.recorder`

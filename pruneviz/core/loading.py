@@ -289,6 +289,7 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
         else:
             log.warning("The converted model %s is damaged (%s); converting %s again.", damaged[0], damaged[1], gguf_path.name)
     log.info("Dequantising %s once into %s (takes about a minute) ...", gguf_path.name, target)
+    source = _source_record(gguf_path, converted=True)  # before reading it: a change during the conversion shows next time
     directory, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
@@ -308,7 +309,7 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
     try:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        _record_source(staging, gguf_path)
+        (staging / SOURCE_RECORD).write_text(json.dumps(source) + "\n")
     except BaseException as error:  # a full disk: OSError from the tokenizer, SafetensorError from the weights
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
         if not isinstance(error, Exception):
@@ -322,12 +323,13 @@ def _gguf_to_safetensors(gguf_path: Path) -> Path:
     return target
 
 
-def _record_source(converted: Path, gguf_path: Path) -> None:
-    """Write what the GGUF file was when ``converted`` was made from it: size, modification time and a digest of
-    all of it (:data:`SOURCE_RECORD`)."""
+def _source_record(gguf_path: Path, converted: bool) -> dict:
+    """What a GGUF file is now (:data:`SOURCE_RECORD`): size, modification time, a digest of all of it, and whether
+    the record was written by the conversion itself (``converted``) or later, beside a conversion made before
+    records existed."""
     status = gguf_path.stat()
-    record = {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "digest": cache.file_fingerprint(gguf_path, whole=True)}
-    (converted / SOURCE_RECORD).write_text(json.dumps(record) + "\n")
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "digest": cache.file_fingerprint(gguf_path, whole=True),
+            "converted": converted}
 
 
 def _converted_from(converted: Path, gguf_path: Path) -> bool:
@@ -346,17 +348,28 @@ def _converted_from(converted: Path, gguf_path: Path) -> bool:
     status = gguf_path.stat()
     if isinstance(record, dict) and record.get("size") == status.st_size and record.get("mtime_ns") == status.st_mtime_ns:
         return True
-    if isinstance(record, dict) and record.get("digest") != cache.file_fingerprint(gguf_path, whole=True):
+    now = _source_record(gguf_path, converted=bool(isinstance(record, dict) and record.get("converted")))
+    if isinstance(record, dict) and record.get("digest") != now["digest"]:
         return False
     try:
-        _record_source(converted, gguf_path)
+        (converted / SOURCE_RECORD).write_text(json.dumps(now) + "\n")
     except OSError:  # a read-only cache: the check is made again next time
         pass
     return True
 
 
 def _directory_fingerprint(directory: Path) -> str:
+    """A digest of a model folder's files (size and first and last MiB each) and, for a conversion that recorded
+    its GGUF source, of that whole file: a conversion redone after the GGUF changed in the middle differs from the
+    old one only in the middle of its weights, and must not share its cached results. (Records written beside
+    conversions made before records existed are left out, so that those keep their cached results.)"""
     digest = hashlib.sha256()
+    try:
+        record = json.loads((directory / SOURCE_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("converted"):
+        digest.update(f"source:{record.get('digest')}".encode())
     for path in sorted(directory.iterdir()):
         # the source record changes when the GGUF file is touched, the weights do not
         if path.is_file() and path.suffix in (".json", ".safetensors", ".bin", ".model", ".txt") and path.name != SOURCE_RECORD:

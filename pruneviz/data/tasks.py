@@ -66,6 +66,8 @@ class TaskSpec:
             return cls(f"mmlu:{subset}" if subset else "mmlu", "mmlu", subset)
         if text.lower() in GENERATIVE_TASKS:
             return cls(text.lower(), "generative")
+        if text.lower() == "wiki":  # a built-in name, in any case, like mmlu and the generative tasks
+            return cls("wiki", "text")
         return cls(text, "text" if _is_text(text) else "lm-eval")
 
     def require_scoring_data(self) -> "TaskSpec":

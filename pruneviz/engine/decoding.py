@@ -198,7 +198,7 @@ def generate_requests(
         checkpoint: read and write per-batch checkpoints (``False``: neither, e.g. for benchmarks).
         resumed: if given, a one-item list that receives how many continuations were read from checkpoints.
         finished: called after every batch with the indices (into ``requests``) of its prompts and their
-            continuations, e.g. to score them while the next batch decodes.
+            continuations, e.g. to score them as soon as they are decoded.
 
     Returns:
         one :class:`Generated` per request, in the order of ``requests``.

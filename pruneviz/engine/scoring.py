@@ -239,8 +239,8 @@ def _score_batch(
             logits = loaded.logits(vectors[s : s + HEAD_POSITIONS])  # [n, vocab] fp32: one product with the head
             reference_logits = None
             if reference is not None:
-                rows, columns = (index[s : s + HEAD_POSITIONS] for index in where)
-                reference_logits = loaded.logits(reference[rows, columns])
+                at_rows, at_columns = (index[s : s + HEAD_POSITIONS] for index in where)
+                reference_logits = loaded.logits(reference[at_rows, at_columns])
             # the work over the vocabulary in slices of SLICE_POSITIONS rows, which stay in the processor's cache (over all
             # n rows at once, each pass streams a [n, vocab] tensor through memory: 0.3 GB at 512 x 151,936)
             for t in range(0, len(logits), SLICE_POSITIONS):

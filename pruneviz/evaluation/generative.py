@@ -79,7 +79,8 @@ def evaluate_generative(
         stand_ins: recovery stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`).
         checkpoint: checkpoint each finished batch of completions (``False``: no reads or writes).
         partial: called after every batch but the last with a provisional result of the items scored so far
-            (each batch is scored, HumanEval's programs run, as soon as it is decoded).
+            (each batch is scored, HumanEval's programs run, as soon as it is decoded). Batches go shortest prompt
+            first, so these are not a random sample of the items: ``settings["provisional_order"]`` says so.
 
     Returns:
         :class:`EvaluationResult` with ``metrics`` ``{"pass@1" | "exact_match": share}`` and its binomial standard
@@ -117,7 +118,9 @@ def evaluate_generative(
             settings.setdefault("sandbox", runs[0].isolation)
         scored.update((row["index"], row) for row in rows)
         if partial is not None and len(scored) < len(items):
-            partial(_result(task, plan, settings, [scored[i] for i in sorted(scored)], started))
+            # batches are decoded shortest prompt first (least padding): the items so far are not a random sample
+            provisional = settings | {"provisional_order": "the items with the shortest prompts first"}
+            partial(_result(task, plan, provisional, [scored[i] for i in sorted(scored)], started))
 
     resumed = [0]
     with apply_plan(plan, stand_ins):

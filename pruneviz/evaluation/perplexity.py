@@ -17,6 +17,9 @@ from ..data.text import TextCorpus, load_corpus, token_windows
 from ..engine.scoring import Request, score_requests
 from .results import EvaluationResult, mean_stderr
 
+# windows scored before the others, for an early provisional value (see evaluate_perplexity)
+FIRST_WINDOWS = 2
+
 
 def evaluate_perplexity(
     loaded,
@@ -38,8 +41,9 @@ def evaluate_perplexity(
     stand-ins for pruned units (see :func:`pruneviz.core.gating.apply_plan`). ``batch_size`` windows run per
     forward pass; ``progress(done, total)`` counts windows and may raise ``Cancelled`` (finished batches
     are cached when ``checkpoint``, so a rerun resumes). ``partial`` is called with a provisional result of the
-    windows finished so far after every chunk of batches. ``kl`` also measures, at every predicted position, the KL
-    divergence of the plan's next-token distribution from the unpruned model's (Dutta et al. 2024).
+    windows finished so far after every chunk of batches, first after the first :data:`FIRST_WINDOWS` windows.
+    ``kl`` also measures, at every predicted position, the KL divergence of the plan's next-token distribution
+    from the unpruned model's (Dutta et al. 2024).
 
     Returns:
         :class:`EvaluationResult` with metrics ``perplexity``, ``nll`` (nats/token), ``tokens`` (predicted
@@ -65,14 +69,25 @@ def evaluate_perplexity(
         if 0 < len(numbers) < len(scores):
             partial(result_for([scores[number] for number in numbers], numbers))
 
-    resumed = [0]
+    # the first FIRST_WINDOWS windows are scored on their own, so that the first provisional value comes after one
+    # short forward pass (the rest would pack them with two more windows into one row of 512 tokens): on a
+    # 151,936-token vocabulary most of a late toggle's cost is the output head, which grows with the positions
+    scores: list = []
+    reused = 0
     with apply_plan(plan, stand_ins):
-        scores = score_requests(
-            loaded, requests, batch_size, progress, report if partial else None, checkpoint, resumed=resumed, reference_kl=kl
-        )
+        for part in (requests[:FIRST_WINDOWS], requests[FIRST_WINDOWS:]):
+            if not part:
+                continue
+            done, resumed = len(scores), [0]
+            scores += score_requests(
+                loaded, part, batch_size, progress and (lambda finished, _, done=done: progress(done + finished, len(requests))),
+                partial and (lambda chunk, done=done: report(scores[:done] + chunk + [None] * (len(requests) - done - len(chunk)))),
+                checkpoint, resumed=resumed, reference_kl=kl,
+            )
+            reused += resumed[0]
     result = result_for(scores)
-    if resumed[0]:
-        result.settings["resumed"] = resumed[0]  # windows read from checkpoints an earlier run left
+    if reused:
+        result.settings["resumed"] = reused  # windows read from checkpoints an earlier run left
     return result
 
 

@@ -13,6 +13,8 @@ Z_95 = 1.959963984540054
 # metrics where a lower value is better (perplexity, NLL, MMLU loss, answers changed and the KL divergence from the
 # unpruned model's answers); all others are accuracies
 LOWER_IS_BETTER = frozenset({"perplexity", "nll", "loss", "flips", "flips_lost", "kl"})
+# metrics that are never negative (their intervals are cut at 0)
+NON_NEGATIVE = frozenset({"perplexity", "nll", "loss", "kl"})
 # metrics that are shares of the n items (their intervals are Wilson's, :func:`proportion_interval`)
 PROPORTIONS = frozenset({"acc", "acc_norm", "pass@1", "exact_match", "flips", "flips_lost", "flips_gained"})
 
@@ -66,24 +68,27 @@ class EvaluationResult:
         return [name for name in ("acc", "acc_norm", "pass@1", "exact_match") if name in self.metrics]
 
     def confidence_interval(self, metric: str) -> tuple[float, float]:
-        """The 95 % CI of ``metric``: Wilson's for a share of the n items (:data:`PROPORTIONS`), else the normal
-        approximation ``value ± 1.96 stderr``; NaN bounds where there is no standard error."""
+        """The 95 % CI of ``metric``: Wilson's for a share of the n items (:data:`PROPORTIONS`, defined from one item
+        on), else the normal approximation ``value ± 1.96 stderr``, cut at 0 for :data:`NON_NEGATIVE` metrics (NaN
+        bounds where there is no standard error, e.g. one window)."""
         value, stderr = self.metrics[metric], self.stderr.get(metric, math.nan)
         if metric in PROPORTIONS:
             return proportion_interval(value, self.n)
-        return value - Z_95 * stderr, value + Z_95 * stderr
+        low = value - Z_95 * stderr
+        return (max(low, 0.0) if metric in NON_NEGATIVE else low), value + Z_95 * stderr
 
     def to_json(self) -> dict:
         """The CLI's JSON document: ``task, n, metrics, stderr, ci95, per_subject, per_category, prune, recover,
         seconds``, and for a generative task ``items``: each item's completion, answer and outcome. ``ci95`` holds
-        each metric's 95 % CI (:meth:`confidence_interval`). A value that is not a number (the standard error of a
+        the 95 % CI (:meth:`confidence_interval`) of each metric that has a standard error (not ``tokens``, a count);
+        ``null`` bounds where the normal approximation has no standard error (one window). A value that is not a number (the standard error of a
         single item) is ``null``, so that strict JSON readers accept the document."""
         document = {
             "task": self.task,
             "n": self.n,
             "metrics": self.metrics,
             "stderr": self.stderr,
-            "ci95": {name: list(self.confidence_interval(name)) for name in self.metrics},
+            "ci95": {name: list(self.confidence_interval(name)) for name in self.metrics if name in self.stderr},
             "per_subject": _records(self.per_subject, "subject"),
             "per_category": _records(self.per_category, "category"),
             "prune": self.plan,

@@ -51,7 +51,8 @@ def check_task(task: str, backend: str = "pruneviz") -> TaskSpec:
         raise SettingError(f"Backend '{backend}' is unknown; use {' or '.join(BACKENDS)}.")
     spec = TaskSpec.parse(task)
     if spec.kind == "generative" and backend != "pruneviz":
-        raise SettingError(f"{spec.label} runs on the pruneviz backend only (its own decoder and sandbox); drop --backend lm-eval.")
+        tools = "its own decoder and sandbox" if spec.spec == "humaneval" else "its own decoder"
+        raise SettingError(f"{spec.label} runs on the pruneviz backend only ({tools}); drop --backend lm-eval.")
     if spec.kind == "text" or spec.kind == "lm-eval" and backend == "pruneviz" and "/" in spec.spec:
         load_corpus(spec.spec, "evaluation")  # a path names a file: its own sentence (missing, unreadable, too long)
     if spec.kind == "lm-eval" and backend == "pruneviz":
@@ -139,8 +140,8 @@ def evaluate(
         engine_options = {} if backend == "lm-eval" else {
             "checkpoint": use_cache, "partial": partial, "kl": compare and bool(plan or recovery is not None),
         }
-        call = (perplexity_evaluator, (loaded, plan, task, windows, seq_len),
-                dict(progress=progress, stand_ins=stand_ins, **engine_options), load_corpus(task, "evaluation").fingerprint)
+        call = (perplexity_evaluator, (loaded, plan, spec.spec, windows, seq_len),
+                dict(progress=progress, stand_ins=stand_ins, **engine_options), load_corpus(spec.spec, "evaluation").fingerprint)
     function, args, kwargs, content = call
     result, hit = cached_call(function, args, kwargs, use_cache, ignore=("progress", "partial", "checkpoint"), content=content)
     result.from_cache = hit

@@ -60,11 +60,15 @@ MAX_NEW_FILES = 16  # with FILE_BYTES, at most 256 MiB of the temporary folder's
 TIMEOUT_SECONDS = 10.0
 SHOWN_CHARACTERS = 2000
 
-# x86-64 system calls a sandboxed program never needs: socket, fork, vfork, execve, execveat, ptrace, kill, mount,
-# umount2, pivot_root, chroot, unshare, setns, process_vm_readv/writev, bpf, and io_uring (whose operations would
-# bypass a filter on socket); clone is refused unless it starts a thread, clone3 says "not implemented" so that
-# the C library starts threads with clone
-REFUSED_SYSCALLS = (41, 57, 58, 59, 322, 101, 62, 165, 166, 155, 161, 272, 308, 310, 311, 321, 425, 426, 427)
+# x86-64 system calls a sandboxed program never needs: socket, fork, vfork, execve, execveat, ptrace; signals to
+# other processes (kill, tkill, rt_sigqueueinfo, pidfd_open, pidfd_send_signal); mounts, old and new API (mount,
+# umount2, pivot_root, open_tree, move_mount, fsopen, fsconfig, fsmount, mount_setattr: inside its own namespaces a
+# tmpfs would get past the file quota); chroot, unshare, setns, process_vm_readv/writev, bpf, and io_uring (whose
+# operations would bypass a filter on socket). clone is refused unless it starts a thread, clone3 says "not
+# implemented" so that the C library starts threads with clone, and tgkill / rt_tgsigqueueinfo reach only the
+# program's own process (raise() needs them)
+REFUSED_SYSCALLS = (41, 57, 58, 59, 322, 101, 62, 200, 129, 434, 424, 165, 166, 155, 428, 429, 430, 431, 432, 442, 161, 272,
+                    308, 310, 311, 321, 425, 426, 427)
 
 # installs the kernel filter (seccomp) under the audit hook; run in the child before the program, and by the tests alone
 SECCOMP_SOURCE = r'''
@@ -84,7 +88,11 @@ def install_seccomp(ctypes, libc, refused):
     ]
     for number in refused:
         program += [(equal, 0, 1, number), (ret, 0, 0, deny)]
-    program.append((ret, 0, 0, allow))
+    import os
+    program += [  # tgkill and rt_tgsigqueueinfo: to this process only
+        (equal, 2, 0, 234), (equal, 1, 0, 297), (ret, 0, 0, allow),
+        (load, 0, 0, 16), (equal, 0, 1, os.getpid()), (ret, 0, 0, allow), (ret, 0, 0, deny),
+    ]
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *step) for step in program))
 
     class Filter(ctypes.Structure):
@@ -120,11 +128,15 @@ def _sandbox():
                 with open(f"/proc/self/{{name}}", "w") as handle:
                     handle.write(text)
             isolation = "namespaces"
-        if install_seccomp(ctypes, libc, {refused}):
-            isolation += ", seccomp"
-        del ctypes, libc
     except OSError:
         pass
+    try:  # on its own: a kernel that refused the namespaces half way may still take the filter
+        import ctypes
+        if install_seccomp(ctypes, ctypes.CDLL(None, use_errno=True), {refused}):
+            isolation += ", seccomp"
+    except OSError:
+        pass
+    ctypes = libc = None  # the program must not find them in this frame
     for name in [name for name in sys.modules if name == "ctypes" or name.startswith(("ctypes.", "_ctypes"))]:
         del sys.modules[name]
     stdlib = os.path.dirname(os.__file__)  # this interpreter's own standard library: imports read it

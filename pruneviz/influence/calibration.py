@@ -43,5 +43,5 @@ def calibration_batch(loaded, data: str, samples: int, seq_len: int):
         batch = document_batch(loaded.tokenizer, texts, samples, seq_len, label, "question")
         # the subset is part of the digest: every subset of the one MMLU file once shared its cache entries
         return batch, label, make_key("mmlu-prompts", mmlu_fingerprint("mmlu"), subset)
-    corpus = load_corpus(data, "calibration")
+    corpus = load_corpus(spec.spec, "calibration")
     return document_batch(loaded.tokenizer, corpus.texts, samples, seq_len, corpus.description), corpus.label, corpus.fingerprint

@@ -108,7 +108,7 @@ def objective_data(loaded, data: str, samples: int, seq_len: int, half: str = "a
     spec = TaskSpec.parse(data).require_scoring_data()
     if spec.is_mmlu:
         return mmlu_objective_data(loaded, spec.subset, samples, half)
-    return text_objective_data(loaded, data, samples, seq_len)
+    return text_objective_data(loaded, spec.spec, samples, seq_len)
 
 
 def scored_logits(loaded, hidden: torch.Tensor, data: ObjectiveData) -> torch.Tensor:

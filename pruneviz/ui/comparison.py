@@ -80,7 +80,8 @@ def show_mmlu_metric(baseline, pruned, name: str) -> None:
         "acc": "acc: fraction of questions whose highest-scoring answer is the gold one (lm-evaluation-harness)",
         "acc_norm": "acc_norm: acc with each answer's log-likelihood divided by its length in characters (lm-evaluation-harness)",
     }[name]
-    interval = f"± 1.96 standard errors over the n = {pruned.n} questions (normal-approximation 95 % CI)"
+    interval = (f"± 1.96 standard errors over the n = {pruned.n} questions (normal-approximation 95 % CI; Wilson's interval, "
+                "written as a range, where that one would reach past 0 or 100 %)")
     left.metric(
         f"{name} (pruned)", api.with_ci(pruned.metrics[name], pruned.stderr[name], scale, digits, unit, None if is_loss else pruned.n),
         delta=f"{change:+.3f}" if is_loss else f"{100 * change:+.1f} pp",

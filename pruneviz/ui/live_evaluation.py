@@ -86,7 +86,9 @@ def live_text(which: str, result, settings: dict, progress: ProgressBar) -> str:
     noun = {"wiki": "windows", "mmlu": "questions"}.get(settings["task"].partition(":")[0], "items")
     value = api.with_ci(result.metrics[metric], result.stderr.get(metric, math.nan), scale, digits, unit,
                         None if metric == "perplexity" else result.n)
-    return f"**{which}, so far**: {metric} {value}; n = {result.n} of {expected_count(settings, progress)} {noun}."
+    order = result.settings.get("provisional_order")
+    caveat = f" ({order}: not a random sample)" if order else ""
+    return f"**{which}, so far**: {metric} {value}; n = {result.n} of {expected_count(settings, progress)} {noun}{caveat}."
 
 
 def evaluate_pair(loaded, plan: PruningPlan, settings: dict, title: str, recovery=None) -> tuple:

@@ -606,10 +606,15 @@ def test_mmlu_scores_carry_confidence_intervals_a_noise_warning_and_a_json_downl
 
     at = mmlu_on_subjects(app, "7.attn", ["anatomy", "astronomy"], per_subject=3)
     values = metric_values(at)
-    assert " ± " in values["acc (pruned)"] and " ± " in values["acc (unpruned)"]
     baseline, pruned = at.session_state["evaluation"]["pairs"]["mmlu"]
-    halfwidth = 100 * api.confidence_halfwidth(pruned.stderr["acc"])
-    assert values["acc (pruned)"] == f"{100 * pruned.metrics['acc']:.1f} % ± {halfwidth:.1f} %"
+    for name, result in (("acc (pruned)", pruned), ("acc (unpruned)", baseline)):
+        # ± 1.96 standard errors, or Wilson's interval as a range where that one would pass 0 or 100 % (n = 6)
+        low, high = api.proportion_interval(result.metrics["acc"], result.n)
+        halfwidth = api.confidence_halfwidth(result.stderr["acc"])
+        symmetric = 0 < result.metrics["acc"] - halfwidth and result.metrics["acc"] + halfwidth < 1
+        expected = (f"{100 * result.metrics['acc']:.1f} % ± {100 * halfwidth:.1f} %" if symmetric
+                    else f"{100 * result.metrics['acc']:.1f} % (95 % CI {100 * low:.1f} to {100 * high:.1f} %)")
+        assert values[name] == expected
     verdict = api.noise_verdict(baseline, pruned, "acc", "questions")  # paired: the same 6 questions, both scored
     assert (verdict is not None) == api.within_noise(baseline, pruned, "acc")
     assert verdict is None or verdict in [w.value for w in at.warning]
@@ -753,7 +758,7 @@ def test_curve_settings_survive_a_model_switch_once_run(app):
 @pytest.mark.real
 def test_a_prune_page_link_carries_its_generative_tasks(app):
     at = open_page(app, "2_Prune_and_evaluate.py")
-    at.checkbox(key="_use_humaneval").check()
+    at.checkbox(key="_use_humaneval").check().run()  # the items and the prompt format are enabled once a task is chosen
     at.number_input(key="_generative_per_task").set_value(3)
     at.radio(key="_generative_prompt_format").set_value("plain").run()
     assert at.query_params["humaneval"] == "1" and at.query_params["per_task"] == "3" and at.query_params["prompt"] == "plain"

@@ -128,3 +128,5 @@ def test_provisional_results_arrive_batch_by_batch_and_agree_with_the_final_one(
         assert provisional.items["correct"].tolist() == rows["correct"].tolist()
         assert provisional.metrics[metric] == pytest.approx(rows["correct"].mean())
     assert list(final.items.index) == list(range(6)) and final.n == 6
+    assert all(r.settings["provisional_order"] == "the items with the shortest prompts first" for r in seen)
+    assert "provisional_order" not in final.settings

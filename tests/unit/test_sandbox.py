@@ -228,8 +228,9 @@ def test_a_program_creates_at_most_a_few_files(namespaces):
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is written for x86-64 system call numbers")
 def test_the_kernel_refuses_processes_sockets_and_programs_whatever_becomes_of_the_audit_hook():
-    """The filter alone, without the audit hook (as after code that disarmed it): fork, socket and exec fail with
-    EPERM, and threads still start (clone3 is answered "not implemented", so the C library falls back to clone)."""
+    """The filter alone, without the audit hook (as after code that disarmed it): fork, socket, exec and signals to
+    other processes fail with EPERM, while threads still start (clone3 is answered "not implemented", so the C
+    library falls back to clone) and a process may still signal itself (raise() needs tgkill)."""
     from pruneviz.evaluation.sandbox import REFUSED_SYSCALLS, SECCOMP_SOURCE
 
     probe = SECCOMP_SOURCE + (
@@ -245,8 +246,17 @@ def test_the_kernel_refuses_processes_sockets_and_programs_whatever_becomes_of_t
         "thread = threading.Thread(target=lambda: said.append('thread ran'))\n"
         "thread.start()\n"
         "thread.join()\n"
+        "import signal\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "parent = os.getppid()\n"
+        # signal 0 only asks whether the target exists: harmless, and refused with EPERM (-1) by the filter
+        "said.append('tkill to the parent ' + ('refused' if libc.syscall(200, parent, 0) == -1 and ctypes.get_errno() == 1 else 'allowed'))\n"
+        "said.append('tgkill to the parent ' + ('refused' if libc.syscall(234, parent, parent, 0) == -1 and ctypes.get_errno() == 1 else 'allowed'))\n"
+        "signal.pthread_kill(threading.get_ident(), 0)\n"
+        "said.append('a signal to itself works')\n"
         "print(', '.join(said))\n"
     )
     ran = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
-    assert ran.stdout.strip() == "fork refused, socket refused, exec refused, thread ran", ran.stderr[-1000:]
+    assert ran.stdout.strip() == ("fork refused, socket refused, exec refused, thread ran, tkill to the parent refused, "
+                                  "tgkill to the parent refused, a signal to itself works"), ran.stderr[-1000:]
     assert run_program(SOLUTION + TESTS).isolation.endswith(", seccomp")
