@@ -330,6 +330,7 @@ def _check_metric_options(args) -> None:
     Raises:
         SettingError: names the option and what would read it.
     """
+    from .data.tasks import TaskSpec
     from .influence.registry import check_metrics
     from .influence.shapley import ADAPTIVE_METRICS
 
@@ -344,8 +345,6 @@ def _check_metric_options(args) -> None:
                 raise SettingError(f"{option} applies to Shapley metrics only, and this command computes {', '.join(metrics)}; "
                                    f"drop {option} or add a *_shapley metric.")
     if getattr(args, "heldout", False):
-        from .data.tasks import TaskSpec
-
         if not any(TaskSpec.parse(spec).is_mmlu for spec in [args.data, *_comma_list(args.tasks)]):
             raise SettingError("--heldout splits MMLU questions, and neither --data nor --tasks names MMLU; drop --heldout or add mmlu.")
 

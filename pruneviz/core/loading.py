@@ -332,6 +332,15 @@ def _source_record(gguf_path: Path, converted: bool) -> dict:
             "converted": converted}
 
 
+def _recorded_source(directory: Path) -> dict | None:
+    """The :data:`SOURCE_RECORD` in ``directory`` (``None`` where there is none, or it is not a JSON object)."""
+    try:
+        record = json.loads((directory / SOURCE_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _converted_from(converted: Path, gguf_path: Path) -> bool:
     """Whether ``converted`` was made from ``gguf_path`` as it is now.
 
@@ -341,15 +350,12 @@ def _converted_from(converted: Path, gguf_path: Path) -> bool:
     time are trusted; otherwise the whole file is read and its digest compared. A conversion made before records
     existed gets one now.
     """
-    try:
-        record = json.loads((converted / SOURCE_RECORD).read_text())
-    except (OSError, ValueError):
-        record = None
+    record = _recorded_source(converted)
     status = gguf_path.stat()
-    if isinstance(record, dict) and record.get("size") == status.st_size and record.get("mtime_ns") == status.st_mtime_ns:
+    if record and record.get("size") == status.st_size and record.get("mtime_ns") == status.st_mtime_ns:
         return True
-    now = _source_record(gguf_path, converted=bool(isinstance(record, dict) and record.get("converted")))
-    if isinstance(record, dict) and record.get("digest") != now["digest"]:
+    now = _source_record(gguf_path, converted=bool(record and record.get("converted")))
+    if record and record.get("digest") != now["digest"]:
         return False
     try:
         (converted / SOURCE_RECORD).write_text(json.dumps(now) + "\n")
@@ -364,11 +370,8 @@ def _directory_fingerprint(directory: Path) -> str:
     old one only in the middle of its weights, and must not share its cached results. (Records written beside
     conversions made before records existed are left out, so that those keep their cached results.)"""
     digest = hashlib.sha256()
-    try:
-        record = json.loads((directory / SOURCE_RECORD).read_text())
-    except (OSError, ValueError):
-        record = None
-    if isinstance(record, dict) and record.get("converted"):
+    record = _recorded_source(directory)
+    if record and record.get("converted"):
         digest.update(f"source:{record.get('digest')}".encode())
     for path in sorted(directory.iterdir()):
         # the source record changes when the GGUF file is touched, the weights do not

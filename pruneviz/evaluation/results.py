@@ -154,4 +154,4 @@ def comparison_json(plan: str, recovery: str | None, pairs: dict[str, tuple[Eval
         "plan": plan, "recovery": recovery,
         "tasks": {task: {"unpruned": base.to_json(), "pruned": pruned.to_json()} for task, (base, pruned) in pairs.items()},
     }
-    return json.dumps(json_ready(document), indent=2, default=str, allow_nan=False)
+    return json.dumps(document, indent=2, default=str, allow_nan=False)  # each result is json_ready already
