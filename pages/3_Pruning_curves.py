@@ -109,12 +109,16 @@ def show_result(result: dict) -> None:
     charts, table = st.tabs(["Charts", "Table"])
     with charts:
         show_charts(curve)
-        st.caption("Step 0 is the unpruned model; error bars are ± one standard error over windows or questions.")
+        st.caption(
+            "Step 0 is the unpruned model; error bars are one standard error over windows, questions or problems "
+            "(for shares such as accuracy or pass@1, Wilson's interval at z = 1: it stays inside 0-100 % and does not "
+            "shrink to nothing at 0 of n). Hover a point for its n."
+        )
     with table:
         st.dataframe(plots.curve_wide(curve), hide_index=True)
         st.download_button(
             "Download CSV", curve.to_csv(index=False), file_name="pruning_curves.csv", mime="text/csv",
-            help="Columns ranking, scheme, step, removed, plan, task, metric, value, stderr (as `pruneviz curve` writes).",
+            help="Columns ranking, scheme, step, removed, plan, task, metric, value, stderr, n, dtype (as `pruneviz curve` writes).",
         )
 
 

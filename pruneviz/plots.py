@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from .core.plan import SUBLAYERS, UNIT_SELECTIONS
 from .data.tasks import TaskSpec
-from .evaluation.results import LOWER_IS_BETTER, Z_95, EvaluationResult, proportion_stderr
+from .evaluation.results import LOWER_IS_BETTER, PROPORTIONS, Z_95, EvaluationResult, proportion_interval, proportion_stderr
 from .evaluation.statistics import confidence_halfwidth
 from .influence.registry import METRIC_REGISTRY
 
@@ -225,18 +225,19 @@ def mmlu_category_bars(results: list[EvaluationResult], metric: str) -> go.Figur
         metric: an accuracy column of their ``per_category`` tables (``acc`` or ``acc_norm``).
 
     Returns:
-        A bar chart with ± one standard error per bar and a dashed line at chance (25 %).
+        A bar chart with a one-standard-error bar per category (Wilson's interval at z = 1,
+        :func:`share_error_bars`) and a dashed line at chance (25 %).
     """
     figure = go.Figure()
     for result in results:
         table = result.per_category
-        errors = [proportion_stderr(p, n) for p, n in zip(table[metric], table["n"])]
+        below, above = share_error_bars(table[metric].to_numpy(dtype=float), table["n"].to_numpy())
         figure.add_trace(
             go.Bar(
                 name=result_name(result),
                 x=table["category"],
                 y=table[metric],
-                error_y={"type": "data", "array": errors},
+                error_y={"type": "data", "symmetric": False, "array": above, "arrayminus": below},
                 customdata=table["n"],
                 hovertemplate=f"%{{x}}<br>{metric} = %{{y:.1%}} (n = %{{customdata}})<extra>{result_name(result)}</extra>",
             )
@@ -292,10 +293,10 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
         task, metric: which panel, e.g. ``("wiki", "perplexity")``.
 
     Returns:
-        A line chart with ± one standard error bars where defined (perplexity: exp(nll ± se_nll), see
-        :func:`_error_bars`); ticks every step up to 10 steps; hover names the unit removed at each
-        step and the plan. Perplexity uses a log axis (it grows by orders of magnitude as units go);
-        accuracies show a dashed chance line.
+        A line chart with one-standard-error bars where defined (perplexity: exp(nll ± se_nll); shares of items
+        such as acc or pass@1: Wilson's interval at z = 1; see :func:`_error_bars`); ticks every step up to 10
+        steps; hover names the unit removed at each step, the plan and n. Perplexity uses a log axis (it grows by
+        orders of magnitude as units go); accuracies show a dashed chance line.
 
     Raises:
         ValueError: the table has no such panel.
@@ -307,11 +308,13 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
     figure = go.Figure()
     for ranking, line in rows.groupby("ranking", sort=False):
         errors = line["stderr"].to_numpy(dtype=float)
-        has_errors = bool(np.isfinite(errors).any())
-        # per point: [unit removed at this step, plan, standard error] for the hover text
-        custom = line[["removed", "plan"]].replace("", "nothing").assign(stderr=errors).to_numpy(dtype=object)
-        spread = " (standard error %{customdata[2]:.2g})" if has_errors else ""
-        below, above = _error_bars(line["value"].to_numpy(dtype=float), errors, metric)
+        # curve tables written before n was recorded have no "n" column: their bars stay ± stderr
+        counts = line["n"].to_numpy(dtype=float) if "n" in line else np.full(len(line), np.nan)
+        below, above = _error_bars(line["value"].to_numpy(dtype=float), errors, metric, counts)
+        has_errors = bool(np.isfinite(errors).any() or (above + below > 0).any())
+        # per point: [unit removed at this step, plan, standard error, n] for the hover text
+        custom = line[["removed", "plan"]].replace("", "nothing").assign(stderr=errors, n=counts).to_numpy(dtype=object)
+        spread = " (standard error %{customdata[2]:.2g}, n = %{customdata[3]})" if has_errors else ""
         figure.add_trace(go.Scatter(
             x=line["step"], y=line["value"], mode="lines+markers", name=ranking, line={"color": colours[ranking]},
             error_y={"type": "data", "symmetric": False, "array": above, "arrayminus": below, "visible": has_errors},
@@ -340,13 +343,29 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
     return figure
 
 
-def _error_bars(values: np.ndarray, stderr: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Lengths of the error bars below and above each point: ± one standard error (0 where undefined).
+def share_error_bars(shares: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths below and above each share ``p`` of ``n`` items of its one-standard-error bar: Wilson's interval
+    at z = 1 (:func:`pruneviz.evaluation.results.proportion_interval`); 0 where n is missing or below 1.
 
-    Perplexity's standard error comes from its NLL by the delta method (se_ppl = ppl · se_nll), so its bars
-    span exp(nll ± se_nll): ppl·(1 − e^(−se_nll)) below and ppl·(e^(se_nll) − 1) above. They stay above
-    zero on the log axis, where a symmetric bar longer than its value would reach down to the axis.
+    Unlike ``p ± stderr`` it has length at 0 of n and n of n (a pruned model that passes nothing is not
+    certain) and stays inside [0, 1].
     """
+    bounds = np.array([proportion_interval(p, int(n), z=1.0) if n >= 1 else (p, p) for p, n in zip(shares, np.nan_to_num(counts))])
+    bounds = bounds.reshape(-1, 2)
+    return np.nan_to_num(shares - bounds[:, 0]), np.nan_to_num(bounds[:, 1] - shares)
+
+
+def _error_bars(values: np.ndarray, stderr: np.ndarray, metric: str, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths of the error bars below and above each point: one standard error (0 where undefined).
+
+    A share of the ``counts`` items (:data:`pruneviz.evaluation.results.PROPORTIONS`) gets Wilson's interval at
+    z = 1 (:func:`share_error_bars`) where its n is known. Perplexity's standard error comes from its NLL by the
+    delta method (se_ppl = ppl · se_nll), so its bars span exp(nll ± se_nll): ppl·(1 − e^(−se_nll)) below and
+    ppl·(e^(se_nll) − 1) above. They stay above zero on the log axis, where a symmetric bar longer than its value
+    would reach down to the axis.
+    """
+    if metric in PROPORTIONS and np.isfinite(counts).all():
+        return share_error_bars(values, counts)
     stderr = np.nan_to_num(stderr)
     if metric != "perplexity":
         return stderr, stderr
@@ -364,11 +383,25 @@ def _step_tick(steps: int) -> int:
 
 
 def curve_wide(curve: pd.DataFrame) -> pd.DataFrame:
-    """One row per ranking and step (with the unit removed and the plan), one column per ``"<task> <metric>"``."""
+    """One row per ranking and step (with the unit removed and the plan), one column per ``"<task> <metric>"``,
+    followed by its ``"<task> <metric> stderr"`` where the metric has one, and one ``"<task> n"`` column per task
+    (windows, questions or problems) where the table records n."""
     keys = ["ranking", "step", "removed", "plan"]
-    wide = curve.assign(column=curve["task"] + " " + curve["metric"]).pivot_table(
-        index=keys, columns="column", values="value", sort=False
-    )
+    labelled = curve.assign(column=curve["task"] + " " + curve["metric"])
+    wide = labelled.pivot_table(index=keys, columns="column", values="value", sort=False)
+    errors = labelled.pivot_table(index=keys, columns="column", values="stderr", sort=False)
+    ordered = []
+    for column in wide.columns:
+        ordered.append(column)
+        if column in errors.columns and errors[column].notna().any():
+            wide[f"{column} stderr"] = errors[column]
+            ordered.append(f"{column} stderr")
+    if "n" in curve:
+        counts = curve.pivot_table(index=keys, columns="task", values="n", aggfunc="first", sort=False)
+        for task in counts.columns:
+            wide[f"{task} n"] = counts[task].astype("Int64")
+            ordered.append(f"{task} n")
+    wide = wide[ordered]
     wide.columns.name = None
     return wide.reset_index()
 

@@ -25,7 +25,7 @@ from ..evaluation.statistics import difference_and_noise, within_noise
 from ..influence.ranking import ranked_units
 from ..influence.run import influence
 
-CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr", "dtype"]
+CURVE_COLUMNS = ["ranking", "scheme", "step", "removed", "plan", "task", "metric", "value", "stderr", "n", "dtype"]
 
 
 def check_removal_count(loaded, scheme: str, count: int, what: str) -> None:
@@ -102,7 +102,8 @@ def pruning_curve(
 
     Returns:
         long table :data:`CURVE_COLUMNS`: one row per step, task and task metric (e.g. ``perplexity``,
-        ``acc``, ``loss``), ``removed`` = the unit removed at that step (empty at step 0).
+        ``acc``, ``loss``), ``removed`` = the unit removed at that step (empty at step 0), ``n`` = the windows,
+        questions or problems the value is over.
 
     Raises:
         SettingError: ``steps`` is below 1 or exceeds the number of units of the scheme
@@ -127,7 +128,7 @@ def pruning_curve(
         evaluated.append([
             {"ranking": label, "scheme": scheme, "step": step, "removed": removed, "plan": str(plan), "task": result.task,
              "metric": metric, "value": value, "stderr": result.stderr.get(metric, float("nan")),
-             "dtype": loaded.dtype_name}
+             "n": result.n, "dtype": loaded.dtype_name}
             for metric, value in result.metrics.items() if metric != "tokens"
         ])
         if progress:

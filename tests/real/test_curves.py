@@ -30,6 +30,7 @@ def test_curve_step_k_removes_exactly_the_k_lowest_units(smollm2):
     direct = api.evaluate(smollm2, PruningPlan.of(attn["unit"].iloc[:2]), "wiki", windows=2, seq_len=48)
     assert perplexity[2] == pytest.approx(direct.metrics["perplexity"], rel=1e-9)
     assert all(math.isfinite(v) for v in perplexity)
+    assert set(curve["n"]) == {direct.n} == {2}  # every value carries its n: the 2 windows
 
 
 def test_iterative_curve_recomputes_the_ranking_on_the_pruned_model(smollm2):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pruneviz import plots
-from pruneviz.evaluation.results import EvaluationResult
+from pruneviz.evaluation.results import EvaluationResult, proportion_interval
 
 # ---------------------------------------------------------------- figures (no model)
 
@@ -67,6 +67,14 @@ def test_mmlu_category_bars_name_each_evaluation_by_its_plan():
     figure = plots.mmlu_category_bars([mmlu_result("", [0.5, 0.3]), mmlu_result("3.attn", [0.4, 0.3])], "acc")
     assert [trace.name for trace in figure.data] == ["unpruned", "pruned 3.attn"]
     assert list(figure.data[1].x) == ["STEM", "other"]
+
+
+def test_category_bars_have_length_at_none_and_all_of_n():
+    none_and_all = EvaluationResult("mmlu", 20, {"acc": 0.5}, {}, "7", 0.0, {}, pd.DataFrame(),
+                                    per_category=pd.DataFrame({"category": ["STEM", "other"], "n": [10, 10], "acc": [0.0, 1.0]}))
+    bars = plots.mmlu_category_bars([none_and_all], "acc").data[0].error_y
+    # Wilson at z = 1, 0 of 10: 0 to 1 / 11; 10 of 10: 10 / 11 to 1 (p ± stderr would be 0 wide at both)
+    assert list(bars.arrayminus) == pytest.approx([0.0, 1 / 11]) and list(bars.array) == pytest.approx([1 / 11, 0.0])
 
 
 def test_comparison_table_reports_the_change():
@@ -131,6 +139,34 @@ def test_curve_wide_has_one_row_per_ranking_and_step():
     assert len(wide) == 6
     assert {"wiki perplexity", "wiki nll", "mmlu:STEM acc"} <= set(wide.columns)
     assert wide.loc[(wide["ranking"] == "cosine@wiki") & (wide["step"] == 2), "wiki perplexity"].item() == 12.0
+    # each value is followed by its standard error where it has one; a table without n gets no n columns
+    assert list(wide.columns[4:]) == ["wiki perplexity", "wiki perplexity stderr", "wiki nll", "wiki nll stderr", "mmlu:STEM acc"]
+
+
+def generative_curve() -> pd.DataFrame:
+    """One ranking over three steps on HumanEval (pass@1 of 24 problems) and Wikipedia (8 windows)."""
+    rows = []
+    for step, passed in enumerate((0.5, 1 / 24, 0.0)):
+        common = {"ranking": "cosine@wiki", "scheme": "attn", "step": step, "removed": str(step), "plan": "", "dtype": "bfloat16"}
+        rows.append({**common, "task": "humaneval", "metric": "pass@1", "value": passed,
+                     "stderr": math.sqrt(passed * (1 - passed) / 23), "n": 24})
+        rows.append({**common, "task": "wiki", "metric": "perplexity", "value": 10.0 + step, "stderr": 0.5, "n": 8})
+    return pd.DataFrame(rows)
+
+
+def test_a_share_at_zero_of_n_keeps_an_error_bar_and_every_curve_value_its_n():
+    figure = plots.curve_figure(generative_curve(), "humaneval", "pass@1")
+    bars = figure.data[0].error_y
+    assert bars.visible and not bars.symmetric
+    # step 2 passes 0 of 24: p ± stderr has length 0; Wilson's interval at z = 1 reaches 1 / 25 above and not below 0
+    assert bars.arrayminus[2] == 0.0 and bars.array[2] == pytest.approx(1 / 25)
+    low, high = proportion_interval(0.5, 24, z=1.0)
+    assert (bars.arrayminus[0], bars.array[0]) == pytest.approx((0.5 - low, high - 0.5))
+    assert "n = %{customdata[3]}" in figure.data[0].hovertemplate and figure.data[0].customdata[2][3] == 24
+    wide = plots.curve_wide(generative_curve())
+    assert list(wide.columns[4:]) == ["humaneval pass@1", "humaneval pass@1 stderr", "wiki perplexity", "wiki perplexity stderr",
+                                      "humaneval n", "wiki n"]
+    assert list(wide["humaneval n"]) == [24] * 3 and list(wide["wiki n"]) == [8] * 3
 
 
 def test_tradeoff_deltas_are_green_when_better_and_red_when_worse():
