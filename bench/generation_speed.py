@@ -1,20 +1,22 @@
 """Benchmark: generation throughput of pruneviz's decoder, batched against one prompt at a time and against
 ``transformers``' ``generate``, on the same prompts, plan and token limit, side by side in one run.
 
-Three ways to decode the same ``--prompts`` HumanEval prompts (the model's own prompt format) greedily for
+Ways to decode the same ``--prompts`` HumanEval prompts (the model's own prompt format) greedily for
 ``--new-tokens`` tokens each, under ``--prune`` (default a plan that spares block 0's attention, where ``generate``'s
-cache would read a wrong length, see :mod:`pruneviz.engine.decoding`), no stop sequences, each after one warm-up:
+cache would read a wrong length, see :mod:`pruneviz.engine.decoding`), no stop sequences, after one warm-up run:
 
-- **batched**: :func:`pruneviz.engine.decoding.generate_requests` with ``--batch`` prompts per batch;
+- **batched (B)**: :func:`pruneviz.engine.decoding.generate_requests` with B prompts per batch, for each B of
+  ``--batch`` (a comma-separated list, e.g. ``8,16``: how the ratio grows with the batch, side by side);
 - **one at a time**: the same with batches of one prompt;
-- **transformers generate**: ``model.generate`` (greedy, its own DynamicCache) on the same left-padded batches,
-  inside the same ``apply_plan``.
+- **transformers generate**: ``model.generate`` (greedy, its own DynamicCache) on the same left-padded batches as
+  the first batch size, inside the same ``apply_plan``.
 
-Throughput is generated tokens (end-of-sequence excluded) over wall seconds, prompt processing included. The
-tokens of each way are compared with the batched ones. Each repeat runs the three ways in turn, starting one
-further along each time, so a change in the machine's load hits all three alike; results: best of ``--repeats``.
+Throughput is generated tokens (end-of-sequence excluded) over wall seconds, prompt processing included, also given
+as a multiple of one prompt at a time's. The tokens of each way are compared with those of the first batched way.
+Each repeat runs the ways in turn, starting one further along each time, so a change in the machine's load hits
+all of them alike; results: best of ``--repeats``.
 
-Run: ``.venv/bin/python bench/generation_speed.py [--model qwen2.5-coder-0.5b] [--dtype bfloat16] [--prompts 8]``
+Run: ``.venv/bin/python bench/generation_speed.py [--model qwen2.5-coder-0.5b] [--dtype bfloat16] [--prompts 8] [--batch 8,16]``
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def main() -> None:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", default="8", help="prompts per batch, or a comma-separated list of batch sizes")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prune", default="3.attn,7.mlp")
     parser.add_argument("--repeats", type=int, default=1)
@@ -81,29 +83,31 @@ def main() -> None:
     fmt = prompt_format(loaded.tokenizer)
     items = generative_items("humaneval", args.prompts)
     requests = [GenerationRequest(prompt_ids(loaded.tokenizer, item, fmt), args.new_tokens) for item in items]
-    ways = {
-        "batched": lambda: [g.tokens for g in generate_requests(loaded, requests, args.batch, checkpoint=False)],
-        "one at a time": lambda: [g.tokens for g in generate_requests(loaded, requests, 1, checkpoint=False)],
-        "transformers generate": lambda: hf_generate(loaded, requests, args.batch, args.new_tokens),
-    }
+    sizes = [int(size) for size in args.batch.split(",")]
+    decode = lambda size: [g.tokens for g in generate_requests(loaded, requests, size, checkpoint=False)]  # noqa: E731
+    ways = {f"batched ({size})": (lambda size=size: decode(size)) for size in sizes}
+    ways["one at a time"] = lambda: decode(1)
+    ways["transformers generate"] = lambda: hf_generate(loaded, requests, sizes[0], args.new_tokens)
     prompt_tokens = sum(len(r.ids) for r in requests)
     print(f"{args.model} {loaded.dtype_name}, {torch.get_num_threads()} threads, plan '{plan}', {args.prompts} HumanEval "
           f"prompts ({fmt} format, {prompt_tokens} prompt tokens), {args.new_tokens} new tokens each, batches of {args.batch}")
-    names, measured = list(ways), {name: [] for name in ways}
+    names = list(ways)
+    first = names[0]
+    measured = {name: [] for name in ways}
     with apply_plan(plan):
-        ways["batched"]()  # warm-up
+        ways[first]()  # warm-up
         for repeat in range(args.repeats):
             for name in names[repeat % len(names):] + names[:repeat % len(names)]:
                 measured[name].append(timed(ways[name]))
     results = {name: min(runs, key=lambda run: run[0]) for name, runs in measured.items()}
-    reference = results["batched"][1]
-    base = sum(map(len, reference)) / results["batched"][0]
-    print(f"{'way':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'batched is':>13}{'same tokens':>13}")
+    reference = results[first][1]
+    alone = sum(map(len, results["one at a time"][1])) / results["one at a time"][0]  # tokens/s, one prompt at a time
+    print(f"{'way':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x one at a time':>17}{'same tokens as ' + first:>28}")
     for name, (seconds, tokens) in results.items():
         count = sum(map(len, tokens))
         same = sum(a == b for a, b in zip(tokens, reference))
-        print(f"{name:<24}{count:>8}{seconds:>10.1f}{count / seconds:>10.1f}{base / (count / seconds):>12.2f}x{same:>9}/{len(tokens)}")
-
+        speed = count / seconds
+        print(f"{name:<24}{count:>8}{seconds:>10.1f}{speed:>10.1f}{speed / alone:>16.2f}x{same:>24}/{len(tokens)}")
 
 if __name__ == "__main__":
     main()

@@ -230,7 +230,8 @@ def _parts(alias: str, package: str, version: str, count: int, file_name) -> tup
 # how each embedded model was measured for its picker line (docs/PERFORMANCE.md, "What each embedded model is good for")
 MEASURED = (
     "bench/model_cards.py, bf16 on 2 CPU cores (AVX512-BF16): MMLU letter format 0-shot on 2 questions of each of the "
-    "57 subjects (n = 114), ± 1 standard error; forward throughput in tokens/s"
+    "57 subjects (n = 114), ± 1 standard error; forward throughput in tokens/s; HumanEval: `pruneviz evaluate --task "
+    "humaneval`, greedy, all 164 problems (docs/PERFORMANCE.md, \"HumanEval pass@1 of qwen2.5-coder-1.5b, unpruned\")"
 )
 
 EMBEDDED_MODELS = {
@@ -250,7 +251,8 @@ EMBEDDED_MODELS = {
         1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         "Qwen2.5-Coder-1.5B-Instruct (qwen2 architecture, 28 blocks, Apache-2.0), GGUF",
-        good_for="knows answers: MMLU 50 ± 5 % (chance 25 %), Wikipedia perplexity 9.8; slowest (134 tokens/s)",
+        good_for="knows answers and writes code: MMLU 50 ± 5 % (chance 25 %), HumanEval pass@1 71 ± 4 % (all 164); "
+                 "slowest (134 tokens/s)",
     ),
     "qwen2.5-coder-0.5b": PartedModel(
         "qwen2.5-coder-0.5b",
