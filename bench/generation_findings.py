@@ -49,7 +49,7 @@ from pruneviz.core.plan import PruningPlan  # noqa: E402
 from pruneviz.data.generative import generative_items  # noqa: E402
 from pruneviz.evaluation.results import Z_95  # noqa: E402
 from pruneviz.evaluation.run import evaluate  # noqa: E402
-from pruneviz.evaluation.statistics import ITEM_COLUMNS, paired_difference  # noqa: E402
+from pruneviz.evaluation.statistics import ITEM_COLUMNS, paired_difference, with_ci  # noqa: E402
 from pruneviz.studies.curves import Ranking  # noqa: E402
 
 START, END = "<!-- generative:start -->", "<!-- generative:end -->"
@@ -221,6 +221,17 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def share(result, metric: str, unit: str = "") -> str:
+    """A share of the result's n items in % with its 95 % CI: ``± half-width``, or Wilson's range where the normal
+    interval would pass 0 or 100 % or have no width (:func:`pruneviz.evaluation.statistics.with_ci`)."""
+    return with_ci(result.metrics[metric], result.stderr[metric], 100, 1, unit, result.n)
+
+
+def ratio(r: float, r_se: float) -> str:
+    """A retention ± SE; at 0 (no item right under the plan) the delta-method SE is 0 and says nothing: none given."""
+    return "0.00 (no item right)" if r == 0 else f"{r:.2f} ± {r_se:.2f}"
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -335,7 +346,7 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
                 why = run.cut.get((spec.name, task), "not computed")
                 rows.append(f"| {spec.name} | {task_label(task)} | not computed ({why}) | | | | |")
                 continue
-            value = f"{pct(result.metrics[metric])} ± {pct(Z_95 * result.stderr[metric])}"
+            value = share(result, metric)
             if spec.name == "unpruned" or base[task] is None:
                 extra = f" ({generation_stats(result)})" if task != "mmlu" else ""
                 rows.append(f"| {spec.name} | {task_label(task)} | {value} | {result.n} | - | - | -{extra} |")
@@ -350,20 +361,19 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
                 entry["rc"], entry["rc_se"] = retention(base[task], result, metric, MMLU_CHANCE)
             stats[(spec.name, task)] = entry
             m = result.metrics
-            flips = (f"{pct(m['flips'])} % changed (lost {pct(m['flips_lost'])} ± {pct(Z_95 * result.stderr['flips_lost'])}, "
-                     f"gained {pct(m['flips_gained'])} ± {pct(Z_95 * result.stderr['flips_gained'])})"
+            flips = (f"{pct(m['flips'])} % changed (lost {share(result, 'flips_lost')}, gained {share(result, 'flips_gained')})"
                      if "flips" in m else "not computed")
             if task != "mmlu":
                 flips += f"; {generation_stats(result)}"
             rows.append(f"| {spec.name} | {task_label(task)} | {value} | {result.n} | {100 * d:+.1f} ± {100 * se:.1f} "
-                        f"({verdict(d, se)}) | {r:.2f} ± {r_se:.2f} | {flips} |")
+                        f"({verdict(d, se)}) | {ratio(r, r_se)} | {flips} |")
     # retention side by side, and generation minus MMLU (independent items: combined SE)
     for spec in specs[1:]:
         cells = []
         mm = stats.get((spec.name, "mmlu"))
         for task in TASKS:
             e = stats.get((spec.name, task))
-            cells.append("n/a" if e is None else f"{e['r']:.2f} ± {e['r_se']:.2f}")
+            cells.append("n/a" if e is None else ratio(e["r"], e["r_se"]))
         cells.insert(1, "n/a" if mm is None or math.isnan(mm["rc"]) else f"{mm['rc']:.2f} ± {mm['rc_se']:.2f}")
         for task in ("humaneval", "arithmetic"):
             e = stats.get((spec.name, task))
@@ -393,7 +403,7 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
     computed = [spec.name for spec in specs[1:] if all((spec.name, t) in stats for t in TASKS)]
     if gen_first:
         parts = [f"{spec.name} ({spec.removed}): {LABEL[task]} {100 * e['d']:+.1f} ± {100 * e['se']:.1f} pp "
-                 f"(n = {e['n']}, retention {e['r']:.2f} ± {e['r_se']:.2f}) while MMLU moves {100 * mm['d']:+.1f} ± "
+                 f"(n = {e['n']}, retention {ratio(e['r'], e['r_se'])}) while MMLU moves {100 * mm['d']:+.1f} ± "
                  f"{100 * mm['se']:.1f} pp (n = {mm['n']}, within 2 SE; retention {mm['r']:.2f} ± {mm['r_se']:.2f})"
                  for spec, task, e, mm in gen_first]
         headline = ("**Yes, on these items: generation falls beyond noise at plans where MMLU accuracy has not moved "
@@ -413,7 +423,7 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
                 continue
             dr, dr_se = e["r"] - mm["rc"], math.hypot(e["r_se"], mm["rc_se"])
             if beyond(dr, dr_se):
-                sharper.append(f"{spec.name}: {LABEL[task]} retention {e['r']:.2f} ± {e['r_se']:.2f} vs MMLU above chance "
+                sharper.append(f"{spec.name}: {LABEL[task]} retention {ratio(e['r'], e['r_se'])} vs MMLU above chance "
                                f"{mm['rc']:.2f} ± {mm['rc_se']:.2f}, difference {dr:+.2f} ± {dr_se:.2f}")
     sharper_text = ("Relative retention of a generative task differs from MMLU's above-chance retention beyond 2 SE "
                     "(combined: the items differ) at: " + "; ".join(sharper) + "." if sharper else
@@ -441,25 +451,22 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
         cut_text += f"\n- **Conditions**: {args.note}"
     cmd = ("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 nice -n 10 .venv/bin/python bench/generation_findings.py "
            f"--humaneval {n['humaneval']} --arithmetic {n['arithmetic']} --attn-ks {','.join(map(str, s['attn_ks']))}"
-           + (" --quick" if args.quick else ""))
+           + (" --full-unpruned-humaneval" if full is not None else "") + (" --quick" if args.quick else ""))
     full_text = ""
     if full is not None:
         full_text = (f"\n\nUnpruned on **all {full.n} HumanEval problems** (same prompts and decoding): pass@1 "
-                     f"{pct(full.metrics['pass@1'])} % ± {pct(Z_95 * full.stderr['pass@1'])} (95 % CI; SE "
-                     f"{pct(full.stderr['pass@1'])} pp), {generation_stats(full)}.")
-    base_he = (f"{pct(he.metrics['pass@1'])} % ± {pct(Z_95 * he.stderr['pass@1'])} (n = {he.n})" if he else "not computed")
-    base_ar = (f"{pct(ar.metrics['exact_match'])} % ± {pct(Z_95 * ar.stderr['exact_match'])} (n = {ar.n})" if ar
-               else "not computed")
+                     f"{share(full, 'pass@1', ' %')} (95 % CI; SE {pct(full.stderr['pass@1'])} pp), {generation_stats(full)}.")
+    base_he = f"{share(he, 'pass@1', ' %')} (n = {he.n})" if he else "not computed"
+    base_ar = f"{share(ar, 'exact_match', ' %')} (n = {ar.n})" if ar else "not computed"
     base_mm = base["mmlu"]
-    base_mm_text = (f"{pct(base_mm.metrics['acc'])} % ± {pct(Z_95 * base_mm.stderr['acc'])} (n = {base_mm.n})" if base_mm
-                    else "not computed")
+    base_mm_text = f"{share(base_mm, 'acc', ' %')} (n = {base_mm.n})" if base_mm else "not computed"
     today = utc_now().strftime("%Y-%m-%d")
     section = f"""## Generation against classification: MMLU, HumanEval and arithmetic under the same plans
 
 Generated by `bench/generation_findings.py` on {today} (issue #16; the claim tested is Minitron-style, arXiv
 2602.01997: depth pruning keeps MMLU long after generation, e.g. GSM8K, HumanEval, arithmetic, has broken).
 {s['model']} in **{loaded.dtype_name}** on this machine's CPU (`load_model(..., device="cpu", dtype="bfloat16")`,
-{L} blocks; 2 shared cores, `nice -n 10`). Compute as first computed: {compute_text}; {wall_text}. Reproduce:
+{L} blocks; 2 cores, the conditions below). Compute as first computed: {compute_text}; {wall_text}. Reproduce:
 `{cmd}` (cached per batch: a rerun resumes, and re-reads finished results in seconds).
 
 - **Plans**: those of the pruning curves above: attention sublayers ranked by cosine distance on the Wikipedia calibration half
