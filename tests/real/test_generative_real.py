@@ -41,9 +41,10 @@ def hf_greedy(loaded, request: GenerationRequest) -> tuple[int, ...]:
 @pytest.mark.real
 def test_batched_decoding_equals_one_at_a_time_and_transformers_generate(smollm2):
     requests = requests_of(smollm2, "humaneval", 2, 16) + requests_of(smollm2, "arithmetic", 3, 8)
-    batched = generate_requests(smollm2, requests, batch_size=5, checkpoint=False)
+    batched = generate_requests(smollm2, requests, batch_size=5, checkpoint=False)  # each prompt prefilled alone (CPU)
+    padded = generate_requests(smollm2, requests, batch_size=5, checkpoint=False, prefill_alone=False)
     alone = generate_requests(smollm2, requests, batch_size=1, checkpoint=False)
-    assert [g.tokens for g in batched] == [g.tokens for g in alone]
+    assert [g.tokens for g in batched] == [g.tokens for g in alone] == [g.tokens for g in padded]
     assert [g.tokens for g in batched] == [hf_greedy(smollm2, r) for r in requests]
     assert all(len(g.tokens) > 0 for g in batched)
 

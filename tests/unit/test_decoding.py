@@ -90,15 +90,35 @@ def assert_same_tokens(loaded, batched, requests, steps):
             assert margins[differ] <= TIE[loaded.dtype], (got, expected, margins[differ])
 
 
+@pytest.mark.parametrize("prefill_alone", [True, False], ids=["prompts prefilled alone", "padded batch prefilled"])
 @pytest.mark.parametrize("plan", PLANS)
-def test_cached_batched_decoding_equals_recomputing_each_prompt(loaded, plan):
+def test_cached_batched_decoding_equals_recomputing_each_prompt(loaded, plan, prefill_alone):
+    """Both ways to prefill a batch: each prompt alone, its cache rows then left-padded (the CPU's way), and the
+    left-padded batch at once (a GPU's)."""
     steps = 6 if loaded.dtype == torch.float16 else 12  # fp16 on a CPU is slow
     requests = [GenerationRequest(ids, steps) for ids in prompts()]
     plan = PruningPlan.parse(plan, loaded.n_blocks)
     with apply_plan(plan):
-        batched = generate_requests(loaded, requests, batch_size=4, checkpoint=False)
+        batched = generate_requests(loaded, requests, batch_size=4, checkpoint=False, prefill_alone=prefill_alone)
         assert_same_tokens(loaded, batched, requests, steps)
     assert all(g.finish in ("eos", "length") for g in batched)
+
+
+def test_prompts_prefilled_alone_run_no_pad_token(loaded32, monkeypatch):
+    """On a CPU (the default there) each prompt's prefill sees its own tokens only; a GPU's padded batch sees the
+    longest prompt's length in every row."""
+    seen = []
+    forward = type(loaded32.model.model).forward
+    monkeypatch.setattr(type(loaded32.model.model), "forward",
+                        lambda self, input_ids=None, **kw: seen.append(tuple(input_ids.shape)) or forward(self, input_ids=input_ids, **kw))
+    requests = [GenerationRequest(ids, 2) for ids in prompts()]
+    assert loaded32.device.type == "cpu"
+    alone = generate_requests(loaded32, requests, batch_size=4, checkpoint=False)
+    prefills, seen[:] = [shape for shape in seen if shape[1] > 1], []
+    assert sorted(prefills) == sorted((1, length) for length in LENGTHS)
+    padded = generate_requests(loaded32, requests, batch_size=4, checkpoint=False, prefill_alone=False)
+    assert [shape for shape in seen if shape[1] > 1] == [(4, max(LENGTHS))]
+    assert alone == padded
 
 
 def test_a_stand_in_decodes_like_recomputing(loaded):
