@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from pruneviz import api
+from pruneviz import api, plots
 from pruneviz.core.errors import SettingError
 from pruneviz.core.plan import PruningPlan
+from pruneviz.evaluation.results import proportion_interval
 from pruneviz.studies.curves import Ranking, Task, pruning_curve, ranking_correlation, tradeoff_matrix
 
 pytestmark = pytest.mark.real
@@ -51,6 +52,21 @@ def test_curve_progress_counts_evaluations_from_the_evaluation_phase(smollm2):
     # 3 steps x 2 tasks, reported from 0 once the ranking is known
     assert calls == [(done, 6) for done in range(7)]
     assert sorted(set(curve["step"])) == [0, 1, 2]
+
+
+def test_a_generative_curve_carries_n_and_its_error_bars_do_not_vanish_at_zero(smollm2):
+    curve = pruning_curve(smollm2, Ranking("cosine", "wiki", METRIC_OPTIONS), "block", 1, [Task("arithmetic", {"per_task": 4})])
+    exact = curve[curve["metric"] == "exact_match"].set_index("step")
+    assert list(exact["n"]) == [4, 4] and set(curve["task"]) == {"arithmetic"}
+    direct = api.evaluate(smollm2, PruningPlan.parse(exact.loc[1, "plan"]), "arithmetic", per_task=4)
+    assert exact.loc[1, "value"] == direct.metrics["exact_match"]
+    bars = plots.curve_figure(curve, "arithmetic", "exact_match").data[0].error_y
+    for step, (value, below, above) in enumerate(zip(exact["value"], bars.arrayminus, bars.array)):
+        low, high = proportion_interval(value, 4, z=1.0)
+        # the 135M model gets most sums wrong: at 0 of 4 its bar still reaches 1/5 above (Wilson at z = 1)
+        assert (below, above) == pytest.approx((value - low, high - value)) and above > 0, step
+    wide = plots.curve_wide(curve)
+    assert list(wide["arithmetic n"]) == [4, 4] and "arithmetic exact_match stderr" in wide
 
 
 @pytest.mark.parametrize(("scheme", "count", "units"), [("block", 31, 30), ("both", 61, 60), ("attn", 0, 30)])
