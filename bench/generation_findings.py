@@ -47,7 +47,7 @@ from pruneviz.core.errors import Cancelled  # noqa: E402
 from pruneviz.core.loading import load_model  # noqa: E402
 from pruneviz.core.plan import PruningPlan  # noqa: E402
 from pruneviz.data.generative import generative_items  # noqa: E402
-from pruneviz.evaluation.results import Z_95  # noqa: E402
+from pruneviz.evaluation.results import Z_95, proportion_interval  # noqa: E402
 from pruneviz.evaluation.run import evaluate  # noqa: E402
 from pruneviz.evaluation.statistics import ITEM_COLUMNS, paired_difference, with_ci  # noqa: E402
 from pruneviz.studies.curves import Ranking  # noqa: E402
@@ -227,9 +227,12 @@ def share(result, metric: str, unit: str = "") -> str:
     return with_ci(result.metrics[metric], result.stderr[metric], 100, 1, unit, result.n)
 
 
-def ratio(r: float, r_se: float) -> str:
-    """A retention ± SE; at 0 (no item right under the plan) the delta-method SE is 0 and says nothing: none given."""
-    return "0.00 (no item right)" if r == 0 else f"{r:.2f} ± {r_se:.2f}"
+def ratio(r: float, r_se: float, n: int, unpruned: float) -> str:
+    """A retention ± SE. At 0 (no item right under the plan) the delta-method SE is 0 and says nothing: the 95 %
+    upper bound is given instead, Wilson's upper bound of the pruned share (0 of ``n``) over the ``unpruned`` share."""
+    if r == 0:
+        return f"0.00 (no item right; 95 % upper bound {proportion_interval(0.0, n)[1] / unpruned:.2f})"
+    return f"{r:.2f} ± {r_se:.2f}"
 
 
 # ---------------------------------------------------------------- main
@@ -356,7 +359,8 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
                 raise RuntimeError(f"{spec.name} {task}: not the same items as the unpruned result")
             d, se = pair
             r, r_se = retention(base[task], result, metric)
-            entry = dict(d=d, se=se, r=r, r_se=r_se, n=result.n)
+            entry = dict(d=d, se=se, r=r, r_se=r_se, n=result.n,
+                         r_text=ratio(r, r_se, result.n, base[task].metrics[metric]))
             if task == "mmlu":
                 entry["rc"], entry["rc_se"] = retention(base[task], result, metric, MMLU_CHANCE)
             stats[(spec.name, task)] = entry
@@ -366,14 +370,14 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
             if task != "mmlu":
                 flips += f"; {generation_stats(result)}"
             rows.append(f"| {spec.name} | {task_label(task)} | {value} | {result.n} | {100 * d:+.1f} ± {100 * se:.1f} "
-                        f"({verdict(d, se)}) | {ratio(r, r_se)} | {flips} |")
+                        f"({verdict(d, se)}) | {entry['r_text']} | {flips} |")
     # retention side by side, and generation minus MMLU (independent items: combined SE)
     for spec in specs[1:]:
         cells = []
         mm = stats.get((spec.name, "mmlu"))
         for task in TASKS:
             e = stats.get((spec.name, task))
-            cells.append("n/a" if e is None else ratio(e["r"], e["r_se"]))
+            cells.append("n/a" if e is None else e["r_text"])
         cells.insert(1, "n/a" if mm is None or math.isnan(mm["rc"]) else f"{mm['rc']:.2f} ± {mm['rc_se']:.2f}")
         for task in ("humaneval", "arithmetic"):
             e = stats.get((spec.name, task))
@@ -403,7 +407,7 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
     computed = [spec.name for spec in specs[1:] if all((spec.name, t) in stats for t in TASKS)]
     if gen_first:
         parts = [f"{spec.name} ({spec.removed}): {LABEL[task]} {100 * e['d']:+.1f} ± {100 * e['se']:.1f} pp "
-                 f"(n = {e['n']}, retention {ratio(e['r'], e['r_se'])}) while MMLU moves {100 * mm['d']:+.1f} ± "
+                 f"(n = {e['n']}, retention {e['r_text']}) while MMLU moves {100 * mm['d']:+.1f} ± "
                  f"{100 * mm['se']:.1f} pp (n = {mm['n']}, within 2 SE; retention {mm['r']:.2f} ± {mm['r_se']:.2f})"
                  for spec, task, e, mm in gen_first]
         headline = ("**Yes, on these items: generation falls beyond noise at plans where MMLU accuracy has not moved "
@@ -423,7 +427,7 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
                 continue
             dr, dr_se = e["r"] - mm["rc"], math.hypot(e["r_se"], mm["rc_se"])
             if beyond(dr, dr_se):
-                sharper.append(f"{spec.name}: {LABEL[task]} retention {ratio(e['r'], e['r_se'])} vs MMLU above chance "
+                sharper.append(f"{spec.name}: {LABEL[task]} retention {e['r_text']} vs MMLU above chance "
                                f"{mm['rc']:.2f} ± {mm['rc_se']:.2f}, difference {dr:+.2f} ± {dr_se:.2f}")
     sharper_text = ("Relative retention of a generative task differs from MMLU's above-chance retention beyond 2 SE "
                     "(combined: the items differ) at: " + "; ".join(sharper) + "." if sharper else
@@ -455,7 +459,8 @@ def report(run: Run, specs: list[PlanSpec], s: dict, n: dict, wall: float, args,
     full_text = ""
     if full is not None:
         full_text = (f"\n\nUnpruned on **all {full.n} HumanEval problems** (same prompts and decoding): pass@1 "
-                     f"{share(full, 'pass@1', ' %')} (95 % CI; SE {pct(full.stderr['pass@1'])} pp), {generation_stats(full)}.")
+                     f"{pct(full.metrics['pass@1'])} % (95 % CI {' to '.join(pct(b) for b in full.confidence_interval('pass@1'))} %, "
+                     f"Wilson's; SE {pct(full.stderr['pass@1'])} pp), {generation_stats(full)}.")
     base_he = f"{share(he, 'pass@1', ' %')} (n = {he.n})" if he else "not computed"
     base_ar = f"{share(ar, 'exact_match', ' %')} (n = {ar.n})" if ar else "not computed"
     base_mm = base["mmlu"]
@@ -508,7 +513,9 @@ Caveats: on {len(he_items)} HumanEval problems a pass@1 of 50 % has a 95 % CI of
 (the paired Δ is tighter: the plans fail mostly the same problems), so only large breaks show beyond 2 SE; the first
 problems are among HumanEval's easiest, so the unpruned rate is no estimate of the full set's. The KV-cached decoder
 under a plan is tested against recomputing without a cache (`tests/real/test_generative_real.py`); this run did not
-re-check it on these plans. The plans were ranked for Wikipedia, not for any of
+re-check it on these plans. Continuations are cached per batch by prompts, model and plan, not by how the batch was
+prefilled: those computed before each prompt was prefilled alone on the CPU (padded batches) are re-read as they
+are (in bf16 the two ways can part at a near tie). The plans were ranked for Wikipedia, not for any of
 these tasks. This section is written by `bench/generation_findings.py` between its markers; `bench/findings.py`
 regenerates the rest of the file (and drops this section: rerun this script afterwards, it re-reads its cache).
 """

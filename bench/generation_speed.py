@@ -7,6 +7,8 @@ cache would read a wrong length, see :mod:`pruneviz.engine.decoding`), no stop s
 
 - **batched (B)**: :func:`pruneviz.engine.decoding.generate_requests` with B prompts per batch, for each B of
   ``--batch`` (a comma-separated list, e.g. ``8,16``: how the ratio grows with the batch, side by side);
+- **batched (B), padded prefill**: the first B again with the prompts prefilled as one left-padded batch
+  (``prefill_alone=False``: a GPU's way) instead of each alone (a CPU's, the default here);
 - **one at a time**: the same with batches of one prompt;
 - **transformers generate**: ``model.generate`` (greedy, its own DynamicCache) on the same left-padded batches as
   the first batch size, inside the same ``apply_plan``.
@@ -84,8 +86,11 @@ def main() -> None:
     items = generative_items("humaneval", args.prompts)
     requests = [GenerationRequest(prompt_ids(loaded.tokenizer, item, fmt), args.new_tokens) for item in items]
     sizes = [int(size) for size in args.batch.split(",")]
-    decode = lambda size: [g.tokens for g in generate_requests(loaded, requests, size, checkpoint=False)]  # noqa: E731
+    def decode(size: int, prefill_alone: bool | None = None) -> list[tuple[int, ...]]:
+        return [g.tokens for g in generate_requests(loaded, requests, size, checkpoint=False, prefill_alone=prefill_alone)]
+
     ways = {f"batched ({size})": (lambda size=size: decode(size)) for size in sizes}
+    ways[f"batched ({sizes[0]}), padded prefill"] = lambda: decode(sizes[0], prefill_alone=False)
     ways["one at a time"] = lambda: decode(1)
     ways["transformers generate"] = lambda: hf_generate(loaded, requests, sizes[0], args.new_tokens)
     prompt_tokens = sum(len(r.ids) for r in requests)
@@ -102,12 +107,13 @@ def main() -> None:
     results = {name: min(runs, key=lambda run: run[0]) for name, runs in measured.items()}
     reference = results[first][1]
     alone = sum(map(len, results["one at a time"][1])) / results["one at a time"][0]  # tokens/s, one prompt at a time
-    print(f"{'way':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x one at a time':>17}{'same tokens as ' + first:>28}")
+    print(f"{'way':<32}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'x one at a time':>17}{'same tokens as ' + first:>28}")
     for name, (seconds, tokens) in results.items():
         count = sum(map(len, tokens))
         same = sum(a == b for a, b in zip(tokens, reference))
         speed = count / seconds
-        print(f"{name:<24}{count:>8}{seconds:>10.1f}{speed:>10.1f}{speed / alone:>16.2f}x{same:>24}/{len(tokens)}")
+        print(f"{name:<32}{count:>8}{seconds:>10.1f}{speed:>10.1f}{speed / alone:>16.2f}x{same:>24}/{len(tokens)}")
+
 
 if __name__ == "__main__":
     main()

@@ -62,7 +62,7 @@ def check(settings: dict) -> None:
     if not settings["metrics"]:
         ui.stop_with_error("Pick at least one ranking metric.")
     if not settings["tasks"]:
-        ui.stop_with_error("Choose Wikipedia perplexity, at least one MMLU subset, or both.")
+        ui.stop_with_error("Choose Wikipedia perplexity, an MMLU subset or a generative task to evaluate at each step.")
     ui.check_heldout(settings["heldout"], settings["tasks"])
 
 
@@ -112,7 +112,8 @@ def show_result(result: dict) -> None:
         st.caption(
             "Step 0 is the unpruned model; error bars are one standard error over windows, questions or problems "
             "(for shares such as accuracy or pass@1, Wilson's interval at z = 1: it stays inside 0-100 % and does not "
-            "shrink to nothing at 0 of n). Hover a point for its n."
+            "shrink to nothing at 0 of n). Hover a point for its n. The table's stderr columns are the standard errors "
+            "themselves (for a share, sqrt(p (1 − p) / (n − 1)), which is 0 at 0 of n)."
         )
     with table:
         st.dataframe(plots.curve_wide(curve), hide_index=True)

@@ -314,7 +314,8 @@ def curve_figure(curve: pd.DataFrame, task: str, metric: str) -> go.Figure:
         has_errors = bool(np.isfinite(errors).any() or (above + below > 0).any())
         # per point: [unit removed at this step, plan, standard error, n] for the hover text
         custom = line[["removed", "plan"]].replace("", "nothing").assign(stderr=errors, n=counts).to_numpy(dtype=object)
-        spread = " (standard error %{customdata[2]:.2g}, n = %{customdata[3]})" if has_errors else ""
+        count = ", n = %{customdata[3]}" if "n" in line else ""
+        spread = f" (standard error %{{customdata[2]:.2g}}{count})" if has_errors else ""
         figure.add_trace(go.Scatter(
             x=line["step"], y=line["value"], mode="lines+markers", name=ranking, line={"color": colours[ranking]},
             error_y={"type": "data", "symmetric": False, "array": above, "arrayminus": below, "visible": has_errors},

@@ -230,8 +230,9 @@ def _parts(alias: str, package: str, version: str, count: int, file_name) -> tup
 # how each embedded model was measured for its picker line (docs/PERFORMANCE.md, "What each embedded model is good for")
 MEASURED = (
     "bench/model_cards.py, bf16 on 2 CPU cores (AVX512-BF16): MMLU letter format 0-shot on 2 questions of each of the "
-    "57 subjects (n = 114), ± 1 standard error; forward throughput in tokens/s; HumanEval: `pruneviz evaluate --task "
-    "humaneval`, greedy, all 164 problems (docs/PERFORMANCE.md, \"HumanEval pass@1 of qwen2.5-coder-1.5b, unpruned\")"
+    "57 subjects (n = 114); forward throughput in tokens/s; HumanEval: `pruneviz evaluate --task humaneval`, greedy, "
+    "all 164 problems (docs/PERFORMANCE.md, \"HumanEval pass@1 of qwen2.5-coder-1.5b, unpruned\"); every ± is 1 "
+    "standard error"
 )
 
 EMBEDDED_MODELS = {

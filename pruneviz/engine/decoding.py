@@ -6,9 +6,9 @@ then one token per step reads the keys and values cached so far.
 
 On a CPU each prompt is prefilled alone and the batch is formed for decoding only, its cache rows left-padded
 with zeros that the mask hides (:func:`_prefill_each`): one prompt of a few hundred tokens already keeps the
-cores busy, so a padded batch gains nothing and pays for every pad token (HumanEval's first 16 prompts: 3,844
-tokens, 5,200 padded into one batch). On a GPU a single prompt leaves most of the device idle, so the padded
-batch is prefilled at once. Models with sliding-window layers are always prefilled as a padded batch (their
+cores busy, so a padded batch gains nothing and pays for every pad token (HumanEval's first 16 prompts in
+Qwen2.5-Coder's chat format: 3,844 tokens, 5,200 padded into one batch). On a GPU a single prompt leaves most of
+the device idle, so the padded batch is prefilled at once. Models with sliding-window layers are always prefilled as a padded batch (their
 cache keeps only the window, which the merged rows would have to realign).
 
 A pruned attention sublayer writes no cache entry: its gate returns a zero update (or its stand-in's) without
@@ -123,6 +123,12 @@ def _prefill_each(
 ) -> tuple[PlanCache, torch.Tensor]:
     """Run each prompt alone (no padding) and merge the caches into one batch cache, each row left-padded with
     zeros to the longest prompt (the batch's attention mask hides them).
+
+    Args:
+        loaded: a ``LoadedModel`` (its device and config).
+        base: its decoder stack without the output head (``resolve(loaded.model, loaded.adapter.base)``).
+        requests: the batch's prompts.
+        skipped: the blocks whose attention sublayer the plan prunes: their cache layers stay empty in every row.
 
     Returns:
         the merged cache (``seen`` = the longest prompt's length) and the last prompt position's hidden state of

@@ -104,13 +104,32 @@ def test_cached_batched_decoding_equals_recomputing_each_prompt(loaded, plan, pr
     assert all(g.finish in ("eos", "length") for g in batched)
 
 
+@pytest.mark.parametrize("plan", ["", "0.attn,2"])
+def test_rows_leave_a_batch_prefilled_alone_like_recomputing(loaded, plan):
+    """Token limits of 2 to 8: rows leave the merged batch one after another (its cache rows selected) and the
+    rest go on as if alone."""
+    limits = (2, 8, 4, 6)
+    requests = [GenerationRequest(ids, limit) for ids, limit in zip(prompts(), limits)]
+    with apply_plan(PruningPlan.parse(plan, loaded.n_blocks)):
+        batched = generate_requests(loaded, requests, batch_size=4, checkpoint=False, prefill_alone=True)
+        for generated, request in zip(batched, requests):
+            assert_same_tokens(loaded, [generated], [request], request.max_new_tokens)
+    assert [len(g.tokens) for g in batched if g.finish == "length"] == [r.max_new_tokens for r, g in zip(requests, batched)
+                                                                          if g.finish == "length"]
+
+
 def test_prompts_prefilled_alone_run_no_pad_token(loaded32, monkeypatch):
     """On a CPU (the default there) each prompt's prefill sees its own tokens only; a GPU's padded batch sees the
     longest prompt's length in every row."""
     seen = []
-    forward = type(loaded32.model.model).forward
-    monkeypatch.setattr(type(loaded32.model.model), "forward",
-                        lambda self, input_ids=None, **kw: seen.append(tuple(input_ids.shape)) or forward(self, input_ids=input_ids, **kw))
+    decoder = type(loaded32.model.model)
+    forward = decoder.forward
+
+    def recording(self, input_ids=None, **kwargs):
+        seen.append(tuple(input_ids.shape))
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", recording)
     requests = [GenerationRequest(ids, 2) for ids in prompts()]
     assert loaded32.device.type == "cpu"
     alone = generate_requests(loaded32, requests, batch_size=4, checkpoint=False)
