@@ -8,8 +8,8 @@ On a CPU each prompt is prefilled alone and the batch is formed for decoding onl
 with zeros that the mask hides (:func:`_prefill_each`): one prompt of a few hundred tokens already keeps the
 cores busy, so a padded batch gains nothing and pays for every pad token (HumanEval's first 16 prompts in
 Qwen2.5-Coder's chat format: 3,844 tokens, 5,200 padded into one batch). On a GPU a single prompt leaves most of
-the device idle, so the padded batch is prefilled at once. Models with sliding-window layers are always prefilled as a padded batch (their
-cache keeps only the window, which the merged rows would have to realign).
+the device idle, so the padded batch is prefilled at once. Models with sliding-window layers are always prefilled
+as a padded batch (their cache keeps only the window, which the merged rows would have to realign).
 
 A pruned attention sublayer writes no cache entry: its gate returns a zero update (or its stand-in's) without
 running the attention. transformers reads the cache's length, and the masks' sizes, from one layer (the first
