@@ -176,7 +176,8 @@ def heldout_note(heldout: bool, adaptive_on_mmlu: bool, mmlu_evaluated: bool) ->
         mmlu_evaluated: whether any MMLU task was evaluated.
     """
     if not mmlu_evaluated:
-        return "Perplexity uses the evaluation half of Wikipedia, so no text both ranks units and judges them."
+        return ("Wikipedia perplexity uses the evaluation half of Wikipedia and generative tasks score their own items, so "
+                "no text both ranks units and judges them.")
     if heldout and adaptive_on_mmlu:
         return (
             "**Held out**: adaptive MMLU metrics used the even-numbered questions of each subject; MMLU is "
