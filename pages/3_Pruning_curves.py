@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from pruneviz import api, plots, ui
-from pruneviz.studies.curves import Ranking, Task, pruning_curve
+from pruneviz.studies.curves import CURVE_COLUMNS, Ranking, Task, pruning_curve
 
 RESULT_KEY = "curves_result"
 FORM = "curves_settings"
@@ -119,7 +119,7 @@ def show_result(result: dict) -> None:
         st.dataframe(plots.curve_wide(curve), hide_index=True)
         st.download_button(
             "Download CSV", curve.to_csv(index=False), file_name="pruning_curves.csv", mime="text/csv",
-            help="Columns ranking, scheme, step, removed, plan, task, metric, value, stderr, n, dtype (as `pruneviz curve` writes).",
+            help=f"Columns {', '.join(CURVE_COLUMNS)} (as `pruneviz curve` writes).",
         )
 
 

@@ -559,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .core.loading import DEVICE_MAPS
     from .data.generative import PROMPT_FORMATS
     from .influence.shapley import ESTIMATORS
+    from .studies.curves import CURVE_COLUMNS
     from .studies.recovery import FITS, METHODS
 
     parser = _Parser(prog="python -m pruneviz", description="Explore depth pruning of causal LMs.")
@@ -638,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--window-len", type=_positive, default=256, help="perplexity: tokens per window")
     curve.add_argument("--iterative", action="store_true", help="recompute the metric on the pruned model after every removal")
     curve.add_argument("--heldout", action="store_true", help="MMLU: compute adaptive metrics on one half of each subject, evaluate on the other")
-    curve.add_argument("--out", required=True, help="CSV: ranking,scheme,step,removed,plan,task,metric,value,stderr,n,dtype (n: windows, questions or problems)")
+    curve.add_argument("--out", required=True, help=f"CSV: {','.join(CURVE_COLUMNS)} (n: windows, questions or problems)")
     curve.set_defaults(run=cmd_curve, outputs={"--out": "file"})
 
     recover = commands.add_parser("recover", help="fit cheap stand-ins for pruned units and report before/after")
